@@ -1,0 +1,329 @@
+//! Spawning the child: everything prepared before fork, almost nothing after.
+//!
+//! systemd's socket-activation protocol wants `LISTEN_PID` to be the child's
+//! own pid, which exists only after fork. `Command::env` cannot carry it and
+//! a `setenv` in `pre_exec` is lost (std installs its own envp afterwards)
+//! and allocates. So argv and envp are built here, in the parent, with a
+//! fixed-size `LISTEN_PID=` slot; the `pre_exec` closure writes the pid's
+//! digits into that slot and calls `execve` itself. An `execve` failure is
+//! returned from the closure, and std reports it from `spawn()`.
+//!
+//! After fork the child only: resets signal dispositions and the signal
+//! mask, asks to die with the supervisor (Linux), clears close-on-exec on
+//! fd 3, marks every descriptor from 4 up close-on-exec, writes the pid
+//! digits and execs. std has already put /dev/null on stdin, the log pipes
+//! on stdout and stderr, changed the directory and made the child a process
+//! group leader.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::listener::LISTEN_FD;
+use crate::sys;
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+/// Enough digits for any pid (pid_t is 32-bit).
+const PID_DIGITS: usize = 10;
+
+/// What is needed to start a child, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub fd_name: String,
+    /// The signal the child gets when the supervisor dies (Linux).
+    pub death_signal: i32,
+}
+
+/// A started child: its pid (also its process group) and its output pipes.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
+}
+
+/// Find `program` the way a shell would: as given when it has a slash
+/// (relative to the child's folder), else along `path`.
+pub fn resolve_program(program: &str, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf> {
+    if program.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "empty command"));
+    }
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not an executable file", p.display()),
+            ))
+        };
+    }
+    let path = path.unwrap_or(OsStr::new("/usr/bin:/bin"));
+    for dir in std::env::split_paths(path) {
+        let dir = if dir.as_os_str().is_empty() {
+            cwd.to_owned()
+        } else {
+            cwd.join(dir)
+        };
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{program:?} not found in PATH ({})", path.to_string_lossy()),
+    ))
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn cstring(bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL byte in argument or environment",
+        )
+    })
+}
+
+/// argv and envp as C arrays, built before fork. The strings are owned here
+/// and the pointer arrays point into them; `pid_slot` points at the digits
+/// of the `LISTEN_PID=` entry.
+struct ExecImage {
+    program: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    _slot: Box<[u8]>,
+    env_ptrs: Vec<*const libc::c_char>,
+    pid_slot: *mut u8,
+    parent: libc::pid_t,
+    death_signal: libc::c_int,
+}
+
+// SAFETY: the pointers only point into the Vecs owned by the same value, and
+// the image is used by the one thread that forks (the closure std requires
+// to be Send + Sync is run only in the forked child).
+unsafe impl Send for ExecImage {}
+// SAFETY: as above; nothing is shared between threads.
+unsafe impl Sync for ExecImage {}
+
+impl ExecImage {
+    fn new(program: &Path, recipe: &Recipe) -> io::Result<ExecImage> {
+        let program = cstring(program.as_os_str().as_bytes())?;
+        let argv: Vec<CString> = recipe
+            .command
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+
+        // The inherited environment, our additions, then the protocol's.
+        let mut vars: BTreeMap<OsString, OsString> = std::env::vars_os()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_bytes(),
+                    b"LISTEN_PID" | b"LISTEN_FDS" | b"LISTEN_FDNAMES" | b"NOTIFY_SOCKET"
+                )
+            })
+            .collect();
+        for (k, v) in &recipe.env {
+            vars.insert(k.into(), v.into());
+        }
+        vars.insert("LISTEN_FDS".into(), "1".into());
+        vars.insert("LISTEN_FDNAMES".into(), recipe.fd_name.clone().into());
+        let mut env: Vec<CString> = Vec::with_capacity(vars.len());
+        for (k, v) in vars {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend(v.into_vec());
+            env.push(cstring(entry)?);
+        }
+        // The slot: "LISTEN_PID=" and room for the digits and the NUL. Its
+        // pointer comes from `as_mut_ptr` on the owned box, which is never
+        // touched through a reference again, so writing through it is sound.
+        let mut slot: Box<[u8]> = [LISTEN_PID, &[0u8; PID_DIGITS + 1]]
+            .concat()
+            .into_boxed_slice();
+        let slot_ptr = slot.as_mut_ptr();
+
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let env_ptrs = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([slot_ptr as *const libc::c_char, std::ptr::null()])
+            .collect();
+        // SAFETY: the digits start right after "LISTEN_PID=" inside the slot.
+        let pid_slot = unsafe { slot_ptr.add(LISTEN_PID.len()) };
+        Ok(ExecImage {
+            program,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            _slot: slot,
+            env_ptrs,
+            pid_slot,
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
+            death_signal: recipe.death_signal,
+        })
+    }
+
+    /// Runs in the forked child: only async-signal-safe calls, no allocation.
+    ///
+    /// # Safety
+    /// Call only between fork and exec.
+    unsafe fn exec(&self) -> io::Result<()> {
+        // Signal state survives exec: ignored signals stay ignored and the
+        // mask stays set. Give the child what a fresh process has.
+        for sig in 1..NSIG {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        if !sys::die_with_parent(self.death_signal, self.parent) {
+            return Err(io::Error::other("supervisor died during spawn"));
+        }
+        // fd 3 is our listening socket already; it only loses close-on-exec.
+        if libc::fcntl(LISTEN_FD, libc::F_SETFD, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sys::cloexec_from_after_fork(LISTEN_FD + 1);
+
+        // The pid's digits, then the terminating NUL.
+        let mut pid = libc::getpid() as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 || n == PID_DIGITS {
+                break;
+            }
+        }
+        for i in 0..n {
+            *self.pid_slot.add(i) = digits[n - 1 - i];
+        }
+        *self.pid_slot.add(n) = 0;
+
+        libc::execve(
+            self.program.as_ptr(),
+            self.argv_ptrs.as_ptr(),
+            self.env_ptrs.as_ptr(),
+        );
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(target_os = "linux")]
+const NSIG: libc::c_int = 65;
+#[cfg(not(target_os = "linux"))]
+const NSIG: libc::c_int = 32;
+
+/// Start one child with the listening socket (already at fd 3, blocking)
+/// and fresh pipes for its stdout and stderr.
+pub fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
+    let program_name = recipe
+        .command
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let path = recipe
+        .env
+        .get("PATH")
+        .map(OsString::from)
+        .or_else(|| std::env::var_os("PATH"));
+    let program = resolve_program(program_name, path.as_deref(), &recipe.cwd)?;
+    let image = ExecImage::new(&program, recipe)?;
+
+    let mut cmd = Command::new(&program);
+    cmd.current_dir(&recipe.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: `exec` makes only async-signal-safe calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || image.exec());
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+    })?;
+    let pid = child.id() as i32;
+    let stdout: OwnedFd = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout pipe"))?
+        .into();
+    let stderr: OwnedFd = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("no stderr pipe"))?
+        .into();
+    // `child` is dropped without waiting: the driver reaps this pid itself
+    // with waitpid on exactly this pid, never -1.
+    drop(child);
+    Ok(Spawned {
+        pid,
+        stdout: File::from(stdout),
+        stderr: File::from(stderr),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_like_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = bin.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let path = OsString::from(format!("/nonexistent:{}", bin.display()));
+        let cwd = dir.path();
+        assert_eq!(resolve_program("tool", Some(&path), cwd).unwrap(), tool);
+        assert_eq!(
+            resolve_program("bin/tool", Some(&path), cwd).unwrap(),
+            cwd.join("bin/tool")
+        );
+        assert_eq!(
+            resolve_program(&tool.to_string_lossy(), None, cwd).unwrap(),
+            tool
+        );
+        for bad in ["plain", "nope", "bin/plain", ""] {
+            assert!(resolve_program(bad, Some(&path), cwd).is_err(), "{bad}");
+        }
+        // Relative PATH entries resolve against the child's folder.
+        let rel = OsString::from("bin");
+        assert_eq!(
+            resolve_program("tool", Some(&rel), cwd).unwrap(),
+            cwd.join("bin/tool")
+        );
+    }
+}

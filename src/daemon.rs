@@ -1,0 +1,570 @@
+//! The one async driver: the only code that touches processes, signals,
+//! the socket and the state file while the supervisor runs.
+//!
+//! It turns the world into [`Event`]s for the pure [`Machine`] and carries
+//! out the [`Action`]s it returns. Everything waits in one `select!`: the
+//! signal stream (SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGCHLD), the
+//! machine's single deadline, and, only while leftovers of a child's process
+//! group are being stopped, a short poll for the group to empty. With a
+//! healthy child nothing is armed, so the supervisor makes no wake-ups.
+
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_core_shim::next_signal;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_tokio::Signals;
+use tracing::{error, info, warn};
+
+use crate::child::{self, Recipe};
+use crate::config::Config;
+use crate::listener::{describe_bind_error, Listener};
+use crate::lock::InstanceLock;
+use crate::logs::{self, LogSink, Stream};
+use crate::policy::{Action, Event, ExitKind, Machine, Phase, Settings};
+use crate::state::{self, ChildInfo, ExitInfo, ListenInfo, PortHolder, Record, SupervisorInfo};
+use crate::sys;
+
+/// How long SIGKILLed leftovers get to vanish before we go on without them.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Signals we handle; registered before the pid file is written or any
+/// child exists, so a SIGTERM can never kill us and orphan a child.
+pub fn register_signals() -> std::io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD])
+}
+
+/// The child that is alive now.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    pid: i32,
+    start_time: Option<u64>,
+}
+
+pub struct Daemon {
+    cfg: Config,
+    lock: InstanceLock,
+    machine: Machine,
+    recipe: Recipe,
+    listener: Option<Listener>,
+    current: Option<Current>,
+    child_log: Arc<LogSink>,
+    supervisor_log: Arc<LogSink>,
+    /// Maps the machine's monotonic instants to wall-clock times for people.
+    epoch: (Instant, SystemTime),
+    own_start_time: Option<u64>,
+    state_path: PathBuf,
+    bind_error: Option<String>,
+    port_holder: Option<(i32, String)>,
+    /// Last state written, to skip identical rewrites.
+    written: Option<String>,
+}
+
+impl Daemon {
+    pub fn new(
+        cfg: Config,
+        lock: InstanceLock,
+        child_log: Arc<LogSink>,
+        supervisor_log: Arc<LogSink>,
+    ) -> Daemon {
+        let settings = Settings {
+            initial_backoff: cfg.restart.initial_backoff,
+            max_backoff: cfg.restart.max_backoff,
+            reset_after: cfg.restart.reset_after,
+            stop_timeout: cfg.child.stop_timeout,
+            kill_grace: KILL_GRACE,
+        };
+        let recipe = Recipe {
+            command: cfg.child.command.clone(),
+            cwd: cfg.child.cwd.clone(),
+            env: cfg.child.env.clone(),
+            fd_name: cfg.listen.name.clone(),
+            death_signal: cfg.child.stop_signal as i32,
+        };
+        let state_path = cfg.supervisor.state_dir.join("state.json");
+        Daemon {
+            machine: Machine::new(settings),
+            recipe,
+            listener: None,
+            current: None,
+            child_log,
+            supervisor_log,
+            epoch: (Instant::now(), SystemTime::now()),
+            own_start_time: sys::process_start_time(std::process::id() as i32),
+            state_path,
+            bind_error: None,
+            port_holder: None,
+            written: None,
+            lock,
+            cfg,
+        }
+    }
+
+    /// Run until asked to stop. Errors are fatal (exit 1).
+    pub async fn run(mut self, mut signals: Signals) -> anyhow::Result<()> {
+        self.lock.write_pid()?;
+        let previous = state::read(&self.state_path).ok().flatten();
+        self.write_state();
+        info!(
+            "supervisor {} started for {} (config {})",
+            std::process::id(),
+            self.cfg.listen.address,
+            self.cfg.path.display()
+        );
+        let mut stop_pending = false;
+        if let Some(prev) = &previous {
+            self.resume_history(prev);
+            stop_pending = self.stop_orphan(prev, &mut signals).await;
+        }
+        self.feed(Event::Start);
+        if stop_pending {
+            self.feed(Event::Stop);
+        }
+
+        let mut poll = Duration::from_millis(2);
+        while self.machine.phase != Phase::Exited {
+            let deadline = self.machine.deadline();
+            let leftovers = match self.machine.phase {
+                Phase::Stopping {
+                    pgid,
+                    leader: false,
+                    ..
+                } => Some(pgid),
+                _ => None,
+            };
+            tokio::select! {
+                sig = next_signal(&mut signals) => match sig {
+                    Some(sig) => self.on_signal(sig),
+                    None => anyhow::bail!("the signal stream closed"),
+                },
+                _ = sleep_until(deadline) => self.feed(Event::Tick),
+                _ = tokio::time::sleep(poll), if leftovers.is_some() => {
+                    if leftovers.is_some_and(|g| !sys::group_alive(g)) {
+                        poll = Duration::from_millis(2);
+                        self.feed(Event::GroupGone);
+                    } else {
+                        poll = (poll * 2).min(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        info!("supervisor {} stopped", std::process::id());
+        self.write_state();
+        self.child_log.flush();
+        self.supervisor_log.flush();
+        Ok(())
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        match sig {
+            SIGTERM | SIGINT => {
+                let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                if self.machine.stopping {
+                    info!("{name} again: killing the child's process group now");
+                } else {
+                    info!("{name}: stopping");
+                }
+                self.feed(Event::Stop);
+            }
+            SIGHUP => {
+                // Never forwarded: uvicorn and many others die on SIGHUP.
+                self.child_log.reopen();
+                self.supervisor_log.reopen();
+                info!("SIGHUP: log files reopened");
+            }
+            SIGUSR1 => {
+                info!("SIGUSR1: restarting the child");
+                self.feed(Event::Restart);
+            }
+            SIGCHLD => self.reap(),
+            _ => {}
+        }
+    }
+
+    /// Reap our child, and only it: `waitpid(-1)` would steal statuses.
+    fn reap(&mut self) {
+        let Some(cur) = self.current else { return };
+        let kind = match waitpid(Pid::from_raw(cur.pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => ExitKind::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitKind::Signal(sig as i32),
+            Ok(_) => return,
+            Err(e) => {
+                // ECHILD: somebody else reaped it; it is gone all the same.
+                warn!(
+                    "waitpid({}) failed: {e}; treating the child as gone",
+                    cur.pid
+                );
+                ExitKind::Signal(0)
+            }
+        };
+        self.current = None;
+        let group_left = sys::group_alive(cur.pid);
+        let lived = match self.machine.phase {
+            Phase::Running { since, .. } => Some(since.elapsed()),
+            _ => None,
+        };
+        self.feed(Event::ChildExited { kind, group_left });
+        let how = describe_exit(kind);
+        let lived = lived
+            .map(|d| format!(" after {}", human(d)))
+            .unwrap_or_default();
+        let next = match self.machine.phase {
+            Phase::Backoff { until } => format!(
+                "; restarting in {}",
+                human(until.saturating_duration_since(Instant::now()))
+            ),
+            Phase::Running { pid, .. } => format!("; restarted at once as {pid}"),
+            Phase::Stopping { leader: false, .. } => {
+                "; stopping what is left of its process group first".into()
+            }
+            Phase::Exited => String::new(),
+            _ => String::new(),
+        };
+        if matches!(kind, ExitKind::Code(0)) || self.machine.stopping {
+            info!("child {} {how}{lived}{next}", cur.pid);
+        } else {
+            warn!("child {} {how}{lived}{next}", cur.pid);
+        }
+    }
+
+    /// Step the machine and carry out what it asks, until it asks for
+    /// nothing that answers at once.
+    fn feed(&mut self, event: Event) {
+        let mut queue = vec![event];
+        while let Some(ev) = queue.pop() {
+            let actions = self.machine.step(ev, Instant::now());
+            for action in actions {
+                if let Some(next) = self.perform(action) {
+                    queue.push(next);
+                }
+            }
+        }
+        self.write_state();
+    }
+
+    fn perform(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Bind => Some(self.bind()),
+            Action::Spawn => Some(self.spawn()),
+            Action::Signal { pgid, kill } => {
+                let sig = if kill {
+                    Signal::SIGKILL
+                } else {
+                    self.cfg.child.stop_signal
+                };
+                match killpg(Pid::from_raw(pgid), sig) {
+                    Ok(()) => info!("sent {} to process group {pgid}", sig.as_str()),
+                    Err(nix::errno::Errno::ESRCH) => {}
+                    Err(e) => warn!("cannot send {} to process group {pgid}: {e}", sig.as_str()),
+                }
+                None
+            }
+            Action::GaveUpOnGroup { pgid } => {
+                error!(
+                    "process group {pgid} still has members {} after SIGKILL; going on without them",
+                    human(KILL_GRACE)
+                );
+                None
+            }
+            Action::Exit => None,
+        }
+    }
+
+    fn bind(&mut self) -> Event {
+        let addr = self.cfg.listen.address;
+        match Listener::bind(addr, self.cfg.listen.backlog) {
+            Ok(l) => {
+                self.listener = Some(l);
+                if self.bind_error.take().is_some() {
+                    info!("bound {addr} after waiting for it");
+                }
+                self.port_holder = None;
+                Event::Bound
+            }
+            Err(e) => {
+                let why = describe_bind_error(&e);
+                self.port_holder = sys::port_holder(addr);
+                let held = self
+                    .port_holder
+                    .as_ref()
+                    .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
+                    .unwrap_or_default();
+                let delay = self
+                    .machine
+                    .backoff(self.machine.bind_failures.saturating_add(1));
+                warn!(
+                    "cannot bind {addr}: {why}{held}; no child started; retrying in {}",
+                    human(delay)
+                );
+                self.bind_error = Some(why);
+                Event::BindFailed
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Event {
+        if let Some(l) = &self.listener {
+            if let Err(e) = l.make_blocking() {
+                warn!("cannot make the listening socket blocking again: {e}");
+            }
+        }
+        match child::spawn(&self.recipe) {
+            Ok(sp) => {
+                let pid = sp.pid;
+                self.current = Some(Current {
+                    pid,
+                    start_time: sys::process_start_time(pid),
+                });
+                for (file, stream) in [(sp.stdout, Stream::Stdout), (sp.stderr, Stream::Stderr)] {
+                    if let Err(e) =
+                        logs::spawn_pump(file, stream, pid as u32, self.child_log.clone())
+                    {
+                        warn!(
+                            "cannot start the log reader for child {pid}: {e}; its output is lost"
+                        );
+                    }
+                }
+                info!("started child {pid}: {}", self.recipe.command.join(" "));
+                Event::Spawned { pid }
+            }
+            Err(e) => {
+                let delay = self.machine.backoff(self.machine.streak.saturating_add(1));
+                error!("{e}; retrying in {}", human(delay));
+                Event::SpawnFailed
+            }
+        }
+    }
+
+    /// Continue a crash loop's backoff across supervisor restarts: a
+    /// supervisor respawned by launchd should not hammer a broken child
+    /// from `initial_backoff` again.
+    fn resume_history(&mut self, prev: &Record) {
+        let Some(child) = &prev.child else { return };
+        let recent = prev
+            .updated_at
+            .as_deref()
+            .and_then(state::parse_timestamp)
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < self.cfg.restart.reset_after + self.cfg.restart.max_backoff);
+        if recent && child.crash_streak > 0 {
+            self.machine.streak = child.crash_streak.min(64);
+            info!(
+                "continuing a crash loop of {} early deaths from the previous supervisor",
+                self.machine.streak
+            );
+        }
+    }
+
+    /// A child of an earlier supervisor that died without stopping it (a
+    /// SIGKILL; on macOS there is no PDEATHSIG) would still hold the port
+    /// and the shared state of the service. Stop its process group before
+    /// binding, so two children never run at once. Touch it only if it is
+    /// provably ours: same pid *and* same start time, or a group whose
+    /// leader is gone (a live group keeps its id from being reused).
+    /// Returns whether a stop was requested meanwhile.
+    async fn stop_orphan(&mut self, prev: &Record, signals: &mut Signals) -> bool {
+        let Some(child) = &prev.child else {
+            return false;
+        };
+        let Some(pgid) = child.pgid.filter(|g| *g > 1) else {
+            return false;
+        };
+        let leader_is_ours = match (child.pid, child.start_time) {
+            (Some(pid), Some(t)) => sys::is_alive(pid) && sys::process_start_time(pid) == Some(t),
+            _ => false,
+        };
+        let leftovers_only = !sys::is_alive(pgid) && sys::group_alive(pgid);
+        if !leader_is_ours && !leftovers_only {
+            return false;
+        }
+        let gone = || !sys::is_alive(pgid) && !sys::group_alive(pgid);
+        warn!(
+            "process group {pgid} of an earlier supervisor's child is still alive; stopping it before binding {}",
+            self.cfg.listen.address
+        );
+        let mut stop_pending = false;
+        let mut kill_now = false;
+        for (sig, within) in [
+            (self.cfg.child.stop_signal, self.cfg.child.stop_timeout),
+            (Signal::SIGKILL, KILL_GRACE),
+        ] {
+            if sig != Signal::SIGKILL && kill_now {
+                continue;
+            }
+            let _ = killpg(Pid::from_raw(pgid), sig);
+            let deadline = Instant::now() + within;
+            let mut poll = Duration::from_millis(2);
+            while !gone() && Instant::now() < deadline {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    Some(s) = next_signal(signals) => match s {
+                        SIGTERM | SIGINT => {
+                            kill_now = stop_pending;
+                            stop_pending = true;
+                            if kill_now { break; }
+                        }
+                        SIGHUP => {
+                            self.child_log.reopen();
+                            self.supervisor_log.reopen();
+                        }
+                        _ => {}
+                    },
+                }
+                poll = (poll * 2).min(Duration::from_millis(100));
+            }
+            if gone() {
+                info!("the earlier child's process group {pgid} is gone");
+                return stop_pending;
+            }
+        }
+        error!("process group {pgid} survived SIGKILL; going on");
+        stop_pending
+    }
+
+    fn wall(&self, t: Instant) -> SystemTime {
+        let (mono, wall) = self.epoch;
+        match t.checked_duration_since(mono) {
+            Some(d) => wall + d,
+            None => wall - mono.saturating_duration_since(t),
+        }
+    }
+
+    fn record(&self) -> Record {
+        let m = &self.machine;
+        let now = Instant::now();
+        let (child_pid, pgid, since) = match m.phase {
+            Phase::Running { pid, since } => (Some(pid), Some(pid), Some(since)),
+            Phase::Stopping { pgid, leader, .. } => (leader.then_some(pgid), Some(pgid), None),
+            _ => (None, None, None),
+        };
+        let start_time = self
+            .current
+            .filter(|c| Some(c.pid) == child_pid)
+            .and_then(|c| c.start_time);
+        let next_restart = match m.phase {
+            Phase::Backoff { until } => Some(until),
+            Phase::WaitingForPort { retry_at } => Some(retry_at),
+            _ => None,
+        };
+        let last_exit = m.last_exit.map(|e| {
+            let (code, signal) = match e.kind {
+                ExitKind::Code(c) => (Some(c), None),
+                ExitKind::Signal(s) => (None, Some(signal_name(s))),
+            };
+            ExitInfo {
+                code,
+                signal,
+                at: state::timestamp(self.wall(e.at)),
+            }
+        });
+        let state = if m.phase == Phase::Exited {
+            "not-running"
+        } else {
+            m.phase.name()
+        };
+        Record {
+            state: state.into(),
+            supervisor: Some(SupervisorInfo {
+                pid: std::process::id() as i32,
+                started_at: state::timestamp(self.epoch.1),
+                start_time: self.own_start_time,
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+            }),
+            listen: Some(ListenInfo {
+                address: self.cfg.listen.address.to_string(),
+                bound: self.listener.is_some(),
+                name: Some(self.cfg.listen.name.clone()),
+            }),
+            child: Some(ChildInfo {
+                pid: child_pid,
+                pgid,
+                start_time,
+                started_at: since.map(|s| state::timestamp(self.wall(s))),
+                restarts: m.restarts(),
+                last_exit,
+                crash_streak: m.streak,
+            }),
+            next_restart_in_ms: next_restart
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            next_restart_at: next_restart.map(|t| state::timestamp_ms(self.wall(t))),
+            port_holder: self.port_holder.as_ref().map(|(pid, command)| PortHolder {
+                pid: *pid,
+                command: command.clone(),
+            }),
+            bind_error: self.bind_error.clone(),
+            error: None,
+            updated_at: None,
+        }
+    }
+
+    /// Replace state.json if anything a reader cares about changed.
+    fn write_state(&mut self) {
+        let mut rec = self.record();
+        // Compare without the ever-changing countdown and time stamp.
+        rec.next_restart_in_ms = None;
+        let key = rec.encode();
+        if self.written.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        let mut full = self.record();
+        full.updated_at = Some(state::timestamp_ms(SystemTime::now()));
+        match state::write_atomic(&self.state_path, &full.encode()) {
+            Ok(()) => self.written = Some(key),
+            Err(e) => warn!(
+                "cannot write {}: {e}; `status` may be stale",
+                self.state_path.display()
+            ),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `Signals` is a `futures_core::Stream`; this polls it without pulling in
+/// a futures utility crate.
+mod futures_core_shim {
+    use super::*;
+
+    pub async fn next_signal(signals: &mut Signals) -> Option<i32> {
+        poll_fn(|cx| {
+            use futures_core::Stream as _;
+            Pin::new(&mut *signals).poll_next(cx)
+        })
+        .await
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+pub fn describe_exit(kind: ExitKind) -> String {
+    match kind {
+        ExitKind::Code(c) => format!("exited with code {c}"),
+        ExitKind::Signal(0) => "is gone (reaped elsewhere)".into(),
+        ExitKind::Signal(s) => format!("was killed by {}", signal_name(s)),
+    }
+}
+
+/// "250ms", "4s", "1m 30s": humantime, rounded to what people read.
+pub fn human(d: Duration) -> String {
+    let d = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d).to_string()
+}

@@ -1,0 +1,231 @@
+//! The instance lock, and the checks on the folders it lives in.
+//!
+//! One exclusive `flock` on `<state_dir>/supervisor.pid`, held for the life
+//! of the process. The lock belongs to the open file description, so the fd
+//! is close-on-exec: a child must never inherit it and keep the lock alive
+//! after the supervisor died. The file is never truncated or written before
+//! the lock is held, and never unlinked (a waiter could lock the unlinked
+//! inode); after locking we re-check that the locked inode is still the one
+//! at the path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Why a folder of ours cannot be used. Maps to exit 78: nothing started.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {reason}")]
+pub struct DirError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Refuse a folder that another local user could tamper with: a symbolic
+/// link, not a folder, not ours, or writable by group or others. A missing
+/// folder is fine (`Ok(false)`); it is created later by its owner.
+pub fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
+    let err = |reason: String| DirError {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(format!("cannot inspect it: {e}"))),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(err(
+            "is a symbolic link; refusing to follow it (use the real path)".into(),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(err("exists and is not a folder".into()));
+    }
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(err(format!(
+            "is owned by uid {}, not by us (uid {euid}); refusing to use it",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(err(format!(
+            "is writable by group or others (mode {:o}); run `chmod go-w {}`",
+            meta.mode() & 0o7777,
+            path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// Create a folder (and missing parents) with `mode`, then check it again:
+/// a link planted between the check and the creation is still refused.
+pub fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
+    if let Err(e) = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+    {
+        return Err(DirError {
+            what,
+            path: path.to_owned(),
+            reason: format!("cannot create it: {e}"),
+        });
+    }
+    check_dir(what, path).map(|_| ())
+}
+
+/// Another supervisor holds the lock.
+#[derive(Debug)]
+pub struct Held {
+    /// The holder's pid, when it has written it already.
+    pub pid: Option<i32>,
+}
+
+/// The held instance lock.
+#[derive(Debug)]
+pub struct InstanceLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// Open the pid file without changing it: no truncation, no write.
+fn open_pid_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Read the pid a holder wrote; `None` for an empty, partial or garbage file.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    let mut text = String::new();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    Read::by_ref(&mut f)
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    parse_pid(&text)
+}
+
+pub fn parse_pid(text: &str) -> Option<i32> {
+    let t = text.strip_suffix('\n')?;
+    t.parse::<i32>()
+        .ok()
+        .filter(|p| *p > 1 && !t.starts_with('+'))
+}
+
+impl InstanceLock {
+    /// Try to become the one supervisor for this state dir. Never blocks.
+    pub fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
+        for _ in 0..8 {
+            let file = open_pid_file(path)?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Ok(Err(Held {
+                        pid: read_pid(path),
+                    }));
+                }
+                return Err(e);
+            }
+            // Someone may have replaced the file between our open and our
+            // lock: then we hold a lock nobody else will ever look at.
+            let ours = file.metadata()?;
+            match fs::symlink_metadata(path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+                    return Ok(Ok(InstanceLock {
+                        file,
+                        path: path.to_owned(),
+                    }));
+                }
+                _ => continue,
+            }
+        }
+        Err(io::Error::other(
+            "the pid file keeps being replaced while we lock it",
+        ))
+    }
+
+    /// Record our pid; only ever called while holding the lock.
+    pub fn write_pid(&mut self) -> io::Result<()> {
+        let text = format!("{}\n", std::process::id());
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(text.as_bytes())?;
+        // Tools read the pid file with any permissions they like; keep ours.
+        self.file
+            .set_permissions(fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_parsing() {
+        let table = [
+            ("4242\n", Some(4242)),
+            ("4242", None), // still being written
+            ("", None),
+            ("\n", None),
+            ("1\n", None),
+            ("0\n", None),
+            ("-5\n", None),
+            ("+5\n", None),
+            ("12ab\n", None),
+            ("99999999999999\n", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_pid(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn second_lock_is_refused_and_reads_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.pid");
+        let mut first = InstanceLock::acquire(&path).unwrap().unwrap();
+        let second = InstanceLock::acquire(&path).unwrap();
+        assert!(matches!(second, Err(Held { pid: None })));
+        first.write_pid().unwrap();
+        let third = InstanceLock::acquire(&path).unwrap();
+        assert!(matches!(third, Err(Held { pid: Some(p) }) if p == std::process::id() as i32));
+        drop(first);
+        assert!(InstanceLock::acquire(&path).unwrap().is_ok());
+    }
+
+    #[test]
+    fn folders_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("state");
+        assert!(!check_dir("state dir", &d).unwrap());
+        create_dir("state dir", &d, 0o700).unwrap();
+        assert!(check_dir("state dir", &d).unwrap());
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_dir("state dir", &d).is_err());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        let e = check_dir("state dir", &link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+}

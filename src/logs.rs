@@ -1,0 +1,930 @@
+//! Log files: the child's stdout/stderr in `child.log`, the supervisor's own
+//! events in `supervisor.log`.
+//!
+//! Data flows one way: a pump thread per child pipe reads large chunks,
+//! frames them into `TS out[PID]: payload` lines ([`Framer`]) and hands each
+//! chunk's lines to a [`LogSink`] as one batch; `tracing` reaches its own
+//! sink through [`SinkWriter`]. A sink owns a [`RotatingFile`], which
+//! rotates by size (`NAME` -> `NAME.1` -> ...) at line boundaries. Files are
+//! opened with O_APPEND so logrotate's `copytruncate` leaves no NUL hole.
+//!
+//! A sink never fails its caller: while the file cannot be written (disk full,
+//! directory gone) batches are dropped and counted, stderr hears about it at
+//! most once a minute, and the count is written into the file once it works
+//! again. A slow disk blocks only the pump, which back-pressures the child
+//! through the pipe; memory stays bounded whatever the child writes.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Longest payload written as one line; longer lines are split into pieces.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Bytes read from a child pipe at once.
+const READ_BUF: usize = 64 * 1024;
+/// A read chunk is framed in slices of this size so that a chunk made of
+/// tiny lines (each grows by a ~45-byte prefix) cannot inflate the output
+/// buffer: it holds at most `FLUSH_AT` + `SLICE` empty lines framed + one
+/// `MAX_LINE` piece, under 400 KiB.
+const SLICE: usize = 4 * 1024;
+/// Hand the output buffer to the sink once it holds this much.
+const FLUSH_AT: usize = 128 * 1024;
+/// Pump threads only read, frame and write: a small stack is plenty.
+const PUMP_STACK: usize = 128 * 1024;
+
+/// A failing file is tried again at most this often.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Complaints about a failing file reach stderr at most this often.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// Which pipe a child line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// The tag written in each line: `out` or `err`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Stream::Stdout => "out",
+            Stream::Stderr => "err",
+        }
+    }
+}
+
+/// An append-only file that rotates by size.
+///
+/// Rotation happens before a batch that would push the file past
+/// `max_bytes`; batches are split only at line boundaries, so no file ever
+/// exceeds `max_bytes` unless a single line is longer than that (it is then
+/// written alone into a fresh file).
+///
+/// After any error from [`RotatingFile::write_batch`] the value may hold a
+/// descriptor of an already rotated file: drop it and open a new one.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: u32,
+    file: File,
+    /// Bytes in the file as far as we know; refreshed with fstat before
+    /// rotating, since `copytruncate` may have emptied the file meanwhile.
+    size: u64,
+}
+
+impl RotatingFile {
+    /// Opens (creating with mode 0640) `path` for appending. Refuses a
+    /// symbolic link in the last component.
+    pub fn open(path: PathBuf, max_bytes: u64, max_files: u32) -> io::Result<Self> {
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile {
+            path,
+            max_bytes,
+            max_files,
+            file,
+            size,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the current file, as last counted.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends `buf`, which holds whole lines, rotating first when it would
+    /// not fit. Each piece lands with one write(2).
+    pub fn write_batch(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let len = rest.len() as u64;
+            if self.size.saturating_add(len) <= self.max_bytes {
+                self.file.write_all(rest)?;
+                self.size += len;
+                return Ok(());
+            }
+            if self.size > 0 {
+                self.size = self.file.metadata()?.len();
+                if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+                    self.rotate()?;
+                }
+                continue;
+            }
+            // An empty file and more than fits: as many whole lines as fit,
+            // or one over-long line alone.
+            let cap = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+            let cut = match memchr::memrchr(b'\n', &rest[..cap.min(rest.len())]) {
+                Some(nl) => nl + 1,
+                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1),
+            };
+            self.file.write_all(&rest[..cut])?;
+            self.size += cut as u64;
+            rest = &rest[cut..];
+        }
+        Ok(())
+    }
+
+    /// Closes and reopens by path: after logrotate moved the file away this
+    /// creates a new one. On error the old descriptor is kept.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let file = open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = file;
+        Ok(())
+    }
+
+    /// `NAME.(max_files)` is removed, `NAME.i` becomes `NAME.(i+1)`, `NAME`
+    /// becomes `NAME.1`, and a fresh `NAME` is opened.
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.max_files == 0 {
+            ignore_not_found(fs::remove_file(&self.path))?;
+        } else {
+            ignore_not_found(fs::remove_file(numbered(&self.path, self.max_files)))?;
+            for i in (1..self.max_files).rev() {
+                let from = numbered(&self.path, i);
+                ignore_not_found(fs::rename(&from, numbered(&self.path, i + 1)))?;
+            }
+            ignore_not_found(fs::rename(&self.path, numbered(&self.path, 1)))?;
+        }
+        self.reopen()
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// `NAME.n`
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// A log file shared by writers on several threads; never fails its callers.
+pub struct LogSink {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: u32,
+    inner: Mutex<Inner>,
+    /// Set by [`LogSink::reopen`] when a writer held the lock; the next
+    /// `write_batch` reopens before writing.
+    reopen_pending: AtomicBool,
+}
+
+struct Inner {
+    /// None while the file cannot be opened.
+    file: Option<RotatingFile>,
+    /// Lines dropped since the file last worked.
+    dropped: u64,
+    last_open_attempt: Option<Instant>,
+    last_complaint: Option<Instant>,
+}
+
+impl LogSink {
+    /// Opens `path`; if that fails, starts dropping lines and tries again on
+    /// later writes (at most once a second) or on `reopen`.
+    pub fn new(path: PathBuf, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+        let sink = LogSink {
+            path,
+            max_bytes,
+            max_files,
+            inner: Mutex::new(Inner {
+                file: None,
+                dropped: 0,
+                last_open_attempt: None,
+                last_complaint: None,
+            }),
+            reopen_pending: AtomicBool::new(false),
+        };
+        {
+            let mut inner = sink.lock();
+            sink.open_locked(&mut inner);
+        }
+        Arc::new(sink)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `buf` (whole lines, `lines` of them), or drops and counts
+    /// them while the file cannot be written. A batch that failed halfway
+    /// counts as wholly dropped.
+    pub fn write_batch(&self, buf: &[u8], lines: u64) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if self.reopen_pending.swap(false, Ordering::AcqRel)
+            || (inner.file.is_none()
+                && inner
+                    .last_open_attempt
+                    .is_none_or(|t| t.elapsed() >= RETRY_EVERY))
+        {
+            self.open_locked(inner);
+        }
+        let Some(file) = inner.file.as_mut() else {
+            inner.dropped += lines;
+            return;
+        };
+        let mut result = Ok(());
+        if inner.dropped > 0 {
+            let notice = format!(
+                "{} supervisor: {} lines dropped while {} could not be written\n",
+                humantime::format_rfc3339_millis(SystemTime::now()),
+                inner.dropped,
+                self.path.display()
+            );
+            result = file.write_batch(notice.as_bytes());
+            if result.is_ok() {
+                inner.dropped = 0;
+            }
+        }
+        if result.is_ok() {
+            result = file.write_batch(buf);
+        }
+        if let Err(e) = result {
+            // The descriptor may point at a rotated file now: start over.
+            inner.file = None;
+            inner.last_open_attempt = Some(Instant::now());
+            inner.dropped += lines;
+            self.complain(inner, &e);
+        }
+    }
+
+    /// Reopens the file by path (SIGHUP). Never blocks behind a writer: if
+    /// one holds the file, the next `write_batch` reopens instead.
+    pub fn reopen(&self) {
+        match self.inner.try_lock() {
+            Ok(mut inner) => self.open_locked(&mut inner),
+            Err(TryLockError::Poisoned(p)) => self.open_locked(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => self.reopen_pending.store(true, Ordering::Release),
+        }
+    }
+
+    /// Every batch is already one write(2) on an unbuffered descriptor, so
+    /// there is nothing to flush; kept so callers need not know that.
+    pub fn flush(&self) {}
+
+    /// Lines dropped since the file last worked.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves nothing half-done that
+        // matters more than keeping the logs going.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn open_locked(&self, inner: &mut Inner) {
+        inner.file = None; // close the old descriptor first
+        inner.last_open_attempt = Some(Instant::now());
+        match RotatingFile::open(self.path.clone(), self.max_bytes, self.max_files) {
+            Ok(f) => inner.file = Some(f),
+            Err(e) => self.complain(inner, &e),
+        }
+    }
+
+    fn complain(&self, inner: &mut Inner, err: &io::Error) {
+        if inner
+            .last_complaint
+            .is_some_and(|t| t.elapsed() < COMPLAIN_EVERY)
+        {
+            return;
+        }
+        inner.last_complaint = Some(Instant::now());
+        // Not through tracing: that may be this very sink.
+        let _ = writeln!(
+            io::stderr().lock(),
+            "supervisor: cannot write {}: {}; dropping lines until it works again",
+            self.path.display(),
+            err
+        );
+    }
+}
+
+/// Turns a byte stream from one child pipe into framed lines:
+/// `TS out[PID]: payload\n`, where TS is UTC RFC 3339 with milliseconds.
+/// Payload bytes are copied untouched (invalid UTF-8, a trailing `\r`).
+/// Lines longer than [`MAX_LINE`] become pieces of at most `MAX_LINE`
+/// bytes; pieces after the first read `TS out[PID]+ payload\n`.
+pub struct Framer {
+    /// ` out[PID]`, the part of the prefix after the timestamp.
+    tag: Vec<u8>,
+    /// `TS out[PID]` for the current chunk.
+    head: Vec<u8>,
+    /// The incomplete last line, at most `MAX_LINE` bytes.
+    carry: Vec<u8>,
+    /// The current line already produced a piece.
+    continued: bool,
+}
+
+impl Framer {
+    pub fn new(stream: Stream, pid: u32) -> Framer {
+        Framer {
+            tag: format!(" {}[{}]", stream.tag(), pid).into_bytes(),
+            head: Vec::with_capacity(64),
+            carry: Vec::new(),
+            continued: false,
+        }
+    }
+
+    /// Frames every complete line in `chunk` (joined with the carried
+    /// partial line) into `out` and carries the incomplete rest. Returns
+    /// the number of lines appended to `out`.
+    pub fn frame(&mut self, chunk: &[u8], ts: &str, out: &mut Vec<u8>) -> u64 {
+        self.set_head(ts);
+        let mut lines = 0;
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            lines += self.end_line(&rest[..nl], out);
+            rest = &rest[nl + 1..];
+        }
+        while self.carry.len() + rest.len() > MAX_LINE {
+            lines += self.emit_full_piece(&mut rest, out);
+        }
+        self.carry.extend_from_slice(rest);
+        lines
+    }
+
+    /// At end of input: frames the partial last line, if any, adding `\n`.
+    pub fn finish(&mut self, ts: &str, out: &mut Vec<u8>) -> u64 {
+        if self.carry.is_empty() {
+            return 0;
+        }
+        self.set_head(ts);
+        self.end_line(&[], out)
+    }
+
+    /// Bytes of the incomplete line held back.
+    pub fn carried(&self) -> usize {
+        self.carry.len()
+    }
+
+    fn set_head(&mut self, ts: &str) {
+        self.head.clear();
+        self.head.extend_from_slice(ts.as_bytes());
+        self.head.extend_from_slice(&self.tag);
+    }
+
+    /// Ends the current line with `seg` as its last bytes.
+    fn end_line(&mut self, mut seg: &[u8], out: &mut Vec<u8>) -> u64 {
+        let mut lines = 1;
+        while self.carry.len() + seg.len() > MAX_LINE {
+            lines += self.emit_full_piece(&mut seg, out);
+        }
+        emit(out, &self.head, self.continued, &self.carry, seg);
+        self.carry.clear();
+        self.continued = false;
+        lines
+    }
+
+    /// Emits `MAX_LINE` bytes from the carry and the front of `seg`.
+    fn emit_full_piece(&mut self, seg: &mut &[u8], out: &mut Vec<u8>) -> u64 {
+        let take = MAX_LINE - self.carry.len();
+        emit(out, &self.head, self.continued, &self.carry, &seg[..take]);
+        self.carry.clear();
+        *seg = &seg[take..];
+        self.continued = true;
+        1
+    }
+}
+
+fn emit(out: &mut Vec<u8>, head: &[u8], continued: bool, a: &[u8], b: &[u8]) {
+    out.reserve(head.len() + 3 + a.len() + b.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(if continued { b"+ " } else { b": " });
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
+    out.push(b'\n');
+}
+
+/// Starts a thread that copies one child pipe into `sink` until EOF or a
+/// read error. A slow sink blocks the thread, and with it the child once the
+/// pipe is full.
+pub fn spawn_pump(
+    reader: File,
+    stream: Stream,
+    pid: u32,
+    sink: Arc<LogSink>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("log-{}-{}", stream.tag(), pid))
+        .stack_size(PUMP_STACK)
+        .spawn(move || pump(reader, stream, pid, &sink))
+}
+
+fn pump(mut reader: File, stream: Stream, pid: u32, sink: &LogSink) {
+    let mut framer = Framer::new(stream, pid);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::with_capacity(FLUSH_AT);
+    let mut ts = String::with_capacity(32);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the child's std{} (pid {pid}): {e}; its further output is lost",
+                    stream.tag()
+                );
+                break;
+            }
+        };
+        set_timestamp(&mut ts);
+        let mut lines = 0;
+        for part in buf[..n].chunks(SLICE) {
+            lines += framer.frame(part, &ts, &mut out);
+            if out.len() >= FLUSH_AT {
+                sink.write_batch(&out, lines);
+                out.clear();
+                lines = 0;
+            }
+        }
+        sink.write_batch(&out, lines);
+        out.clear();
+    }
+    set_timestamp(&mut ts);
+    let lines = framer.finish(&ts, &mut out);
+    sink.write_batch(&out, lines);
+}
+
+fn set_timestamp(ts: &mut String) {
+    ts.clear();
+    let _ = write!(
+        ts,
+        "{}",
+        humantime::format_rfc3339_millis(SystemTime::now())
+    );
+}
+
+/// Lets `tracing_subscriber::fmt` write into a [`LogSink`], so the
+/// supervisor's own log shares rotation, reopen and drop accounting.
+/// Each event becomes one batch.
+#[derive(Clone)]
+pub struct SinkWriter(pub Arc<LogSink>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SinkWriter {
+    type Writer = EventWriter<'a>;
+
+    fn make_writer(&'a self) -> EventWriter<'a> {
+        EventWriter {
+            sink: &self.0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Collects one event's bytes; complete lines go to the sink as soon as
+/// they are seen, a partial rest when dropped (with `\n` added).
+pub struct EventWriter<'a> {
+    sink: &'a LogSink,
+    buf: Vec<u8>,
+}
+
+impl Write for EventWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(last_nl) = memchr::memrchr(b'\n', data) else {
+            self.buf.extend_from_slice(data);
+            return Ok(data.len());
+        };
+        let (lines, tail) = data.split_at(last_nl + 1);
+        let count = memchr::memchr_iter(b'\n', lines).count() as u64;
+        if self.buf.is_empty() {
+            self.sink.write_batch(lines, count);
+        } else {
+            self.buf.extend_from_slice(lines);
+            self.sink.write_batch(&self.buf, count);
+            self.buf.clear();
+        }
+        self.buf.extend_from_slice(tail);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter<'_> {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.buf.push(b'\n');
+            self.sink.write_batch(&self.buf, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    const TS: &str = "2026-11-26T08:00:00.123Z";
+
+    fn frame_all(chunks: &[&[u8]], eof: bool) -> (Vec<u8>, u64, usize) {
+        let mut f = Framer::new(Stream::Stdout, 42);
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for c in chunks {
+            lines += f.frame(c, TS, &mut out);
+        }
+        if eof {
+            lines += f.finish(TS, &mut out);
+        }
+        (out, lines, f.carried())
+    }
+
+    fn line(sep: &str, payload: &[u8]) -> Vec<u8> {
+        let mut v = format!("{TS} out[42]{sep} ").into_bytes();
+        v.extend_from_slice(payload);
+        v.push(b'\n');
+        v
+    }
+
+    struct Case {
+        name: &'static str,
+        chunks: &'static [&'static [u8]],
+        eof: bool,
+        want: &'static [(&'static str, &'static [u8])],
+        carried: usize,
+    }
+
+    #[test]
+    fn framing_table() {
+        #[rustfmt::skip]
+        let cases = [
+            Case { name: "normal", chunks: &[b"hello\nworld\n"], eof: false,
+                   want: &[(":", b"hello"), (":", b"world")], carried: 0 },
+            Case { name: "empty line", chunks: &[b"\n"], eof: false,
+                   want: &[(":", b"")], carried: 0 },
+            Case { name: "no newline carried", chunks: &[b"abc"], eof: false,
+                   want: &[], carried: 3 },
+            Case { name: "carry joined", chunks: &[b"ab", b"c\nd"], eof: false,
+                   want: &[(":", b"abc")], carried: 1 },
+            Case { name: "partial flushed at eof", chunks: &[b"a\nb"], eof: true,
+                   want: &[(":", b"a"), (":", b"b")], carried: 0 },
+            Case { name: "crlf kept", chunks: &[b"dos\r\n"], eof: false,
+                   want: &[(":", b"dos\r")], carried: 0 },
+            Case { name: "invalid utf-8", chunks: &[b"\xff\xfe\x00x\n"], eof: false,
+                   want: &[(":", b"\xff\xfe\x00x")], carried: 0 },
+            Case { name: "nothing at eof", chunks: &[], eof: true,
+                   want: &[], carried: 0 },
+        ];
+        for c in cases {
+            let (out, lines, left) = frame_all(c.chunks, c.eof);
+            let expect: Vec<u8> = c.want.iter().flat_map(|(s, p)| line(s, p)).collect();
+            assert_eq!(out, expect, "{}", c.name);
+            assert_eq!(lines, c.want.len() as u64, "{}", c.name);
+            assert_eq!(left, c.carried, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn framing_long_lines() {
+        let max = vec![b'a'; MAX_LINE];
+        let mut over = max.clone();
+        over.push(b'b');
+        // (name, input, expected pieces as (separator, payload length))
+        type Pieces = &'static [(&'static str, usize)];
+        let cases: [(&str, Vec<u8>, Pieces); 3] = [
+            (
+                "exactly 64 KiB",
+                [&max[..], b"\n"].concat(),
+                &[(":", MAX_LINE)],
+            ),
+            (
+                "64 KiB + 1",
+                [&over[..], b"\n"].concat(),
+                &[(":", MAX_LINE), ("+", 1)],
+            ),
+            (
+                "2 x 64 KiB",
+                [&max[..], &max[..], b"\n"].concat(),
+                &[(":", MAX_LINE), ("+", MAX_LINE)],
+            ),
+        ];
+        for (name, input, want) in cases {
+            // Fed whole and byte-split at an awkward place: same output.
+            for split in [input.len(), 1000] {
+                let (a, b) = input.split_at(split);
+                let (out, lines, left) = frame_all(&[a, b], false);
+                let mut expect = Vec::new();
+                let mut at = 0;
+                for (sep, len) in want {
+                    expect.extend(line(sep, &input[at..at + len]));
+                    at += len;
+                }
+                assert_eq!(out, expect, "{name} split {split}");
+                assert_eq!(lines, want.len() as u64, "{name}");
+                assert_eq!(left, 0, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn framing_megabyte_without_newline() {
+        let total = 16 * MAX_LINE + 100;
+        let data: Vec<u8> = (0..total).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut f = Framer::new(Stream::Stderr, 7);
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for c in data.chunks(READ_BUF - 3) {
+            lines += f.frame(c, TS, &mut out);
+            assert!(f.carried() <= MAX_LINE);
+        }
+        assert_eq!(lines, 16);
+        assert_eq!(f.carried(), 100);
+        lines += f.finish(TS, &mut out);
+        assert_eq!(lines, 17);
+        let mut joined = Vec::new();
+        for (i, l) in out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let sep = if i == 0 { ": " } else { "+ " };
+            let head = format!("{TS} err[7]{sep}");
+            assert!(l.starts_with(head.as_bytes()), "piece {i}");
+            let payload = &l[head.len()..];
+            assert_eq!(payload.len(), if i < 16 { MAX_LINE } else { 100 });
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, data);
+    }
+
+    fn numbered_lines(from: usize, to: usize) -> Vec<u8> {
+        (from..to)
+            .flat_map(|i| format!("line {i:07}\n").into_bytes())
+            .collect()
+    }
+
+    fn read(p: &Path) -> Vec<u8> {
+        fs::read(p).unwrap()
+    }
+
+    /// Files `NAME.n` that exist, for n in 1..=10.
+    fn rotated(p: &Path) -> Vec<u32> {
+        (1..=10).filter(|&n| numbered(p, n).exists()).collect()
+    }
+
+    #[test]
+    fn rotation_keeps_a_contiguous_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let cap = 256 * 1024;
+        let mut f = RotatingFile::open(path.clone(), cap, 3).unwrap();
+        let per_line = 13; // "line 0000000\n"
+        let total = 5_000_000 / per_line;
+        // Mostly small batches, and a few larger than the cap.
+        let mut i = 0;
+        for size in [1000, 30_000, 1000].iter().cycle() {
+            let end = (i + size).min(total);
+            f.write_batch(&numbered_lines(i, end)).unwrap();
+            i = end;
+            if i == total {
+                break;
+            }
+        }
+        assert_eq!(rotated(&path), vec![1, 2, 3]);
+        let mut all = Vec::new();
+        for p in [
+            numbered(&path, 3),
+            numbered(&path, 2),
+            numbered(&path, 1),
+            path.clone(),
+        ] {
+            let data = read(&p);
+            assert!(data.len() as u64 <= cap, "{p:?} has {} bytes", data.len());
+            assert!(data.ends_with(b"\n"), "{p:?}");
+            all.extend(data);
+        }
+        assert_eq!(f.size(), read(&path).len() as u64);
+        let first: usize = std::str::from_utf8(&all[5..12]).unwrap().parse().unwrap();
+        assert_eq!(all, numbered_lines(first, total));
+    }
+
+    #[test]
+    fn max_files_one_and_zero() {
+        for max_files in [1, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.log");
+            let mut f = RotatingFile::open(path.clone(), 100, max_files).unwrap();
+            for i in 0..50 {
+                f.write_batch(&numbered_lines(i, i + 1)).unwrap();
+            }
+            let want: Vec<u32> = (1..=max_files).collect();
+            assert_eq!(rotated(&path), want);
+            // 7 lines of 13 bytes fit in 100: files hold 0..7, 7..14, ...
+            assert_eq!(read(&path), numbered_lines(49, 50));
+            if max_files == 1 {
+                assert_eq!(read(&numbered(&path, 1)), numbered_lines(42, 49));
+            }
+        }
+    }
+
+    #[test]
+    fn over_long_line_goes_alone_into_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut f = RotatingFile::open(path.clone(), 100, 5).unwrap();
+        let long = [&[b'z'; 300][..], b"\n"].concat();
+        f.write_batch(b"a\n").unwrap();
+        f.write_batch(&[&long[..], b"b\n"].concat()).unwrap();
+        f.write_batch(b"c\n").unwrap();
+        assert_eq!(read(&numbered(&path, 2)), b"a\n");
+        assert_eq!(read(&numbered(&path, 1)), long);
+        assert_eq!(read(&path), b"b\nc\n");
+    }
+
+    #[test]
+    fn reopen_after_rename_creates_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let old = dir.path().join("x.log.old");
+        let mut f = RotatingFile::open(path.clone(), 1000, 2).unwrap();
+        f.write_batch(b"one\n").unwrap();
+        fs::rename(&path, &old).unwrap();
+        f.write_batch(b"two\n").unwrap(); // still the moved file
+        f.reopen().unwrap();
+        f.write_batch(b"three\n").unwrap();
+        assert_eq!(read(&old), b"one\ntwo\n");
+        assert_eq!(read(&path), b"three\n");
+        assert_eq!(f.size(), 6);
+    }
+
+    #[test]
+    fn copytruncate_leaves_no_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut f = RotatingFile::open(path.clone(), 1000, 2).unwrap();
+        f.write_batch(&[b'a'; 900]).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let batch = [&[b'b'; 199][..], b"\n"].concat();
+        f.write_batch(&batch).unwrap();
+        assert_eq!(read(&path), batch, "appended at the new end, no NULs");
+        assert_eq!(f.size(), 200, "size recounted instead of rotating");
+        assert!(rotated(&path).is_empty());
+    }
+
+    #[test]
+    fn refuses_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::os::unix::fs::symlink(dir.path().join("target"), &path).unwrap();
+        assert!(RotatingFile::open(path, 1000, 2).is_err());
+        assert!(!dir.path().join("target").exists());
+    }
+
+    fn notice_count(line: &[u8]) -> u64 {
+        let s = std::str::from_utf8(line).unwrap();
+        let rest = s.split_once(" supervisor: ").unwrap().1;
+        humantime::parse_rfc3339(s.split_once(' ').unwrap().0).unwrap();
+        assert!(rest.ends_with(" could not be written"), "{s}");
+        rest.split_once(' ').unwrap().0.parse().unwrap()
+    }
+
+    #[test]
+    fn sink_drops_while_the_directory_is_gone_and_says_so_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let path = logs.join("child.log");
+        // Starts without its directory: drops, does not panic.
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        sink.write_batch(b"lost 1\nlost 2\n", 2);
+        assert_eq!(sink.dropped(), 2);
+        fs::create_dir(&logs).unwrap();
+        sink.reopen();
+        sink.write_batch(b"kept 1\n", 1);
+        let data = read(&path);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        assert_eq!(notice_count(lines[0]), 2);
+        assert_eq!(lines[1], b"kept 1");
+        assert_eq!(sink.dropped(), 0);
+
+        // The directory vanishes under an open file: writes still land in
+        // the unlinked file; the reopen fails, and later lines are counted.
+        fs::remove_dir_all(&logs).unwrap();
+        sink.write_batch(b"into the void\n", 1);
+        sink.reopen();
+        for _ in 0..3 {
+            sink.write_batch(b"a\nb\n", 2);
+        }
+        assert_eq!(sink.dropped(), 6);
+        fs::create_dir(&logs).unwrap();
+        sink.reopen();
+        sink.write_batch(b"back\n", 1);
+        let data = read(&path);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        assert_eq!(notice_count(lines[0]), 6);
+        assert_eq!(lines[1..], [&b"back"[..], b""]);
+    }
+
+    #[test]
+    fn sink_reopen_never_waits_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let old = dir.path().join("x.log.1");
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        sink.write_batch(b"one\n", 1);
+        fs::rename(&path, &old).unwrap();
+        {
+            let _busy = sink.inner.lock().unwrap();
+            sink.reopen(); // returns at once
+            assert!(sink.reopen_pending.load(Ordering::Acquire));
+        }
+        sink.write_batch(b"two\n", 1);
+        assert!(!sink.reopen_pending.load(Ordering::Acquire));
+        assert_eq!(read(&old), b"one\n");
+        assert_eq!(read(&path), b"two\n");
+    }
+
+    #[test]
+    fn pump_frames_a_pipe_until_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let (r, mut w) = io::pipe().unwrap();
+        let pump = spawn_pump(File::from(OwnedFd::from(r)), Stream::Stderr, 4243, sink).unwrap();
+        let many: Vec<u8> = b"\n".repeat(100_000); // tiny lines: batches stay bounded
+        w.write_all(b"first\r\n").unwrap();
+        w.write_all(&many).unwrap();
+        w.write_all(b"no newline at the end").unwrap();
+        drop(w);
+        pump.join().unwrap();
+        let data = read(&path);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 100_003); // + the empty rest after the last '\n'
+        for l in &lines[..lines.len() - 1] {
+            let s = std::str::from_utf8(l).unwrap();
+            let (ts, rest) = s.split_once(' ').unwrap();
+            assert_eq!(ts.len(), TS.len(), "{s}");
+            humantime::parse_rfc3339(ts).unwrap();
+            assert!(rest.starts_with("err[4243]: "), "{s}");
+        }
+        assert!(lines[0].ends_with(b"err[4243]: first\r"));
+        assert!(lines[100_001].ends_with(b": no newline at the end"));
+    }
+
+    #[test]
+    fn tracing_writes_through_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.log");
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(SinkWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("child started");
+            tracing::warn!(pid = 42, "child exited");
+        });
+        {
+            let make = SinkWriter(sink);
+            let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&make);
+            w.write_all(b"partial").unwrap();
+        }
+        let data = String::from_utf8(read(&path)).unwrap();
+        let lines: Vec<&str> = data.lines().collect();
+        assert_eq!(lines.len(), 3, "{data}");
+        assert!(lines[0].ends_with("child started"), "{data}");
+        assert!(
+            lines[1].contains("child exited") && lines[1].contains("pid=42"),
+            "{data}"
+        );
+        assert_eq!(lines[2], "partial");
+    }
+}

@@ -1,0 +1,311 @@
+//! The status record: what `state.json` holds and `status --json` prints.
+//!
+//! Encoding and decoding are pure; [`write_atomic`] is the one function that
+//! touches the disk (temp file in the same folder, fsync, rename), so a
+//! reader sees the old record or the new one, never half of either.
+//! Everything read back is untrusted: a record may be truncated, hand-made,
+//! from the future or about processes that no longer exist.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<ListenInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildInfo>,
+    /// Filled in by `status` from `next_restart_at`, so it is never stale.
+    #[serde(default, skip_serializing_if = "is_not_running")]
+    pub next_restart_in_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart_at: Option<String>,
+    #[serde(default, skip_serializing_if = "is_not_running")]
+    pub port_holder: Option<PortHolder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// The SPEC's `{"state": "not-running"}` has no other keys; every other
+/// record prints `next_restart_in_ms` and `port_holder` even when null.
+fn is_not_running<T>(v: &Option<T>) -> bool {
+    v.is_none() && NOT_RUNNING_FORMAT.with(|f| f.get())
+}
+
+thread_local! {
+    static NOT_RUNNING_FORMAT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub pid: i32,
+    pub started_at: String,
+    /// Platform start time of the supervisor process: with the pid, proof
+    /// that the process named here is the one that wrote the record.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenInfo {
+    pub address: String,
+    pub bound: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildInfo {
+    pub pid: Option<i32>,
+    /// The child's process group (its pid when it was started).
+    #[serde(default)]
+    pub pgid: Option<i32>,
+    /// Platform start time of the child: a new supervisor kills a recorded
+    /// child only if pid *and* start time still match.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    pub started_at: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// Consecutive early deaths: the backoff exponent.
+    #[serde(default)]
+    pub crash_streak: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortHolder {
+    pub pid: i32,
+    pub command: String,
+}
+
+impl Record {
+    pub fn not_running() -> Record {
+        Record {
+            state: "not-running".into(),
+            supervisor: None,
+            listen: None,
+            child: None,
+            next_restart_in_ms: None,
+            next_restart_at: None,
+            port_holder: None,
+            bind_error: None,
+            error: None,
+            updated_at: None,
+        }
+    }
+
+    pub fn unknown(error: String) -> Record {
+        Record {
+            state: "unknown".into(),
+            error: Some(error),
+            ..Record::not_running()
+        }
+    }
+
+    /// JSON text, pretty for people who `cat` the state file.
+    pub fn encode(&self) -> String {
+        let minimal = self.state == "not-running" || self.state == "unknown";
+        NOT_RUNNING_FORMAT.with(|f| f.set(minimal));
+        let text = serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+            // Serializing plain strings and numbers cannot fail; say so if it does.
+            format!("{{\"state\": \"unknown\", \"error\": \"cannot encode state: {e}\"}}")
+        });
+        NOT_RUNNING_FORMAT.with(|f| f.set(false));
+        text + "\n"
+    }
+
+    pub fn decode(text: &str) -> Result<Record, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// RFC 3339 UTC, to the second, as SPEC.md shows.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// RFC 3339 UTC with milliseconds, for deadlines.
+pub fn timestamp_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// Clamp a recorded time that lies in the future (a clock step, or a
+/// hand-edited file) to `now`.
+pub fn clamp_past(t: SystemTime, now: SystemTime) -> SystemTime {
+    t.min(now)
+}
+
+/// Milliseconds from `now` until `at`, zero if past.
+pub fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
+    at.duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// Replace `path` atomically with `text`, mode 0600.
+pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("state.json");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Read and decode a record; `Ok(None)` when there is no file.
+pub fn read(path: &Path) -> Result<Option<Record>, String> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    Record::decode(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is not a valid state record: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            state: "running".into(),
+            supervisor: Some(SupervisorInfo {
+                pid: 4242,
+                started_at: "2026-11-26T08:00:00Z".into(),
+                start_time: Some(123),
+                version: Some("0.1.0".into()),
+            }),
+            listen: Some(ListenInfo {
+                address: "127.0.0.1:8420".into(),
+                bound: true,
+                name: Some("http".into()),
+            }),
+            child: Some(ChildInfo {
+                pid: Some(4243),
+                pgid: Some(4243),
+                start_time: Some(456),
+                started_at: Some("2026-11-26T08:00:00Z".into()),
+                restarts: 0,
+                last_exit: None,
+                crash_streak: 0,
+            }),
+            next_restart_in_ms: None,
+            next_restart_at: None,
+            port_holder: None,
+            bind_error: None,
+            error: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_spec_fields() {
+        let r = sample();
+        let text = r.encode();
+        assert_eq!(Record::decode(&text).unwrap(), r);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for key in [
+            "state",
+            "supervisor",
+            "listen",
+            "child",
+            "next_restart_in_ms",
+            "port_holder",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {text}");
+        }
+        assert!(v["child"]["last_exit"].is_null());
+    }
+
+    #[test]
+    fn not_running_is_just_the_state() {
+        let v: serde_json::Value = serde_json::from_str(&Record::not_running().encode()).unwrap();
+        assert_eq!(v, serde_json::json!({"state": "not-running"}));
+        let v: serde_json::Value =
+            serde_json::from_str(&Record::unknown("bad".into()).encode()).unwrap();
+        assert_eq!(v, serde_json::json!({"state": "unknown", "error": "bad"}));
+    }
+
+    #[test]
+    fn hostile_records_are_errors_not_panics() {
+        for text in [
+            "",
+            "{",
+            "null",
+            "[]",
+            "{\"state\": 5}",
+            "\u{0}\u{1}",
+            "{\"state\":\"running\",\"child\":{\"pid\":\"x\"}}",
+        ] {
+            assert!(Record::decode(text).is_err(), "{text:?}");
+        }
+        // Unknown extra fields from a newer version are fine.
+        assert!(Record::decode("{\"state\":\"running\",\"new\":1}").is_ok());
+    }
+
+    #[test]
+    fn times() {
+        let now = parse_timestamp("2026-11-26T08:00:00Z").unwrap();
+        let later = now + Duration::from_millis(1500);
+        assert_eq!(ms_until(later, now), 1500);
+        assert_eq!(ms_until(now, later), 0);
+        assert_eq!(clamp_past(later, now), now);
+        assert_eq!(timestamp(now), "2026-11-26T08:00:00Z");
+        assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn atomic_write_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, "one").unwrap();
+        write_atomic(&p, "two").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,258 @@
+//! Finding the running supervisor from outside, and the `status` command.
+//!
+//! A pid file and a state file on disk prove nothing by themselves: the
+//! supervisor may have been SIGKILLed and its pid reused. So liveness is
+//! proven first, without ever taking the lock (a `status` probing the lock
+//! could make a supervisor that is starting at that instant lose the race):
+//! on Linux `/proc/locks` names the process holding the flock on the pid
+//! file; elsewhere the pid in the pid file must be alive and either match
+//! the pid *and* start time recorded in `state.json` or run our own binary.
+
+use std::fs::OpenOptions;
+use std::io::IsTerminal;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::exit;
+use crate::lock;
+use crate::state::{self, Record};
+use crate::sys;
+
+pub fn pid_path(cfg: &Config) -> PathBuf {
+    cfg.supervisor.state_dir.join("supervisor.pid")
+}
+
+pub fn state_path(cfg: &Config) -> PathBuf {
+    cfg.supervisor.state_dir.join("state.json")
+}
+
+/// The pid of the supervisor that holds the lock for this config, if any.
+pub fn find_supervisor(cfg: &Config) -> Option<i32> {
+    let pid_path = pid_path(cfg);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&pid_path)
+        .ok()?;
+    if let Some(answer) = sys::flock_holder(file.as_raw_fd()) {
+        return answer.filter(|pid| sys::is_alive(*pid));
+    }
+    // No lock table to ask (macOS): trust the pid file only with proof.
+    let pid = lock::read_pid(&pid_path)?;
+    if !sys::is_alive(pid) {
+        return None;
+    }
+    let recorded = state::read(&state_path(cfg))
+        .ok()
+        .flatten()
+        .and_then(|r| r.supervisor);
+    let same_process = recorded.is_some_and(|s| {
+        s.pid == pid && s.start_time.is_some() && s.start_time == sys::process_start_time(pid)
+    });
+    (same_process || sys::runs_same_executable(pid)).then_some(pid)
+}
+
+/// The record to show for a live supervisor `pid`.
+fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String> {
+    let Some(mut rec) = state::read(&state_path(cfg))? else {
+        return Ok(starting(pid));
+    };
+    // A record by an earlier supervisor: this one has not written yet.
+    if rec.supervisor.as_ref().map(|s| s.pid) != Some(pid) {
+        return Ok(starting(pid));
+    }
+    if rec.state == "not-running" {
+        // Written on the way out; the process is about to exit.
+        rec.state = "stopping".into();
+    }
+    rec.next_restart_in_ms = rec
+        .next_restart_at
+        .as_deref()
+        .and_then(state::parse_timestamp)
+        .map(|at| state::ms_until(at, now));
+    let clamp = |s: &mut String| {
+        if let Some(t) = state::parse_timestamp(s) {
+            *s = state::timestamp(state::clamp_past(t, now));
+        }
+    };
+    if let Some(s) = rec.supervisor.as_mut() {
+        clamp(&mut s.started_at);
+    }
+    if let Some(c) = rec.child.as_mut() {
+        if let Some(s) = c.started_at.as_mut() {
+            clamp(s);
+        }
+        if let Some(e) = c.last_exit.as_mut() {
+            clamp(&mut e.at);
+        }
+    }
+    Ok(rec)
+}
+
+fn starting(pid: i32) -> Record {
+    Record {
+        state: "starting".into(),
+        supervisor: Some(state::SupervisorInfo {
+            pid,
+            started_at: state::timestamp(SystemTime::now()),
+            start_time: None,
+            version: None,
+        }),
+        ..Record::not_running()
+    }
+}
+
+/// `supervisor status [--json]`; returns the exit code.
+pub fn run(cfg: Result<Config, String>, json: bool) -> i32 {
+    let now = SystemTime::now();
+    let rec = match cfg {
+        Err(e) => Record::unknown(e),
+        Ok(cfg) => match find_supervisor(&cfg) {
+            None => Record::not_running(),
+            Some(pid) => live_record(&cfg, pid, now).unwrap_or_else(Record::unknown),
+        },
+    };
+    let code = match rec.state.as_str() {
+        "running" => exit::OK,
+        "not-running" => exit::NOT_RUNNING,
+        "unknown" => exit::UNKNOWN,
+        _ => exit::FAILURE,
+    };
+    if json {
+        print!("{}", rec.encode());
+    } else {
+        print!("{}", human(&rec, now, colour_wanted()));
+    }
+    code
+}
+
+fn colour_wanted() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn ago(at: &str, now: SystemTime) -> Option<String> {
+    let t = state::parse_timestamp(at)?;
+    let d = now.duration_since(t).unwrap_or_default();
+    Some(crate::daemon::human(std::time::Duration::from_secs(
+        d.as_secs(),
+    )))
+}
+
+/// The record for people: one fact a line.
+pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
+    let paint = |text: &str, code: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let state_colour = match rec.state.as_str() {
+        "running" => "32",
+        "not-running" | "unknown" => "31",
+        _ => "33",
+    };
+    let mut out = format!("state:        {}\n", paint(&rec.state, state_colour));
+    if let Some(e) = &rec.error {
+        out += &format!("error:        {e}\n");
+    }
+    if let Some(s) = &rec.supervisor {
+        let up = ago(&s.started_at, now)
+            .map(|d| format!(", up {d}"))
+            .unwrap_or_default();
+        out += &format!("supervisor:   pid {}{up}\n", s.pid);
+    }
+    if let Some(l) = &rec.listen {
+        let bound = if l.bound { "bound" } else { "not bound" };
+        out += &format!("listen:       {} ({bound})\n", l.address);
+    }
+    if let Some(c) = &rec.child {
+        match (c.pid, &c.started_at) {
+            (Some(pid), Some(at)) => {
+                let up = ago(at, now)
+                    .map(|d| format!(", up {d}"))
+                    .unwrap_or_default();
+                out += &format!("child:        pid {pid}{up}, {} restarts\n", c.restarts);
+            }
+            (Some(pid), None) => {
+                out += &format!(
+                    "child:        pid {pid} (stopping), {} restarts\n",
+                    c.restarts
+                )
+            }
+            _ => out += &format!("child:        none, {} restarts\n", c.restarts),
+        }
+        if let Some(e) = &c.last_exit {
+            let how = match (&e.code, &e.signal) {
+                (Some(code), _) => format!("exited {code}"),
+                (None, Some(sig)) => format!("killed by {sig}"),
+                (None, None) => "ended".into(),
+            };
+            let when = ago(&e.at, now)
+                .map(|d| format!(", {d} ago"))
+                .unwrap_or_default();
+            out += &format!("last exit:    {how}{when}\n");
+        }
+    }
+    if let Some(ms) = rec.next_restart_in_ms {
+        let what = if rec.state == "waiting-for-port" {
+            "next bind try"
+        } else {
+            "next restart"
+        };
+        out += &format!(
+            "{what}: in {}\n",
+            crate::daemon::human(std::time::Duration::from_millis(ms))
+        );
+    }
+    if let Some(h) = &rec.port_holder {
+        out += &format!("port holder:  pid {} {}\n", h.pid, h.command);
+    } else if let Some(e) = &rec.bind_error {
+        out += &format!("bind error:   {e}\n");
+    }
+    out
+}
+
+/// Used by `stop`: whether `pid` still runs.
+pub fn still_alive(pid: i32) -> bool {
+    sys::is_alive(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ChildInfo, ExitInfo};
+
+    #[test]
+    fn human_status_reads_at_a_glance() {
+        let now = state::parse_timestamp("2026-11-26T08:10:00Z").unwrap();
+        let rec = Record {
+            state: "backoff".into(),
+            child: Some(ChildInfo {
+                pid: None,
+                pgid: None,
+                start_time: None,
+                started_at: None,
+                restarts: 3,
+                last_exit: Some(ExitInfo {
+                    code: Some(1),
+                    signal: None,
+                    at: "2026-11-26T08:09:48Z".into(),
+                }),
+                crash_streak: 3,
+            }),
+            next_restart_in_ms: Some(4000),
+            ..starting(42)
+        };
+        let text = human(&rec, now, false);
+        assert!(text.contains("state:        backoff"), "{text}");
+        assert!(text.contains("supervisor:   pid 42"), "{text}");
+        assert!(text.contains("last exit:    exited 1, 12s ago"), "{text}");
+        assert!(text.contains("next restart: in 4s"), "{text}");
+        assert!(!text.contains('\x1b'));
+        assert!(human(&rec, now, true).contains("\x1b[33mbackoff"));
+    }
+}

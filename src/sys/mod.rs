@@ -1,0 +1,121 @@
+//! The only place with `#[cfg(target_os = ...)]`.
+//!
+//! Everything here is a small fact about processes, descriptors or sockets
+//! that Linux and macOS answer differently. Linux reads `/proc`; macOS asks
+//! libproc (or, for the rare "who holds this port" question, `lsof`). Callers
+//! see one portable function each, and a `None` where the platform cannot
+//! tell.
+
+use std::io;
+use std::os::fd::RawFd;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+compile_error!("supervisor runs on Linux and macOS only");
+
+/// When a process started, in an opaque platform unit (clock ticks since
+/// boot on Linux, microseconds since the epoch on macOS). Together with the
+/// pid it names one process for good: pids are reused, start times are not.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    imp::process_start_time(pid)
+}
+
+/// The command line of a process, for people (`port_holder.command`).
+pub fn process_command(pid: i32) -> Option<String> {
+    imp::process_command(pid)
+}
+
+/// Whether `pid` is a live process: zombies count as dead, since they hold
+/// no descriptors and run no code.
+pub fn is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    !imp::is_zombie(pid)
+}
+
+/// Whether any live (non-zombie) process is still in process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    imp::group_has_live_member(pgid)
+}
+
+/// The process listening on (or bound to) a local TCP port, when it can be
+/// found out: `(pid, command line)`.
+pub fn port_holder(addr: std::net::SocketAddr) -> Option<(i32, String)> {
+    let pid = imp::port_holder_pid(addr)?;
+    Some((pid, process_command(pid).unwrap_or_default()))
+}
+
+/// Who holds an flock on the open file `fd`: `Some(Some(pid))`, `Some(None)`
+/// for nobody, `None` where the platform cannot tell (only Linux can, from
+/// `/proc/locks`). Used by `status` to prove a supervisor alive without ever
+/// taking the lock itself.
+pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
+    imp::flock_holder(fd)
+}
+
+/// Whether `pid` runs the same executable as this process: the macOS fallback
+/// for `flock_holder`, and a sanity check everywhere.
+pub fn runs_same_executable(pid: i32) -> bool {
+    let ours = std::env::current_exe().ok();
+    match (ours, imp::executable(pid)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Mark every descriptor from `from` up close-on-exec, so whatever our own
+/// parent leaked (launchd and shells have been seen to leave 10 and 251 open)
+/// never reaches the child. Runs once at start-up, in the parent.
+pub fn cloexec_from(from: RawFd) {
+    imp::cloexec_from(from)
+}
+
+/// After fork, before exec: the same, without allocating. Best effort; the
+/// start-up pass in the parent already did the work.
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for a `pre_exec` closure.
+pub unsafe fn cloexec_from_after_fork(from: RawFd) {
+    imp::cloexec_from_after_fork(from)
+}
+
+/// After fork, before exec: ask the kernel to send `sig` to the child when
+/// the supervisor dies (Linux), so no child outlives a SIGKILLed supervisor.
+/// Returns false if the supervisor (`parent`) already died before the
+/// request took effect. macOS has no equivalent: there the next supervisor
+/// finds the orphan through `state.json` and stops it before binding.
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for a `pre_exec` closure.
+pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
+    imp::die_with_parent(sig, parent)
+}
+
+/// Duplicate `fd` onto `target`, close-on-exec, replacing whatever `target`
+/// held.
+pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+    imp::dup_to(fd, target)
+}

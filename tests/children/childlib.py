@@ -1,0 +1,98 @@
+"""Shared helpers for the test children. Standard library only.
+
+Every child gets the test's temp dir as argv[1]; that also lets the test
+find every process it caused by its argv. Events go to <dir>/events.log as
+one O_APPEND write per line: "KIND PID MONOTONIC [EXTRA...]".
+"""
+
+import os
+import select
+import socket
+import sys
+import time
+
+DIR = sys.argv[1]
+SCRIPT = os.path.abspath(sys.argv[0])
+
+
+def path(name):
+    return os.path.join(DIR, name)
+
+
+def append(name, line):
+    fd = os.open(path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def event(kind, *extra):
+    words = [kind, str(os.getpid()), "%.6f" % time.monotonic()]
+    words.extend(str(x) for x in extra)
+    append("events.log", " ".join(words))
+
+
+def touch(name):
+    with open(path(name), "a"):
+        pass
+
+
+def write_atomic(name, text):
+    tmp = path("%s.tmp%d" % (name, os.getpid()))
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path(name))
+
+
+def alive(pid):
+    """A live, non-zombie process running this same script for this same dir."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    return SCRIPT.encode() in argv and DIR.encode() in argv
+
+
+def live_predecessors():
+    """Pids of earlier children (their "start" events) that are still alive."""
+    try:
+        with open(path("events.log")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids = set()
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "start":
+            pids.add(int(words[1]))
+    pids.discard(os.getpid())
+    return sorted(p for p in pids if alive(p))
+
+
+def listener():
+    """The inherited listening socket (fd 3)."""
+    return socket.socket(fileno=3)
+
+
+def serve(sock):
+    """One short request per connection, answered with our pid and a newline."""
+    reply = b"%d\n" % os.getpid()
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            select.select([sock], [], [])
+            continue
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(1024)
+                conn.sendall(reply)
+            except OSError:
+                pass
