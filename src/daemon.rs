@@ -205,32 +205,39 @@ impl Daemon {
         };
         self.current = None;
         let group_left = sys::group_alive(cur.pid);
+        let event = Event::ChildExited { kind, group_left };
+        // Say what happened and what comes next before it happens (the next
+        // child may start within this very step): ask a copy of the machine.
+        let now = Instant::now();
+        let mut preview = self.machine.clone();
+        preview.step(event, now);
         let lived = match self.machine.phase {
-            Phase::Running { since, .. } => Some(since.elapsed()),
-            _ => None,
+            Phase::Running { since, .. } => {
+                format!(" after {}", human(now.saturating_duration_since(since)))
+            }
+            _ => String::new(),
         };
-        self.feed(Event::ChildExited { kind, group_left });
-        let how = describe_exit(kind);
-        let lived = lived
-            .map(|d| format!(" after {}", human(d)))
-            .unwrap_or_default();
-        let next = match self.machine.phase {
+        let next = match preview.phase {
             Phase::Backoff { until } => format!(
                 "; restarting in {}",
-                human(until.saturating_duration_since(Instant::now()))
+                human(until.saturating_duration_since(now))
             ),
-            Phase::Running { pid, .. } => format!("; restarted at once as {pid}"),
+            Phase::Starting => "; restarting at once".into(),
             Phase::Stopping { leader: false, .. } => {
                 "; stopping what is left of its process group first".into()
             }
-            Phase::Exited => String::new(),
             _ => String::new(),
         };
-        if matches!(kind, ExitKind::Code(0)) || self.machine.stopping {
+        let how = describe_exit(kind);
+        if matches!(kind, ExitKind::Code(0))
+            || preview.stopping
+            || !matches!(self.machine.phase, Phase::Running { .. })
+        {
             info!("child {} {how}{lived}{next}", cur.pid);
         } else {
             warn!("child {} {how}{lived}{next}", cur.pid);
         }
+        self.feed(event);
     }
 
     /// Step the machine and carry out what it asks, until it asks for
