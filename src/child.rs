@@ -195,7 +195,7 @@ impl ExecImage {
         // mask stays set. Give the child what a fresh process has.
         for sig in 1..NSIG {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                sys::default_signal_after_fork(sig);
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

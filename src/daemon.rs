@@ -33,6 +33,8 @@ use crate::sys;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long, at exit, the log readers get to write the child's last lines.
+const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Signals we handle; registered before the pid file is written or any
 /// child exists, so a SIGTERM can never kill us and orphan a child.
@@ -64,6 +66,8 @@ pub struct Daemon {
     port_holder: Option<(i32, String)>,
     /// Last state written, to skip identical rewrites.
     written: Option<String>,
+    /// The threads reading children's output; finished ones are pruned.
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -101,6 +105,7 @@ impl Daemon {
             bind_error: None,
             port_holder: None,
             written: None,
+            pumps: Vec::new(),
             lock,
             cfg,
         }
@@ -109,18 +114,18 @@ impl Daemon {
     /// Run until asked to stop. Errors are fatal (exit 1).
     pub async fn run(mut self, mut signals: Signals) -> anyhow::Result<()> {
         self.lock.write_pid()?;
-        let previous = state::read(&self.state_path).ok().flatten();
-        self.write_state();
         info!(
             "supervisor {} started for {} (config {})",
             std::process::id(),
             self.cfg.listen.address,
             self.cfg.path.display()
         );
+        // The previous record is overwritten only once its child is dealt
+        // with: dying in between must not lose track of an orphan.
         let mut stop_pending = false;
-        if let Some(prev) = &previous {
-            self.resume_history(prev);
-            stop_pending = self.stop_orphan(prev, &mut signals).await;
+        if let Some(prev) = state::read(&self.state_path).ok().flatten() {
+            self.resume_history(&prev);
+            stop_pending = self.stop_orphan(&prev, &mut signals).await;
         }
         self.feed(Event::Start);
         if stop_pending {
@@ -154,11 +159,25 @@ impl Daemon {
                 }
             }
         }
+        self.drain_pumps().await;
         info!("supervisor {} stopped", std::process::id());
         self.write_state();
         self.child_log.flush();
         self.supervisor_log.flush();
         Ok(())
+    }
+
+    /// Let the log readers write what the last child printed before we
+    /// exit. Leftovers that escaped the process group may hold a pipe open
+    /// forever, so this waits a little, not indefinitely.
+    async fn drain_pumps(&mut self) {
+        let deadline = Instant::now() + PUMP_DRAIN;
+        let mut poll = Duration::from_millis(1);
+        while self.pumps.iter().any(|p| !p.is_finished()) && Instant::now() < deadline {
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(50));
+        }
+        self.pumps.clear();
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -328,13 +347,13 @@ impl Daemon {
                     pid,
                     start_time: sys::process_start_time(pid),
                 });
+                self.pumps.retain(|p| !p.is_finished());
                 for (file, stream) in [(sp.stdout, Stream::Stdout), (sp.stderr, Stream::Stderr)] {
-                    if let Err(e) =
-                        logs::spawn_pump(file, stream, pid as u32, self.child_log.clone())
-                    {
-                        warn!(
+                    match logs::spawn_pump(file, stream, pid as u32, self.child_log.clone()) {
+                        Ok(handle) => self.pumps.push(handle),
+                        Err(e) => warn!(
                             "cannot start the log reader for child {pid}: {e}; its output is lost"
-                        );
+                        ),
                     }
                 }
                 info!("started child {pid}: {}", self.recipe.command.join(" "));

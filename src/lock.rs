@@ -13,6 +13,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::sys;
 
 /// Why a folder of ours cannot be used. Maps to exit 78: nothing started.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,25 @@ pub fn parse_pid(text: &str) -> Option<i32> {
         .filter(|p| *p > 1 && !t.starts_with('+'))
 }
 
+/// The holder's pid, for the loser's one line. The holder writes it right
+/// after locking; a loser that lost by microseconds may look before that, so
+/// ask the lock table where there is one, else re-read briefly. Reads only.
+fn holder_pid(file: &File, path: &Path) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_millis(250);
+    loop {
+        if let Some(pid) = read_pid(path) {
+            return Some(pid);
+        }
+        if let Some(Some(pid)) = sys::flock_holder(file.as_raw_fd()) {
+            return Some(pid);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 impl InstanceLock {
     /// Try to become the one supervisor for this state dir. Never blocks.
     pub fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
@@ -137,7 +159,7 @@ impl InstanceLock {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
                     return Ok(Err(Held {
-                        pid: read_pid(path),
+                        pid: holder_pid(&file, path),
                     }));
                 }
                 return Err(e);
@@ -205,11 +227,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("supervisor.pid");
         let mut first = InstanceLock::acquire(&path).unwrap().unwrap();
+        let me = std::process::id() as i32;
+        // Before the pid is written, only a lock table (Linux) can name us.
         let second = InstanceLock::acquire(&path).unwrap();
-        assert!(matches!(second, Err(Held { pid: None })));
+        assert!(matches!(second, Err(Held { pid }) if pid.is_none_or(|p| p == me)));
         first.write_pid().unwrap();
         let third = InstanceLock::acquire(&path).unwrap();
-        assert!(matches!(third, Err(Held { pid: Some(p) }) if p == std::process::id() as i32));
+        assert!(matches!(third, Err(Held { pid: Some(p) }) if p == me));
         drop(first);
         assert!(InstanceLock::acquire(&path).unwrap().is_ok());
     }

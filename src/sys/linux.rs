@@ -187,6 +187,22 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     libc::getppid() == parent
 }
 
+pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
+    // glibc's sigaction() refuses its internal real-time signals 32 and 33,
+    // which its posix_spawn leaves *ignored* in the programs it starts (and
+    // an ignored signal survives exec). The raw system call takes them all.
+    // An all-zero kernel sigaction is SIG_DFL, no flags, empty mask, whatever
+    // the architecture's field order.
+    let dfl = [0u64; 4];
+    libc::syscall(
+        libc::SYS_rt_sigaction,
+        sig,
+        dfl.as_ptr(),
+        std::ptr::null_mut::<u64>(),
+        8usize,
+    );
+}
+
 pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     if fd == target {
         // SAFETY: fcntl on a descriptor we own.

@@ -116,6 +116,10 @@ pub unsafe fn die_with_parent(_sig: libc::c_int, parent: libc::pid_t) -> bool {
     libc::getppid() == parent
 }
 
+pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
+    libc::signal(sig, libc::SIG_DFL);
+}
+
 pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     // No dup3: dup2 then set FD_CLOEXEC. Only the main thread forks, so no
     // exec can slip in between the two calls.

@@ -114,6 +114,14 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     imp::die_with_parent(sig, parent)
 }
 
+/// After fork, before exec: set `sig`'s disposition back to the default.
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for a `pre_exec` closure.
+pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
+    imp::default_signal_after_fork(sig)
+}
+
 /// Duplicate `fd` onto `target`, close-on-exec, replacing whatever `target`
 /// held.
 pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {

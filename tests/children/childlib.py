@@ -60,7 +60,8 @@ def alive(pid):
 
 
 def live_predecessors():
-    """Pids of earlier children (their "start" events) that are still alive."""
+    """Pids of earlier children or grandchildren (anything that recorded an
+    event) that are still alive."""
     try:
         with open(path("events.log")) as f:
             lines = f.read().splitlines()
@@ -69,7 +70,7 @@ def live_predecessors():
     pids = set()
     for line in lines:
         words = line.split()
-        if len(words) >= 2 and words[0] == "start":
+        if len(words) >= 2 and words[1].isdigit():
             pids.add(int(words[1]))
     pids.discard(os.getpid())
     return sorted(p for p in pids if alive(p))

@@ -1,7 +1,8 @@
 """The incident's service: at start-up it "creates a topic" (appends to
 topics.txt) whenever its state file has no id, then stores the id. Some
 runs crash (exit 1) shortly after start-up. Records "start ... alive=..."
-with earlier children still alive, and touches ready-PID once started."""
+with earlier children still alive, touches ready-PID once started, and
+records "crash" or "serving" once it has decided."""
 
 import json
 import os
@@ -28,4 +29,5 @@ if random.random() < float(os.environ.get("CRASH_P", "0.3")):
     time.sleep(random.uniform(0.1, 0.4))
     c.event("crash")
     sys.exit(1)
+c.event("serving")
 c.serve(c.listener())
