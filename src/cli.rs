@@ -59,6 +59,13 @@ pub enum Command {
     ReopenLogs,
     /// Validate the configuration and print it resolved.
     CheckConfig,
+    /// Print a shell completion script (e.g. `supervisor completions zsh > _supervisor`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `supervisor man > supervisor.1`).
+    Man,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

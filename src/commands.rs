@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use clap::CommandFactory;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
@@ -37,6 +38,20 @@ pub fn main(cli: Cli) -> i32 {
             print!("{}", cfg.to_toml());
             exit::OK
         }),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "supervisor", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("supervisor: cannot write the manual page: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
     }
 }
 
