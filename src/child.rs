@@ -42,6 +42,63 @@ pub struct Recipe {
     pub fd_name: String,
     /// The signal the child gets when the supervisor dies (Linux).
     pub death_signal: i32,
+    /// Drop to this user before exec.
+    pub creds: Option<Creds>,
+}
+
+/// Who the child runs as, when that differs from the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub name: String,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub home: PathBuf,
+}
+
+/// Decide who the child runs as: `Ok(None)` to keep our own identity.
+/// A child never runs as root by accident: as root, the config must name a
+/// `child.user` to drop to, or say `child.allow_root = true`.
+pub fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option<Creds>, String> {
+    use nix::unistd::{Uid, User};
+    let euid = Uid::effective();
+    let refuse_root = || {
+        "refusing to run the child as root: set child.user to drop privileges, \
+         or child.allow_root = true to run it as root on purpose"
+            .to_owned()
+    };
+    let Some(name) = user else {
+        return if euid.is_root() && !allow_root {
+            Err(refuse_root())
+        } else {
+            Ok(None)
+        };
+    };
+    let found = match name.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(name),
+    };
+    let u = match found {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(format!("child.user: no user {name:?} on this machine")),
+        Err(e) => return Err(format!("child.user: cannot look up {name:?}: {e}")),
+    };
+    if u.uid.is_root() && !allow_root {
+        return Err(refuse_root());
+    }
+    if u.uid == euid {
+        return Ok(None);
+    }
+    if !euid.is_root() {
+        return Err(format!(
+            "child.user = {name:?} needs the supervisor to run as root (it runs as uid {euid})"
+        ));
+    }
+    Ok(Some(Creds {
+        name: u.name,
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home: u.dir,
+    }))
 }
 
 /// A started child: its pid (also its process group) and its output pipes.
@@ -113,6 +170,7 @@ struct ExecImage {
     pid_slot: *mut u8,
     parent: libc::pid_t,
     death_signal: libc::c_int,
+    creds: Option<(libc::uid_t, libc::gid_t)>,
 }
 
 // SAFETY: the pointers only point into the Vecs owned by the same value, and
@@ -140,6 +198,12 @@ impl ExecImage {
                 )
             })
             .collect();
+        if let Some(c) = &recipe.creds {
+            // What login would set, so the child does not write into root's home.
+            vars.insert("USER".into(), c.name.clone().into());
+            vars.insert("LOGNAME".into(), c.name.clone().into());
+            vars.insert("HOME".into(), c.home.clone().into());
+        }
         for (k, v) in &recipe.env {
             vars.insert(k.into(), v.into());
         }
@@ -183,6 +247,7 @@ impl ExecImage {
             // SAFETY: getpid cannot fail.
             parent: unsafe { libc::getpid() },
             death_signal: recipe.death_signal,
+            creds: recipe.creds.as_ref().map(|c| (c.uid, c.gid)),
         })
     }
 
@@ -202,6 +267,14 @@ impl ExecImage {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
+        // Drop privileges first: changing credentials clears the parent-death
+        // signal on Linux, so that is asked for afterwards. Supplementary
+        // groups shrink to the user's primary group.
+        if let Some((uid, gid)) = self.creds {
+            if libc::setgroups(1, &gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if !sys::die_with_parent(self.death_signal, self.parent) {
             return Err(io::Error::other("supervisor died during spawn"));
         }

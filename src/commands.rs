@@ -74,6 +74,13 @@ fn run(path: &Path) -> i32 {
             return exit::CONFIG;
         }
     };
+    let creds = match crate::child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("supervisor: {}: {e}; nothing started", cfg.path.display());
+            return exit::CONFIG;
+        }
+    };
     // Hostile folders are refused before anything is created or locked.
     let state_dir = &cfg.supervisor.state_dir;
     let dirs = lock::check_dir("state dir", state_dir)
@@ -151,7 +158,7 @@ fn run(path: &Path) -> i32 {
     };
     let result = runtime.block_on(async {
         let signals = daemon::register_signals()?;
-        Daemon::new(cfg, lock, child_log, supervisor_log.clone())
+        Daemon::new(cfg, creds, lock, child_log, supervisor_log.clone())
             .run(signals)
             .await
     });

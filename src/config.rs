@@ -57,6 +57,10 @@ pub struct ChildSection {
     pub env: BTreeMap<String, String>,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    /// Run the child as this user (name or numeric uid); needs root.
+    pub user: Option<String>,
+    /// Explicit consent to run the child as root.
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +121,15 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("listen", &["address", "backlog", "name"]),
     (
         "child",
-        &["command", "cwd", "env", "stop_signal", "stop_timeout"],
+        &[
+            "command",
+            "cwd",
+            "env",
+            "stop_signal",
+            "stop_timeout",
+            "user",
+            "allow_root",
+        ],
     ),
     (
         "restart",
@@ -242,6 +254,7 @@ impl Config {
              env = {{{}}}\n\
              stop_signal = {}\n\
              stop_timeout = {}\n\
+             {}allow_root = {}\n\
              \n\
              [restart]\n\
              initial_backoff = {}\n\
@@ -261,6 +274,12 @@ impl Config {
             env,
             quote(self.child.stop_signal.as_str()),
             dur(self.child.stop_timeout),
+            self.child
+                .user
+                .as_deref()
+                .map(|u| format!("user = {}\n", quote(u)))
+                .unwrap_or_default(),
+            self.child.allow_root,
             dur(self.restart.initial_backoff),
             dur(self.restart.max_backoff),
             dur(self.restart.reset_after),
@@ -330,7 +349,7 @@ enum Node {
     Str(String),
     Int(i64),
     Float,
-    Bool,
+    Bool(bool),
     Datetime,
     Array(Vec<Item>),
     Table(Table),
@@ -342,7 +361,7 @@ impl Node {
             Node::Str(_) => "a string",
             Node::Int(_) => "an integer",
             Node::Float => "a float",
-            Node::Bool => "a boolean",
+            Node::Bool(_) => "a boolean",
             Node::Datetime => "a date/time",
             Node::Array(_) => "an array",
             Node::Table(_) => "a table",
@@ -440,8 +459,8 @@ impl<'de> Visitor<'de> for ItemVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a TOML value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
-        bare(Node::Bool)
+    fn visit_bool<E>(self, v: bool) -> Result<Item, E> {
+        bare(Node::Bool(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Item, E> {
         bare(Node::Int(v))
@@ -624,6 +643,9 @@ impl<'a> Checker<'a> {
                 .ok_or_else(|| "must be more than 0: the child needs a moment to stop".into())
         });
 
+        let user = self.get("child", "user", None, user_of);
+        let allow_root = self.get("child", "allow_root", false, bool_of);
+
         let within_day = |n: &Node| duration_of(n, DAY);
         let before = self.problems.len();
         let initial_backoff = self.get(
@@ -677,6 +699,8 @@ impl<'a> Checker<'a> {
                 env,
                 stop_signal,
                 stop_timeout,
+                user,
+                allow_root,
             },
             restart: RestartSection {
                 initial_backoff,
@@ -777,6 +801,26 @@ fn str_of(node: &Node) -> Result<&str, String> {
     match node {
         Node::Str(s) => Ok(s),
         other => Err(format!("must be a string, not {}", other.kind())),
+    }
+}
+
+fn bool_of(node: &Node) -> Result<bool, String> {
+    match node {
+        Node::Bool(b) => Ok(*b),
+        other => Err(format!("must be true or false, not {}", other.kind())),
+    }
+}
+
+fn user_of(node: &Node) -> Result<Option<String>, String> {
+    let s = str_of(node)?;
+    let ok = !s.is_empty()
+        && s.len() <= 256
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c));
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(format!("{s:?} is not a user name or uid"))
     }
 }
 

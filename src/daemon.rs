@@ -73,6 +73,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(
         cfg: Config,
+        creds: Option<child::Creds>,
         lock: InstanceLock,
         child_log: Arc<LogSink>,
         supervisor_log: Arc<LogSink>,
@@ -90,6 +91,7 @@ impl Daemon {
             env: cfg.child.env.clone(),
             fd_name: cfg.listen.name.clone(),
             death_signal: cfg.child.stop_signal as i32,
+            creds,
         };
         let state_path = cfg.supervisor.state_dir.join("state.json");
         Daemon {

@@ -121,6 +121,8 @@ impl Setup {
         .set("supervisor", "state_dir", "run")
         .set("listen", "name", "http")
         .set("child", "stop_timeout", "3s")
+        // CI runs as root; the tests' children run as root on purpose.
+        .raw("child", "allow_root", "true")
         .set("restart", "initial_backoff", "100ms")
         .set("restart", "max_backoff", "1s")
         .set("log", "dir", "logs")
