@@ -850,3 +850,275 @@ pub fn snapshot_diff(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>)
     }
     d
 }
+
+// ---------------------------------------------------------------- real servers
+
+/// The Python virtual environment with uvicorn, gunicorn and starlette
+/// (`tests/requirements.txt`): `$SUPERVISOR_TEST_VENV`, else `<repo>/.venv`.
+/// Panics with how to build it when it is missing or incomplete: the
+/// real-server tests are never skipped silently.
+pub fn venv() -> PathBuf {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = VENV.get_or_init(|| {
+        let dir = match std::env::var_os("SUPERVISOR_TEST_VENV") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"),
+        };
+        let py = dir.join("bin/python");
+        let check = "import uvicorn, gunicorn, starlette";
+        match Command::new(&py)
+            .args(["-c", check])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => Ok(dir),
+            Ok(o) => Err(format!(
+                "{} -c {check:?} failed: {}",
+                py.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", py.display())),
+        }
+    });
+    match found {
+        Ok(dir) => dir.clone(),
+        Err(why) => panic!(
+            "the Python venv for the real-server tests is missing or incomplete: {why}\n\
+             Create it (what CI does) from the repository root with:\n    \
+             python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt\n\
+             (`bash .ci/run` does the same), or set SUPERVISOR_TEST_VENV to such a venv."
+        ),
+    }
+}
+
+/// A program in the venv's `bin/`, as a string for a config's command.
+pub fn venv_bin(name: &str) -> String {
+    venv().join("bin").join(name).display().to_string()
+}
+
+/// The binary of `examples/<name>.rs`, which `cargo test` builds next to
+/// the supervisor's (`target/<profile>/examples/`). Panics saying how to
+/// build it when it is missing (e.g. under `cargo test --test ...`, which
+/// builds no example).
+pub fn example_bin(name: &str) -> PathBuf {
+    let p = Path::new(BIN)
+        .parent()
+        .expect("binary folder")
+        .join("examples")
+        .join(name);
+    if !p.is_file() {
+        panic!(
+            "{} is missing: `cargo test` builds the examples; with a filter, build it first: \
+             cargo build --example {name}",
+            p.display()
+        );
+    }
+    p
+}
+
+impl Env {
+    /// Replaces the child's argv in the config (the harness's default is
+    /// `python3 SCRIPT DIR ...`). Keep this test's temp dir somewhere in
+    /// argv so the cleanup finds every process.
+    pub fn set_command(&mut self, argv: &[String]) {
+        let command: Vec<String> = argv.iter().map(|a| toml_str(a)).collect();
+        let line = format!("command = [{}]", command.join(", "));
+        let mut text = String::new();
+        for l in self.config_text.lines() {
+            text.push_str(if l.starts_with("command = ") {
+                &line
+            } else {
+                l
+            });
+            text.push('\n');
+        }
+        fs::write(&self.config, &text).unwrap();
+        self.config_text = text;
+    }
+}
+
+/// One HTTP/1.0 GET: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("not HTTP: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((code, body.to_string()))
+}
+
+/// TCP ports on which `pid` holds a listening socket (from /proc/net/tcp*
+/// and the process's descriptors).
+pub fn listening_ports(pid: i32) -> Vec<u16> {
+    let mut by_inode = BTreeMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (10th column)
+            if w.len() > 9 && w[3] == "0A" {
+                let port = w[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                if let Some(port) = port {
+                    by_inode.insert(w[9].to_string(), port);
+                }
+            }
+        }
+    }
+    let mut ports: Vec<u16> = fd_targets(pid)
+        .iter()
+        .filter_map(|t| {
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .filter_map(|inode| by_inode.get(&inode).copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+// ---------------------------------------------------------------- logs
+
+impl Env {
+    /// Like [`Env::spawn`], but the supervisor's stderr is a pipe, copied
+    /// into the same `run-N.stderr` file by a thread of ours: a test that
+    /// limits the supervisor's file writes (RLIMIT_FSIZE) still sees what it
+    /// says on stderr.
+    pub fn spawn_stderr_pipe(&self) -> Supervisor<'_> {
+        let mut runs = self.runs.lock().unwrap();
+        let n = runs.len();
+        let out = self.dir.join(format!("run-{n}.stdout"));
+        let err = self.dir.join(format!("run-{n}.stderr"));
+        let cmd = format!("{BIN} --config {} run", self.config.display());
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd}: {e}"));
+        let mut pipe = child.stderr.take().unwrap();
+        let mut copy = fs::File::create(&err).unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let _ = copy.write_all(&buf[..n]);
+            }
+        });
+        let run = Arc::new(Run {
+            n,
+            pid: child.id(),
+            cmd,
+            out,
+            err,
+            status: Mutex::new(None),
+        });
+        let reaper = run.clone();
+        thread::spawn(move || {
+            if let Ok(st) = child.wait() {
+                *reaper.status.lock().unwrap() = Some(st);
+            }
+        });
+        runs.push(run.clone());
+        Supervisor { env: self, run }
+    }
+}
+
+/// What a [`Hammer`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Answers with status 200, by body.
+    pub ok: BTreeMap<String, usize>,
+    /// Connections refused: the port was not listening. Must stay 0.
+    pub refused: usize,
+    /// Anything else (a reset or EOF from a child dying mid-request).
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    pub fn total_ok(&self) -> usize {
+        self.ok.values().sum()
+    }
+
+    /// Successful answers whose body contains `needle`.
+    pub fn ok_with(&self, needle: &str) -> usize {
+        self.ok
+            .iter()
+            .filter(|(b, _)| b.contains(needle))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// A client sending GET / back to back from a thread, bounded in count and
+/// time, until stopped.
+pub struct Hammer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Hammer {
+    pub fn start(addr: SocketAddr) -> Hammer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (s, t) = (stop.clone(), tally.clone());
+        let thread = thread::spawn(move || {
+            let start = Instant::now();
+            for _ in 0..20_000 {
+                if s.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(60) {
+                    break;
+                }
+                let r = http_get(addr, "/", Duration::from_secs(10));
+                let mut t = t.lock().unwrap();
+                match r {
+                    Ok((200, body)) => *t.ok.entry(body.trim().to_string()).or_default() += 1,
+                    Ok((code, body)) => t.errors.push(format!("HTTP {code}: {body}")),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => t.refused += 1,
+                    Err(e) => t.errors.push(format!("{:?}: {e}", e.kind())),
+                }
+            }
+        });
+        Hammer {
+            stop,
+            tally,
+            thread: Some(thread),
+        }
+    }
+
+    /// What it saw so far.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().unwrap().clone()
+    }
+
+    /// Stops the loop and returns what it saw.
+    pub fn finish(mut self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.tally()
+    }
+}
+
+impl Drop for Hammer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
