@@ -64,10 +64,10 @@ impl Stream {
 
 /// An append-only file that rotates by size.
 ///
-/// Rotation happens before a batch that would push the file past
-/// `max_bytes`; batches are split only at line boundaries, so no file ever
-/// exceeds `max_bytes` unless a single line is longer than that (it is then
-/// written alone into a fresh file).
+/// A file is filled with whole lines up to `max_bytes` and rotated before
+/// the first line that would not fit; batches are split only at line
+/// boundaries, so no file ever exceeds `max_bytes` unless a single line is
+/// longer than that (it is then written alone into a fresh file).
 ///
 /// After any error from [`RotatingFile::write_batch`] the value may hold a
 /// descriptor of an already rotated file: drop it and open a new one.
@@ -105,30 +105,33 @@ impl RotatingFile {
         self.size
     }
 
-    /// Appends `buf`, which holds whole lines, rotating first when it would
-    /// not fit. Each piece lands with one write(2).
+    /// Appends `buf`, which holds whole lines. The current file takes as
+    /// many whole lines as still fit; the rest goes into a fresh file after
+    /// rotating. Each piece lands with one write(2).
     pub fn write_batch(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut rest = buf;
         while !rest.is_empty() {
             let len = rest.len() as u64;
-            if self.size.saturating_add(len) <= self.max_bytes {
-                self.file.write_all(rest)?;
-                self.size += len;
-                return Ok(());
-            }
-            if self.size > 0 {
+            if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+                // `copytruncate` may have emptied the file meanwhile.
                 self.size = self.file.metadata()?.len();
-                if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
-                    self.rotate()?;
-                }
-                continue;
             }
-            // An empty file and more than fits: as many whole lines as fit,
-            // or one over-long line alone.
-            let cap = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
-            let cut = match memchr::memrchr(b'\n', &rest[..cap.min(rest.len())]) {
-                Some(nl) => nl + 1,
-                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1),
+            let room = self.max_bytes.saturating_sub(self.size);
+            let cut = if len <= room {
+                rest.len()
+            } else {
+                let fit = usize::try_from(room).unwrap_or(usize::MAX).min(rest.len());
+                match memchr::memrchr(b'\n', &rest[..fit]) {
+                    Some(nl) => nl + 1,
+                    // An over-long line goes alone into an empty file.
+                    None if self.size == 0 => {
+                        memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1)
+                    }
+                    None => {
+                        self.rotate()?;
+                        continue;
+                    }
+                }
             };
             self.file.write_all(&rest[..cut])?;
             self.size += cut as u64;
@@ -725,6 +728,10 @@ mod tests {
         ] {
             let data = read(&p);
             assert!(data.len() as u64 <= cap, "{p:?} has {} bytes", data.len());
+            if p != path {
+                // Filled up to the last whole line that fit.
+                assert!(data.len() as u64 > cap - per_line as u64, "{p:?}");
+            }
             assert!(data.ends_with(b"\n"), "{p:?}");
             all.extend(data);
         }
