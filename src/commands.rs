@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigHandler, Signal};
 use nix::unistd::Pid;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
@@ -122,6 +122,11 @@ fn run(path: &Path) -> i32 {
         eprintln!("supervisor: {e}; nothing started");
         return exit::CONFIG;
     }
+    // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
+    // which the sinks drop and count, not kill us. The child gets every
+    // signal reset to its default.
+    // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
     let child_log = LogSink::new(
         cfg.log.dir.join("child.log"),
         cfg.log.max_bytes,
