@@ -163,7 +163,14 @@ fn run(path: &Path) -> i32 {
     };
     let result = runtime.block_on(async {
         let signals = daemon::register_signals()?;
-        Daemon::new(cfg, creds, lock, child_log, supervisor_log.clone())
+        let notify = match cfg.health.notify {
+            true => Some(
+                crate::health::NotifySocket::bind(&cfg.supervisor.state_dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create the notify socket: {e}"))?,
+            ),
+            false => None,
+        };
+        Daemon::new(cfg, creds, lock, child_log, supervisor_log.clone(), notify)
             .run(signals)
             .await
     });

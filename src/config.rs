@@ -36,6 +36,32 @@ pub struct Config {
     pub child: ChildSection,
     pub restart: RestartSection,
     pub log: LogSection,
+    pub health: HealthSection,
+}
+
+/// Readiness and liveness (not in SPEC.md's contract; all optional). With
+/// neither `notify` nor `http` a child counts as ready once spawned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSection {
+    /// The child speaks the systemd notify protocol (READY=1, WATCHDOG=1).
+    pub notify: bool,
+    /// GET this path on the supervised address; 2xx is healthy.
+    pub http: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Not ready within this: a failed start.
+    pub start_timeout: Duration,
+    /// Consecutive failed probes that make a child unhealthy.
+    pub failures: u32,
+    /// With `notify`: WATCHDOG_USEC; a missed ping beyond it is a failure.
+    pub watchdog: Option<Duration>,
+}
+
+impl HealthSection {
+    /// Whether readiness is something to wait for.
+    pub fn readiness(&self) -> bool {
+        self.notify || self.http.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +162,18 @@ const SCHEMA: &[(&str, &[&str])] = &[
         &["initial_backoff", "max_backoff", "reset_after"],
     ),
     ("log", &["dir", "max_bytes", "max_files"]),
+    (
+        "health",
+        &[
+            "notify",
+            "http",
+            "interval",
+            "timeout",
+            "start_timeout",
+            "failures",
+            "watchdog",
+        ],
+    ),
 ];
 
 /// The supervisor sets these for the socket hand-over; a config value would
@@ -264,7 +302,15 @@ impl Config {
              [log]\n\
              dir = {}\n\
              max_bytes = {}\n\
-             max_files = {}\n",
+             max_files = {}\n\
+             \n\
+             [health]\n\
+             notify = {}\n\
+             {}interval = {}\n\
+             timeout = {}\n\
+             start_timeout = {}\n\
+             failures = {}\n\
+             {}",
             path(&self.supervisor.state_dir),
             quote(&self.listen.address.to_string()),
             self.listen.backlog,
@@ -286,6 +332,20 @@ impl Config {
             path(&self.log.dir),
             self.log.max_bytes,
             self.log.max_files,
+            self.health.notify,
+            self.health
+                .http
+                .as_deref()
+                .map(|h| format!("http = {}\n", quote(h)))
+                .unwrap_or_default(),
+            dur(self.health.interval),
+            dur(self.health.timeout),
+            dur(self.health.start_timeout),
+            self.health.failures,
+            self.health
+                .watchdog
+                .map(|w| format!("watchdog = {}\n", dur(w)))
+                .unwrap_or_default(),
         )
     }
 }
@@ -685,6 +745,7 @@ impl<'a> Checker<'a> {
         let max_bytes = self.get("log", "max_bytes", 10 << 20, log_size_of);
         let max_files = self.get("log", "max_files", 5, |n| int_in(n, 1, 1000));
 
+        let health = self.health();
         Some(Config {
             path: path.to_path_buf(),
             supervisor: SupervisorSection { state_dir },
@@ -712,7 +773,59 @@ impl<'a> Checker<'a> {
                 max_bytes,
                 max_files,
             },
+            health,
         })
+    }
+
+    fn health(&mut self) -> HealthSection {
+        let positive = |max: Duration| {
+            move |n: &Node| {
+                Some(duration_of(n, max)?)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| "must be more than 0".to_owned())
+            }
+        };
+        let notify = self.get("health", "notify", false, bool_of);
+        let http = self.opt("health", "http", |n| {
+            let p = str_of(n)?;
+            let ok =
+                p.starts_with('/') && p.len() <= 2048 && p.bytes().all(|b| b.is_ascii_graphic());
+            ok.then(|| p.to_owned()).ok_or_else(|| {
+                format!("{p:?} is not a URL path: start it with / and use no spaces")
+            })
+        });
+        let interval = self.get(
+            "health",
+            "interval",
+            Duration::from_secs(10),
+            positive(HOUR),
+        );
+        let timeout = self.get("health", "timeout", Duration::from_secs(2), positive(HOUR));
+        let start_timeout = self.get(
+            "health",
+            "start_timeout",
+            Duration::from_secs(60),
+            positive(DAY),
+        );
+        let failures = self.get("health", "failures", 3, |n| int_in(n, 1, 1000));
+        let watchdog = self.opt("health", "watchdog", positive(HOUR));
+        if watchdog.is_some() && !notify {
+            let span = self.find("health", "watchdog").and_then(|n| n.span.clone());
+            self.report(
+                span,
+                "health.watchdog",
+                "needs notify = true: the child pings with WATCHDOG=1 over the notify socket",
+            );
+        }
+        HealthSection {
+            notify,
+            http,
+            interval,
+            timeout,
+            start_timeout,
+            failures,
+            watchdog,
+        }
     }
 
     fn command(&mut self) -> Option<Vec<String>> {

@@ -8,7 +8,7 @@
 //! group are being stopped, a short poll for the group to empty. With a
 //! healthy child nothing is armed, so the supervisor makes no wake-ups.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,15 +24,19 @@ use tracing::{error, info, warn};
 
 use crate::child::{self, Recipe};
 use crate::config::Config;
+use crate::health::{self, Notice, NotifySocket};
 use crate::listener::{describe_bind_error, Listener};
 use crate::lock::InstanceLock;
 use crate::logs::{self, LogSink, Stream};
-use crate::policy::{Action, Event, ExitKind, Machine, Phase, Settings};
+use crate::policy::{Action, Event, ExitKind, Failure, HealthPolicy, Machine, Phase, Settings};
 use crate::state::{self, ChildInfo, ExitInfo, ListenInfo, PortHolder, Record, SupervisorInfo};
 use crate::sys;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// The first readiness probe comes this soon after a spawn; the gap then
+/// doubles up to `health.interval` until the child is ready.
+const PROBE_FIRST: Duration = Duration::from_millis(50);
 /// How long, at exit, the log readers get to write the child's last lines.
 const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
@@ -68,6 +72,31 @@ pub struct Daemon {
     written: Option<String>,
     /// The threads reading children's output; finished ones are pruned.
     pumps: Vec<std::thread::JoinHandle<()>>,
+    /// Where a `notify` child reports READY=1, STATUS= and WATCHDOG=1.
+    notify: Option<NotifySocket>,
+    /// The HTTP probe in flight, if any, and when the next one starts.
+    probe: Option<Probe>,
+    next_probe: Option<Instant>,
+    /// The gap before the next probe while the child is not ready yet:
+    /// short at first, doubling up to `health.interval`.
+    probe_gap: Duration,
+    /// The child's last STATUS= text.
+    child_status: Option<String>,
+    /// `$NOTIFY_SOCKET` of the service manager that started us, if any.
+    manager: Option<String>,
+}
+
+/// An HTTP health probe in flight.
+type Probe = Pin<Box<dyn Future<Output = Result<u16, String>>>>;
+
+/// What woke the driver.
+enum Wake {
+    Signal(Option<i32>),
+    Tick,
+    GroupPoll,
+    Notice(std::io::Result<Notice>),
+    ProbeDone(Result<u16, String>),
+    ProbeDue,
 }
 
 impl Daemon {
@@ -77,6 +106,7 @@ impl Daemon {
         lock: InstanceLock,
         child_log: Arc<LogSink>,
         supervisor_log: Arc<LogSink>,
+        notify: Option<NotifySocket>,
     ) -> Daemon {
         let settings = Settings {
             initial_backoff: cfg.restart.initial_backoff,
@@ -84,11 +114,25 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
+            health: HealthPolicy {
+                readiness: cfg.health.readiness(),
+                probe_ready: !cfg.health.notify && cfg.health.http.is_some(),
+                start_timeout: cfg.health.start_timeout,
+                failures: cfg.health.failures,
+                watchdog: cfg.health.watchdog,
+            },
         };
+        let mut env = cfg.child.env.clone();
+        if let Some(n) = &notify {
+            env.insert("NOTIFY_SOCKET".into(), n.env_value.clone());
+            if let Some(w) = cfg.health.watchdog {
+                env.insert("WATCHDOG_USEC".into(), w.as_micros().to_string());
+            }
+        }
         let recipe = Recipe {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
-            env: cfg.child.env.clone(),
+            env,
             fd_name: cfg.listen.name.clone(),
             death_signal: cfg.child.stop_signal as i32,
             creds,
@@ -108,6 +152,15 @@ impl Daemon {
             port_holder: None,
             written: None,
             pumps: Vec::new(),
+            notify,
+            probe: None,
+            next_probe: None,
+            probe_gap: PROBE_FIRST,
+            child_status: None,
+            // Captured once: the child never inherits our manager's socket.
+            manager: std::env::var("NOTIFY_SOCKET")
+                .ok()
+                .filter(|s| !s.is_empty()),
             lock,
             cfg,
         }
@@ -145,13 +198,24 @@ impl Daemon {
                 } => Some(pgid),
                 _ => None,
             };
-            tokio::select! {
-                sig = next_signal(&mut signals) => match sig {
-                    Some(sig) => self.on_signal(sig),
-                    None => anyhow::bail!("the signal stream closed"),
-                },
-                _ = sleep_until(deadline) => self.feed(Event::Tick),
-                _ = tokio::time::sleep(poll), if leftovers.is_some() => {
+            let probe_due = if self.probe.is_none() {
+                self.next_probe
+            } else {
+                None
+            };
+            let wake = tokio::select! {
+                sig = next_signal(&mut signals) => Wake::Signal(sig),
+                _ = sleep_until(deadline) => Wake::Tick,
+                _ = tokio::time::sleep(poll), if leftovers.is_some() => Wake::GroupPoll,
+                notice = recv_notice(self.notify.as_ref()) => Wake::Notice(notice),
+                result = run_probe(&mut self.probe) => Wake::ProbeDone(result),
+                _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
+            };
+            match wake {
+                Wake::Signal(Some(sig)) => self.on_signal(sig),
+                Wake::Signal(None) => anyhow::bail!("the signal stream closed"),
+                Wake::Tick => self.feed(Event::Tick),
+                Wake::GroupPoll => {
                     if leftovers.is_some_and(|g| !sys::group_alive(g)) {
                         poll = Duration::from_millis(2);
                         self.feed(Event::GroupGone);
@@ -159,8 +223,16 @@ impl Daemon {
                         poll = (poll * 2).min(Duration::from_millis(100));
                     }
                 }
+                Wake::Notice(Ok(notice)) => self.on_notice(notice),
+                Wake::Notice(Err(e)) => {
+                    warn!("cannot read the notify socket: {e}; readiness messages are lost");
+                    self.notify = None;
+                }
+                Wake::ProbeDone(result) => self.on_probe(result),
+                Wake::ProbeDue => self.start_probe(),
             }
         }
+        health::tell_manager(self.manager.as_deref(), "STOPPING=1");
         self.drain_pumps().await;
         info!("supervisor {} stopped", std::process::id());
         self.write_state();
@@ -273,6 +345,7 @@ impl Daemon {
                 }
             }
         }
+        self.schedule_probes();
         self.write_state();
     }
 
@@ -300,7 +373,128 @@ impl Daemon {
                 );
                 None
             }
+            Action::Ready { pid } => {
+                if self.cfg.health.readiness() {
+                    info!("child {pid} is ready");
+                }
+                health::tell_manager(
+                    self.manager.as_deref(),
+                    &format!(
+                        "READY=1\nSTATUS=child {pid} ready\nMAINPID={}",
+                        std::process::id()
+                    ),
+                );
+                None
+            }
+            Action::Unhealthy { pid, why } => {
+                let h = &self.cfg.health;
+                let why = match why {
+                    Failure::StartTimeout => {
+                        format!(
+                            "not ready within start_timeout ({})",
+                            human(h.start_timeout)
+                        )
+                    }
+                    Failure::Probes => format!(
+                        "{} health probes in a row failed (GET {})",
+                        h.failures,
+                        h.http.as_deref().unwrap_or("?")
+                    ),
+                    Failure::Watchdog => format!(
+                        "no WATCHDOG=1 within {}",
+                        human(h.watchdog.unwrap_or_default())
+                    ),
+                };
+                warn!("child {pid} is unhealthy: {why}; stopping it gracefully to restart it");
+                None
+            }
             Action::Exit => None,
+        }
+    }
+
+    /// Probe only a live child, on its own timer; drop probes of a child
+    /// that is gone.
+    fn schedule_probes(&mut self) {
+        if self.cfg.health.http.is_none() {
+            return;
+        }
+        match self.machine.phase {
+            Phase::Running { .. } if self.next_probe.is_none() && self.probe.is_none() => {
+                self.probe_gap = PROBE_FIRST.min(self.cfg.health.interval);
+                self.next_probe = Some(Instant::now() + self.probe_gap);
+            }
+            Phase::Running { .. } => {}
+            _ => {
+                self.probe = None;
+                self.next_probe = None;
+            }
+        }
+    }
+
+    fn start_probe(&mut self) {
+        self.next_probe = None;
+        let (Some(path), Phase::Running { .. }) = (&self.cfg.health.http, self.machine.phase)
+        else {
+            return;
+        };
+        let target = health::probe_target(self.cfg.listen.address);
+        self.probe = Some(Box::pin(health::probe(
+            target,
+            path.clone(),
+            self.cfg.health.timeout,
+        )));
+    }
+
+    fn on_probe(&mut self, result: Result<u16, String>) {
+        self.probe = None;
+        let Phase::Running { pid, health, .. } = self.machine.phase else {
+            return;
+        };
+        let interval = self.cfg.health.interval;
+        let gap = if health.ready_since.is_some() {
+            interval
+        } else {
+            self.probe_gap = (self.probe_gap * 2).min(interval);
+            self.probe_gap
+        };
+        self.next_probe = Some(Instant::now() + gap);
+        match result {
+            Ok(_) => self.feed(Event::ProbeOk),
+            Err(e) => {
+                if health.ready_since.is_some() {
+                    warn!(
+                        "health probe of child {pid} failed ({} of {}): {e}",
+                        health.probe_failures + 1,
+                        self.cfg.health.failures
+                    );
+                }
+                self.feed(Event::ProbeFailed);
+            }
+        }
+    }
+
+    /// A datagram on the notify socket: accepted only from the child's
+    /// process group (the kernel vouches for the sender's pid on Linux).
+    fn on_notice(&mut self, notice: Notice) {
+        let Some(pgid) = self.machine.child_pid() else {
+            return;
+        };
+        if let Some(sender) = notice.sender {
+            let group = nix::unistd::getpgid(Some(Pid::from_raw(sender))).map(Pid::as_raw);
+            if group != Ok(pgid) {
+                warn!("ignored a notify message from pid {sender}, which is not in the child's process group {pgid}");
+                return;
+            }
+        }
+        if let Some(status) = notice.status {
+            self.child_status = Some(status);
+            self.write_state();
+        }
+        if notice.ready {
+            self.feed(Event::Ready);
+        }
+        if notice.watchdog {
+            self.feed(Event::WatchdogPing);
         }
     }
 
@@ -345,6 +539,7 @@ impl Daemon {
         match child::spawn(&self.recipe) {
             Ok(sp) => {
                 let pid = sp.pid;
+                self.child_status = None;
                 self.current = Some(Current {
                     pid,
                     start_time: sys::process_start_time(pid),
@@ -467,7 +662,7 @@ impl Daemon {
         let m = &self.machine;
         let now = Instant::now();
         let (child_pid, pgid, since) = match m.phase {
-            Phase::Running { pid, since } => (Some(pid), Some(pid), Some(since)),
+            Phase::Running { pid, since, .. } => (Some(pid), Some(pid), Some(since)),
             Phase::Stopping { pgid, leader, .. } => (leader.then_some(pgid), Some(pgid), None),
             _ => (None, None, None),
         };
@@ -517,6 +712,8 @@ impl Daemon {
                 restarts: m.restarts(),
                 last_exit,
                 crash_streak: m.streak,
+                ready: matches!(m.phase, Phase::Running { health, .. } if health.ready_since.is_some()),
+                status: child_pid.and(self.child_status.clone()),
             }),
             next_restart_in_ms: next_restart
                 .map(|t| t.saturating_duration_since(now).as_millis() as u64),
@@ -549,6 +746,22 @@ impl Daemon {
                 self.state_path.display()
             ),
         }
+    }
+}
+
+async fn recv_notice(sock: Option<&NotifySocket>) -> std::io::Result<Notice> {
+    match sock {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_probe(
+    probe: &mut Option<Probe>,
+) -> Result<u16, String> {
+    match probe {
+        Some(p) => p.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

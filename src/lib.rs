@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod health;
 pub mod listener;
 pub mod lock;
 pub mod logs;

@@ -20,6 +20,44 @@ pub struct Settings {
     /// on without them (a process in uninterruptible sleep, or a zombie that
     /// a careless init never reaps).
     pub kill_grace: Duration,
+    pub health: HealthPolicy,
+}
+
+/// Readiness and liveness rules (`[health]`); the default has none: a
+/// child is ready the moment it is spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthPolicy {
+    /// A spawned child is `starting` until `Ready` (or, with `probe_ready`,
+    /// its first good probe).
+    pub readiness: bool,
+    /// Readiness comes from the HTTP probe rather than READY=1.
+    pub probe_ready: bool,
+    pub start_timeout: Duration,
+    /// Consecutive failed probes that make a ready child unhealthy.
+    pub failures: u32,
+    /// A ready child must ping at least this often.
+    pub watchdog: Option<Duration>,
+}
+
+/// What a running child has shown of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Since when it has been ready; `None` while it is still starting.
+    pub ready_since: Option<Instant>,
+    pub probe_failures: u32,
+    /// The next watchdog ping is due by then.
+    pub watchdog_until: Option<Instant>,
+}
+
+/// Why a live child is given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Not ready within `start_timeout`.
+    StartTimeout,
+    /// `failures` probes in a row failed.
+    Probes,
+    /// No WATCHDOG=1 within the watchdog interval.
+    Watchdog,
 }
 
 /// How a child ended, as `waitpid` told it.
@@ -54,8 +92,12 @@ pub enum Phase {
     Starting,
     /// The port could not be bound; the next try is at `retry_at`.
     WaitingForPort { retry_at: Instant },
-    /// A child is alive.
-    Running { pid: i32, since: Instant },
+    /// A child is alive (`starting` until ready, when readiness is configured).
+    Running {
+        pid: i32,
+        since: Instant,
+        health: Health,
+    },
     /// No child; the next one starts at `until`.
     Backoff { until: Instant },
     /// Signals went to process group `pgid`; `leader` tells whether the
@@ -77,6 +119,7 @@ impl Phase {
         match self {
             Phase::Starting => "starting",
             Phase::WaitingForPort { .. } => "waiting-for-port",
+            Phase::Running { health, .. } if health.ready_since.is_none() => "starting",
             Phase::Running { .. } => "running",
             Phase::Backoff { .. } => "backoff",
             Phase::Stopping { .. } => "stopping",
@@ -107,6 +150,13 @@ pub enum Event {
     Tick,
     /// SIGUSR1 / `supervisor restart`.
     Restart,
+    /// The child said READY=1.
+    Ready,
+    /// An HTTP probe answered 2xx / failed.
+    ProbeOk,
+    ProbeFailed,
+    /// The child said WATCHDOG=1.
+    WatchdogPing,
     /// SIGTERM / SIGINT / `supervisor stop`; a second one kills at once.
     Stop,
 }
@@ -123,6 +173,15 @@ pub enum Action {
     /// Leftovers did not vanish after SIGKILL; going on without them.
     GaveUpOnGroup {
         pgid: i32,
+    },
+    /// The child became ready (tell systemd, if it listens).
+    Ready {
+        pid: i32,
+    },
+    /// A live child failed its health rules and is being stopped.
+    Unhealthy {
+        pid: i32,
+        why: Failure,
     },
     Exit,
 }
@@ -179,6 +238,12 @@ impl Machine {
         match self.phase {
             Phase::WaitingForPort { retry_at } => Some(retry_at),
             Phase::Backoff { until } => Some(until),
+            Phase::Running { since, health, .. } => match health.ready_since {
+                None if self.settings.health.readiness => {
+                    Some(since + self.settings.health.start_timeout)
+                }
+                _ => health.watchdog_until,
+            },
             Phase::Stopping {
                 deadline,
                 killed,
@@ -282,9 +347,80 @@ impl Machine {
             // --- the child ----------------------------------------------
             (Phase::Starting, Event::Spawned { pid }) => {
                 self.spawns = self.spawns.saturating_add(1);
-                self.phase = Phase::Running { pid, since: now };
+                let ready = !s.health.readiness;
+                self.phase = Phase::Running {
+                    pid,
+                    since: now,
+                    health: Health {
+                        ready_since: ready.then_some(now),
+                        probe_failures: 0,
+                        watchdog_until: None,
+                    },
+                };
+                if ready {
+                    vec![Action::Ready { pid }]
+                } else {
+                    vec![]
+                }
+            }
+
+            // --- health -------------------------------------------------
+            (Phase::Running { pid, since, health }, Event::Ready)
+                if health.ready_since.is_none() =>
+            {
+                self.become_ready(pid, since, now)
+            }
+            (
+                Phase::Running {
+                    pid,
+                    since,
+                    mut health,
+                },
+                Event::ProbeOk,
+            ) => {
+                health.probe_failures = 0;
+                if health.ready_since.is_none() && s.health.probe_ready {
+                    return self.become_ready(pid, since, now);
+                }
+                self.phase = Phase::Running { pid, since, health };
                 vec![]
             }
+            (
+                Phase::Running {
+                    pid,
+                    since,
+                    mut health,
+                },
+                Event::ProbeFailed,
+            ) if health.ready_since.is_some() => {
+                health.probe_failures = health.probe_failures.saturating_add(1);
+                if health.probe_failures >= s.health.failures.max(1) {
+                    return self.give_up(pid, health, Failure::Probes, now);
+                }
+                self.phase = Phase::Running { pid, since, health };
+                vec![]
+            }
+            (
+                Phase::Running {
+                    pid,
+                    since,
+                    mut health,
+                },
+                Event::WatchdogPing,
+            ) if health.ready_since.is_some() => {
+                health.watchdog_until = s.health.watchdog.map(|w| now + w);
+                self.phase = Phase::Running { pid, since, health };
+                vec![]
+            }
+            (Phase::Running { pid, since, health }, Event::Tick) => match health.ready_since {
+                None if s.health.readiness && now >= since + s.health.start_timeout => {
+                    self.give_up(pid, health, Failure::StartTimeout, now)
+                }
+                Some(_) if health.watchdog_until.is_some_and(|w| now >= w) => {
+                    self.give_up(pid, health, Failure::Watchdog, now)
+                }
+                _ => vec![],
+            },
             (Phase::Starting, Event::SpawnFailed) => {
                 self.streak = self.streak.saturating_add(1);
                 self.phase = Phase::Backoff {
@@ -293,16 +429,11 @@ impl Machine {
                 vec![]
             }
             (Phase::Backoff { until }, Event::Tick) if now >= until => self.spawn(),
-            (Phase::Running { pid, since }, Event::ChildExited { kind, group_left }) => {
+            (Phase::Running { pid, health, .. }, Event::ChildExited { kind, group_left }) => {
                 self.last_exit = Some(LastExit { kind, at: now });
-                let delay = if now.saturating_duration_since(since) >= s.reset_after {
-                    self.streak = 0;
-                    Duration::ZERO
-                } else {
-                    self.streak = self.streak.saturating_add(1);
-                    self.backoff(self.streak)
+                let then = Then::Restart {
+                    at: now + self.next_delay(health, now),
                 };
-                let then = Then::Restart { at: now + delay };
                 if group_left {
                     // Leftovers would hold fd 3 and the log pipe: clear them first.
                     self.stop_group(pid, false, now, then)
@@ -377,6 +508,45 @@ impl Machine {
         }
     }
 
+    /// The delay before the next child after this one ends now: none after
+    /// a run that was *ready* for `reset_after`, else the next backoff step.
+    fn next_delay(&mut self, health: Health, now: Instant) -> Duration {
+        let healthy = health
+            .ready_since
+            .is_some_and(|r| now.saturating_duration_since(r) >= self.settings.reset_after);
+        if healthy {
+            self.streak = 0;
+            Duration::ZERO
+        } else {
+            self.streak = self.streak.saturating_add(1);
+            self.backoff(self.streak)
+        }
+    }
+
+    fn become_ready(&mut self, pid: i32, since: Instant, now: Instant) -> Vec<Action> {
+        self.phase = Phase::Running {
+            pid,
+            since,
+            health: Health {
+                ready_since: Some(now),
+                probe_failures: 0,
+                watchdog_until: self.settings.health.watchdog.map(|w| now + w),
+            },
+        };
+        vec![Action::Ready { pid }]
+    }
+
+    /// A live child broke its health rules: stop it gracefully, then
+    /// restart under the backoff policy.
+    fn give_up(&mut self, pid: i32, health: Health, why: Failure, now: Instant) -> Vec<Action> {
+        let then = Then::Restart {
+            at: now + self.next_delay(health, now),
+        };
+        let mut actions = vec![Action::Unhealthy { pid, why }];
+        actions.extend(self.stop_group(pid, true, now, then));
+        actions
+    }
+
     fn bind(&mut self) -> Vec<Action> {
         self.phase = Phase::Starting;
         vec![Action::Bind]
@@ -432,7 +602,183 @@ mod tests {
             reset_after: ms(60_000),
             stop_timeout: ms(10_000),
             kill_grace: ms(5000),
+            health: HealthPolicy::default(),
         }
+    }
+
+    /// Settings with readiness by READY=1 and a 2 s watchdog.
+    fn notify_settings() -> Settings {
+        Settings {
+            health: HealthPolicy {
+                readiness: true,
+                probe_ready: false,
+                start_timeout: ms(5000),
+                failures: 3,
+                watchdog: Some(ms(2000)),
+            },
+            ..settings()
+        }
+    }
+
+    /// Settings with readiness and liveness by HTTP probe.
+    fn probe_settings() -> Settings {
+        Settings {
+            health: HealthPolicy {
+                readiness: true,
+                probe_ready: true,
+                start_timeout: ms(5000),
+                failures: 3,
+                watchdog: None,
+            },
+            ..settings()
+        }
+    }
+
+    fn spawned(settings: Settings, t0: Instant) -> Machine {
+        let mut m = Machine::new(settings);
+        m.step(Event::Start, t0);
+        m.step(Event::Bound, t0);
+        m.step(Event::Spawned { pid: 100 }, t0);
+        m
+    }
+
+    #[test]
+    fn readiness_keeps_a_child_starting_until_ready() {
+        let t0 = Instant::now();
+        let mut m = spawned(notify_settings(), t0);
+        assert_eq!(m.phase.name(), "starting");
+        assert_eq!(m.deadline(), Some(t0 + ms(5000)));
+        // Pings before READY=1 mean nothing.
+        assert_eq!(m.step(Event::WatchdogPing, t0 + ms(10)), vec![]);
+        assert_eq!(
+            m.step(Event::Ready, t0 + ms(1000)),
+            vec![Action::Ready { pid: 100 }]
+        );
+        assert_eq!(m.phase.name(), "running");
+        assert_eq!(m.deadline(), Some(t0 + ms(3000)), "the watchdog is armed");
+        assert_eq!(m.step(Event::Ready, t0 + ms(1100)), vec![], "only once");
+    }
+
+    #[test]
+    fn not_ready_within_start_timeout_is_a_failed_start() {
+        let t0 = Instant::now();
+        let mut m = spawned(notify_settings(), t0);
+        assert_eq!(m.step(Event::Tick, t0 + ms(4999)), vec![]);
+        assert_eq!(
+            m.step(Event::Tick, t0 + ms(5000)),
+            vec![
+                Action::Unhealthy {
+                    pid: 100,
+                    why: Failure::StartTimeout
+                },
+                Action::Signal {
+                    pgid: 100,
+                    kill: false
+                }
+            ]
+        );
+        assert_eq!(m.streak, 1);
+        let ev = Event::ChildExited {
+            kind: ExitKind::Signal(15),
+            group_left: false,
+        };
+        // The backoff counts from when it was given up on.
+        assert_eq!(m.step(ev, t0 + ms(5100)), vec![]);
+        assert_eq!(
+            m.phase,
+            Phase::Backoff {
+                until: t0 + ms(6000)
+            }
+        );
+    }
+
+    #[test]
+    fn a_missed_watchdog_ping_stops_the_child() {
+        let t0 = Instant::now();
+        let mut m = spawned(notify_settings(), t0);
+        m.step(Event::Ready, t0);
+        // (ping at, tick at, gives up?)
+        let table = [(1500, 3000, false), (3400, 5000, false), (5300, 7300, true)];
+        for (ping, tick, gives_up) in table {
+            m.step(Event::WatchdogPing, t0 + ms(ping));
+            let actions = m.step(Event::Tick, t0 + ms(tick));
+            assert_eq!(
+                actions.contains(&Action::Unhealthy {
+                    pid: 100,
+                    why: Failure::Watchdog
+                }),
+                gives_up,
+                "ping {ping} tick {tick}: {actions:?}"
+            );
+        }
+        assert_eq!(m.phase.name(), "stopping");
+    }
+
+    #[test]
+    fn probes_make_ready_and_consecutive_failures_stop() {
+        let t0 = Instant::now();
+        let mut m = spawned(probe_settings(), t0);
+        // Failures before ready do not count; start_timeout does.
+        assert_eq!(m.step(Event::ProbeFailed, t0 + ms(50)), vec![]);
+        assert_eq!(
+            m.step(Event::ProbeOk, t0 + ms(100)),
+            vec![Action::Ready { pid: 100 }]
+        );
+        // (event, gives up?)
+        let table = [
+            (Event::ProbeFailed, false),
+            (Event::ProbeFailed, false),
+            (Event::ProbeOk, false), // resets the count
+            (Event::ProbeFailed, false),
+            (Event::ProbeFailed, false),
+            (Event::ProbeFailed, true),
+        ];
+        for (i, (ev, gives_up)) in table.into_iter().enumerate() {
+            let actions = m.step(ev, t0 + ms(200 + i as u64));
+            assert_eq!(
+                actions.contains(&Action::Unhealthy {
+                    pid: 100,
+                    why: Failure::Probes
+                }),
+                gives_up,
+                "step {i}: {actions:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_resets_only_after_being_ready_for_reset_after() {
+        let t0 = Instant::now();
+        let died = |m: &mut Machine, t: Instant| {
+            m.step(
+                Event::ChildExited {
+                    kind: ExitKind::Code(1),
+                    group_left: false,
+                },
+                t,
+            )
+        };
+        // Alive 90 s but ready only for the last 30 s: still an early death.
+        let mut m = spawned(notify_settings(), t0);
+        m.step(Event::Ready, t0 + ms(60_000));
+        m.phase = match m.phase {
+            Phase::Running {
+                pid,
+                since,
+                mut health,
+            } => {
+                health.watchdog_until = None;
+                Phase::Running { pid, since, health }
+            }
+            p => p,
+        };
+        assert_eq!(died(&mut m, t0 + ms(90_000)), vec![]);
+        assert_eq!(m.streak, 1);
+        // Ready for reset_after: restarted at once.
+        let mut m = spawned(probe_settings(), t0);
+        m.step(Event::ProbeOk, t0 + ms(1000));
+        assert_eq!(died(&mut m, t0 + ms(61_000)), vec![Action::Spawn]);
+        assert_eq!(m.streak, 0);
     }
 
     /// A machine with a child running since `t0`.
@@ -440,7 +786,10 @@ mod tests {
         let mut m = Machine::new(settings());
         assert_eq!(m.step(Event::Start, t0), vec![Action::Bind]);
         assert_eq!(m.step(Event::Bound, t0), vec![Action::Spawn]);
-        assert_eq!(m.step(Event::Spawned { pid: 100 }, t0), vec![]);
+        assert_eq!(
+            m.step(Event::Spawned { pid: 100 }, t0),
+            vec![Action::Ready { pid: 100 }]
+        );
         m
     }
 

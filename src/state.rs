@@ -84,6 +84,12 @@ pub struct ChildInfo {
     /// Consecutive early deaths: the backoff exponent.
     #[serde(default)]
     pub crash_streak: u32,
+    /// The child passed its readiness check (always, without `[health]`).
+    #[serde(default)]
+    pub ready: bool,
+    /// The child's last `STATUS=` text (notify protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +239,8 @@ mod tests {
                 restarts: 0,
                 last_exit: None,
                 crash_streak: 0,
+                ready: true,
+                status: None,
             }),
             next_restart_in_ms: None,
             next_restart_at: None,

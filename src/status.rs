@@ -185,6 +185,9 @@ pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             }
             _ => out += &format!("child:        none, {} restarts\n", c.restarts),
         }
+        if let Some(text) = &c.status {
+            out += &format!("child status: {text}\n");
+        }
         if let Some(e) = &c.last_exit {
             let how = match (&e.code, &e.signal) {
                 (Some(code), _) => format!("exited {code}"),
@@ -243,6 +246,8 @@ mod tests {
                     at: "2026-11-26T08:09:48Z".into(),
                 }),
                 crash_streak: 3,
+                ready: false,
+                status: None,
             }),
             next_restart_in_ms: Some(4000),
             ..starting(42)

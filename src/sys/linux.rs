@@ -217,3 +217,54 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+pub fn notify_bind(
+    _state_dir: &std::path::Path,
+) -> io::Result<(std::os::unix::net::UnixDatagram, String, Option<PathBuf>)> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!("supervisor-notify-{}-{nanos:x}", std::process::id());
+    let sock = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
+    Ok((sock, format!("@{name}"), None))
+}
+
+pub fn recv_with_pid(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<i32>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let pid = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+        _ => None,
+    });
+    Ok((msg.bytes, pid))
+}
+
+pub fn send_to_notify(
+    sock: &std::os::unix::net::UnixDatagram,
+    target: &str,
+    msg: &[u8],
+) -> io::Result<usize> {
+    use std::os::linux::net::SocketAddrExt;
+    match target.strip_prefix('@') {
+        Some(name) => sock.send_to_addr(
+            msg,
+            &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?,
+        ),
+        None => sock.send_to(msg, target),
+    }
+}

@@ -134,3 +134,32 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+pub fn notify_bind(
+    state_dir: &std::path::Path,
+) -> io::Result<(std::os::unix::net::UnixDatagram, String, Option<PathBuf>)> {
+    // No abstract namespace and no sender credentials on datagrams: a file
+    // in the 0700 state dir, so only our own user can send to it.
+    let path = state_dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+    let text = path.to_string_lossy().into_owned();
+    Ok((sock, text, Some(path)))
+}
+
+pub fn recv_with_pid(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<i32>)> {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    Ok((recv(sock.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?, None))
+}
+
+pub fn send_to_notify(
+    sock: &std::os::unix::net::UnixDatagram,
+    target: &str,
+    msg: &[u8],
+) -> io::Result<usize> {
+    sock.send_to(msg, target)
+}

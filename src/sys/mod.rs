@@ -127,3 +127,35 @@ pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
 pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     imp::dup_to(fd, target)
 }
+
+/// Bind the datagram socket children send notify messages to. Returns the
+/// socket, the `$NOTIFY_SOCKET` value for the child, and a file to remove at
+/// exit if there is one. Linux uses the abstract namespace (no file, so a
+/// child running as another user can reach it; senders are checked by
+/// their kernel-verified pid instead); macOS a socket file in the state dir.
+pub fn notify_bind(
+    state_dir: &std::path::Path,
+) -> io::Result<(
+    std::os::unix::net::UnixDatagram,
+    String,
+    Option<std::path::PathBuf>,
+)> {
+    imp::notify_bind(state_dir)
+}
+
+/// Receive one datagram and, where the platform tells, the sender's pid.
+pub fn recv_with_pid(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<i32>)> {
+    imp::recv_with_pid(sock, buf)
+}
+
+/// Send to a `$NOTIFY_SOCKET` value (`@name` is Linux's abstract namespace).
+pub fn send_to_notify(
+    sock: &std::os::unix::net::UnixDatagram,
+    target: &str,
+    msg: &[u8],
+) -> io::Result<usize> {
+    imp::send_to_notify(sock, target, msg)
+}

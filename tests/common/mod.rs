@@ -202,7 +202,7 @@ impl Setup {
         }
 
         let mut text = String::new();
-        for section in ["supervisor", "listen", "child", "restart", "log"] {
+        for section in ["supervisor", "listen", "child", "restart", "log", "health"] {
             let Some(keys) = sections.get(section) else {
                 continue;
             };
@@ -1120,54 +1120,5 @@ impl Hammer {
 impl Drop for Hammer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-// ---------------------------------------------------------------- logs
-
-impl Env {
-    /// Like [`Env::spawn`], but the supervisor's stderr is a pipe, copied
-    /// into the same `run-N.stderr` file by a thread of ours: a test that
-    /// limits the supervisor's file writes (RLIMIT_FSIZE) still sees what it
-    /// says on stderr.
-    pub fn spawn_stderr_pipe(&self) -> Supervisor<'_> {
-        let mut runs = self.runs.lock().unwrap();
-        let n = runs.len();
-        let out = self.dir.join(format!("run-{n}.stdout"));
-        let err = self.dir.join(format!("run-{n}.stderr"));
-        let cmd = format!("{BIN} --config {} run", self.config.display());
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {cmd}: {e}"));
-        let mut pipe = child.stderr.take().unwrap();
-        let mut copy = fs::File::create(&err).unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                let _ = copy.write_all(&buf[..n]);
-            }
-        });
-        let run = Arc::new(Run {
-            n,
-            pid: child.id(),
-            cmd,
-            out,
-            err,
-            status: Mutex::new(None),
-        });
-        let reaper = run.clone();
-        thread::spawn(move || {
-            if let Ok(st) = child.wait() {
-                *reaper.status.lock().unwrap() = Some(st);
-            }
-        });
-        runs.push(run.clone());
-        Supervisor { env: self, run }
     }
 }

@@ -1,0 +1,211 @@
+//! Readiness and liveness I/O: the notify socket the child reports to, the
+//! HTTP probe, and READY=1 upwards to systemd. Decisions are the policy's;
+//! this module only turns datagrams and HTTP answers into facts.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::os::fd::AsFd;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+
+use crate::sys;
+
+/// The datagram socket a `notify = true` child sends READY=1, STATUS=...
+/// and WATCHDOG=1 to (systemd's notify protocol, `$NOTIFY_SOCKET`).
+pub struct NotifySocket {
+    sock: tokio::net::UnixDatagram,
+    /// What the child gets as `$NOTIFY_SOCKET`.
+    pub env_value: String,
+    /// The socket file to remove at exit (macOS; Linux uses the abstract namespace).
+    file: Option<PathBuf>,
+}
+
+/// One message from the child, with the sender's pid where the platform
+/// tells it (Linux: SCM_CREDENTIALS, checked by the kernel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub sender: Option<i32>,
+    pub ready: bool,
+    pub watchdog: bool,
+    pub status: Option<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(state_dir: &Path) -> io::Result<NotifySocket> {
+        let (sock, env_value, file) = sys::notify_bind(state_dir)?;
+        sock.set_nonblocking(true)?;
+        Ok(NotifySocket {
+            sock: tokio::net::UnixDatagram::from_std(sock)?,
+            env_value,
+            file,
+        })
+    }
+
+    /// The next message; waits without waking while none comes.
+    pub async fn recv(&self) -> io::Result<Notice> {
+        let mut buf = [0u8; 4096];
+        let (n, sender) = self
+            .sock
+            .async_io(Interest::READABLE, || {
+                sys::recv_with_pid(self.sock.as_fd(), &mut buf)
+            })
+            .await?;
+        Ok(parse(&buf[..n.min(buf.len())], sender))
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// `KEY=VALUE` lines; unknown keys are ignored, as systemd does.
+pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
+    let text = String::from_utf8_lossy(bytes);
+    let mut n = Notice {
+        sender,
+        ready: false,
+        watchdog: false,
+        status: None,
+    };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => n.ready = true,
+            Some(("WATCHDOG", "1")) => n.watchdog = true,
+            Some(("STATUS", s)) => n.status = Some(s.chars().take(512).collect()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// Where to connect to probe a service listening on `addr`: the wildcard
+/// addresses are reached through loopback.
+pub fn probe_target(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// GET `path` on `addr` through a real connection to the listening socket;
+/// `Ok(status)` for a 2xx answer within `timeout`, else why not.
+pub async fn probe(addr: SocketAddr, path: String, timeout: Duration) -> Result<u16, String> {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: supervisor-health\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut head = Vec::with_capacity(64);
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 1024 {
+            let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        status_code(&head)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(code)) if (200..300).contains(&code) => Ok(code),
+        Ok(Ok(code)) => Err(format!("GET {path} answered {code}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            crate::daemon::human(timeout)
+        )),
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+pub fn status_code(head: &[u8]) -> Result<u16, String> {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next().map(str::parse::<u16>)) {
+        (Some(v), Some(Ok(code))) if v.starts_with("HTTP/") => Ok(code),
+        _ if head.is_empty() => Err("connection closed without an answer".into()),
+        _ => Err(format!("not an HTTP answer: {:?}", line.trim_end())),
+    }
+}
+
+/// Tell the service manager that started us (systemd with `Type=notify`)
+/// about our state: `READY=1` once the child is ready, `STOPPING=1`.
+/// A no-op when `$NOTIFY_SOCKET` was not set for us.
+pub fn tell_manager(socket: Option<&str>, message: &str) {
+    if let Some(path) = socket {
+        if let Ok(sock) = UnixDatagram::unbound() {
+            let _ = sys::send_to_notify(&sock, path, message.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_messages() {
+        let table: [(&str, bool, bool, Option<&str>); 6] = [
+            ("READY=1", true, false, None),
+            (
+                "READY=1\nSTATUS=warming up\n",
+                true,
+                false,
+                Some("warming up"),
+            ),
+            ("WATCHDOG=1", false, true, None),
+            ("READY=0\nWATCHDOG=trigger", false, false, None),
+            ("STATUS=", false, false, Some("")),
+            ("garbage\u{0}\u{1}", false, false, None),
+        ];
+        for (text, ready, watchdog, status) in table {
+            let n = parse(text.as_bytes(), Some(7));
+            assert_eq!(
+                (n.ready, n.watchdog, n.status.as_deref()),
+                (ready, watchdog, status),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        let table: [(&[u8], Result<u16, ()>); 5] = [
+            (b"HTTP/1.1 200 OK\r\n", Ok(200)),
+            (b"HTTP/1.0 503 Service Unavailable\r\n", Ok(503)),
+            (b"HTTP/1.1 204", Ok(204)),
+            (b"", Err(())),
+            (b"SSH-2.0-OpenSSH\r\n", Err(())),
+        ];
+        for (head, want) in table {
+            assert_eq!(status_code(head).map_err(|_| ()), want, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_probed_through_loopback() {
+        let table = [
+            ("0.0.0.0:80", "127.0.0.1:80"),
+            ("[::]:80", "[::1]:80"),
+            ("10.1.2.3:80", "10.1.2.3:80"),
+        ];
+        for (addr, want) in table {
+            assert_eq!(probe_target(addr.parse().unwrap()), want.parse().unwrap());
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Readiness and liveness (`[health]`): READY=1, start_timeout, HTTP
+//! probes of a frozen child, the watchdog, and notify messages from
+//! strangers.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn ready_after_one_second_is_starting_until_then() {
+    let env = Setup::new("notify.py")
+        .arg("ready")
+        .arg("1.0")
+        .raw("health", "notify", "true")
+        .build();
+    let _sup = env.spawn();
+    env.wait_for("the child started", DEADLINE, || {
+        !env.events_of("start").is_empty()
+    });
+    let (code, v) = env.status_json();
+    if env.events_of("ready").is_empty() && (code != 1 || v["state"] != "starting") {
+        env.fail(format!(
+            "before READY=1 want starting / exit 1, got {code}: {v:#}"
+        ));
+    }
+    let (code, v) = env.wait_value("running after READY=1", DEADLINE, || {
+        let (code, v) = env.status_json();
+        (v["state"] == "running").then_some((code, v))
+    });
+    if env.events_of("ready").is_empty() {
+        env.fail("running before the child sent READY=1");
+    }
+    if code != 0 || v["child"]["ready"] != true || v["child"]["status"] != "warmed up" {
+        env.fail(format!(
+            "want exit 0, ready, STATUS text; got {code}: {v:#}"
+        ));
+    }
+}
+
+#[test]
+fn never_ready_is_restarted_after_start_timeout_with_backoff() {
+    let env = Setup::new("notify.py")
+        .arg("never")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "500ms")
+        .restart("initial_backoff", "400ms")
+        .restart("max_backoff", "5s")
+        .build();
+    let _sup = env.spawn();
+    env.wait_for("three starts", DEADLINE, || {
+        env.events_of("start").len() >= 3
+    });
+    let t: Vec<f64> = env.events_of("start").iter().map(|e| e.t).collect();
+    // start_timeout + backoff: 0.5 + 0.4, then 0.5 + 0.8 s (plus the stop).
+    // The child records its start after Python's own start-up, whose
+    // jitter on a busy machine is allowed for in the lower bounds.
+    let gaps = [t[1] - t[0], t[2] - t[1]];
+    if gaps[0] < 0.65 || gaps[1] < 1.05 || gaps[1] - gaps[0] < 0.15 {
+        env.fail(format!(
+            "gaps {gaps:.3?}: want about 0.9 s then 1.3 s (start_timeout + doubling backoff)"
+        ));
+    }
+    let log = std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    if !log.contains("not ready within start_timeout") {
+        env.fail("supervisor.log does not say why the child was stopped");
+    }
+}
+
+#[test]
+fn a_frozen_http_child_is_stopped_and_restarted_without_refusing_clients() {
+    let env = Setup::new("http_health.py")
+        .set("health", "http", "/healthz")
+        .set("health", "interval", "200ms")
+        .set("health", "timeout", "300ms")
+        .raw("health", "failures", "2")
+        .build();
+    let _sup = env.spawn();
+    let first = env.wait_value("running and ready", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "running")
+            .then(|| v["child"]["pid"].as_i64())
+            .flatten()
+    });
+    std::fs::write(env.path("freeze"), "").unwrap();
+    env.wait_for("the child froze", DEADLINE, || {
+        !env.events_of("frozen").is_empty()
+    });
+    let frozen_at = std::time::Instant::now();
+
+    // A client during the freeze and the restart: accepted into the
+    // backlog, answered by the next child; never refused.
+    let addr = env.addr();
+    let client = std::thread::spawn(move || request(addr, Duration::from_secs(20)));
+    let second = env.wait_value("a new ready child", DEADLINE, || {
+        let (_, v) = env.status_json();
+        let pid = v["child"]["pid"].as_i64()?;
+        (v["state"] == "running" && pid != first).then_some(pid)
+    });
+    let took = frozen_at.elapsed();
+    // interval * failures + timeout, plus the stop and a new start.
+    if took > Duration::from_secs(6) {
+        env.fail(format!("the freeze took {took:?} to detect and repair"));
+    }
+    if env.events_of("term").is_empty() {
+        env.fail("the frozen child was not stopped gracefully (no SIGTERM recorded)");
+    }
+    match client.join().expect("client thread") {
+        Ok(reply) if reply.contains(&second.to_string()) => {}
+        other => env.fail(format!(
+            "the client waiting through the restart got {other:?}"
+        )),
+    }
+}
+
+#[test]
+fn a_child_that_stops_pinging_is_restarted_after_the_watchdog() {
+    let env = Setup::new("notify.py")
+        .arg("watchdog")
+        .arg("4")
+        .raw("health", "notify", "true")
+        .set("health", "watchdog", "400ms")
+        .restart("initial_backoff", "100ms")
+        .build();
+    let _sup = env.spawn();
+    env.wait_for("a second start", DEADLINE, || {
+        env.events_of("start").len() >= 2
+    });
+    let starts = env.events_of("start");
+    if starts[0].extra.first().map(String::as_str) != Some("400000") {
+        env.fail(format!("WATCHDOG_USEC should be 400000: {:?}", starts[0]));
+    }
+    let frozen = env.events_of("frozen");
+    let Some(frozen) = frozen.first() else {
+        env.fail("restarted before the child stopped pinging");
+    };
+    let gap = starts[1].t - frozen.t;
+    if !(0.0..5.0).contains(&gap) {
+        env.fail(format!("restart {gap:.3}s after the pings stopped"));
+    }
+    let log = std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    if !log.contains("no WATCHDOG=1 within") {
+        env.fail("supervisor.log does not say the watchdog fired");
+    }
+}
+
+#[test]
+fn notify_messages_from_outside_the_childs_group_are_ignored() {
+    let env = Setup::new("notify.py")
+        .arg("never")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "1h")
+        .build();
+    let _sup = env.spawn();
+    env.wait_for("the child started", DEADLINE, || {
+        !env.events_of("start").is_empty()
+    });
+    let socket = env.wait_value("the notify socket in state.json's env", DEADLINE, || {
+        let pid = env.child_pid()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    });
+    let name = socket.strip_prefix('@').expect("an abstract socket name");
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let stranger = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    stranger
+        .send_to_addr(b"READY=1", &addr)
+        .expect("send to the notify socket");
+    let log = env.log_dir.join("supervisor.log");
+    env.wait_for("the supervisor logged the refusal", DEADLINE, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ignored a notify message")
+    });
+    let (code, v) = env.status_json();
+    if code != 1 || v["state"] != "starting" {
+        env.fail(format!("a stranger's READY=1 counted: {code} {v:#}"));
+    }
+}
