@@ -756,9 +756,7 @@ async fn recv_notice(sock: Option<&NotifySocket>) -> std::io::Result<Notice> {
     }
 }
 
-async fn run_probe(
-    probe: &mut Option<Probe>,
-) -> Result<u16, String> {
+async fn run_probe(probe: &mut Option<Probe>) -> Result<u16, String> {
     match probe {
         Some(p) => p.as_mut().await,
         None => std::future::pending().await,
