@@ -737,6 +737,14 @@ impl Daemon {
         if self.written.as_deref() == Some(key.as_str()) {
             return;
         }
+        match self.lock.ensure_linked() {
+            Ok(false) => {}
+            Ok(true) => warn!(
+                "{} had been removed; recreated it and took the lock again",
+                self.lock.path().display()
+            ),
+            Err(e) => error!("the instance lock is lost: {e}"),
+        }
         let mut full = self.record();
         full.updated_at = Some(state::timestamp_ms(SystemTime::now()));
         match state::write_atomic(&self.state_path, &full.encode()) {

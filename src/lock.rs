@@ -197,6 +197,37 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A tmp cleaner (or a person) may delete the state dir while we run;
+    /// then the next supervisor would lock a fresh file and think itself
+    /// alone. Called on every state change: if our locked inode is no
+    /// longer at the path, recreate the folder and lock a new pid file.
+    /// `Ok(true)` when the lock had to be re-established.
+    pub fn ensure_linked(&mut self) -> io::Result<bool> {
+        let ours = self.file.metadata()?;
+        if let Ok(now) = fs::symlink_metadata(&self.path) {
+            if now.ino() == ours.ino() && now.dev() == ours.dev() {
+                return Ok(false);
+            }
+        }
+        if let Some(dir) = self.path.parent() {
+            create_dir("state dir", dir, 0o700).map_err(io::Error::other)?;
+        }
+        match InstanceLock::acquire(&self.path)? {
+            Ok(fresh) => {
+                // The old descriptor (and its lock on the lost inode) closes here.
+                self.file = fresh.file;
+                self.write_pid()?;
+                Ok(true)
+            }
+            Err(held) => Err(io::Error::other(format!(
+                "another supervisor ({}) locked {} after it was removed",
+                held.pid
+                    .map_or("pid unknown".into(), |p| format!("pid {p}")),
+                self.path.display()
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +267,21 @@ mod tests {
         assert!(matches!(third, Err(Held { pid: Some(p) }) if p == me));
         drop(first);
         assert!(InstanceLock::acquire(&path).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_removed_state_dir_is_recreated_and_relocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        create_dir("state dir", &state, 0o700).unwrap();
+        let path = state.join("supervisor.pid");
+        let mut lock = InstanceLock::acquire(&path).unwrap().unwrap();
+        lock.write_pid().unwrap();
+        assert!(!lock.ensure_linked().unwrap());
+        fs::remove_dir_all(&state).unwrap();
+        assert!(lock.ensure_linked().unwrap());
+        assert!(InstanceLock::acquire(&path).unwrap().is_err(), "still ours");
+        assert_eq!(read_pid(&path), Some(std::process::id() as i32));
     }
 
     #[test]
