@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -140,6 +140,16 @@ impl RotatingFile {
         Ok(())
     }
 
+    /// Whether the file ends without a newline. Reads the last byte through
+    /// a second, read-only descriptor; only called after a failure.
+    fn ends_mid_line(&self) -> bool {
+        let mut last = [0u8; 1];
+        self.size > 0
+            && File::open(&self.path)
+                .and_then(|f| f.read_at(&mut last, self.size - 1))
+                .is_ok_and(|n| n == 1 && last[0] != b'\n')
+    }
+
     /// Closes and reopens by path: after logrotate moved the file away this
     /// creates a new one. On error the old descriptor is kept.
     pub fn reopen(&mut self) -> io::Result<()> {
@@ -259,8 +269,11 @@ impl LogSink {
         };
         let mut result = Ok(());
         if inner.dropped > 0 {
+            // A write that failed halfway (disk full) may have left a torn
+            // line: the notice starts on a line of its own.
             let notice = format!(
-                "{} supervisor: {} lines dropped while {} could not be written\n",
+                "{}{} supervisor: {} lines dropped while {} could not be written\n",
+                if file.ends_mid_line() { "\n" } else { "" },
                 humantime::format_rfc3339_millis(SystemTime::now()),
                 inner.dropped,
                 self.path.display()
@@ -859,6 +872,29 @@ mod tests {
         let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
         assert_eq!(notice_count(lines[0]), 6);
         assert_eq!(lines[1..], [&b"back"[..], b""]);
+    }
+
+    #[test]
+    fn sink_notice_after_a_torn_line_starts_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        sink.write_batch(b"whole\n", 1);
+        // What a write cut short by a full disk leaves, then a failure.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"tor")
+            .unwrap();
+        sink.lock().dropped = 3;
+        sink.reopen();
+        sink.write_batch(b"next\n", 1);
+        let data = read(&path);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        assert_eq!(lines[..2], [&b"whole"[..], b"tor"]);
+        assert_eq!(notice_count(lines[2]), 3);
+        assert_eq!(lines[3..], [&b"next"[..], b""]);
     }
 
     #[test]
