@@ -1,0 +1,47 @@
+"""A service that logs on demand: every connection makes it print one line
+of argv[2] bytes (default 1000) to stdout and one to stderr, tagged with a
+request counter, before it answers with its pid. Lets a test fill a disk
+through child.log at its own pace and then find a given line again."""
+
+import os
+import select
+import signal
+import sys
+
+import childlib as c
+
+SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+
+
+def on_term(signum, frame):
+    c.event("term")
+    os._exit(0)
+
+
+signal.signal(signal.SIGTERM, on_term)
+sock = c.listener()
+c.event("start")
+reply = b"%d\n" % os.getpid()
+n = 0
+while True:
+    try:
+        conn, _ = sock.accept()
+    except BlockingIOError:
+        select.select([sock], [], [])
+        continue
+    n += 1
+    tag = "chatty-%d-%d " % (os.getpid(), n)
+    payload = (tag + "x" * max(0, SIZE - len(tag))) + "\n"
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.write(payload)
+            stream.flush()
+        except OSError:
+            pass
+    with conn:
+        conn.settimeout(5)
+        try:
+            conn.recv(1024)
+            conn.sendall(reply)
+        except OSError:
+            pass

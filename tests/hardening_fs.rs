@@ -1,0 +1,728 @@
+//! Filesystem hostility (hardening issue, item 4).
+//!
+//! At start: a state or log folder that is a symbolic link, owned by
+//! another user, or writable by group or others is refused with exit 78
+//! before anything is created, locked, bound or started. Files are created
+//! with explicit modes (state dir 0700, pid file and state.json 0600, logs
+//! 0640) whatever the umask, and with O_NOFOLLOW: a link planted where a
+//! file goes is never written through. At run time: a full disk (a tiny
+//! tmpfs, or RLIMIT_FSIZE) and a removed state dir do not stop the child
+//! from serving, and `status` keeps telling the truth.
+//!
+//! These tests run as root (CI does); the ownership cases chown to nobody
+//! (65534) and the tmpfs case skips itself where mounting is not allowed.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const NOBODY: u32 = 65534;
+
+fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mkdir(p: &Path, mode: u32) {
+    fs::create_dir_all(p).unwrap();
+    chmod(p, mode);
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+}
+
+fn mode_of(p: &Path) -> Option<u32> {
+    fs::symlink_metadata(p).ok().map(|m| m.mode() & 0o7777)
+}
+
+fn octal(m: Option<u32>) -> String {
+    m.map_or("<missing>".into(), |m| format!("{m:o}"))
+}
+
+/// The pid that answers a request on the supervised port.
+fn served_by(env: &Env) -> Result<i32, String> {
+    match request(env.addr(), Duration::from_secs(10)) {
+        Ok(r) => r
+            .trim()
+            .parse()
+            .map_err(|_| format!("unexpected reply {r:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether anyone can bind the test's port (nobody holds it).
+fn port_free(env: &Env) -> bool {
+    std::net::TcpListener::bind(env.addr()).is_ok()
+}
+
+// ------------------------------------------------------------- refused at start
+
+/// Runs `supervisor run` on a prepared hostile folder and checks the
+/// refusal: exit 78 soon, one line on stderr naming the folder and `why`,
+/// nothing created or changed under `roots`, no child, port untouched.
+fn expect_refused(env: &Env, roots: &[&Path], folder: &Path, why: &str) {
+    let before = snapshot(roots);
+    let out = env.cli(&["run"]);
+    let after = snapshot(roots);
+    if out.code != Some(78) {
+        env.fail(format!("want exit 78 for a hostile {folder:?}\n{out}"));
+    }
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let folder_s = folder.display().to_string();
+    if lines.len() != 1 || !lines[0].contains(&folder_s) || !lines[0].contains(why) {
+        env.fail(format!(
+            "want one stderr line naming {folder_s} and {why:?}\n{out}"
+        ));
+    }
+    if out.stderr.contains("panicked") || !out.stdout.is_empty() {
+        env.fail(format!("panic or stdout output\n{out}"));
+    }
+    let diff = snapshot_diff(&before, &after);
+    if !diff.is_empty() {
+        env.fail(format!("the refused run changed files:\n{diff}"));
+    }
+    if env.path("ran").exists() || !env.events().is_empty() {
+        env.fail("a child ran although the start was refused");
+    }
+    if !port_free(env) {
+        env.fail("the port is held after a refused start");
+    }
+    if out.took > Duration::from_secs(5) {
+        env.fail(format!("the refusal took {:?}", out.took));
+    }
+}
+
+fn serve_env() -> Env {
+    Setup::new("serve.py").build()
+}
+
+#[test]
+fn state_dir_symlink_is_refused() {
+    let env = serve_env();
+    let real = env.path("real-run");
+    mkdir(&real, 0o700);
+    std::os::unix::fs::symlink(&real, &env.state_dir).unwrap();
+    expect_refused(&env, &[&env.dir], &env.state_dir, "symbolic link");
+    if fs::read_dir(&real).unwrap().next().is_some() {
+        env.fail("something was written through the symlinked state dir");
+    }
+}
+
+#[test]
+fn dangling_state_dir_symlink_is_refused_and_its_target_not_created() {
+    let env = serve_env();
+    let target = env.path("planted/deeper");
+    std::os::unix::fs::symlink(&target, &env.state_dir).unwrap();
+    expect_refused(&env, &[&env.dir], &env.state_dir, "symbolic link");
+    if env.path("planted").exists() {
+        env.fail("the dangling link's target was created");
+    }
+}
+
+#[test]
+fn log_dir_symlink_is_refused() {
+    let env = serve_env();
+    let real = env.path("real-logs");
+    mkdir(&real, 0o750);
+    std::os::unix::fs::symlink(&real, &env.log_dir).unwrap();
+    expect_refused(&env, &[&env.dir], &env.log_dir, "symbolic link");
+    if fs::read_dir(&real).unwrap().next().is_some() {
+        env.fail("something was written through the symlinked log dir");
+    }
+}
+
+#[test]
+fn state_dir_owned_by_nobody_is_refused() {
+    let env = serve_env();
+    mkdir(&env.state_dir, 0o700);
+    chown(&env.state_dir, NOBODY);
+    expect_refused(&env, &[&env.dir], &env.state_dir, "owned by uid 65534");
+}
+
+#[test]
+fn log_dir_owned_by_nobody_is_refused() {
+    let env = serve_env();
+    mkdir(&env.log_dir, 0o750);
+    chown(&env.log_dir, NOBODY);
+    expect_refused(&env, &[&env.dir], &env.log_dir, "owned by uid 65534");
+}
+
+#[test]
+fn group_or_world_writable_folders_are_refused() {
+    // Each mode with the w bit for group or others, on each folder; the
+    // other folder is absent (state) or fine (logs).
+    for mode in [0o770, 0o720, 0o707, 0o702, 0o777, 0o1777, 0o2770] {
+        for which in ["state", "log"] {
+            let env = serve_env();
+            let dir = if which == "state" {
+                &env.state_dir
+            } else {
+                &env.log_dir
+            };
+            mkdir(dir, mode);
+            if mode_of(dir) != Some(mode) {
+                env.fail(format!("could not chmod {dir:?} to {mode:o}"));
+            }
+            expect_refused(&env, &[&env.dir], dir, "writable by group or others");
+        }
+    }
+}
+
+#[test]
+fn state_dir_that_is_a_file_is_refused() {
+    let env = serve_env();
+    fs::write(&env.state_dir, "not a folder\n").unwrap();
+    expect_refused(&env, &[&env.dir], &env.state_dir, "not a folder");
+}
+
+// ------------------------------------------------------------- modes
+
+/// A `supervisor run` spawned with umask 000, so only explicit modes keep
+/// files private. Killed by pid when dropped.
+struct Umask0 {
+    child: std::process::Child,
+    err: PathBuf,
+}
+
+impl Umask0 {
+    fn spawn(env: &Env) -> Umask0 {
+        let err = env.path("umask0.stderr");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&env.config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err).unwrap());
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        Umask0 {
+            child: cmd.spawn().expect("spawn supervisor"),
+            err,
+        }
+    }
+
+    fn stop(&mut self, env: &Env) {
+        kill(self.child.id() as i32, libc::SIGTERM);
+        let mut status = None;
+        let ok = wait_until(DEADLINE, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if ok.is_err() || status.and_then(|s| s.code()) != Some(0) {
+            env.fail(format!(
+                "the umask-0 supervisor did not stop cleanly: {status:?}\nstderr: {}",
+                fs::read_to_string(&self.err).unwrap_or_default()
+            ));
+        }
+    }
+}
+
+impl Drop for Umask0 {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill(self.child.id() as i32, libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every file and folder the supervisor creates, with the mode it must
+/// have even under umask 000 (log dir: at most 0750).
+fn check_modes(env: &Env, rotated: bool) {
+    let mut want = vec![
+        (env.state_dir.clone(), 0o700),
+        (env.state_dir.join("supervisor.pid"), 0o600),
+        (env.state_dir.join("state.json"), 0o600),
+        (env.log_dir.join("supervisor.log"), 0o640),
+        (env.log_dir.join("child.log"), 0o640),
+    ];
+    if rotated {
+        want.push((env.log_dir.join("child.log.1"), 0o640));
+    }
+    let mut bad = Vec::new();
+    for (p, mode) in &want {
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => bad.push(format!("{p:?} is a symlink")),
+            Ok(m) if m.mode() & 0o7777 != *mode => bad.push(format!(
+                "{p:?} has mode {:o}, want {mode:o}",
+                m.mode() & 0o7777
+            )),
+            Ok(_) => {}
+            Err(e) => bad.push(format!("{p:?}: {e}")),
+        }
+    }
+    match mode_of(&env.log_dir) {
+        Some(m) if m & 0o027 == 0 => {}
+        other => bad.push(format!(
+            "log dir mode {}, want 0750 or stricter (no group write, nothing for others)",
+            octal(other)
+        )),
+    }
+    // No temp file left behind next to state.json.
+    for e in fs::read_dir(&env.state_dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "supervisor.pid" && name != "state.json" {
+            bad.push(format!("unexpected file in the state dir: {name}"));
+        }
+    }
+    if !bad.is_empty() {
+        env.fail(format!("wrong modes:\n{}", bad.join("\n")));
+    }
+}
+
+#[test]
+fn files_get_explicit_modes_whatever_the_umask() {
+    let env = Setup::new("chatty.py")
+        .arg("1000")
+        .set("log", "max_bytes", "4KiB")
+        .raw("log", "max_files", "2")
+        .build();
+    let mut sup = Umask0::spawn(&env);
+    let child = env.wait_child(&[]);
+    // Enough output to rotate child.log at least once.
+    for _ in 0..6 {
+        if let Err(e) = served_by(&env) {
+            env.fail(format!("request: {e}"));
+        }
+    }
+    env.wait_for("child.log.1 after rotation", DEADLINE, || {
+        env.log_dir.join("child.log.1").exists()
+    });
+    check_modes(&env, true);
+    sup.stop(&env);
+    if pid_alive(child) {
+        env.fail(format!("child {child} survived the stop"));
+    }
+    // The final state write on the way out keeps the mode too.
+    check_modes(&env, true);
+}
+
+#[test]
+fn files_with_loose_modes_from_before_are_tightened() {
+    // An earlier run (or a careless admin) left the state files readable
+    // by everyone: the next supervisor must not keep them that way.
+    let env = serve_env();
+    mkdir(&env.state_dir, 0o700);
+    fs::write(env.state_dir.join("supervisor.pid"), "").unwrap();
+    chmod(&env.state_dir.join("supervisor.pid"), 0o666);
+    fs::write(env.state_dir.join("state.json"), "{}").unwrap();
+    chmod(&env.state_dir.join("state.json"), 0o666);
+    let _sup = env.spawn();
+    env.wait_child(&[]);
+    for (name, want) in [("supervisor.pid", 0o600), ("state.json", 0o600)] {
+        let got = mode_of(&env.state_dir.join(name));
+        if got != Some(want) {
+            env.fail(format!("{name}: mode {}, want {want:o}", octal(got)));
+        }
+    }
+}
+
+// ------------------------------------------------------------- O_NOFOLLOW
+
+/// A file outside our folders that a planted link points at.
+fn victim(env: &Env, name: &str) -> PathBuf {
+    let p = env.path(name);
+    fs::write(&p, "precious\n").unwrap();
+    chmod(&p, 0o644);
+    p
+}
+
+fn check_victim(env: &Env, p: &Path) {
+    let text = fs::read_to_string(p).unwrap_or_default();
+    let mode = mode_of(p);
+    if text != "precious\n" || mode != Some(0o644) {
+        env.fail(format!(
+            "{p:?} was written through a planted link: mode {}, content {text:?}",
+            octal(mode)
+        ));
+    }
+}
+
+#[test]
+fn links_planted_for_state_json_and_logs_are_never_followed() {
+    let env = Setup::new("chatty.py").arg("200").build();
+    mkdir(&env.state_dir, 0o700);
+    mkdir(&env.log_dir, 0o750);
+    let v_state = victim(&env, "victim-state");
+    let v_child = victim(&env, "victim-child");
+    let v_sup = victim(&env, "victim-sup");
+    let v_rot = victim(&env, "victim-rotated");
+    std::os::unix::fs::symlink(&v_state, env.state_dir.join("state.json")).unwrap();
+    std::os::unix::fs::symlink(&v_child, env.log_dir.join("child.log")).unwrap();
+    std::os::unix::fs::symlink(&v_sup, env.log_dir.join("supervisor.log")).unwrap();
+    std::os::unix::fs::symlink(&v_rot, env.log_dir.join("child.log.1")).unwrap();
+
+    let sup = env.spawn();
+    let child = env.wait_child(&[]);
+    for _ in 0..5 {
+        match served_by(&env) {
+            Ok(p) if p == child => {}
+            other => env.fail(format!("request: {other:?}, want pid {child}")),
+        }
+    }
+    env.cli(&["reopen-logs"]);
+    served_by(&env).unwrap_or_else(|e| env.fail(format!("request after SIGHUP: {e}")));
+    let out = env.cli(&["stop"]);
+    if out.code != Some(0) || sup.wait_exit(DEADLINE).code() != Some(0) {
+        env.fail(format!("stop failed\n{out}"));
+    }
+    for v in [&v_state, &v_child, &v_sup, &v_rot] {
+        check_victim(&env, v);
+    }
+    // state.json itself was replaced by a regular file, not followed.
+    let st = env.state_dir.join("state.json");
+    match fs::symlink_metadata(&st) {
+        Ok(m) if m.is_file() && m.mode() & 0o7777 == 0o600 => {}
+        other => env.fail(format!("state.json after the run: {other:?}")),
+    }
+}
+
+#[test]
+fn a_pid_file_that_is_a_link_is_not_written_through() {
+    let env = serve_env();
+    mkdir(&env.state_dir, 0o700);
+    let v = victim(&env, "victim-pid");
+    std::os::unix::fs::symlink(&v, env.state_dir.join("supervisor.pid")).unwrap();
+    let out = env.cli(&["run"]);
+    // Not a config problem of the file's own; any clean refusal will do.
+    if !matches!(out.code, Some(1) | Some(78)) || out.stderr.lines().count() != 1 {
+        env.fail(format!("want exit 1 or 78 and one stderr line\n{out}"));
+    }
+    check_victim(&env, &v);
+    if env.path("ran").exists() || !port_free(&env) {
+        env.fail("a child ran or the port is held after the refusal");
+    }
+}
+
+// ------------------------------------------------------------- at run time
+
+/// A tmpfs mounted for one test; lazily unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(at).ok()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(at)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+/// Writes into `path` until the file system says no.
+fn fill(path: &Path) -> u64 {
+    let mut f = fs::File::create(path).unwrap();
+    let chunk = vec![b'f'; 4096];
+    let mut n = 0u64;
+    while f.write_all(&chunk).is_ok() {
+        n += chunk.len() as u64;
+    }
+    // A last partial block.
+    while f.write_all(b"f").is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn child_log_text(env: &Env) -> String {
+    String::from_utf8_lossy(&fs::read(env.log_dir.join("child.log")).unwrap_or_default())
+        .into_owned()
+}
+
+/// Keeps making requests until child.log holds a line of the latest one
+/// and the notice about dropped lines; returns the child.log text.
+fn wait_logs_resume(env: &Env, child: i32) -> String {
+    let mut text = String::new();
+    env.wait_for(
+        "child.log to resume with a `lines dropped` notice",
+        DEADLINE,
+        || {
+            let n = served_by(env);
+            if n != Ok(child) {
+                return false;
+            }
+            text = child_log_text(env);
+            text.contains("lines dropped while")
+        },
+    );
+    text
+}
+
+/// A chatty child whose state dir and log dir both live on a 256 KiB
+/// tmpfs; `None` (the test skips) where mounting is not allowed.
+fn on_tiny_disk() -> Option<(Env, Tmpfs)> {
+    let mut env = Setup::new("chatty.py").arg("2000").build();
+    let mnt = env.path("disk");
+    let disk = Tmpfs::mount(&mnt, "256k")?;
+    let text = env
+        .config_text
+        .replace("state_dir = \"run\"", "state_dir = \"disk/run\"")
+        .replace("dir = \"logs\"", "dir = \"disk/logs\"");
+    fs::write(&env.config, &text).unwrap();
+    env.config_text = text;
+    env.state_dir = mnt.join("run");
+    env.log_dir = mnt.join("logs");
+    Some((env, disk))
+}
+
+/// Fills the disk, then makes `n` requests (2 x 2000 bytes of output each)
+/// that must all be answered by `child`.
+fn fill_and_talk(env: &Env, disk: &Tmpfs, child: i32, n: usize) {
+    let filled = fill(&disk.0.join("filler"));
+    eprintln!("filled the disk with {filled} bytes");
+    for i in 0..n {
+        match served_by(env) {
+            Ok(p) if p == child => {}
+            other => env.fail(format!("request {i} on a full disk: {other:?}")),
+        }
+    }
+}
+
+#[test]
+fn full_disk_the_child_keeps_serving_and_logs_resume() {
+    let Some((env, disk)) = on_tiny_disk() else {
+        return;
+    };
+    let sup = env.spawn();
+    let first = env.wait_child(&[]);
+    fill_and_talk(&env, &disk, first, 50);
+    // A restart on a full disk: the new child starts and serves.
+    let out = env.cli(&["restart"]);
+    if out.code != Some(0) {
+        env.fail(format!("restart on a full disk\n{out}"));
+    }
+    let second = env.wait_value("a new child serving on a full disk", DEADLINE, || {
+        served_by(&env).ok().filter(|&p| p != first)
+    });
+    for _ in 0..20 {
+        served_by(&env).unwrap_or_else(|e| env.fail(format!("request: {e}")));
+    }
+    if sup.exited().is_some() {
+        env.fail("the supervisor exited on a full disk");
+    }
+    // Space comes back: logs resume, with a count of what was lost.
+    fs::remove_file(disk.0.join("filler")).unwrap();
+    let text = wait_logs_resume(&env, second);
+    if !text.contains(&format!("chatty-{second}-")) {
+        env.fail("no line of the new child in child.log after space came back");
+    }
+    let out = env.cli(&["stop"]);
+    if out.code != Some(0) || sup.wait_exit(DEADLINE).code() != Some(0) {
+        env.fail(format!("stop after the full disk\n{out}"));
+    }
+    if pid_alive(second) {
+        env.fail(format!("child {second} survived the stop"));
+    }
+}
+
+#[test]
+#[ignore = "bug: a failed state.json write is never retried, so status names a dead child as running, even after space returns"]
+fn full_disk_status_never_names_a_dead_child_and_catches_up() {
+    let Some((env, disk)) = on_tiny_disk() else {
+        return;
+    };
+    let _sup = env.spawn();
+    let first = env.wait_child(&[]);
+    fill_and_talk(&env, &disk, first, 5);
+    // The child dies while state.json cannot be rewritten.
+    kill(first, libc::SIGKILL);
+    let second = env.wait_value("a new child serving on a full disk", DEADLINE, || {
+        served_by(&env).ok().filter(|&p| p != first)
+    });
+    let out = env.status_raw();
+    eprintln!("status on a full disk after the child was replaced:\n{out}");
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
+        env.fail(format!("status printed invalid JSON\n{out}"));
+    };
+    if v["state"] == "running" && v["child"]["pid"].as_i64() == Some(first as i64) {
+        env.fail(format!(
+            "status says the dead child {first} is running (the live one is {second})\n{out}"
+        ));
+    }
+    // Space comes back: status catches up with no further event.
+    fs::remove_file(disk.0.join("filler")).unwrap();
+    env.wait_for("status to name the live child", DEADLINE, || {
+        let (code, v) = env.status_json();
+        code == 0 && v["child"]["pid"].as_i64() == Some(second as i64)
+    });
+}
+
+/// Sets the soft RLIMIT_FSIZE of another process. The hard limit stays
+/// unlimited, so lifting it again needs no CAP_SYS_RESOURCE (containers
+/// often lack it).
+fn set_fsize(pid: i32, bytes: Option<u64>) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) on a pid we started, with a valid rlimit pointer.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn file_size_limit_does_not_kill_the_supervisor() {
+    let env = Setup::new("chatty.py").arg("8000").build();
+    let sup = env.spawn();
+    let child = env.wait_child(&[]);
+    served_by(&env).unwrap_or_else(|e| env.fail(format!("first request: {e}")));
+    // 64 KiB: state.json still fits, child.log soon does not.
+    set_fsize(sup.pid(), Some(64 * 1024));
+    for i in 0..30 {
+        match served_by(&env) {
+            Ok(p) if p == child => {}
+            other => env.fail(format!(
+                "request {i} past RLIMIT_FSIZE: {other:?} (supervisor: {:?})",
+                sup.exited()
+            )),
+        }
+    }
+    if let Some(st) = sup.exited() {
+        env.fail(format!("the supervisor died past RLIMIT_FSIZE: {st}"));
+    }
+    let size = fs::metadata(env.log_dir.join("child.log")).map_or(0, |m| m.len());
+    if size > 64 * 1024 {
+        env.fail(format!("child.log grew to {size} bytes past the limit"));
+    }
+    let (code, v) = env.status_json();
+    if code != 0 || v["child"]["pid"].as_i64() != Some(child as i64) {
+        env.fail(format!("status past RLIMIT_FSIZE: exit {code}: {v:#}"));
+    }
+    // Rotation would not help here (max_bytes is 10MiB); lifting the limit
+    // lets the logs resume with a count of what was lost.
+    set_fsize(sup.pid(), None);
+    wait_logs_resume(&env, child);
+}
+
+#[test]
+fn state_dir_removed_while_running() {
+    let env = serve_env();
+    let sup = env.spawn();
+    let first = env.wait_child(&[]);
+    fs::remove_dir_all(&env.state_dir).unwrap();
+
+    // The child keeps serving; the supervisor keeps running.
+    for _ in 0..3 {
+        match served_by(&env) {
+            Ok(p) if p == first => {}
+            other => env.fail(format!("request after rm -rf state dir: {other:?}")),
+        }
+    }
+    if sup.exited().is_some() {
+        env.fail("the supervisor exited when its state dir was removed");
+    }
+    // Whatever status says now, it must not crash and must be valid JSON.
+    let out = env.status_raw();
+    eprintln!("status right after the state dir was removed:\n{out}");
+    if serde_json::from_str::<serde_json::Value>(&out.stdout).is_err() || out.code.is_none() {
+        env.fail(format!("status printed no valid JSON\n{out}"));
+    }
+
+    // The next state change (the child dies) must bring the state dir back
+    // (0700, ours), with a pid file that again names the running
+    // supervisor, so status, stop and a second copy see it.
+    kill(first, libc::SIGKILL);
+    let second = env.wait_value("a new child serving", DEADLINE, || {
+        served_by(&env).ok().filter(|&p| p != first)
+    });
+    env.wait_for(
+        "status to report the running supervisor and its new child",
+        DEADLINE,
+        || {
+            let (code, v) = env.status_json();
+            code == 0
+                && v["supervisor"]["pid"].as_i64() == Some(sup.pid() as i64)
+                && v["child"]["pid"].as_i64() == Some(second as i64)
+        },
+    );
+    if mode_of(&env.state_dir) != Some(0o700) {
+        env.fail(format!(
+            "recreated state dir has mode {}",
+            octal(mode_of(&env.state_dir))
+        ));
+    }
+    // A second copy now loses the race instead of taking a fresh lock.
+    let other = env.spawn();
+    let st = other.wait_exit(DEADLINE);
+    if st.code() != Some(0) || !other.stderr().contains(&sup.pid().to_string()) {
+        env.fail(format!(
+            "a second copy after the state dir came back: {st}, stderr {:?}",
+            other.stderr()
+        ));
+    }
+    let out = env.cli(&["stop"]);
+    if out.code != Some(0) || sup.wait_exit(DEADLINE).code() != Some(0) {
+        env.fail(format!("stop after the state dir was restored\n{out}"));
+    }
+    if pid_alive(second) {
+        env.fail(format!("child {second} survived the stop"));
+    }
+}
+
+#[test]
+fn state_dir_removed_while_running_never_allows_a_second_child() {
+    // Even before anything restores it, a second copy started into the
+    // gap must not run a second child next to the first.
+    let env = serve_env();
+    let sup = env.spawn();
+    let first = env.wait_child(&[]);
+    fs::remove_dir_all(&env.state_dir).unwrap();
+    let other = env.spawn();
+    // It either exits, or settles waiting for the port the first holds.
+    env.wait_for(
+        "the second copy to exit or wait for the port",
+        DEADLINE,
+        || {
+            if other.exited().is_some() {
+                return true;
+            }
+            let (_, v) = env.status_json();
+            v["state"] == "waiting-for-port"
+        },
+    );
+    let kids = env.child_processes();
+    if kids != vec![first] {
+        env.fail(format!("children alive: {kids:?}, want only {first}"));
+    }
+    match served_by(&env) {
+        Ok(p) if p == first => {}
+        other => env.fail(format!("request: {other:?}, want {first}")),
+    }
+    if sup.exited().is_some() {
+        env.fail("the first supervisor exited");
+    }
+}
