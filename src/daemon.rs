@@ -37,6 +37,10 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// The first readiness probe comes this soon after a spawn; the gap then
 /// doubles up to `health.interval` until the child is ready.
 const PROBE_FIRST: Duration = Duration::from_millis(50);
+/// A state write refused by the disk is retried after this, doubling up to
+/// `STATE_RETRY_MAX`.
+const STATE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const STATE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long, at exit, the log readers get to write the child's last lines.
 const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
@@ -84,6 +88,9 @@ pub struct Daemon {
     child_status: Option<String>,
     /// `$NOTIFY_SOCKET` of the service manager that started us, if any.
     manager: Option<String>,
+    /// A failed state write is retried at this time (full disk), with a
+    /// growing gap, so `status` catches up without waiting for an event.
+    state_retry: Option<(Instant, Duration)>,
 }
 
 /// An HTTP health probe in flight.
@@ -97,6 +104,7 @@ enum Wake {
     Notice(std::io::Result<Notice>),
     ProbeDone(Result<u16, String>),
     ProbeDue,
+    StateRetry,
 }
 
 impl Daemon {
@@ -161,6 +169,7 @@ impl Daemon {
             manager: std::env::var("NOTIFY_SOCKET")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            state_retry: None,
             lock,
             cfg,
         }
@@ -203,6 +212,7 @@ impl Daemon {
             } else {
                 None
             };
+            let state_retry = self.state_retry.map(|(at, _)| at);
             let wake = tokio::select! {
                 sig = next_signal(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
@@ -210,6 +220,7 @@ impl Daemon {
                 notice = recv_notice(self.notify.as_ref()) => Wake::Notice(notice),
                 result = run_probe(&mut self.probe) => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
+                _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
             };
             match wake {
                 Wake::Signal(Some(sig)) => self.on_signal(sig),
@@ -230,6 +241,7 @@ impl Daemon {
                 }
                 Wake::ProbeDone(result) => self.on_probe(result),
                 Wake::ProbeDue => self.start_probe(),
+                Wake::StateRetry => self.write_state(),
             }
         }
         health::tell_manager(self.manager.as_deref(), "STOPPING=1");
@@ -748,11 +760,25 @@ impl Daemon {
         let mut full = self.record();
         full.updated_at = Some(state::timestamp_ms(SystemTime::now()));
         match state::write_atomic(&self.state_path, &full.encode()) {
-            Ok(()) => self.written = Some(key),
-            Err(e) => warn!(
-                "cannot write {}: {e}; `status` may be stale",
-                self.state_path.display()
-            ),
+            Ok(()) => {
+                if self.state_retry.take().is_some() {
+                    info!("{} is written again", self.state_path.display());
+                }
+                self.written = Some(key);
+            }
+            Err(e) => {
+                let gap = match self.state_retry {
+                    None => {
+                        warn!(
+                            "cannot write {}: {e}; `status` reports it stale; retrying every few seconds",
+                            self.state_path.display()
+                        );
+                        STATE_RETRY_FIRST
+                    }
+                    Some((_, gap)) => (gap * 2).min(STATE_RETRY_MAX),
+                };
+                self.state_retry = Some((Instant::now() + gap, gap));
+            }
         }
     }
 }

@@ -64,6 +64,28 @@ fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String
     if rec.supervisor.as_ref().map(|s| s.pid) != Some(pid) {
         return Ok(starting(pid));
     }
+    // The record names a child that is gone (or whose pid now belongs to
+    // someone else): the supervisor could not record what happened since,
+    // most likely because the disk refuses its writes. Never report a dead
+    // child as running.
+    if let Some(child) = rec.child.as_mut() {
+        if let Some(cpid) = child.pid {
+            let same = sys::is_alive(cpid)
+                && child
+                    .start_time
+                    .is_none_or(|t| sys::process_start_time(cpid) == Some(t));
+            if !same {
+                child.pid = None;
+                rec.error = Some(format!(
+                    "{} is stale: it names child {cpid}, which is gone; the supervisor \
+                     cannot record its state (is the disk full?)",
+                    state_path(cfg).display()
+                ));
+                rec.state = "unknown".into();
+                return Ok(rec);
+            }
+        }
+    }
     if rec.state == "not-running" {
         // Written on the way out; the process is about to exit.
         rec.state = "stopping".into();

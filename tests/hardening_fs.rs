@@ -550,7 +550,7 @@ fn full_disk_the_child_keeps_serving_and_logs_resume() {
 }
 
 #[test]
-#[ignore = "bug: a failed state.json write is never retried, so status names a dead child as running, even after space returns"]
+
 fn full_disk_status_never_names_a_dead_child_and_catches_up() {
     let Some((env, disk)) = on_tiny_disk() else {
         return;
