@@ -181,3 +181,69 @@ fn notify_messages_from_outside_the_childs_group_are_ignored() {
         env.fail(format!("a stranger's READY=1 counted: {code} {v:#}"));
     }
 }
+
+/// Kills the supervisor it holds (by pid) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn under_systemd_the_supervisor_says_ready_once_its_child_is() {
+    let env = Setup::new("notify.py")
+        .arg("ready")
+        .arg("0.5")
+        .raw("health", "notify", "true")
+        .build();
+    // Play systemd: a datagram socket named by NOTIFY_SOCKET.
+    let manager_path = env.path("systemd-notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&manager_path).unwrap();
+    manager.set_read_timeout(Some(DEADLINE)).unwrap();
+    let sup = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &manager_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the supervisor");
+    let sup = KillOnDrop(sup);
+    let mut buf = [0u8; 512];
+    let n = manager
+        .recv(&mut buf)
+        .expect("a message from the supervisor");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if !msg.lines().any(|l| l == "READY=1") {
+        env.fail(format!("first message to systemd is not READY=1: {msg:?}"));
+    }
+    if env.events_of("ready").is_empty() {
+        env.fail("the supervisor said READY=1 before its child did");
+    }
+    let (code, v) = env.status_json();
+    if code != 0 || v["state"] != "running" {
+        env.fail(format!("after READY=1 want running / 0, got {code}: {v:#}"));
+    }
+    // The child must not inherit the supervisor's NOTIFY_SOCKET.
+    let pid = env.child_pid().expect("child pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let theirs = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    if theirs.as_deref().is_none_or(|s| !s.starts_with('@')) {
+        env.fail(format!(
+            "the child's NOTIFY_SOCKET should be the supervisor's own: {theirs:?}"
+        ));
+    }
+    // A clean stop says STOPPING=1.
+    let _ = env.cli(&["stop"]);
+    let n = manager.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
+    drop(sup);
+}
