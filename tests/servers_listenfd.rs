@@ -7,19 +7,10 @@ mod common;
 use common::*;
 
 fn serving_child(env: &Env, not: &[i32]) -> i32 {
-    env.wait_value(
-        &format!("listenfd child other than {not:?} answering"),
-        DEADLINE,
-        || {
-            let (_, v) = env.status_json();
-            let pid = v["child"]["pid"].as_i64()? as i32;
-            if v["state"] != "running" || not.contains(&pid) {
-                return None;
-            }
-            let (code, body) = http_get(env.addr(), "/", secs(2.0)).ok()?;
-            (code == 200 && body.trim() == format!("listenfd {pid} web")).then_some(pid)
-        },
-    )
+    wait_serving(env, not, "listenfd child", |pid, body| {
+        (body.trim() == format!("listenfd {pid} web")).then_some(())
+    })
+    .0
 }
 
 #[test]

@@ -37,20 +37,10 @@ fn startups(env: &Env) -> usize {
 
 /// The running child's answer, once it serves and its start-up is done.
 fn serving(env: &Env, not: &[i32]) -> (i32, Value) {
-    env.wait_value(
-        &format!("a session manager other than {not:?} serving"),
-        DEADLINE,
-        || {
-            let (_, v) = env.status_json();
-            let pid = v["child"]["pid"].as_i64()? as i32;
-            if v["state"] != "running" || not.contains(&pid) {
-                return None;
-            }
-            let (code, body) = http_get(env.addr(), "/", secs(2.0)).ok()?;
-            let j: Value = serde_json::from_str(&body).ok()?;
-            (code == 200 && j["pid"] == pid).then_some((pid, j))
-        },
-    )
+    wait_serving(env, not, "a session manager", |pid, body| {
+        let j: Value = serde_json::from_str(body).ok()?;
+        (j["pid"] == pid).then_some(j)
+    })
 }
 
 /// Starts `n` supervisors at once; all but one exit 0. Returns the winner.

@@ -35,19 +35,10 @@ fn uvicorn_env() -> Env {
 
 /// Waits until the child from `status` (other than `not`) answers itself.
 fn serving_child(env: &Env, not: &[i32]) -> i32 {
-    env.wait_value(
-        &format!("uvicorn child other than {not:?} answering on the port"),
-        DEADLINE,
-        || {
-            let (_, v) = env.status_json();
-            let pid = v["child"]["pid"].as_i64()? as i32;
-            if v["state"] != "running" || not.contains(&pid) {
-                return None;
-            }
-            let (code, body) = http_get(env.addr(), "/", secs(2.0)).ok()?;
-            (code == 200 && body.trim() == format!("asgi {pid}")).then_some(pid)
-        },
-    )
+    wait_serving(env, not, "uvicorn child", |pid, body| {
+        (body.trim() == format!("asgi {pid}")).then_some(())
+    })
+    .0
 }
 
 #[test]

@@ -1122,3 +1122,28 @@ impl Drop for Hammer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Waits until `status` names a running child (other than those in `not`)
+/// that itself answers `GET /`; `check(pid, body)` decides whether the
+/// answer is that child's and returns what the test wants from it.
+pub fn wait_serving<T>(
+    env: &Env,
+    not: &[i32],
+    what: &str,
+    check: impl Fn(i32, &str) -> Option<T>,
+) -> (i32, T) {
+    env.wait_value(
+        &format!("{what} other than {not:?} serving"),
+        DEADLINE,
+        || {
+            let (_, v) = env.status_json();
+            let pid = v["child"]["pid"].as_i64()? as i32;
+            if v["state"] != "running" || not.contains(&pid) {
+                return None;
+            }
+            let (code, body) = http_get(env.addr(), "/", secs(2.0)).ok()?;
+            let found = (code == 200).then(|| check(pid, &body)).flatten()?;
+            Some((pid, found))
+        },
+    )
+}
