@@ -21,6 +21,10 @@ use crate::lock;
 use crate::state::{self, Record};
 use crate::sys;
 
+/// A record naming a dead child is called stale (not merely a moment
+/// behind) once it is this old.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn pid_path(cfg: &Config) -> PathBuf {
     cfg.supervisor.state_dir.join("supervisor.pid")
 }
@@ -65,9 +69,9 @@ fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String
         return Ok(starting(pid));
     }
     // The record names a child that is gone (or whose pid now belongs to
-    // someone else): the supervisor could not record what happened since,
-    // most likely because the disk refuses its writes. Never report a dead
-    // child as running.
+    // someone else). Usually the supervisor is a moment away from recording
+    // the exit; if the record is old, it cannot write it (a full disk). Either
+    // way, never report a dead child as running.
     if let Some(child) = rec.child.as_mut() {
         if let Some(cpid) = child.pid {
             let same = sys::is_alive(cpid)
@@ -76,13 +80,22 @@ fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String
                     .is_none_or(|t| sys::process_start_time(cpid) == Some(t));
             if !same {
                 child.pid = None;
-                rec.error = Some(format!(
-                    "{} is stale: it names child {cpid}, which is gone; the supervisor \
-                     cannot record its state (is the disk full?)",
-                    state_path(cfg).display()
-                ));
-                rec.state = "unknown".into();
-                return Ok(rec);
+                child.ready = false;
+                if rec.state != "stopping" {
+                    rec.state = "starting".into();
+                }
+                let age = rec
+                    .updated_at
+                    .as_deref()
+                    .and_then(state::parse_timestamp)
+                    .and_then(|t| now.duration_since(t).ok());
+                if age.is_some_and(|a| a > STALE_AFTER) {
+                    rec.error = Some(format!(
+                        "{} is stale: it names child {cpid}, which is gone; the supervisor \
+                         cannot record its state (is the disk full?)",
+                        state_path(cfg).display()
+                    ));
+                }
             }
         }
     }

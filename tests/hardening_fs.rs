@@ -298,9 +298,12 @@ fn files_get_explicit_modes_whatever_the_umask() {
             env.fail(format!("request: {e}"));
         }
     }
-    env.wait_for("child.log.1 after rotation", DEADLINE, || {
-        env.log_dir.join("child.log.1").exists()
-    });
+    // Rotation renames child.log away a moment before it opens the new one.
+    env.wait_for(
+        "child.log.1 and a new child.log after rotation",
+        DEADLINE,
+        || env.log_dir.join("child.log.1").exists() && env.log_dir.join("child.log").exists(),
+    );
     check_modes(&env, true);
     sup.stop(&env);
     if pid_alive(child) {
