@@ -35,7 +35,7 @@ pub fn main(cli: Cli) -> i32 {
             with_config(&path, |cfg| signal(&cfg, Signal::SIGHUP, "reopen the logs"))
         }
         Command::CheckConfig => with_config(&path, |cfg| {
-            print!("{}", cfg.to_toml());
+            crate::out!("{}", cfg.to_toml());
             exit::OK
         }),
         Command::Completions { shell } => {
@@ -47,7 +47,7 @@ pub fn main(cli: Cli) -> i32 {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => exit::OK,
                 Err(e) => {
-                    eprintln!("supervisor: cannot write the manual page: {e}");
+                    crate::say!("supervisor: cannot write the manual page: {e}");
                     exit::FAILURE
                 }
             }
@@ -59,7 +59,7 @@ fn with_config(path: &Path, f: impl FnOnce(Config) -> i32) -> i32 {
     match Config::load(path) {
         Ok(cfg) => f(cfg),
         Err(e) => {
-            eprintln!("supervisor: invalid configuration:\n{e}");
+            crate::say!("supervisor: invalid configuration:\n{e}");
             exit::CONFIG
         }
     }
@@ -70,14 +70,14 @@ fn run(path: &Path) -> i32 {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("supervisor: invalid configuration; nothing started:\n{e}");
+            crate::say!("supervisor: invalid configuration; nothing started:\n{e}");
             return exit::CONFIG;
         }
     };
     let creds = match crate::child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("supervisor: {}: {e}; nothing started", cfg.path.display());
+            crate::say!("supervisor: {}: {e}; nothing started", cfg.path.display());
             return exit::CONFIG;
         }
     };
@@ -90,7 +90,7 @@ fn run(path: &Path) -> i32 {
             false => lock::create_dir("state dir", state_dir, 0o700),
         });
     if let Err(e) = dirs {
-        eprintln!("supervisor: {e}; nothing started");
+        crate::say!("supervisor: {e}; nothing started");
         return exit::CONFIG;
     }
 
@@ -105,21 +105,21 @@ fn run(path: &Path) -> i32 {
                 .map_or("another supervisor (pid not yet written)".into(), |p| {
                     format!("pid {p}")
                 });
-            eprintln!(
+            crate::say!(
                 "supervisor: already running as {who} (lock {}); this copy exits and changes nothing",
                 pid_path.display()
             );
             return exit::OK;
         }
         Err(e) => {
-            eprintln!("supervisor: cannot lock {}: {e}", pid_path.display());
+            crate::say!("supervisor: cannot lock {}: {e}", pid_path.display());
             return exit::FAILURE;
         }
     };
 
     // From here on we are the one supervisor.
     if let Err(e) = lock::create_dir("log dir", &cfg.log.dir, 0o750) {
-        eprintln!("supervisor: {e}; nothing started");
+        crate::say!("supervisor: {e}; nothing started");
         return exit::CONFIG;
     }
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
@@ -157,7 +157,7 @@ fn run(path: &Path) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("supervisor: cannot start the event loop: {e}");
+            crate::say!("supervisor: cannot start the event loop: {e}");
             return exit::FAILURE;
         }
     };
@@ -178,7 +178,7 @@ fn run(path: &Path) -> i32 {
         Ok(()) => exit::OK,
         Err(e) => {
             tracing::error!("fatal: {e:#}; exiting");
-            eprintln!("supervisor: {e:#}");
+            crate::say!("supervisor: {e:#}");
             exit::FAILURE
         }
     }
@@ -186,7 +186,7 @@ fn run(path: &Path) -> i32 {
 
 fn signal(cfg: &Config, sig: Signal, what: &str) -> i32 {
     let Some(pid) = status::find_supervisor(cfg) else {
-        eprintln!(
+        crate::say!(
             "supervisor: no supervisor is running for {}; cannot {what}",
             cfg.path.display()
         );
@@ -195,11 +195,11 @@ fn signal(cfg: &Config, sig: Signal, what: &str) -> i32 {
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) => exit::OK,
         Err(nix::errno::Errno::ESRCH) => {
-            eprintln!("supervisor: supervisor {pid} exited meanwhile; cannot {what}");
+            crate::say!("supervisor: supervisor {pid} exited meanwhile; cannot {what}");
             exit::NOT_RUNNING
         }
         Err(e) => {
-            eprintln!("supervisor: cannot signal supervisor {pid}: {e}");
+            crate::say!("supervisor: cannot signal supervisor {pid}: {e}");
             exit::FAILURE
         }
     }
@@ -212,14 +212,14 @@ fn stop(cfg: &Config, timeout: Option<Duration>) -> i32 {
     };
     if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
         if e != nix::errno::Errno::ESRCH {
-            eprintln!("supervisor: cannot signal supervisor {pid}: {e}");
+            crate::say!("supervisor: cannot signal supervisor {pid}: {e}");
             return exit::FAILURE;
         }
     }
     let deadline = Instant::now() + timeout;
     while status::still_alive(pid) {
         if Instant::now() >= deadline {
-            eprintln!(
+            crate::say!(
                 "supervisor: supervisor {pid} did not exit within {}; it may still be stopping its child",
                 daemon::human(timeout)
             );

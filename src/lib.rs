@@ -11,6 +11,26 @@
 //! ([`status`]) and talk to it through signals. Platform differences live
 //! in [`sys`] only.
 
+/// `eprintln!` that never panics: a closed or broken stderr (a launchd job
+/// without a log path, a pipe whose reader left) must not turn an exit code
+/// into a panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (`supervisor status | head -1`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod child;
 pub mod cli;
 pub mod commands;

@@ -157,9 +157,9 @@ pub fn run(cfg: Result<Config, String>, json: bool) -> i32 {
         _ => exit::FAILURE,
     };
     if json {
-        print!("{}", rec.encode());
+        crate::out!("{}", rec.encode());
     } else {
-        print!("{}", human(&rec, now, colour_wanted()));
+        crate::out!("{}", human(&rec, now, colour_wanted()));
     }
     code
 }
