@@ -354,6 +354,9 @@ pub fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         .take()
         .ok_or_else(|| io::Error::other("no stderr pipe"))?
         .into();
+    for fd in [&stdout, &stderr] {
+        sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(fd));
+    }
     // `child` is dropped without waiting: the driver reaps this pid itself
     // with waitpid on exactly this pid, never -1.
     drop(child);

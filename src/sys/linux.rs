@@ -268,3 +268,10 @@ pub fn send_to_notify(
         None => sock.send_to(msg, target),
     }
 }
+
+pub fn grow_pipe(fd: RawFd) {
+    // Kernel memory, not ours; capped by /proc/sys/fs/pipe-max-size (1 MiB
+    // by default), so failure just leaves the default.
+    // SAFETY: fcntl on a descriptor the caller owns.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
+}

@@ -163,3 +163,7 @@ pub fn send_to_notify(
 ) -> io::Result<usize> {
     sock.send_to(msg, target)
 }
+
+pub fn grow_pipe(_fd: RawFd) {
+    // macOS pipes grow on their own (up to 64 KiB) and offer no knob.
+}

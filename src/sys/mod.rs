@@ -159,3 +159,10 @@ pub fn send_to_notify(
 ) -> io::Result<usize> {
     imp::send_to_notify(sock, target, msg)
 }
+
+/// Ask for a larger pipe buffer (Linux: 1 MiB instead of 64 KiB), so a
+/// chatty child blocks less often on its stdout while the log reader
+/// catches up: fewer context switches per megabyte. Best effort.
+pub fn grow_pipe(fd: RawFd) {
+    imp::grow_pipe(fd)
+}
