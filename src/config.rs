@@ -229,7 +229,15 @@ impl Config {
             // The toml deserializer always yields a table at the top.
             Ok(_) => return Err(ConfigError::one(format!("{file}: not a TOML table"))),
             Err(e) => {
-                let msg = one_line(e.message());
+                // toml leaves the message empty for some bytes (a NUL in a
+                // comment, a lone CR); say something a person can act on.
+                let msg = match one_line(e.message()) {
+                    m if m.trim().is_empty() => {
+                        "invalid TOML here (a control character such as NUL or a lone CR?)"
+                            .to_owned()
+                    }
+                    m => m,
+                };
                 return Err(ConfigError::one(match e.span() {
                     Some(span) => {
                         let (line, col) = line_col(text, span.start);
