@@ -95,6 +95,7 @@ fn run(path: &Path) -> i32 {
     }
 
     let pid_path = status::pid_path(&cfg);
+    let held = daemon::hold_signals();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
         Ok(Err(held)) => {
@@ -162,7 +163,7 @@ fn run(path: &Path) -> i32 {
         }
     };
     let result = runtime.block_on(async {
-        let signals = daemon::register_signals()?;
+        let signals = daemon::register_signals(held)?;
         let notify = match cfg.health.notify {
             true => Some(
                 crate::health::NotifySocket::bind(&cfg.supervisor.state_dir)
