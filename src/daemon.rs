@@ -46,8 +46,27 @@ const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Signals we handle; registered before the pid file is written or any
 /// child exists, so a SIGTERM can never kill us and orphan a child.
-pub fn register_signals() -> std::io::Result<Signals> {
-    Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD])
+const HANDLED: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD];
+
+/// Hold the signals we handle back (they stay pending) from just before the
+/// lock is taken until their handlers exist: a `stop` that finds the new
+/// lock holder at once must get a clean exit 0, not a death by SIGTERM.
+pub fn hold_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in HANDLED {
+        if let Ok(s) = Signal::try_from(sig) {
+            set.add(s);
+        }
+    }
+    let _ = set.thread_block();
+    set
+}
+
+/// Register the handlers, then let the held signals in.
+pub fn register_signals(held: nix::sys::signal::SigSet) -> std::io::Result<Signals> {
+    let signals = Signals::new(HANDLED)?;
+    let _ = held.thread_unblock();
+    Ok(signals)
 }
 
 /// The child that is alive now.
@@ -64,6 +83,11 @@ pub struct Daemon {
     recipe: Recipe,
     listener: Option<Listener>,
     current: Option<Current>,
+    /// The latest child's process group (its pid), kept after the leader
+    /// dies for as long as leftovers are being stopped.
+    group: Option<Current>,
+    /// Our session: children start in it, which identifies their leftovers.
+    sid: Option<i32>,
     child_log: Arc<LogSink>,
     supervisor_log: Arc<LogSink>,
     /// Maps the machine's monotonic instants to wall-clock times for people.
@@ -151,6 +175,8 @@ impl Daemon {
             recipe,
             listener: None,
             current: None,
+            group: None,
+            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             child_log,
             supervisor_log,
             epoch: (Instant::now(), SystemTime::now()),
@@ -191,10 +217,12 @@ impl Daemon {
             self.resume_history(&prev);
             stop_pending = self.stop_orphan(&prev, &mut signals).await;
         }
-        self.feed(Event::Start);
-        if stop_pending {
-            self.feed(Event::Stop);
-        }
+        // A stop asked for while the orphan was being dealt with: no child.
+        self.feed(if stop_pending {
+            Event::Stop
+        } else {
+            Event::Start
+        });
 
         let mut poll = Duration::from_millis(2);
         while self.machine.phase != Phase::Exited {
@@ -556,6 +584,7 @@ impl Daemon {
                     pid,
                     start_time: sys::process_start_time(pid),
                 });
+                self.group = self.current;
                 self.pumps.retain(|p| !p.is_finished());
                 for (file, stream) in [(sp.stdout, Stream::Stdout), (sp.stderr, Stream::Stderr)] {
                     match logs::spawn_pump(file, stream, pid as u32, self.child_log.clone()) {
@@ -610,12 +639,7 @@ impl Daemon {
         let Some(pgid) = child.pgid.filter(|g| *g > 1) else {
             return false;
         };
-        let leader_is_ours = match (child.pid, child.start_time) {
-            (Some(pid), Some(t)) => sys::is_alive(pid) && sys::process_start_time(pid) == Some(t),
-            _ => false,
-        };
-        let leftovers_only = !sys::is_alive(pgid) && sys::group_alive(pgid);
-        if !leader_is_ours && !leftovers_only {
+        if !is_ours(prev, pgid) {
             return false;
         }
         let gone = || !sys::is_alive(pgid) && !sys::group_alive(pgid);
@@ -642,7 +666,11 @@ impl Daemon {
                         SIGTERM | SIGINT => {
                             kill_now = stop_pending;
                             stop_pending = true;
-                            if kill_now { break; }
+                            if kill_now {
+                                info!("stop requested again: killing process group {pgid} now");
+                                break;
+                            }
+                            info!("stop requested: exiting once process group {pgid} is gone");
                         }
                         SIGHUP => {
                             self.child_log.reopen();
@@ -678,10 +706,12 @@ impl Daemon {
             Phase::Stopping { pgid, leader, .. } => (leader.then_some(pgid), Some(pgid), None),
             _ => (None, None, None),
         };
+        // The group keeps its leader's start time after the leader died,
+        // while leftovers are stopped.
         let start_time = self
-            .current
-            .filter(|c| Some(c.pid) == child_pid)
-            .and_then(|c| c.start_time);
+            .group
+            .filter(|g| Some(g.pid) == pgid)
+            .and_then(|g| g.start_time);
         let next_restart = match m.phase {
             Phase::Backoff { until } => Some(until),
             Phase::WaitingForPort { retry_at } => Some(retry_at),
@@ -710,6 +740,7 @@ impl Daemon {
                 started_at: state::timestamp(self.epoch.1),
                 start_time: self.own_start_time,
                 version: Some(env!("CARGO_PKG_VERSION").into()),
+                boot_id: sys::boot_id(),
             }),
             listen: Some(ListenInfo {
                 address: self.cfg.listen.address.to_string(),
@@ -720,6 +751,7 @@ impl Daemon {
                 pid: child_pid,
                 pgid,
                 start_time,
+                sid: pgid.and(self.sid),
                 started_at: since.map(|s| state::timestamp(self.wall(s))),
                 restarts: m.restarts(),
                 last_exit,
@@ -781,6 +813,41 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Whether process group `pgid`, named by an earlier supervisor's record,
+/// is still that supervisor's child (or its leftovers) and nobody else's.
+/// Records from before a reboot name nothing of ours. The leader counts if
+/// its pid *and* start time match. A group whose leader is gone counts only
+/// through a member that started after the child did and still sits in the
+/// session the child was started in (the supervisor's): a stranger's daemon
+/// that now owns that group id has its own session.
+fn is_ours(prev: &Record, pgid: i32) -> bool {
+    let Some(child) = &prev.child else {
+        return false;
+    };
+    let recorded_boot = prev.supervisor.as_ref().and_then(|s| s.boot_id.as_deref());
+    if recorded_boot.is_none() || recorded_boot != sys::boot_id().as_deref() {
+        return false;
+    }
+    let Some(started) = child.start_time else {
+        return false;
+    };
+    if let Some(pid) = child.pid {
+        if sys::is_alive(pid) {
+            return pid == pgid && sys::process_start_time(pid) == Some(started);
+        }
+    }
+    if sys::is_alive(pgid) {
+        return false; // a live leader that is not our child: someone else's group
+    }
+    let Some(sid) = child.sid else {
+        return false;
+    };
+    sys::group_members(pgid).into_iter().any(|m| {
+        sys::process_start_time(m).is_some_and(|t| t >= started)
+            && nix::unistd::getsid(Some(Pid::from_raw(m))).map(Pid::as_raw) == Ok(sid)
+    })
 }
 
 async fn recv_notice(sock: Option<&NotifySocket>) -> std::io::Result<Notice> {

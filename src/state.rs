@@ -58,6 +58,10 @@ pub struct SupervisorInfo {
     pub start_time: Option<u64>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Which boot of the machine this was: processes named in a record
+    /// from before a reboot are never ours.
+    #[serde(default)]
+    pub boot_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,9 @@ pub struct ChildInfo {
     /// child only if pid *and* start time still match.
     #[serde(default)]
     pub start_time: Option<u64>,
+    /// The session the child was started in: its leftovers still sit there.
+    #[serde(default)]
+    pub sid: Option<i32>,
     pub started_at: Option<String>,
     pub restarts: u32,
     pub last_exit: Option<ExitInfo>,
@@ -225,6 +232,7 @@ mod tests {
                 started_at: "2026-11-26T08:00:00Z".into(),
                 start_time: Some(123),
                 version: Some("0.1.0".into()),
+                boot_id: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
@@ -235,6 +243,7 @@ mod tests {
                 pid: Some(4243),
                 pgid: Some(4243),
                 start_time: Some(456),
+                sid: Some(4242),
                 started_at: Some("2026-11-26T08:00:00Z".into()),
                 restarts: 0,
                 last_exit: None,

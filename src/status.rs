@@ -135,6 +135,7 @@ fn starting(pid: i32) -> Record {
             started_at: state::timestamp(SystemTime::now()),
             start_time: None,
             version: None,
+            boot_id: None,
         }),
         ..Record::not_running()
     }
@@ -273,6 +274,7 @@ mod tests {
                 pid: None,
                 pgid: None,
                 start_time: None,
+                sid: None,
                 started_at: None,
                 restarts: 3,
                 last_exit: Some(ExitInfo {

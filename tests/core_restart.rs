@@ -267,3 +267,54 @@ fn a_killed_supervisors_stubborn_leftovers_are_gone_before_the_next_child() {
         env.fail(format!("children started next to leftovers: {overlaps:?}"));
     }
 }
+
+#[test]
+fn a_supervisor_killed_while_stopping_leftovers_leaves_them_to_the_next() {
+    // The child exits and leaves a stubborn grandchild; the supervisor is
+    // SIGKILLed while it waits for it. The next supervisor must recognise
+    // the leaderless group as its predecessor's (same boot, same session,
+    // started after the child) and stop it before a new child starts.
+    let env = Setup::new("stubborn.py")
+        .arg("leave")
+        .child("stop_timeout", "30s")
+        .build();
+    let sup = env.spawn();
+    env.wait_for("the first child left its grandchild", DEADLINE, || {
+        !env.events_of("exit").is_empty() && !env.events_of("ready").is_empty()
+    });
+    let grandchild = env.events_of("ready")[0].pid;
+    env.wait_for("stopping the leftovers", DEADLINE, || {
+        let (_, v) = env.status_json();
+        v["state"] == "stopping" && v["child"]["pid"].is_null() && v["child"]["pgid"].is_i64()
+    });
+    sup.kill9();
+    // stop_timeout (30 s) would let the grandchild live through the whole
+    // test: a second SIGTERM makes the new supervisor SIGKILL at once.
+    let sup2 = env.spawn();
+    env.wait_for("the new supervisor took over", DEADLINE, || {
+        std::fs::read_to_string(env.log_dir.join("supervisor.log"))
+            .unwrap_or_default()
+            .contains("earlier supervisor's child is still alive")
+    });
+    // Signals do not queue: let the first be seen before the second.
+    let log_says = |what: &str| {
+        std::fs::read_to_string(env.log_dir.join("supervisor.log"))
+            .unwrap_or_default()
+            .contains(what)
+    };
+    sup2.signal(libc::SIGTERM);
+    env.wait_for("the first SIGTERM seen", DEADLINE, || {
+        log_says("stop requested: exiting once")
+    });
+    sup2.signal(libc::SIGTERM);
+    env.wait_for("the leftover grandchild is dead", DEADLINE, || {
+        !pid_alive(grandchild)
+    });
+    let code = sup2.wait_exit(DEADLINE);
+    if code.code() != Some(0) {
+        env.fail(format!("the new supervisor exited {code}"));
+    }
+    if env.events_of("start").len() != 1 {
+        env.fail("a second child started next to the leftovers");
+    }
+}

@@ -546,7 +546,6 @@ fn sigterm_while_an_orphan_is_being_stopped() {
 }
 
 #[test]
-#[ignore = "bug: SIGTERM between taking the lock and registering the signal handlers kills the supervisor (signal 15, not exit 0)"]
 fn sigterm_the_instant_the_lock_is_taken_exits_0() {
     // The lock is visible in /proc/locks (and `stop` signals its holder)
     // from the instant it is taken; a SIGTERM then must be a clean stop,

@@ -275,3 +275,24 @@ pub fn grow_pipe(fd: RawFd) {
     // SAFETY: fcntl on a descriptor the caller owns.
     unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
 }
+
+pub fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned())
+}
+
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            stat_fields(*pid).is_some_and(|f| {
+                let state = f.first().map(String::as_str);
+                f.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
+                    && !matches!(state, Some("Z") | Some("X"))
+            })
+        })
+        .collect()
+}

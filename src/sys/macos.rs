@@ -167,3 +167,35 @@ pub fn send_to_notify(
 pub fn grow_pipe(_fd: RawFd) {
     // macOS pipes grow on their own (up to 64 KiB) and offer no knob.
 }
+
+pub fn boot_id() -> Option<String> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut size = mem::size_of::<libc::timeval>();
+    // SAFETY: sysctlbyname writes at most `size` bytes into the timeval.
+    let r = unsafe {
+        libc::sysctlbyname(
+            c"kern.boottime".as_ptr(),
+            &mut tv as *mut _ as *mut libc::c_void,
+            &mut size,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (r == 0).then(|| format!("{}.{:06}", tv.tv_sec, tv.tv_usec))
+}
+
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut pids = vec![0 as libc::pid_t; 1024];
+    let bytes = (pids.len() * mem::size_of::<libc::pid_t>()) as libc::c_int;
+    // SAFETY: proc_listpgrppids writes at most `bytes` bytes of pids.
+    let n = unsafe { libc::proc_listpgrppids(pgid, pids.as_mut_ptr() as *mut libc::c_void, bytes) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    pids.truncate(n as usize / mem::size_of::<libc::pid_t>());
+    pids.retain(|p| *p > 0 && !is_zombie(*p));
+    pids
+}

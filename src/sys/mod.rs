@@ -166,3 +166,15 @@ pub fn send_to_notify(
 pub fn grow_pipe(fd: RawFd) {
     imp::grow_pipe(fd)
 }
+
+/// Names this boot of the machine, so nothing recorded before a reboot is
+/// mistaken for a process of now (Linux: the kernel's boot_id; macOS: the
+/// boot time).
+pub fn boot_id() -> Option<String> {
+    imp::boot_id()
+}
+
+/// The live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    imp::group_members(pgid)
+}
