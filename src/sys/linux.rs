@@ -124,12 +124,33 @@ pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
     })
 }
 
+/// Read a /proc table in as few read() calls as possible: each call is a
+/// consistent snapshot, but between two calls entries may shift while other
+/// processes lock and unlock, so one could be seen twice or not at all.
+fn read_proc_at_once(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]).ok()? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
 pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     // /proc/locks: "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"
     let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
     let (ino, dev) = (meta.ino(), meta.dev());
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let text = fs::read_to_string("/proc/locks").ok()?;
+    let text = read_proc_at_once("/proc/locks")?;
     Some(text.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         // A "->" marks a waiter, not a holder.
