@@ -128,7 +128,7 @@ Notes:
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
 - Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its two log threads); wake-ups are voluntary + nonvoluntary context switches of all their threads per second.
-- Log throughput: payload MB/s of 100-byte lines until all of them are in child.log (each gains a ~36-byte time stamp and stream prefix there), beside the child writing into a file itself; runsv figure goes through svlogd -tt.
+- Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
 - Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).
 "#;
 
@@ -1377,23 +1377,28 @@ fn log_throughput(n: &Counts, peers: &Peers, table: &mut Table) {
     }
     let (o, d, p) = (Stats::new(ours), Stats::new(direct), Stats::new(peak));
     let f = Stats::new(file_rate);
-    let pct = match (&o, &d) {
-        (Some(o), Some(d)) => Some(100.0 * o.median() / d.median()),
+    // The issue measures "MB/s reaching child.log": the bytes written there,
+    // time stamps and stream prefixes included. The child's own payload
+    // rate is shown too; it is lower by the prefixes' share.
+    let ratio = |x: &Option<Stats>| match (x, &d) {
+        (Some(x), Some(d)) => Some(100.0 * x.median() / d.median()),
         _ => None,
     };
+    let (pct, pct_payload) = (ratio(&f), ratio(&o));
     let mb = bytes / 1_000_000;
     table.add(
-        &format!("log throughput, MB/s ({mb} MB of 100-byte lines)"),
+        &format!("log throughput, MB/s reaching child.log ({mb} MB of 100-byte lines)"),
         format!(
-            "{}; into child.log with prefixes {} MB/s",
-            show(&o, 0),
-            f.as_ref()
-                .map_or("?".into(), |f| format!("{:.0}", f.median()))
+            "{}; payload {}",
+            show(&f, 0),
+            o.as_ref()
+                .map_or("?".into(), |o| format!("{:.0} MB/s", o.median()))
         ),
         format!(
-            "child > file {}; {}",
+            "child > file {}; {} ({} in payload)",
             show(&d, 0),
-            pct.map_or("?".into(), |p| format!("{p:.0}%"))
+            pct.map_or("?".into(), |p| format!("{p:.0}%")),
+            pct_payload.map_or("?".into(), |p| format!("{p:.0}%"))
         ),
         "≥ 80%",
         pct.map(|p| p >= 80.0),
@@ -1405,7 +1410,7 @@ fn log_throughput(n: &Counts, peers: &Peers, table: &mut Table) {
         "< 8 MiB",
         p.as_ref().map(|s| s.max() < 8.0),
     );
-    let fig = format!("log throughput, MB/s ({mb} MB of 100-byte lines)");
+    let fig = format!("log throughput, MB/s reaching child.log ({mb} MB of 100-byte lines)");
     for k in peers.each(&[Kind::Supervisord, Kind::Runsv]) {
         let s = start(k, &Job::Spew(bytes), &RESTART_FAST, &root);
         let r = match k {
@@ -1431,7 +1436,7 @@ fn log_throughput(n: &Counts, peers: &Peers, table: &mut Table) {
             ""
         };
         let cell = match r {
-            Some((r, f)) => format!("{r:.0} n=1{note}; into the log {f:.0} MB/s"),
+            Some((r, f)) => format!("{f:.0} n=1{note}; payload {r:.0} MB/s"),
             None => "timed out".into(),
         };
         table.peer(&fig, k, cell);
