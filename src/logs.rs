@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -177,12 +177,29 @@ impl RotatingFile {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        // The log folder was removed (a tmp cleaner, a careless rm -r):
+        // recreate it, as it was created at start, rather than lose lines.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)?;
+                open()
+            }
+            _ => Err(e),
+        },
+        other => other,
+    }
 }
 
 /// `NAME.n`
@@ -839,14 +856,17 @@ mod tests {
     }
 
     #[test]
-    fn sink_drops_while_the_directory_is_gone_and_says_so_after() {
+    fn sink_drops_while_the_file_cannot_be_opened_and_says_so_after() {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join("logs");
         let path = logs.join("child.log");
-        // Starts without its directory: drops, does not panic.
+        // A plain file where the folder should be: opening fails (ENOTDIR),
+        // lines are dropped and counted, nothing panics.
+        fs::write(&logs, "").unwrap();
         let sink = LogSink::new(path.clone(), 1000, 2);
         sink.write_batch(b"lost 1\nlost 2\n", 2);
         assert_eq!(sink.dropped(), 2);
+        fs::remove_file(&logs).unwrap();
         fs::create_dir(&logs).unwrap();
         sink.reopen();
         sink.write_batch(b"kept 1\n", 1);
@@ -856,15 +876,17 @@ mod tests {
         assert_eq!(lines[1], b"kept 1");
         assert_eq!(sink.dropped(), 0);
 
-        // The directory vanishes under an open file: writes still land in
-        // the unlinked file; the reopen fails, and later lines are counted.
+        // The folder turns into a file under an open log: writes still land
+        // in the unlinked file; the reopen fails, and later lines are counted.
         fs::remove_dir_all(&logs).unwrap();
         sink.write_batch(b"into the void\n", 1);
+        fs::write(&logs, "").unwrap();
         sink.reopen();
         for _ in 0..3 {
             sink.write_batch(b"a\nb\n", 2);
         }
         assert_eq!(sink.dropped(), 6);
+        fs::remove_file(&logs).unwrap();
         fs::create_dir(&logs).unwrap();
         sink.reopen();
         sink.write_batch(b"back\n", 1);
@@ -872,6 +894,25 @@ mod tests {
         let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
         assert_eq!(notice_count(lines[0]), 6);
         assert_eq!(lines[1..], [&b"back"[..], b""]);
+    }
+
+    #[test]
+    fn a_removed_log_folder_is_recreated_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let path = logs.join("child.log");
+        fs::create_dir(&logs).unwrap();
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        sink.write_batch(b"before\n", 1);
+        fs::remove_dir_all(&logs).unwrap();
+        sink.reopen();
+        sink.write_batch(b"after\n", 1);
+        assert_eq!(read(&path), b"after\n");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&logs).unwrap().permissions())
+                & 0o777;
+        assert_eq!(mode, 0o750);
+        assert_eq!(sink.dropped(), 0);
     }
 
     #[test]
