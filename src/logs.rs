@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -98,6 +98,11 @@ impl RotatingFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open file no longer has a name (deleted, or its folder removed).
+    pub fn is_deleted(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// Bytes in the current file, as last counted.
@@ -234,6 +239,8 @@ struct Inner {
     dropped: u64,
     last_open_attempt: Option<Instant>,
     last_complaint: Option<Instant>,
+    /// When the open file was last checked for having been deleted.
+    last_link_check: Option<Instant>,
 }
 
 impl LogSink {
@@ -248,6 +255,7 @@ impl LogSink {
                 file: None,
                 dropped: 0,
                 last_open_attempt: None,
+                last_link_check: None,
                 last_complaint: None,
             }),
             reopen_pending: AtomicBool::new(false),
@@ -279,6 +287,19 @@ impl LogSink {
                     .is_none_or(|t| t.elapsed() >= RETRY_EVERY))
         {
             self.open_locked(inner);
+        }
+        // A log deleted under us (its folder removed) would swallow every
+        // line until the next rotation: check now and then, and reopen by
+        // path, which recreates the folder.
+        if inner.file.is_some()
+            && inner
+                .last_link_check
+                .is_none_or(|t| t.elapsed() >= RETRY_EVERY)
+        {
+            inner.last_link_check = Some(Instant::now());
+            if inner.file.as_ref().is_some_and(RotatingFile::is_deleted) {
+                self.open_locked(inner);
+            }
         }
         let Some(file) = inner.file.as_mut() else {
             inner.dropped += lines;
@@ -894,6 +915,21 @@ mod tests {
         let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
         assert_eq!(notice_count(lines[0]), 6);
         assert_eq!(lines[1..], [&b"back"[..], b""]);
+    }
+
+    #[test]
+    fn a_log_deleted_under_the_writer_is_noticed_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let path = logs.join("child.log");
+        fs::create_dir(&logs).unwrap();
+        let sink = LogSink::new(path.clone(), 1000, 2);
+        sink.write_batch(b"before\n", 1);
+        fs::remove_dir_all(&logs).unwrap();
+        // Pretend the last check was long ago.
+        sink.lock().last_link_check = Some(Instant::now() - RETRY_EVERY);
+        sink.write_batch(b"after\n", 1);
+        assert_eq!(read(&path), b"after\n");
     }
 
     #[test]
