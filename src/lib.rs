@@ -6,7 +6,9 @@
 //! one async driver in [`daemon`]. The driver binds the [`listener`] (fd 3),
 //! starts the [`child`] and feeds every signal, child exit and timer as an
 //! event to the pure restart [`policy`], carrying out the actions it returns
-//! and recording each transition in `state.json` ([`state`]). The other
+//! and recording each transition in `state.json` ([`state`]); with
+//! `[health]` it also listens on the notify socket and runs HTTP probes
+//! ([`health`]). The other
 //! subcommands find the running supervisor without taking its lock
 //! ([`status`]) and talk to it through signals. Platform differences live
 //! in [`sys`] only.
