@@ -295,20 +295,41 @@ impl Env {
 
     /// Starts `supervisor --config <config> run`.
     pub fn spawn(&self) -> Supervisor<'_> {
+        self.spawn_run(false)
+    }
+
+    /// Starts `run`, with stdout and stderr in `run-N.std{out,err}`; with
+    /// `pipe_stderr` stderr goes through a pipe that a thread of ours
+    /// copies into that file (see [`Env::spawn_stderr_pipe`]).
+    fn spawn_run(&self, pipe_stderr: bool) -> Supervisor<'_> {
         let mut runs = self.runs.lock().unwrap();
         let n = runs.len();
         let out = self.dir.join(format!("run-{n}.stdout"));
         let err = self.dir.join(format!("run-{n}.stderr"));
         let cmd = format!("{BIN} --config {} run", self.config.display());
+        let stderr = if pipe_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::from(fs::File::create(&err).unwrap())
+        };
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&self.config)
             .arg("run")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
-            .stderr(fs::File::create(&err).unwrap())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd}: {e}"));
+        if let Some(mut pipe) = child.stderr.take() {
+            let mut copy = fs::File::create(&err).unwrap();
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    let _ = copy.write_all(&buf[..n]);
+                }
+            });
+        }
         let run = Arc::new(Run {
             n,
             pid: child.id(),
@@ -998,44 +1019,7 @@ impl Env {
     /// limits the supervisor's file writes (RLIMIT_FSIZE) still sees what it
     /// says on stderr.
     pub fn spawn_stderr_pipe(&self) -> Supervisor<'_> {
-        let mut runs = self.runs.lock().unwrap();
-        let n = runs.len();
-        let out = self.dir.join(format!("run-{n}.stdout"));
-        let err = self.dir.join(format!("run-{n}.stderr"));
-        let cmd = format!("{BIN} --config {} run", self.config.display());
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {cmd}: {e}"));
-        let mut pipe = child.stderr.take().unwrap();
-        let mut copy = fs::File::create(&err).unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                let _ = copy.write_all(&buf[..n]);
-            }
-        });
-        let run = Arc::new(Run {
-            n,
-            pid: child.id(),
-            cmd,
-            out,
-            err,
-            status: Mutex::new(None),
-        });
-        let reaper = run.clone();
-        thread::spawn(move || {
-            if let Ok(st) = child.wait() {
-                *reaper.status.lock().unwrap() = Some(st);
-            }
-        });
-        runs.push(run.clone());
-        Supervisor { env: self, run }
+        self.spawn_run(true)
     }
 }
 
