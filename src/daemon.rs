@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_core_shim::next_signal;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -871,18 +870,11 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `Signals` is a `futures_core::Stream`; this polls it without pulling in
-/// a futures utility crate.
-mod futures_core_shim {
-    use super::*;
-
-    pub async fn next_signal(signals: &mut Signals) -> Option<i32> {
-        poll_fn(|cx| {
-            use futures_core::Stream as _;
-            Pin::new(&mut *signals).poll_next(cx)
-        })
-        .await
-    }
+/// The next handled signal. `Signals` is a `futures_core::Stream`; this
+/// polls it without pulling in a futures utility crate.
+async fn next_signal(signals: &mut Signals) -> Option<i32> {
+    use futures_core::Stream as _;
+    poll_fn(|cx| Pin::new(&mut *signals).poll_next(cx)).await
 }
 
 pub fn signal_name(sig: i32) -> String {
