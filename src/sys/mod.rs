@@ -29,9 +29,42 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     imp::process_start_time(pid)
 }
 
-/// The command line of a process, for people (`port_holder.command`).
+/// The command line of a process, for people (`port_holder.command`): on
+/// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
+/// 400 characters.
 pub fn process_command(pid: i32) -> Option<String> {
-    imp::process_command(pid)
+    imp::process_command(pid).map(|c| one_line(&c, 400))
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let joined = words.join(" ");
+    match joined.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_are_shown_on_one_short_line() {
+        let table = [
+            (
+                "python3 -c \nimport x\n\tx.run()",
+                "python3 -c import x x.run()",
+            ),
+            ("a\u{7}b", "a b"),
+            ("plain", "plain"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(super::one_line(raw, 400), want);
+        }
+        assert_eq!(super::one_line("abcdef", 3), "abc…");
+    }
 }
 
 /// Whether `pid` is a live process: zombies count as dead, since they hold
