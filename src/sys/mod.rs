@@ -48,25 +48,6 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn commands_are_shown_on_one_short_line() {
-        let table = [
-            (
-                "python3 -c \nimport x\n\tx.run()",
-                "python3 -c import x x.run()",
-            ),
-            ("a\u{7}b", "a b"),
-            ("plain", "plain"),
-        ];
-        for (raw, want) in table {
-            assert_eq!(super::one_line(raw, 400), want);
-        }
-        assert_eq!(super::one_line("abcdef", 3), "abc…");
-    }
-}
-
 /// Whether `pid` is a live process: zombies count as dead, since they hold
 /// no descriptors and run no code.
 pub fn is_alive(pid: i32) -> bool {
@@ -210,4 +191,23 @@ pub fn boot_id() -> Option<String> {
 /// The live (non-zombie) members of process group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     imp::group_members(pgid)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_are_shown_on_one_short_line() {
+        let table = [
+            (
+                "python3 -c \nimport x\n\tx.run()",
+                "python3 -c import x x.run()",
+            ),
+            ("a\u{7}b", "a b"),
+            ("plain", "plain"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(super::one_line(raw, 400), want);
+        }
+        assert_eq!(super::one_line("abcdef", 3), "abc…");
+    }
 }
