@@ -142,7 +142,8 @@ fn locate_with(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
 /// refusing it beats reading forever.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-const SCHEMA: &[(&str, &[&str])] = &[
+/// Every section and its keys; anything else is an unknown key.
+pub const SCHEMA: &[(&str, &[&str])] = &[
     ("supervisor", &["state_dir"]),
     ("listen", &["address", "backlog", "name"]),
     (

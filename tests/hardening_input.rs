@@ -280,40 +280,12 @@ fn value() -> impl Strategy<Value = String> {
     })
 }
 
-const SECTIONS: &[(&str, &[&str])] = &[
-    ("supervisor", &["state_dir"]),
-    ("listen", &["address", "backlog", "name"]),
-    (
-        "child",
-        &[
-            "command",
-            "cwd",
-            "env",
-            "stop_signal",
-            "stop_timeout",
-            "user",
-            "allow_root",
-        ],
-    ),
-    (
-        "restart",
-        &["initial_backoff", "max_backoff", "reset_after"],
-    ),
-    ("log", &["dir", "max_bytes", "max_files"]),
-    (
-        "health",
-        &[
-            "notify",
-            "http",
-            "interval",
-            "timeout",
-            "start_timeout",
-            "failures",
-            "watchdog",
-        ],
-    ),
-    ("bogus", &["key"]),
-];
+/// The loader's own schema plus a section it must reject.
+fn sections() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut all = supervisor::config::SCHEMA.to_vec();
+    all.push(("bogus", &["key"]));
+    all
+}
 
 /// A whole document: known and unknown sections and keys, any values,
 /// sometimes as dotted keys at the top.
@@ -323,7 +295,8 @@ fn document() -> impl Strategy<Value = String> {
         let mut by_section: Vec<(String, Vec<String>)> = Vec::new();
         let mut top = Vec::new();
         for (s, k, v, how) in entries {
-            let (section, keys) = SECTIONS[s.index(SECTIONS.len())];
+            let sections = sections();
+            let (section, keys) = sections[s.index(sections.len())];
             let key = keys[k.index(keys.len())];
             match how {
                 0 => top.push(format!("{section}.{key} = {v}")),
