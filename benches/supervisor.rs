@@ -111,7 +111,7 @@ impl Counts {
                 idle_runs: 3,
                 idle_window: Duration::from_secs(10),
                 log_bytes: 200_000_000,
-                log_runs: 3,
+                log_runs: 7,
                 crash_windows: 3,
                 crash_window: Duration::from_secs(3),
             }
