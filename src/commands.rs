@@ -218,7 +218,7 @@ fn stop(cfg: &Config, timeout: Option<Duration>) -> i32 {
         }
     }
     let deadline = Instant::now() + timeout;
-    while status::still_alive(pid) {
+    while sys::is_alive(pid) {
         if Instant::now() >= deadline {
             crate::say!(
                 "supervisor: supervisor {pid} did not exit within {}; it may still be stopping its child",

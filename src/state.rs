@@ -24,11 +24,11 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child: Option<ChildInfo>,
     /// Filled in by `status` from `next_restart_at`, so it is never stale.
-    #[serde(default, skip_serializing_if = "is_not_running")]
+    #[serde(default)]
     pub next_restart_in_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<String>,
-    #[serde(default, skip_serializing_if = "is_not_running")]
+    #[serde(default)]
     pub port_holder: Option<PortHolder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_error: Option<String>,
@@ -36,16 +36,6 @@ pub struct Record {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
-}
-
-/// The SPEC's `{"state": "not-running"}` has no other keys; every other
-/// record prints `next_restart_in_ms` and `port_holder` even when null.
-fn is_not_running<T>(v: &Option<T>) -> bool {
-    v.is_none() && NOT_RUNNING_FORMAT.with(|f| f.get())
-}
-
-thread_local! {
-    static NOT_RUNNING_FORMAT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,13 +128,19 @@ impl Record {
 
     /// JSON text, pretty for people who `cat` the state file.
     pub fn encode(&self) -> String {
-        let minimal = self.state == "not-running" || self.state == "unknown";
-        NOT_RUNNING_FORMAT.with(|f| f.set(minimal));
-        let text = serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        // Every live record prints `next_restart_in_ms` and `port_holder`
+        // even when null; the SPEC's `{"state": "not-running"}` (and
+        // `unknown`) carries no keys it has no value for.
+        if self.state == "not-running" || self.state == "unknown" {
+            if let Some(map) = value.as_object_mut() {
+                map.retain(|_, v| !v.is_null());
+            }
+        }
+        let text = serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
             // Serializing plain strings and numbers cannot fail; say so if it does.
             format!("{{\"state\": \"unknown\", \"error\": \"cannot encode state: {e}\"}}")
         });
-        NOT_RUNNING_FORMAT.with(|f| f.set(false));
         text + "\n"
     }
 

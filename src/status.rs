@@ -255,11 +255,6 @@ pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
     out
 }
 
-/// Used by `stop`: whether `pid` still runs.
-pub fn still_alive(pid: i32) -> bool {
-    sys::is_alive(pid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
