@@ -83,18 +83,26 @@ fn run_with_a_bad_config_is_78_and_creates_nothing() {
     }
 }
 
+/// `dir` (the state or log dir) is a link to a private folder: `run` exits
+/// 78 and writes nothing through it.
+fn refuses_a_symlinked(env: &Env, dir: &std::path::Path, what: &str) {
+    let real = env.path(&format!("real-{what}"));
+    fs::create_dir(&real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, dir).unwrap();
+    let out = env.cli_with(&env.config, &["run"], DEADLINE);
+    expect_code(env, &out, 78);
+    if fs::read_dir(&real).unwrap().next().is_some() {
+        env.fail(format!(
+            "files were written through the symlinked {what} dir"
+        ));
+    }
+}
+
 #[test]
 fn a_symlinked_state_dir_is_refused_with_78() {
     let env = Setup::new("serve.py").build();
-    let real = env.path("real-run");
-    fs::create_dir(&real).unwrap();
-    fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::symlink(&real, &env.state_dir).unwrap();
-    let out = env.cli_with(&env.config, &["run"], DEADLINE);
-    expect_code(&env, &out, 78);
-    if fs::read_dir(&real).unwrap().next().is_some() {
-        env.fail("files were written through the symlinked state dir");
-    }
+    refuses_a_symlinked(&env, &env.state_dir, "state");
 }
 
 #[test]
@@ -112,15 +120,7 @@ fn a_world_writable_state_dir_is_refused_with_78() {
 #[test]
 fn a_symlinked_log_dir_is_refused_with_78() {
     let env = Setup::new("serve.py").build();
-    let real = env.path("real-logs");
-    fs::create_dir(&real).unwrap();
-    fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::symlink(&real, &env.log_dir).unwrap();
-    let out = env.cli_with(&env.config, &["run"], DEADLINE);
-    expect_code(&env, &out, 78);
-    if fs::read_dir(&real).unwrap().next().is_some() {
-        env.fail("files were written through the symlinked log dir");
-    }
+    refuses_a_symlinked(&env, &env.log_dir, "log");
 }
 
 #[test]

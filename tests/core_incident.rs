@@ -95,11 +95,7 @@ fn the_incident_replayed_creates_exactly_one_topic() {
     if topics.lines().count() != 1 {
         env.fail(format!("topics.txt should have one line:\n{topics}"));
     }
-    let overlaps: Vec<Event> = env
-        .events_of("start")
-        .into_iter()
-        .filter(|e| e.extra.first().map(String::as_str) != Some("alive="))
-        .collect();
+    let overlaps = overlapping_starts(&env);
     if !overlaps.is_empty() {
         env.fail(format!("children started next to live ones: {overlaps:?}"));
     }

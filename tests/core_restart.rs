@@ -180,23 +180,10 @@ fn a_killed_supervisors_child_is_gone_before_the_next_child_starts() {
         }
         old = new;
     }
-    let overlaps: Vec<Event> = env
-        .events_of("start")
-        .into_iter()
-        .filter(|e| e.extra.first().map(String::as_str) != Some("alive="))
-        .collect();
+    let overlaps = overlapping_starts(&env);
     if !overlaps.is_empty() {
         env.fail(format!("children started next to live ones: {overlaps:?}"));
     }
-}
-
-/// Events "start" whose alive= list is not empty: a child started while an
-/// earlier child or grandchild lived.
-fn overlapping_starts(env: &Env) -> Vec<Event> {
-    env.events_of("start")
-        .into_iter()
-        .filter(|e| e.extra.first().map(String::as_str) != Some("alive="))
-        .collect()
 }
 
 #[test]

@@ -287,10 +287,7 @@ fn lock_storm(cycles: usize) {
         env.child_processes().is_empty()
     });
     let starts = env.events_of("start");
-    let overlaps: Vec<&Event> = starts
-        .iter()
-        .filter(|e| e.extra.first().map(String::as_str) != Some("alive="))
-        .collect();
+    let overlaps = overlapping_starts(&env);
     if !overlaps.is_empty() {
         env.fail(format!("children started next to live ones: {overlaps:?}"));
     }

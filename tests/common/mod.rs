@@ -1131,3 +1131,13 @@ pub fn wait_serving<T>(
         },
     )
 }
+
+/// Events "start" whose `alive=` list is not empty: a child started while
+/// an earlier child or grandchild lived (children that record it use
+/// `childlib.live_predecessors()`).
+pub fn overlapping_starts(env: &Env) -> Vec<Event> {
+    env.events_of("start")
+        .into_iter()
+        .filter(|e| e.extra.first().map(String::as_str) != Some("alive="))
+        .collect()
+}
