@@ -974,6 +974,21 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(bad)?;
+    // A server killed after sending its headers leaves a short body: that
+    // is a reset, not an answer.
+    let promised = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    if promised.is_some_and(|n| body.len() < n) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("answer cut short: {text:?}"),
+        ));
+    }
     Ok((code, body.to_string()))
 }
 
