@@ -25,6 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::listener::LISTEN_FD;
 use crate::sys;
@@ -35,30 +36,80 @@ const PID_DIGITS: usize = 10;
 
 /// What is needed to start a child, resolved from the configuration.
 #[derive(Debug, Clone)]
-pub struct Recipe {
-    pub command: Vec<String>,
-    pub cwd: PathBuf,
-    pub env: BTreeMap<String, String>,
-    pub fd_name: String,
+pub(crate) struct Recipe {
+    pub(crate) command: Vec<String>,
+    pub(crate) cwd: PathBuf,
+    /// `child.env`: added to the inherited environment.
+    pub(crate) env: BTreeMap<String, String>,
+    /// `LISTEN_FDNAMES`.
+    pub(crate) fd_name: String,
+    /// `NOTIFY_SOCKET` for a child that speaks the notify protocol.
+    pub(crate) notify_socket: Option<String>,
+    /// `WATCHDOG_USEC`, with `notify_socket`.
+    pub(crate) watchdog: Option<Duration>,
     /// The signal the child gets when the supervisor dies (Linux).
-    pub death_signal: i32,
+    pub(crate) death_signal: i32,
     /// Drop to this user before exec.
-    pub creds: Option<Creds>,
+    pub(crate) creds: Option<Creds>,
+}
+
+/// The variables of the socket-activation and notify protocols: whatever
+/// our own service manager set for *us* must never reach the child, and
+/// only the supervisor sets them for the child.
+pub(crate) const PROTOCOL_ENV: &[&str] = &[
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// The child's environment, without `LISTEN_PID` (its pid exists only
+/// after fork): the inherited variables minus the protocols' own, what
+/// login would set for a dropped user, `child.env`, then the protocols'
+/// variables. Sorted by name.
+pub(crate) fn environment(
+    recipe: &Recipe,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut vars: BTreeMap<OsString, OsString> = inherited
+        .into_iter()
+        .filter(|(k, _)| !PROTOCOL_ENV.iter().any(|p| k.as_bytes() == p.as_bytes()))
+        .collect();
+    if let Some(c) = &recipe.creds {
+        // What login would set, so the child does not write into root's home.
+        vars.insert("USER".into(), c.name.clone().into());
+        vars.insert("LOGNAME".into(), c.name.clone().into());
+        vars.insert("HOME".into(), c.home.clone().into());
+    }
+    for (k, v) in &recipe.env {
+        vars.insert(k.into(), v.into());
+    }
+    vars.insert("LISTEN_FDS".into(), "1".into());
+    vars.insert("LISTEN_FDNAMES".into(), recipe.fd_name.clone().into());
+    if let Some(socket) = &recipe.notify_socket {
+        vars.insert("NOTIFY_SOCKET".into(), socket.into());
+        if let Some(w) = recipe.watchdog {
+            vars.insert("WATCHDOG_USEC".into(), w.as_micros().to_string().into());
+        }
+    }
+    vars.into_iter().collect()
 }
 
 /// Who the child runs as, when that differs from the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Creds {
-    pub name: String,
-    pub uid: libc::uid_t,
-    pub gid: libc::gid_t,
-    pub home: PathBuf,
+pub(crate) struct Creds {
+    pub(crate) name: String,
+    pub(crate) uid: libc::uid_t,
+    pub(crate) gid: libc::gid_t,
+    pub(crate) home: PathBuf,
 }
 
 /// Decide who the child runs as: `Ok(None)` to keep our own identity.
 /// A child never runs as root by accident: as root, the config must name a
 /// `child.user` to drop to, or say `child.allow_root = true`.
-pub fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option<Creds>, String> {
+pub(crate) fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option<Creds>, String> {
     use nix::unistd::{Uid, User};
     let euid = Uid::effective();
     let refuse_root = || {
@@ -103,15 +154,19 @@ pub fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option<Creds>
 
 /// A started child: its pid (also its process group) and its output pipes.
 #[derive(Debug)]
-pub struct Spawned {
-    pub pid: i32,
-    pub stdout: File,
-    pub stderr: File,
+pub(crate) struct Spawned {
+    pub(crate) pid: i32,
+    pub(crate) stdout: File,
+    pub(crate) stderr: File,
 }
 
 /// Find `program` the way a shell would: as given when it has a slash
 /// (relative to the child's folder), else along `path`.
-pub fn resolve_program(program: &str, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf> {
+pub(crate) fn resolve_program(
+    program: &str,
+    path: Option<&OsStr>,
+    cwd: &Path,
+) -> io::Result<PathBuf> {
     if program.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, "empty command"));
     }
@@ -158,16 +213,19 @@ fn cstring(bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
 }
 
 /// argv and envp as C arrays, built before fork. The strings are owned here
-/// and the pointer arrays point into them; `pid_slot` points at the digits
-/// of the `LISTEN_PID=` entry.
+/// and the pointer arrays point into their heap buffers, which never move
+/// (moving a `Vec` moves only its header). The `LISTEN_PID=` slot is a
+/// `Vec<u8>` whose pointers are taken with `as_ptr`/`as_mut_ptr`, which
+/// never create a reference to the buffer, so the envp pointer and the
+/// child's write of the digits do not invalidate each other.
 struct ExecImage {
     program: CString,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     _env: Vec<CString>,
-    _slot: Box<[u8]>,
+    /// "LISTEN_PID=" and room for the digits and the NUL.
+    slot: Vec<u8>,
     env_ptrs: Vec<*const libc::c_char>,
-    pid_slot: *mut u8,
     parent: libc::pid_t,
     death_signal: libc::c_int,
     creds: Option<(libc::uid_t, libc::gid_t)>,
@@ -188,42 +246,16 @@ impl ExecImage {
             .iter()
             .map(|a| cstring(a.as_bytes()))
             .collect::<io::Result<_>>()?;
-
-        // The inherited environment, our additions, then the protocol's.
-        let mut vars: BTreeMap<OsString, OsString> = std::env::vars_os()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_bytes(),
-                    b"LISTEN_PID" | b"LISTEN_FDS" | b"LISTEN_FDNAMES" | b"NOTIFY_SOCKET"
-                )
+        let env: Vec<CString> = environment(recipe, std::env::vars_os())
+            .into_iter()
+            .map(|(k, v)| {
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend(v.into_vec());
+                cstring(entry)
             })
-            .collect();
-        if let Some(c) = &recipe.creds {
-            // What login would set, so the child does not write into root's home.
-            vars.insert("USER".into(), c.name.clone().into());
-            vars.insert("LOGNAME".into(), c.name.clone().into());
-            vars.insert("HOME".into(), c.home.clone().into());
-        }
-        for (k, v) in &recipe.env {
-            vars.insert(k.into(), v.into());
-        }
-        vars.insert("LISTEN_FDS".into(), "1".into());
-        vars.insert("LISTEN_FDNAMES".into(), recipe.fd_name.clone().into());
-        let mut env: Vec<CString> = Vec::with_capacity(vars.len());
-        for (k, v) in vars {
-            let mut entry = k.into_vec();
-            entry.push(b'=');
-            entry.extend(v.into_vec());
-            env.push(cstring(entry)?);
-        }
-        // The slot: "LISTEN_PID=" and room for the digits and the NUL. Its
-        // pointer comes from `as_mut_ptr` on the owned box, which is never
-        // touched through a reference again, so writing through it is sound.
-        let mut slot: Box<[u8]> = [LISTEN_PID, &[0u8; PID_DIGITS + 1]]
-            .concat()
-            .into_boxed_slice();
-        let slot_ptr = slot.as_mut_ptr();
-
+            .collect::<io::Result<_>>()?;
+        let slot: Vec<u8> = [LISTEN_PID, &[0u8; PID_DIGITS + 1]].concat();
         let argv_ptrs = argv
             .iter()
             .map(|a| a.as_ptr())
@@ -232,40 +264,52 @@ impl ExecImage {
         let env_ptrs = env
             .iter()
             .map(|e| e.as_ptr())
-            .chain([slot_ptr as *const libc::c_char, std::ptr::null()])
+            .chain([slot.as_ptr().cast(), std::ptr::null()])
             .collect();
-        // SAFETY: the digits start right after "LISTEN_PID=" inside the slot.
-        let pid_slot = unsafe { slot_ptr.add(LISTEN_PID.len()) };
         Ok(ExecImage {
             program,
             _argv: argv,
             argv_ptrs,
             _env: env,
-            _slot: slot,
+            slot,
             env_ptrs,
-            pid_slot,
-            // SAFETY: getpid cannot fail.
-            parent: unsafe { libc::getpid() },
+            parent: nix::unistd::getpid().as_raw(),
             death_signal: recipe.death_signal,
             creds: recipe.creds.as_ref().map(|c| (c.uid, c.gid)),
         })
+    }
+
+    /// Write `pid`'s digits and a NUL after "LISTEN_PID=", without
+    /// allocating. Separate from `exec` so a unit test can check it.
+    fn write_pid(&mut self, pid: u32) {
+        let mut pid = pid;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 || n == PID_DIGITS {
+                break;
+            }
+        }
+        let slot = self.slot.as_mut_ptr();
+        for i in 0..n {
+            // SAFETY: LISTEN_PID.len() + PID_DIGITS + 1 bytes were allocated.
+            unsafe { *slot.add(LISTEN_PID.len() + i) = digits[n - 1 - i] };
+        }
+        // SAFETY: as above; n <= PID_DIGITS.
+        unsafe { *slot.add(LISTEN_PID.len() + n) = 0 };
     }
 
     /// Runs in the forked child: only async-signal-safe calls, no allocation.
     ///
     /// # Safety
     /// Call only between fork and exec.
-    unsafe fn exec(&self) -> io::Result<()> {
+    unsafe fn exec(&mut self) -> io::Result<()> {
         // Signal state survives exec: ignored signals stay ignored and the
         // mask stays set. Give the child what a fresh process has.
-        for sig in 1..NSIG {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                sys::default_signal_after_fork(sig);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        sys::reset_signals_after_fork();
 
         // Drop privileges first: changing credentials clears the parent-death
         // signal on Linux, so that is asked for afterwards. Supplementary
@@ -284,22 +328,7 @@ impl ExecImage {
         }
         sys::cloexec_from_after_fork(LISTEN_FD + 1);
 
-        // The pid's digits, then the terminating NUL.
-        let mut pid = libc::getpid() as u32;
-        let mut digits = [0u8; PID_DIGITS];
-        let mut n = 0;
-        loop {
-            digits[n] = b'0' + (pid % 10) as u8;
-            n += 1;
-            pid /= 10;
-            if pid == 0 || n == PID_DIGITS {
-                break;
-            }
-        }
-        for i in 0..n {
-            *self.pid_slot.add(i) = digits[n - 1 - i];
-        }
-        *self.pid_slot.add(n) = 0;
+        self.write_pid(libc::getpid() as u32);
 
         libc::execve(
             self.program.as_ptr(),
@@ -310,14 +339,9 @@ impl ExecImage {
     }
 }
 
-#[cfg(target_os = "linux")]
-const NSIG: libc::c_int = 65;
-#[cfg(not(target_os = "linux"))]
-const NSIG: libc::c_int = 32;
-
 /// Start one child with the listening socket (already at fd 3, blocking)
 /// and fresh pipes for its stdout and stderr.
-pub fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
+pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
     let program_name = recipe
         .command
         .first()
@@ -338,6 +362,7 @@ pub fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         .process_group(0);
     // SAFETY: `exec` makes only async-signal-safe calls and allocates nothing.
     unsafe {
+        let mut image = image;
         cmd.pre_exec(move || image.exec());
     }
     let mut child = cmd.spawn().map_err(|e| {
@@ -401,5 +426,106 @@ mod tests {
             resolve_program("tool", Some(&rel), cwd).unwrap(),
             cwd.join("bin/tool")
         );
+    }
+
+    fn recipe() -> Recipe {
+        Recipe {
+            command: vec!["app".into()],
+            cwd: PathBuf::from("/"),
+            env: BTreeMap::from([("APP".into(), "1".into()), ("PATH".into(), "/opt".into())]),
+            fd_name: "web".into(),
+            notify_socket: None,
+            watchdog: None,
+            death_signal: libc::SIGTERM,
+            creds: None,
+        }
+    }
+
+    #[test]
+    fn the_environment_contract() {
+        let inherited = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        let names = |env: &[(OsString, OsString)]| -> Vec<String> {
+            env.iter()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect()
+        };
+        let from_manager = inherited(&[
+            ("HOME", "/root"),
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDS", "4"),
+            ("NOTIFY_SOCKET", "/run/systemd/notify"),
+            ("WATCHDOG_USEC", "1"),
+            ("WATCHDOG_PID", "1"),
+            ("PATH", "/usr/bin"),
+        ]);
+        // (recipe, inherited, the child's environment)
+        let mut notify = recipe();
+        notify.notify_socket = Some("@sv".into());
+        notify.watchdog = Some(Duration::from_millis(1500));
+        let mut dropped = recipe();
+        dropped.creds = Some(Creds {
+            name: "app".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/app".into(),
+        });
+        type Case<'a> = (Recipe, Vec<(OsString, OsString)>, &'a [&'a str]);
+        let table: [Case; 3] = [
+            (
+                recipe(),
+                from_manager.clone(),
+                &[
+                    "APP=1",
+                    "HOME=/root",
+                    "LISTEN_FDNAMES=web",
+                    "LISTEN_FDS=1",
+                    "PATH=/opt",
+                ],
+            ),
+            (
+                notify,
+                from_manager,
+                &[
+                    "APP=1",
+                    "HOME=/root",
+                    "LISTEN_FDNAMES=web",
+                    "LISTEN_FDS=1",
+                    "NOTIFY_SOCKET=@sv",
+                    "PATH=/opt",
+                    "WATCHDOG_USEC=1500000",
+                ],
+            ),
+            (
+                dropped,
+                inherited(&[("HOME", "/root"), ("USER", "root")]),
+                &[
+                    "APP=1",
+                    "HOME=/home/app",
+                    "LISTEN_FDNAMES=web",
+                    "LISTEN_FDS=1",
+                    "LOGNAME=app",
+                    "PATH=/opt",
+                    "USER=app",
+                ],
+            ),
+        ];
+        for (r, inherited, want) in table {
+            assert_eq!(names(&environment(&r, inherited)), want);
+        }
+    }
+
+    #[test]
+    fn the_pid_slot() {
+        let mut image = ExecImage::new(Path::new("/bin/true"), &recipe()).unwrap();
+        for (pid, want) in [(7u32, "7"), (4242, "4242"), (u32::MAX, "4294967295")] {
+            image.write_pid(pid);
+            let end = image.slot.iter().position(|b| *b == 0).unwrap();
+            assert_eq!(&image.slot[..end], format!("LISTEN_PID={want}").as_bytes());
+        }
+        // The envp entry is the slot itself.
+        let last = image.env_ptrs[image.env_ptrs.len() - 2];
+        assert_eq!(last, image.slot.as_ptr().cast());
     }
 }

@@ -1,101 +1,165 @@
 //! The subcommands: each a function from the parsed command line to an
-//! exit code. `run` sets the stage for the driver; the others talk to a
-//! running supervisor through signals, after proving it is the lock holder.
+//! [`Outcome`] — an exit code from SPEC.md's table, or a [`Fatal`] error,
+//! which [`main`] prints and maps to its code in one place. `run` sets the
+//! stage for the driver; the others talk to a running supervisor through
+//! signals, after proving it is the lock holder.
 
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
+use nix::errno::Errno;
 use nix::sys::signal::{kill, SigHandler, Signal};
 use nix::unistd::Pid;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
+use crate::child::{self, Creds};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
 use crate::daemon::{self, Daemon};
-use crate::exit;
+use crate::exit::{self, Fatal, Outcome};
 use crate::lock::{self, InstanceLock};
 use crate::logs::{LogSink, SinkWriter};
 use crate::status;
 use crate::sys;
+use crate::text::human;
 
+/// Run the command; the process's exit code.
 pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
-    match cli.command {
+    let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json } => {
-            status::run(Config::load(&path).map_err(|e| e.to_string()), json)
+        Command::Status { json } => Ok(status::run(
+            Config::load(&path).map_err(|e| e.to_string()),
+            json,
+        )),
+        Command::Stop { timeout } => load(&path).and_then(|cfg| stop(&cfg, timeout)),
+        Command::Restart => {
+            load(&path).and_then(|cfg| signal(&cfg, Signal::SIGUSR1, "restart the child"))
         }
-        Command::Stop { timeout } => with_config(&path, |cfg| stop(&cfg, timeout)),
-        Command::Restart => with_config(&path, |cfg| {
-            signal(&cfg, Signal::SIGUSR1, "restart the child")
-        }),
         Command::ReopenLogs => {
-            with_config(&path, |cfg| signal(&cfg, Signal::SIGHUP, "reopen the logs"))
+            load(&path).and_then(|cfg| signal(&cfg, Signal::SIGHUP, "reopen the logs"))
         }
-        Command::CheckConfig => with_config(&path, |cfg| {
-            crate::out!("{}", cfg.to_toml());
-            exit::OK
-        }),
+        Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "supervisor", &mut std::io::stdout());
-            exit::OK
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut script);
+            print_bytes(&script)
         }
         Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => exit::OK,
-                Err(e) => {
-                    crate::say!("supervisor: cannot write the manual page: {e}");
-                    exit::FAILURE
-                }
-            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| Fatal::failure(format!("cannot render the manual page: {e}")))
+                .and_then(|()| print_bytes(&page))
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(fatal) => {
+            crate::say!("supervisor: {fatal}");
+            fatal.code
         }
     }
 }
 
-fn with_config(path: &Path, f: impl FnOnce(Config) -> i32) -> i32 {
-    match Config::load(path) {
-        Ok(cfg) => f(cfg),
+/// Write generated text to stdout. A reader that goes away early
+/// (`supervisor completions bash | head -1`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Outcome {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(e) => Err(Fatal::failure(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, Fatal> {
+    Config::load(path).map_err(|e| Fatal::config(format!("invalid configuration:\n{e}")))
+}
+
+/// What `run` needs that only the system can tell, checked the same way by
+/// `check-config`: nothing here creates or changes anything.
+struct Preflight {
+    /// Who the child runs as, when that differs from us.
+    creds: Option<Creds>,
+    /// Whether the state dir exists already (else `run` creates it).
+    state_dir_exists: bool,
+    /// Things that may work by the time the child starts, said on stderr.
+    warnings: Vec<String>,
+}
+
+/// Every check `run` makes before it starts anything; a failure is the
+/// same exit 78 for both commands.
+fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
+    let file = cfg.path.display();
+    let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
+        .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
+    // Hostile folders are refused before anything is created or locked.
+    let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
+    lock::check_dir("log dir", &cfg.log.dir)?;
+    match std::fs::metadata(&cfg.child.cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Fatal::config(format!(
+                "{file}: key `child.cwd`: {} is not a folder; nothing started",
+                cfg.child.cwd.display()
+            )))
+        }
         Err(e) => {
-            crate::say!("supervisor: invalid configuration:\n{e}");
-            exit::CONFIG
+            return Err(Fatal::config(format!(
+                "{file}: key `child.cwd`: {}: {e}; nothing started",
+                cfg.child.cwd.display()
+            )))
         }
     }
+    let mut warnings = Vec::new();
+    let path = cfg
+        .child
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"));
+    if let Some(program) = cfg.child.command.first() {
+        if let Err(e) = child::resolve_program(program, path.as_deref(), &cfg.child.cwd) {
+            warnings.push(format!(
+                "{file}: key `child.command`: {e}; the child cannot start until it is there"
+            ));
+        }
+    }
+    Ok(Preflight {
+        creds,
+        state_dir_exists,
+        warnings,
+    })
+}
+
+/// `supervisor check-config`: every check `run` makes, then the resolved
+/// config on stdout.
+fn check_config(cfg: &Config) -> Outcome {
+    let pre = preflight(cfg)?;
+    for w in &pre.warnings {
+        crate::say!("supervisor: warning: {w}");
+    }
+    crate::out!("{}", cfg.to_toml());
+    Ok(exit::OK)
 }
 
 /// `supervisor run`: the launchd / systemd entry point.
-fn run(path: &Path) -> i32 {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::say!("supervisor: invalid configuration; nothing started:\n{e}");
-            return exit::CONFIG;
-        }
-    };
-    let creds = match crate::child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::say!("supervisor: {}: {e}; nothing started", cfg.path.display());
-            return exit::CONFIG;
-        }
-    };
-    // Hostile folders are refused before anything is created or locked.
-    let state_dir = &cfg.supervisor.state_dir;
-    let dirs = lock::check_dir("state dir", state_dir)
-        .and_then(|exists| lock::check_dir("log dir", &cfg.log.dir).map(|_| exists))
-        .and_then(|exists| match exists {
-            true => Ok(()),
-            false => lock::create_dir("state dir", state_dir, 0o700),
-        });
-    if let Err(e) = dirs {
-        crate::say!("supervisor: {e}; nothing started");
-        return exit::CONFIG;
+fn run(path: &Path) -> Outcome {
+    let cfg = Config::load(path)
+        .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
+    let pre = preflight(&cfg)?;
+    for w in &pre.warnings {
+        crate::say!("supervisor: warning: {w}");
+    }
+    if !pre.state_dir_exists {
+        lock::create_dir("state dir", &cfg.supervisor.state_dir, 0o700)?;
     }
 
-    let pid_path = status::pid_path(&cfg);
-    let held = daemon::hold_signals();
+    let pid_path = cfg.pid_path();
+    let held = daemon::signals::hold();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
         Ok(Err(held)) => {
@@ -110,19 +174,18 @@ fn run(path: &Path) -> i32 {
                 "supervisor: already running as {who} (lock {}); this copy exits and changes nothing",
                 pid_path.display()
             );
-            return exit::OK;
+            return Ok(exit::OK);
         }
         Err(e) => {
-            crate::say!("supervisor: cannot lock {}: {e}", pid_path.display());
-            return exit::FAILURE;
+            return Err(Fatal::failure(format!(
+                "cannot lock {}: {e}; nothing started",
+                pid_path.display()
+            )))
         }
     };
 
     // From here on we are the one supervisor.
-    if let Err(e) = lock::create_dir("log dir", &cfg.log.dir, 0o750) {
-        crate::say!("supervisor: {e}; nothing started");
-        return exit::CONFIG;
-    }
+    lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
     // signal reset to its default.
@@ -152,81 +215,74 @@ fn run(path: &Path) -> i32 {
     // Whatever our parent leaked must not reach the child.
     sys::cloexec_from(4);
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            crate::say!("supervisor: cannot start the event loop: {e}");
-            return exit::FAILURE;
-        }
-    };
+        .map_err(|e| Fatal::failure(format!("cannot start the event loop: {e}")))?;
     let result = runtime.block_on(async {
-        let signals = daemon::register_signals(held)?;
+        let signals = daemon::signals::register(held)
+            .map_err(|e| Fatal::failure(format!("cannot handle signals: {e}")))?;
         let notify = match cfg.health.notify {
             true => Some(
                 crate::health::NotifySocket::bind(&cfg.supervisor.state_dir)
-                    .map_err(|e| anyhow::anyhow!("cannot create the notify socket: {e}"))?,
+                    .map_err(|e| Fatal::failure(format!("cannot create the notify socket: {e}")))?,
             ),
             false => None,
         };
-        Daemon::new(cfg, creds, lock, child_log, supervisor_log.clone(), notify)
+        Daemon::new(cfg, pre.creds, lock, child_log, supervisor_log, notify)
             .run(signals)
             .await
     });
-    match result {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            tracing::error!("fatal: {e:#}; exiting");
-            crate::say!("supervisor: {e:#}");
-            exit::FAILURE
-        }
+    if let Err(e) = &result {
+        tracing::error!("fatal: {e}; exiting");
     }
+    result.map(|()| exit::OK)
 }
 
-fn signal(cfg: &Config, sig: Signal, what: &str) -> i32 {
-    let Some(pid) = status::find_supervisor(cfg) else {
-        crate::say!(
-            "supervisor: no supervisor is running for {}; cannot {what}",
-            cfg.path.display()
-        );
-        return exit::NOT_RUNNING;
+fn signal(cfg: &Config, sig: Signal, what: &str) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) else {
+        return Err(Fatal::with_code(
+            exit::NOT_RUNNING,
+            format!(
+                "no supervisor is running for {}; cannot {what}",
+                cfg.path.display()
+            ),
+        ));
     };
     match kill(Pid::from_raw(pid), sig) {
-        Ok(()) => exit::OK,
-        Err(nix::errno::Errno::ESRCH) => {
-            crate::say!("supervisor: supervisor {pid} exited meanwhile; cannot {what}");
-            exit::NOT_RUNNING
-        }
-        Err(e) => {
-            crate::say!("supervisor: cannot signal supervisor {pid}: {e}");
-            exit::FAILURE
-        }
+        Ok(()) => Ok(exit::OK),
+        Err(Errno::ESRCH) => Err(Fatal::with_code(
+            exit::NOT_RUNNING,
+            format!("supervisor {pid} exited meanwhile; cannot {what}"),
+        )),
+        Err(e) => Err(Fatal::failure(format!(
+            "cannot signal supervisor {pid}: {e}"
+        ))),
     }
 }
 
-fn stop(cfg: &Config, timeout: Option<Duration>) -> i32 {
+fn stop(cfg: &Config, timeout: Option<Duration>) -> Outcome {
     let timeout = timeout.unwrap_or(cfg.child.stop_timeout + Duration::from_secs(5));
-    let Some(pid) = status::find_supervisor(cfg) else {
-        return exit::OK;
+    let Some(pid) = lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) else {
+        return Ok(exit::OK);
     };
-    if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
-        if e != nix::errno::Errno::ESRCH {
-            crate::say!("supervisor: cannot signal supervisor {pid}: {e}");
-            return exit::FAILURE;
+    match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => {
+            return Err(Fatal::failure(format!(
+                "cannot signal supervisor {pid}: {e}"
+            )))
         }
     }
     let deadline = Instant::now() + timeout;
     while sys::is_alive(pid) {
         if Instant::now() >= deadline {
-            crate::say!(
-                "supervisor: supervisor {pid} did not exit within {}; it may still be stopping its child",
-                daemon::human(timeout)
-            );
-            return exit::FAILURE;
+            return Err(Fatal::failure(format!(
+                "supervisor {pid} did not exit within {}; it may still be stopping its child",
+                human(timeout)
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    exit::OK
+    Ok(exit::OK)
 }

@@ -187,6 +187,16 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 const MIN_LOG_BYTES: u64 = 4096;
 
 impl Config {
+    /// `<state_dir>/supervisor.pid`: the lock.
+    pub fn pid_path(&self) -> PathBuf {
+        self.supervisor.state_dir.join("supervisor.pid")
+    }
+
+    /// `<state_dir>/state.json`: the record `status` reads.
+    pub fn state_path(&self) -> PathBuf {
+        self.supervisor.state_dir.join("state.json")
+    }
+
     /// Reads and validates the file at `path` (made absolute against the
     /// current directory).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -124,10 +124,7 @@ pub async fn probe(addr: SocketAddr, path: String, timeout: Duration) -> Result<
         Ok(Ok(code)) if (200..300).contains(&code) => Ok(code),
         Ok(Ok(code)) => Err(format!("GET {path} answered {code}")),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            crate::daemon::human(timeout)
-        )),
+        Err(_) => Err(format!("no answer within {}", crate::text::human(timeout))),
     }
 }
 

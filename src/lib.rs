@@ -1,17 +1,22 @@
 //! `supervisor` keeps one network service alive from outside.
 //!
-//! How data flows: `main.rs` parses the command line ([`cli`]) and hands it
-//! to [`commands`]. `run` loads the [`config`], checks the folders and takes
-//! the instance [`lock`], opens the [`logs`], then gives everything to the
-//! one async driver in [`daemon`]. The driver binds the [`listener`] (fd 3),
-//! starts the [`child`] and feeds every signal, child exit and timer as an
-//! event to the pure restart [`policy`], carrying out the actions it returns
-//! and recording each transition in `state.json` ([`state`]); with
-//! `[health]` it also listens on the notify socket and runs HTTP probes
-//! ([`health`]). The other
-//! subcommands find the running supervisor without taking its lock
-//! ([`status`]) and talk to it through signals. Platform differences live
-//! in [`sys`] only.
+//! How data flows: `main.rs` calls [`main`], which parses the command line
+//! (`cli`) and hands it to `commands`, where every command returns an exit
+//! code or one `exit::Fatal` error. `run` loads the [`config`], makes the
+//! same checks `check-config` makes, takes the instance lock (`lock`),
+//! opens the `logs`, then gives everything to the one async driver in
+//! `daemon`. The driver binds the `listener` (fd 3), starts the `child` and
+//! feeds every signal, child exit and timer as an event to the pure restart
+//! `policy`, carrying out the actions it returns and recording each
+//! transition in `state.json` (`state`); with `[health]` it also listens on
+//! the notify socket and runs HTTP probes (`health`). The other subcommands
+//! find the running supervisor without taking its lock
+//! (`lock::find_supervisor`), show its record (`status`) and talk to it
+//! through signals. Words for people live in `text`; platform differences
+//! in `sys` only.
+//!
+//! Only [`config`] is public (the fuzz target and the property tests read
+//! the loader); everything else is the binary's.
 
 /// `eprintln!` that never panics: a closed or broken stderr (a launchd job
 /// without a log path, a pipe whose reader left) must not turn an exit code
@@ -33,17 +38,29 @@ macro_rules! out {
     }};
 }
 
-pub mod child;
-pub mod cli;
-pub mod commands;
+mod child;
+mod cli;
+mod commands;
 pub mod config;
-pub mod daemon;
-pub mod exit;
-pub mod health;
-pub mod listener;
-pub mod lock;
-pub mod logs;
-pub mod policy;
-pub mod state;
-pub mod status;
-pub mod sys;
+mod daemon;
+mod exit;
+mod health;
+mod listener;
+mod lock;
+mod logs;
+mod policy;
+mod state;
+mod status;
+mod sys;
+mod text;
+
+/// The whole program: parse the command line, run the command, return the
+/// exit code. `main.rs` only calls this.
+pub fn main() -> i32 {
+    use clap::Parser;
+    // Before anything opens a file: keep 0-2 open and park fd 3 for the
+    // listening socket, so no log or lock file ever lands there.
+    listener::reserve_low_fds();
+    let cli = cli::Cli::parse();
+    commands::main(cli)
+}

@@ -80,11 +80,7 @@ impl Listener {
     /// open file description: undo it before every spawn, or a child that
     /// calls a blocking `accept` fails with EAGAIN.
     pub fn make_blocking(&self) -> io::Result<()> {
-        set_blocking(self.fd.as_raw_fd())
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        socket2::SockRef::from(&self.fd).set_nonblocking(false)
     }
 }
 
@@ -94,22 +90,6 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
-}
-
-fn set_blocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_NONBLOCK != 0
-            && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// "address in use" and friends, in words (the errno differs by platform:
@@ -139,7 +119,8 @@ mod tests {
         assert_eq!(cloexec, libc::FD_CLOEXEC);
         // SAFETY: set O_NONBLOCK as a child would.
         unsafe { libc::fcntl(raw, libc::F_SETFL, libc::O_NONBLOCK) };
-        set_blocking(raw).unwrap();
+        let listener = Listener { fd };
+        listener.make_blocking().unwrap();
         // SAFETY: reading flags.
         assert_eq!(
             unsafe { libc::fcntl(raw, libc::F_GETFL) } & libc::O_NONBLOCK,

@@ -7,6 +7,9 @@
 //! the lock is held, and never unlinked (a waiter could lock the unlinked
 //! inode); after locking we re-check that the locked inode is still the one
 //! at the path.
+//!
+//! The other side lives here too: [`find_supervisor`], how every other
+//! command finds the lock holder without ever taking the lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,18 +21,29 @@ use std::time::{Duration, Instant};
 use crate::sys;
 
 /// Why a folder of ours cannot be used. Maps to exit 78: nothing started.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {path}: {reason}")]
-pub struct DirError {
-    pub what: &'static str,
-    pub path: PathBuf,
-    pub reason: String,
+#[derive(Debug)]
+pub(crate) struct DirError {
+    pub(crate) what: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for DirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.what, self.path.display(), self.reason)
+    }
+}
+
+impl From<DirError> for crate::exit::Fatal {
+    fn from(e: DirError) -> Self {
+        crate::exit::Fatal::config(format!("{e}; nothing started"))
+    }
 }
 
 /// Refuse a folder that another local user could tamper with: a symbolic
 /// link, not a folder, not ours, or writable by group or others. A missing
 /// folder is fine (`Ok(false)`); it is created later by its owner.
-pub fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
+pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
     let err = |reason: String| DirError {
         what,
         path: path.to_owned(),
@@ -48,8 +62,7 @@ pub fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
     if !meta.is_dir() {
         return Err(err("exists and is not a folder".into()));
     }
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     if meta.uid() != euid {
         return Err(err(format!(
             "is owned by uid {}, not by us (uid {euid}); refusing to use it",
@@ -68,7 +81,7 @@ pub fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
 
 /// Create a folder (and missing parents) with `mode`, then check it again:
 /// a link planted between the check and the creation is still refused.
-pub fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
+pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
     if let Err(e) = fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
@@ -85,14 +98,14 @@ pub fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirE
 
 /// Another supervisor holds the lock.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     /// The holder's pid, when it has written it already.
-    pub pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
 }
 
 /// The held instance lock.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     file: File,
     path: PathBuf,
 }
@@ -109,7 +122,7 @@ fn open_pid_file(path: &Path) -> io::Result<File> {
 }
 
 /// Read the pid a holder wrote; `None` for an empty, partial or garbage file.
-pub fn read_pid(path: &Path) -> Option<i32> {
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     let mut text = String::new();
     let mut f = OpenOptions::new()
         .read(true)
@@ -123,7 +136,7 @@ pub fn read_pid(path: &Path) -> Option<i32> {
     parse_pid(&text)
 }
 
-pub fn parse_pid(text: &str) -> Option<i32> {
+pub(crate) fn parse_pid(text: &str) -> Option<i32> {
     let t = text.strip_suffix('\n')?;
     t.parse::<i32>()
         .ok()
@@ -151,18 +164,18 @@ fn holder_pid(file: &File, path: &Path) -> Option<i32> {
 
 impl InstanceLock {
     /// Try to become the one supervisor for this state dir. Never blocks.
-    pub fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
+    pub(crate) fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
         for _ in 0..8 {
             let file = open_pid_file(path)?;
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
+            // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux and macOS.
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
                     return Ok(Err(Held {
                         pid: holder_pid(&file, path),
                     }));
                 }
-                return Err(e);
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
             // Someone may have replaced the file between our open and our
             // lock: then we hold a lock nobody else will ever look at.
@@ -183,7 +196,7 @@ impl InstanceLock {
     }
 
     /// Record our pid; only ever called while holding the lock.
-    pub fn write_pid(&mut self) -> io::Result<()> {
+    pub(crate) fn write_pid(&mut self) -> io::Result<()> {
         let text = format!("{}\n", std::process::id());
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
@@ -194,7 +207,7 @@ impl InstanceLock {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -203,7 +216,7 @@ impl InstanceLock {
     /// alone. Called on every state change: if our locked inode is no
     /// longer at the path, recreate the folder and lock a new pid file.
     /// `Ok(true)` when the lock had to be re-established.
-    pub fn ensure_linked(&mut self) -> io::Result<bool> {
+    pub(crate) fn ensure_linked(&mut self) -> io::Result<bool> {
         let ours = self.file.metadata()?;
         if let Ok(now) = fs::symlink_metadata(&self.path) {
             if now.ino() == ours.ino() && now.dev() == ours.dev() {
@@ -211,7 +224,7 @@ impl InstanceLock {
             }
         }
         if let Some(dir) = self.path.parent() {
-            create_dir("state dir", dir, 0o700).map_err(io::Error::other)?;
+            create_dir("state dir", dir, 0o700).map_err(|e| io::Error::other(e.to_string()))?;
         }
         match InstanceLock::acquire(&self.path)? {
             Ok(fresh) => {
@@ -227,6 +240,37 @@ impl InstanceLock {
                 self.path.display()
             ))),
         }
+    }
+}
+
+/// The pid of the supervisor that holds the lock on `pid_path`, if any,
+/// proven without taking the lock (that could make a supervisor starting at
+/// that instant lose the race). Where the platform has a lock table (Linux:
+/// `/proc/locks`) it names the holder. Elsewhere the pid file's pid must be
+/// alive and be the process `state.json` recorded (pid *and* start time);
+/// only without a record of that pid does "runs this same program" do. A
+/// recorded start time that differs means the pid was reused: never ours.
+pub(crate) fn find_supervisor(pid_path: &Path, state_path: &Path) -> Option<i32> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(pid_path)
+        .ok()?;
+    if let Some(answer) = sys::flock_holder(file.as_raw_fd()) {
+        return answer.filter(|pid| sys::is_alive(*pid));
+    }
+    let pid = read_pid(pid_path)?;
+    if !sys::is_alive(pid) {
+        return None;
+    }
+    let recorded = crate::state::read(state_path)
+        .ok()
+        .flatten()
+        .and_then(|r| r.supervisor)
+        .filter(|s| s.pid == pid);
+    match recorded.and_then(|s| s.start_time) {
+        Some(t) => (sys::process_start_time(pid) == Some(t)).then_some(pid),
+        None => sys::runs_same_executable(pid).then_some(pid),
     }
 }
 

@@ -96,17 +96,14 @@ impl RotatingFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The open file no longer has a name (deleted, or its folder removed).
     pub fn is_deleted(&self) -> bool {
         self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// Bytes in the current file, as last counted.
-    pub fn size(&self) -> u64 {
+    #[cfg(test)]
+    fn size(&self) -> u64 {
         self.size
     }
 
@@ -267,10 +264,6 @@ impl LogSink {
         Arc::new(sink)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `buf` (whole lines, `lines` of them), or drops and counts
     /// them while the file cannot be written. A batch that failed halfway
     /// counts as wholly dropped.
@@ -343,12 +336,9 @@ impl LogSink {
         }
     }
 
-    /// Every batch is already one write(2) on an unbuffered descriptor, so
-    /// there is nothing to flush; kept so callers need not know that.
-    pub fn flush(&self) {}
-
     /// Lines dropped since the file last worked.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.lock().dropped
     }
 
@@ -439,7 +429,8 @@ impl Framer {
     }
 
     /// Bytes of the incomplete line held back.
-    pub fn carried(&self) -> usize {
+    #[cfg(test)]
+    fn carried(&self) -> usize {
         self.carry.len()
     }
 

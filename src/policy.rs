@@ -3,95 +3,102 @@
 //! `Machine::step(event, now)` returns the side effects the driver must
 //! perform; it never reads a clock, touches a process or sleeps, so every
 //! rule of SPEC.md's "Restart policy" is a table of unit tests below.
-//! The driver (`daemon.rs`) turns signals, child exits and timers into
-//! [`Event`]s and carries out the returned [`Action`]s, some of which answer
-//! with a further event at once (`Bind` → `Bound` or `BindFailed`).
+//! The driver (`daemon/`) turns signals, child exits and timers into
+//! [`Event`]s and carries out the returned [`Action`]s in order. `Launch`
+//! is answered at once with a further event (`Spawned`, `SpawnFailed`,
+//! `BindFailed` or `RivalsFound`); [`Action::Note`]s change nothing and only
+//! tell the driver what happened and what comes next, so its log lines and
+//! alerts can never disagree with the rule that decided.
+//!
+//! What the operator *wants* (up or down) is kept apart from what *is* (the
+//! [`Phase`]), as s6 keeps `flagwantup` beside its state.
 
 use std::time::{Duration, Instant};
 
 /// The numbers the policy needs from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    pub reset_after: Duration,
-    pub stop_timeout: Duration,
+pub(crate) struct Settings {
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) reset_after: Duration,
+    pub(crate) stop_timeout: Duration,
     /// How long to wait after SIGKILL for leftovers to vanish before going
     /// on without them (a process in uninterruptible sleep, or a zombie that
     /// a careless init never reaps).
-    pub kill_grace: Duration,
-    pub health: HealthPolicy,
+    pub(crate) kill_grace: Duration,
+    pub(crate) health: HealthPolicy,
 }
 
 /// Readiness and liveness rules (`[health]`); the default has none: a
 /// child is ready the moment it is spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HealthPolicy {
+pub(crate) struct HealthPolicy {
     /// A spawned child is `starting` until `Ready` (or, with `probe_ready`,
     /// its first good probe).
-    pub readiness: bool,
+    pub(crate) readiness: bool,
     /// Readiness comes from the HTTP probe rather than READY=1.
-    pub probe_ready: bool,
-    pub start_timeout: Duration,
+    pub(crate) probe_ready: bool,
+    pub(crate) start_timeout: Duration,
     /// Consecutive failed probes that make a ready child unhealthy.
-    pub failures: u32,
+    pub(crate) failures: u32,
     /// A ready child must ping at least this often.
-    pub watchdog: Option<Duration>,
+    pub(crate) watchdog: Option<Duration>,
 }
 
 /// What a running child has shown of its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
+pub(crate) struct Health {
     /// Since when it has been ready; `None` while it is still starting.
-    pub ready_since: Option<Instant>,
-    pub probe_failures: u32,
+    pub(crate) ready_since: Option<Instant>,
+    pub(crate) probe_failures: u32,
     /// The next watchdog ping is due by then.
-    pub watchdog_until: Option<Instant>,
+    pub(crate) watchdog_until: Option<Instant>,
 }
 
 /// Why a live child is given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Not ready within `start_timeout`.
     StartTimeout,
     /// `failures` probes in a row failed.
     Probes,
     /// No WATCHDOG=1 within the watchdog interval.
     Watchdog,
+    /// The child's resident memory passed `max_memory` (bytes seen).
+    Memory(u64),
 }
 
 /// How a child ended, as `waitpid` told it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitKind {
+pub(crate) enum ExitKind {
     Code(i32),
     Signal(i32),
 }
 
 /// The last exit of a child, with when it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastExit {
-    pub kind: ExitKind,
-    pub at: Instant,
+pub(crate) struct LastExit {
+    pub(crate) kind: ExitKind,
+    pub(crate) at: Instant,
 }
 
-/// What happens once a stopping child's group is gone.
+/// What the operator wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Then {
-    /// Start the next child, not before `at`.
-    Restart {
-        at: Instant,
-    },
-    Exit,
+pub(crate) enum Want {
+    /// Keep a child running.
+    Up,
+    /// Stop everything and exit.
+    Down,
 }
 
 /// What *is*, each state with the data only it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Lock held; binding the port or spawning the child (transient: the
-    /// driver answers `Bind` and `Spawn` at once).
+pub(crate) enum Phase {
+    /// Lock held; the port is being bound and a child started (transient:
+    /// the driver answers `Launch` at once).
     Starting,
-    /// The port could not be bound; the next try is at `retry_at`.
-    WaitingForPort { retry_at: Instant },
+    /// The port could not be bound since `since`; the next try is at `retry_at`.
+    WaitingForPort { since: Instant, retry_at: Instant },
     /// A child is alive (`starting` until ready, when readiness is configured).
     Running {
         pid: i32,
@@ -100,14 +107,17 @@ pub enum Phase {
     },
     /// No child; the next one starts at `until`.
     Backoff { until: Instant },
-    /// Signals went to process group `pgid`; `leader` tells whether the
-    /// child itself is still alive or only leftovers of its group remain.
+    /// Stop signals went out. `leader` is the child while it is alive (its
+    /// exit is reaped); once it is gone, or when there was none (leftovers
+    /// of an earlier supervisor, a rival holding our socket), the driver
+    /// reports `OthersGone` when everything it is stopping has vanished.
+    /// Then the next child starts, not before `restart_at`, unless the
+    /// operator wants the supervisor down.
     Stopping {
-        pgid: i32,
-        leader: bool,
+        leader: Option<i32>,
         deadline: Instant,
         killed: bool,
-        then: Then,
+        restart_at: Instant,
     },
     /// Done: the driver exits.
     Exited,
@@ -115,7 +125,7 @@ pub enum Phase {
 
 impl Phase {
     /// The state name of SPEC.md.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Phase::Starting => "starting",
             Phase::WaitingForPort { .. } => "waiting-for-port",
@@ -129,23 +139,27 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// The lock is held and any orphan of an earlier supervisor is gone.
+#[allow(dead_code)] // RivalsFound and TooBig: the driver sends them from the next commits.
+pub(crate) enum Event {
+    /// The lock is held and the driver is ready.
     Start,
-    Bound,
-    BindFailed,
+    /// Answers to `Launch`: a child runs; it could not be started; the port
+    /// could not be bound; processes outside the last child's process group
+    /// hold our socket and must be stopped first.
     Spawned {
         pid: i32,
     },
     SpawnFailed,
-    /// The child was reaped; `group_left` says members of its process
-    /// group are still alive.
+    BindFailed,
+    RivalsFound,
+    /// The child was reaped; `others_left` says processes it leaves behind
+    /// (its process group, anything holding our socket) are still alive.
     ChildExited {
         kind: ExitKind,
-        group_left: bool,
+        others_left: bool,
     },
-    /// The last member of the stopping process group is gone.
-    GroupGone,
+    /// Everything being stopped besides the child is gone.
+    OthersGone,
     /// A timer fired; the machine checks its own deadline.
     Tick,
     /// SIGUSR1 / `supervisor restart`.
@@ -157,86 +171,163 @@ pub enum Event {
     ProbeFailed,
     /// The child said WATCHDOG=1.
     WatchdogPing,
+    /// The child's process group uses more memory than allowed (bytes).
+    TooBig(u64),
     /// SIGTERM / SIGINT / `supervisor stop`; a second one kills at once.
     Stop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Bind,
-    Spawn,
-    /// Send the stop signal (`kill == false`) or SIGKILL to process group `pgid`.
+pub(crate) enum Action {
+    /// Make sure the port is ours and listening, look for rivals holding
+    /// our socket, and start a child; answer with the event that says how.
+    Launch,
+    /// Send the stop signal (`kill == false`) or SIGKILL to everything
+    /// being stopped: the child's process group, the child itself if it
+    /// left the group, and whatever else holds our socket.
     Signal {
-        pgid: i32,
         kill: bool,
     },
-    /// Leftovers did not vanish after SIGKILL; going on without them.
-    GaveUpOnGroup {
-        pgid: i32,
+    Exit,
+    /// Something for the log (and for alerts); nothing to do.
+    Note(Note),
+}
+
+/// What happens after a child's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    RestartNow,
+    RestartIn(Duration),
+    /// Processes it left behind are stopped first (the restart follows,
+    /// after the backoff counted from the exit).
+    StopOthers,
+    Exit,
+}
+
+/// What the driver is told, for people and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Note {
+    ChildExited {
+        pid: i32,
+        kind: ExitKind,
+        lived: Duration,
+        /// Stopped on request (a stop, a restart, a failed health rule)
+        /// rather than dying on its own.
+        expected: bool,
+        /// Early deaths in a row, this one included (0 after a healthy run).
+        streak: u32,
+        next: Next,
+    },
+    SpawnFailed {
+        streak: u32,
+        retry_in: Duration,
+    },
+    WaitingForPort {
+        since: Instant,
+        failures: u32,
+        retry_in: Duration,
+    },
+    /// Stop signals go to processes outside the last child's group that
+    /// hold our socket, before a child is started.
+    StoppingRivals,
+    /// A live child broke a health rule and is being stopped gracefully.
+    Unhealthy {
+        pid: i32,
+        why: Failure,
     },
     /// The child became ready (tell systemd, if it listens).
     Ready {
         pid: i32,
     },
-    /// A live child failed its health rules and is being stopped.
-    Unhealthy {
-        pid: i32,
-        why: Failure,
-    },
-    Exit,
+    /// Leftovers did not vanish after SIGKILL; going on without them.
+    GaveUp,
 }
 
 /// The supervisor's state: the phase plus what it remembers across phases.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Machine {
-    pub settings: Settings,
-    pub phase: Phase,
-    /// The port is bound (it stays bound for the life of the supervisor).
-    pub bound: bool,
+pub(crate) struct Machine {
+    settings: Settings,
+    want: Want,
+    phase: Phase,
     /// Children spawned so far.
-    pub spawns: u32,
+    spawns: u32,
     /// Consecutive early deaths (and failed spawns): the backoff exponent.
-    pub streak: u32,
-    /// Consecutive failed binds.
-    pub bind_failures: u32,
-    pub last_exit: Option<LastExit>,
-    /// The operator asked us to exit.
-    pub stopping: bool,
+    streak: u32,
+    /// Consecutive failed binds, and since when the port has been refused.
+    bind_failures: u32,
+    port_since: Option<Instant>,
+    last_exit: Option<LastExit>,
 }
 
 impl Machine {
-    pub fn new(settings: Settings) -> Machine {
+    pub(crate) fn new(settings: Settings) -> Machine {
         Machine {
             settings,
+            want: Want::Up,
             phase: Phase::Starting,
-            bound: false,
             spawns: 0,
             streak: 0,
             bind_failures: 0,
+            port_since: None,
             last_exit: None,
-            stopping: false,
         }
     }
 
+    /// Continue a crash loop's backoff from where an earlier supervisor
+    /// left it, so a respawned supervisor does not hammer a broken child
+    /// from `initial_backoff` again. Capped: beyond 64 doublings every
+    /// delay is `max_backoff` anyway.
+    pub(crate) fn resume(&mut self, streak: u32) {
+        self.streak = streak.min(64);
+    }
+
+    /// Start by stopping what an earlier supervisor left running (its
+    /// child's process group, whatever holds its socket): nothing of ours
+    /// runs yet, so there is no leader to reap; the driver reports
+    /// `OthersGone`, then the first child is launched.
+    pub(crate) fn adopt(&mut self, now: Instant) -> Vec<Action> {
+        self.stop_others(None, now, now)
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub(crate) fn want(&self) -> Want {
+        self.want
+    }
+
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    pub(crate) fn last_exit(&self) -> Option<LastExit> {
+        self.last_exit
+    }
+
     /// Restarts so far (the first child is not a restart).
-    pub fn restarts(&self) -> u32 {
+    pub(crate) fn restarts(&self) -> u32 {
         self.spawns.saturating_sub(1)
     }
 
-    /// The delay before the `n`th consecutive retry (n >= 1): `initial`
-    /// doubled n-1 times, capped at `max`.
-    pub fn backoff(&self, n: u32) -> Duration {
-        let s = &self.settings;
-        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
-        s.initial_backoff
-            .checked_mul(factor)
-            .map_or(s.max_backoff, |d| d.min(s.max_backoff))
+    /// The current child's pid, if one is alive.
+    pub(crate) fn child_pid(&self) -> Option<i32> {
+        match self.phase {
+            Phase::Running { pid, .. } => Some(pid),
+            Phase::Stopping { leader, .. } => leader,
+            _ => None,
+        }
+    }
+
+    /// Whether the child has passed its readiness check.
+    pub(crate) fn ready(&self) -> bool {
+        matches!(self.phase, Phase::Running { health, .. } if health.ready_since.is_some())
     }
 
     /// When the driver must send `Tick`, if ever.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::WaitingForPort { retry_at } => Some(retry_at),
+            Phase::WaitingForPort { retry_at, .. } => Some(retry_at),
             Phase::Backoff { until } => Some(until),
             Phase::Running { since, health, .. } => match health.ready_since {
                 None if self.settings.health.readiness => {
@@ -244,109 +335,44 @@ impl Machine {
                 }
                 _ => health.watchdog_until,
             },
+            // SIGKILL always ends the leader: wait for its exit, with no
+            // timer, so two children never overlap.
             Phase::Stopping {
-                deadline,
-                killed,
-                leader,
+                killed: true,
+                leader: Some(_),
                 ..
-            } if !(killed && leader) => Some(deadline),
-            _ => None,
+            } => None,
+            Phase::Stopping { deadline, .. } => Some(deadline),
+            Phase::Starting | Phase::Exited => None,
         }
     }
 
-    /// The current child's pid, if one is alive.
-    pub fn child_pid(&self) -> Option<i32> {
-        match self.phase {
-            Phase::Running { pid, .. } => Some(pid),
-            Phase::Stopping {
-                pgid, leader: true, ..
-            } => Some(pgid),
-            _ => None,
-        }
+    /// The delay before the `n`th consecutive retry (n >= 1): `initial`
+    /// doubled n-1 times, capped at `max`.
+    fn backoff(&self, n: u32) -> Duration {
+        let s = &self.settings;
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        s.initial_backoff
+            .checked_mul(factor)
+            .map_or(s.max_backoff, |d| d.min(s.max_backoff))
     }
 
-    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+    pub(crate) fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let s = self.settings;
         match (self.phase, event) {
             (Phase::Exited, _) => vec![],
 
             // --- the operator -------------------------------------------
-            (
-                Phase::Stopping {
-                    then: Then::Exit,
-                    killed: false,
-                    pgid,
-                    leader,
-                    ..
-                },
-                Event::Stop,
-            ) => {
-                // A second stop means "now".
-                self.phase = Phase::Stopping {
-                    pgid,
-                    leader,
-                    deadline: now + s.kill_grace,
-                    killed: true,
-                    then: Then::Exit,
-                };
-                vec![Action::Signal { pgid, kill: true }]
-            }
-            (
-                Phase::Stopping {
-                    pgid,
-                    leader,
-                    deadline,
-                    killed,
-                    ..
-                },
-                Event::Stop,
-            ) => {
-                self.stopping = true;
-                self.phase = Phase::Stopping {
-                    pgid,
-                    leader,
-                    deadline,
-                    killed,
-                    then: Then::Exit,
-                };
-                vec![]
-            }
-            (Phase::Running { pid, .. }, Event::Stop) => {
-                self.stopping = true;
-                self.stop_group(pid, true, now, Then::Exit)
-            }
-            (_, Event::Stop) => {
-                self.stopping = true;
-                self.phase = Phase::Exited;
-                vec![Action::Exit]
-            }
-            (Phase::Running { pid, .. }, Event::Restart) => {
-                self.stop_group(pid, true, now, Then::Restart { at: now })
-            }
-            (Phase::Backoff { .. }, Event::Restart) => self.spawn(),
-            (Phase::WaitingForPort { .. }, Event::Restart) => self.bind(),
+            (_, Event::Stop) => self.stop(now),
+            (Phase::Running { pid, .. }, Event::Restart) => self.stop_child(pid, now, now),
+            (Phase::Backoff { .. } | Phase::WaitingForPort { .. }, Event::Restart) => self.launch(),
             (_, Event::Restart) => vec![],
 
-            // --- the port -----------------------------------------------
-            (Phase::Starting, Event::Start) if self.bound => self.spawn(),
-            (Phase::Starting, Event::Start) => self.bind(),
-            (Phase::Starting, Event::Bound) => {
-                self.bound = true;
-                self.bind_failures = 0;
-                self.spawn()
-            }
-            (Phase::Starting, Event::BindFailed) => {
-                self.bind_failures = self.bind_failures.saturating_add(1);
-                self.phase = Phase::WaitingForPort {
-                    retry_at: now + self.backoff(self.bind_failures),
-                };
-                vec![]
-            }
-            (Phase::WaitingForPort { retry_at }, Event::Tick) if now >= retry_at => self.bind(),
-
-            // --- the child ----------------------------------------------
+            // --- launching ----------------------------------------------
+            (Phase::Starting, Event::Start) => self.launch(),
             (Phase::Starting, Event::Spawned { pid }) => {
                 self.spawns = self.spawns.saturating_add(1);
+                self.port_bound();
                 let ready = !s.health.readiness;
                 self.phase = Phase::Running {
                     pid,
@@ -358,11 +384,46 @@ impl Machine {
                     },
                 };
                 if ready {
-                    vec![Action::Ready { pid }]
+                    vec![Action::Note(Note::Ready { pid })]
                 } else {
                     vec![]
                 }
             }
+            (Phase::Starting, Event::SpawnFailed) => {
+                self.port_bound();
+                self.streak = self.streak.saturating_add(1);
+                let retry_in = self.backoff(self.streak);
+                self.phase = Phase::Backoff {
+                    until: now + retry_in,
+                };
+                vec![Action::Note(Note::SpawnFailed {
+                    streak: self.streak,
+                    retry_in,
+                })]
+            }
+            (Phase::Starting, Event::BindFailed) => {
+                self.bind_failures = self.bind_failures.saturating_add(1);
+                let retry_in = self.backoff(self.bind_failures);
+                let since = *self.port_since.get_or_insert(now);
+                self.phase = Phase::WaitingForPort {
+                    since,
+                    retry_at: now + retry_in,
+                };
+                vec![Action::Note(Note::WaitingForPort {
+                    since,
+                    failures: self.bind_failures,
+                    retry_in,
+                })]
+            }
+            (Phase::Starting, Event::RivalsFound) => {
+                let mut actions = vec![Action::Note(Note::StoppingRivals)];
+                actions.extend(self.stop_others(None, now, now));
+                actions
+            }
+            (Phase::WaitingForPort { retry_at, .. }, Event::Tick) if now >= retry_at => {
+                self.launch()
+            }
+            (Phase::Backoff { until }, Event::Tick) if now >= until => self.launch(),
 
             // --- health -------------------------------------------------
             (Phase::Running { pid, since, health }, Event::Ready)
@@ -412,6 +473,9 @@ impl Machine {
                 self.phase = Phase::Running { pid, since, health };
                 vec![]
             }
+            (Phase::Running { pid, health, .. }, Event::TooBig(bytes)) => {
+                self.give_up(pid, health, Failure::Memory(bytes), now)
+            }
             (Phase::Running { pid, since, health }, Event::Tick) => match health.ready_since {
                 None if s.health.readiness && now >= since + s.health.start_timeout => {
                     self.give_up(pid, health, Failure::StartTimeout, now)
@@ -421,90 +485,138 @@ impl Machine {
                 }
                 _ => vec![],
             },
-            (Phase::Starting, Event::SpawnFailed) => {
-                self.streak = self.streak.saturating_add(1);
-                self.phase = Phase::Backoff {
-                    until: now + self.backoff(self.streak),
-                };
-                vec![]
-            }
-            (Phase::Backoff { until }, Event::Tick) if now >= until => self.spawn(),
-            (Phase::Running { pid, health, .. }, Event::ChildExited { kind, group_left }) => {
+
+            // --- the child's end ----------------------------------------
+            (Phase::Running { pid, since, health }, Event::ChildExited { kind, others_left }) => {
                 self.last_exit = Some(LastExit { kind, at: now });
-                let then = Then::Restart {
-                    at: now + self.next_delay(health, now),
+                let delay = self.next_delay(health, now);
+                let restart_at = now + delay;
+                let next = match (others_left, self.want) {
+                    (true, _) => Next::StopOthers,
+                    (false, Want::Down) => Next::Exit,
+                    (false, Want::Up) if delay.is_zero() => Next::RestartNow,
+                    (false, Want::Up) => Next::RestartIn(delay),
                 };
-                if group_left {
+                let mut actions = vec![Action::Note(Note::ChildExited {
+                    pid,
+                    kind,
+                    lived: now.saturating_duration_since(since),
+                    expected: false,
+                    streak: self.streak,
+                    next,
+                })];
+                actions.extend(if others_left {
                     // Leftovers would hold fd 3 and the log pipe: clear them first.
-                    self.stop_group(pid, false, now, then)
+                    self.stop_others(None, now, restart_at)
                 } else {
-                    self.finish(then, now)
-                }
+                    self.finish(restart_at, now)
+                });
+                actions
             }
             (
                 Phase::Stopping {
-                    pgid,
-                    leader: true,
+                    leader: Some(pid),
                     deadline,
                     killed,
-                    then,
+                    restart_at,
                 },
-                Event::ChildExited { kind, group_left },
+                Event::ChildExited { kind, others_left },
             ) => {
                 self.last_exit = Some(LastExit { kind, at: now });
-                if group_left {
+                let next = match (others_left, self.want) {
+                    (true, _) => Next::StopOthers,
+                    (false, Want::Down) => Next::Exit,
+                    (false, Want::Up) if restart_at <= now => Next::RestartNow,
+                    (false, Want::Up) => Next::RestartIn(restart_at - now),
+                };
+                let mut actions = vec![Action::Note(Note::ChildExited {
+                    pid,
+                    kind,
+                    lived: Duration::ZERO,
+                    expected: true,
+                    streak: self.streak,
+                    next,
+                })];
+                if others_left {
                     self.phase = Phase::Stopping {
-                        pgid,
-                        leader: false,
+                        leader: None,
                         deadline,
                         killed,
-                        then,
+                        restart_at,
                     };
-                    vec![]
+                    // Those found only now get what the others got.
+                    actions.push(Action::Signal { kill: killed });
                 } else {
-                    self.finish(then, now)
+                    actions.extend(self.finish(restart_at, now));
                 }
+                actions
             }
             (
                 Phase::Stopping {
-                    leader: false,
-                    then,
+                    leader: None,
+                    restart_at,
                     ..
                 },
-                Event::GroupGone,
-            ) => self.finish(then, now),
+                Event::OthersGone,
+            ) => self.finish(restart_at, now),
             (
                 Phase::Stopping {
-                    pgid,
                     leader,
                     deadline,
                     killed,
-                    then,
+                    restart_at,
                 },
                 Event::Tick,
             ) if now >= deadline => {
                 if !killed {
                     self.phase = Phase::Stopping {
-                        pgid,
                         leader,
                         deadline: now + s.kill_grace,
                         killed: true,
-                        then,
+                        restart_at,
                     };
-                    vec![Action::Signal { pgid, kill: true }]
-                } else if leader {
-                    // SIGKILL always ends the leader; wait for its exit, with
-                    // no timer, so two children never overlap.
+                    vec![Action::Signal { kill: true }]
+                } else if leader.is_some() {
                     vec![]
                 } else {
-                    let mut actions = vec![Action::GaveUpOnGroup { pgid }];
-                    actions.extend(self.finish(then, now));
+                    let mut actions = vec![Action::Note(Note::GaveUp)];
+                    actions.extend(self.finish(restart_at, now));
                     actions
                 }
             }
 
             // Everything else (early ticks, stray events) changes nothing.
             _ => vec![],
+        }
+    }
+
+    /// SIGTERM / SIGINT: stop the child (if any) and exit; a second one
+    /// while the child is being stopped for that reason kills at once.
+    fn stop(&mut self, now: Instant) -> Vec<Action> {
+        let first = self.want == Want::Up;
+        self.want = Want::Down;
+        match self.phase {
+            Phase::Running { pid, .. } => self.stop_child(pid, now, now),
+            Phase::Stopping {
+                leader,
+                killed: false,
+                restart_at,
+                ..
+            } if !first => {
+                self.phase = Phase::Stopping {
+                    leader,
+                    deadline: now + self.settings.kill_grace,
+                    killed: true,
+                    restart_at,
+                };
+                vec![Action::Signal { kill: true }]
+            }
+            // Already stopping (for a restart, or killed): exit once done.
+            Phase::Stopping { .. } => vec![],
+            _ => {
+                self.phase = Phase::Exited;
+                vec![Action::Exit]
+            }
         }
     }
 
@@ -533,54 +645,57 @@ impl Machine {
                 watchdog_until: self.settings.health.watchdog.map(|w| now + w),
             },
         };
-        vec![Action::Ready { pid }]
+        vec![Action::Note(Note::Ready { pid })]
     }
 
     /// A live child broke its health rules: stop it gracefully, then
     /// restart under the backoff policy.
     fn give_up(&mut self, pid: i32, health: Health, why: Failure, now: Instant) -> Vec<Action> {
-        let then = Then::Restart {
-            at: now + self.next_delay(health, now),
-        };
-        let mut actions = vec![Action::Unhealthy { pid, why }];
-        actions.extend(self.stop_group(pid, true, now, then));
+        let restart_at = now + self.next_delay(health, now);
+        let mut actions = vec![Action::Note(Note::Unhealthy { pid, why })];
+        actions.extend(self.stop_child(pid, now, restart_at));
         actions
     }
 
-    fn bind(&mut self) -> Vec<Action> {
-        self.phase = Phase::Starting;
-        vec![Action::Bind]
+    /// A launch got past the bind: the port's failures are forgotten.
+    fn port_bound(&mut self) {
+        self.bind_failures = 0;
+        self.port_since = None;
     }
 
-    fn spawn(&mut self) -> Vec<Action> {
+    fn launch(&mut self) -> Vec<Action> {
         self.phase = Phase::Starting;
-        vec![Action::Spawn]
+        vec![Action::Launch]
     }
 
-    fn stop_group(&mut self, pgid: i32, leader: bool, now: Instant, then: Then) -> Vec<Action> {
+    fn stop_child(&mut self, pid: i32, now: Instant, restart_at: Instant) -> Vec<Action> {
+        self.stop_others(Some(pid), now, restart_at)
+    }
+
+    fn stop_others(
+        &mut self,
+        leader: Option<i32>,
+        now: Instant,
+        restart_at: Instant,
+    ) -> Vec<Action> {
         self.phase = Phase::Stopping {
-            pgid,
             leader,
             deadline: now + self.settings.stop_timeout,
             killed: false,
-            then,
+            restart_at,
         };
-        vec![Action::Signal { pgid, kill: false }]
+        vec![Action::Signal { kill: false }]
     }
 
-    fn finish(&mut self, then: Then, now: Instant) -> Vec<Action> {
-        match then {
-            _ if self.stopping => {
+    fn finish(&mut self, restart_at: Instant, now: Instant) -> Vec<Action> {
+        match self.want {
+            Want::Down => {
                 self.phase = Phase::Exited;
                 vec![Action::Exit]
             }
-            Then::Exit => {
-                self.phase = Phase::Exited;
-                vec![Action::Exit]
-            }
-            Then::Restart { at } if at <= now => self.spawn(),
-            Then::Restart { at } => {
-                self.phase = Phase::Backoff { until: at };
+            Want::Up if restart_at <= now => self.launch(),
+            Want::Up => {
+                self.phase = Phase::Backoff { until: restart_at };
                 vec![]
             }
         }
@@ -593,6 +708,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// The actions that do something: notes left out.
+    fn effects(actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Note(_)))
+            .collect()
+    }
+
+    fn notes(actions: &[Action]) -> Vec<Note> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Note(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
     }
 
     fn settings() -> Settings {
@@ -637,24 +770,44 @@ mod tests {
     fn spawned(settings: Settings, t0: Instant) -> Machine {
         let mut m = Machine::new(settings);
         m.step(Event::Start, t0);
-        m.step(Event::Bound, t0);
         m.step(Event::Spawned { pid: 100 }, t0);
         m
+    }
+
+    /// A machine with a child running since `t0`.
+    fn running(t0: Instant) -> Machine {
+        let mut m = Machine::new(settings());
+        assert_eq!(m.step(Event::Start, t0), vec![Action::Launch]);
+        assert_eq!(
+            m.step(Event::Spawned { pid: 100 }, t0),
+            vec![Action::Note(Note::Ready { pid: 100 })]
+        );
+        m
+    }
+
+    const DIED: Event = Event::ChildExited {
+        kind: ExitKind::Code(1),
+        others_left: false,
+    };
+
+    fn exited(kind: ExitKind, others_left: bool) -> Event {
+        Event::ChildExited { kind, others_left }
     }
 
     #[test]
     fn readiness_keeps_a_child_starting_until_ready() {
         let t0 = Instant::now();
         let mut m = spawned(notify_settings(), t0);
-        assert_eq!(m.phase.name(), "starting");
+        assert_eq!(m.phase().name(), "starting");
         assert_eq!(m.deadline(), Some(t0 + ms(5000)));
         // Pings before READY=1 mean nothing.
         assert_eq!(m.step(Event::WatchdogPing, t0 + ms(10)), vec![]);
         assert_eq!(
             m.step(Event::Ready, t0 + ms(1000)),
-            vec![Action::Ready { pid: 100 }]
+            vec![Action::Note(Note::Ready { pid: 100 })]
         );
-        assert_eq!(m.phase.name(), "running");
+        assert_eq!(m.phase().name(), "running");
+        assert!(m.ready());
         assert_eq!(m.deadline(), Some(t0 + ms(3000)), "the watchdog is armed");
         assert_eq!(m.step(Event::Ready, t0 + ms(1100)), vec![], "only once");
     }
@@ -667,25 +820,27 @@ mod tests {
         assert_eq!(
             m.step(Event::Tick, t0 + ms(5000)),
             vec![
-                Action::Unhealthy {
+                Action::Note(Note::Unhealthy {
                     pid: 100,
                     why: Failure::StartTimeout
-                },
-                Action::Signal {
-                    pgid: 100,
-                    kill: false
-                }
+                }),
+                Action::Signal { kill: false }
             ]
         );
-        assert_eq!(m.streak, 1);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Signal(15),
-            group_left: false,
-        };
+        assert_eq!(m.streak(), 1);
         // The backoff counts from when it was given up on.
-        assert_eq!(m.step(ev, t0 + ms(5100)), vec![]);
+        let actions = m.step(exited(ExitKind::Signal(15), false), t0 + ms(5100));
+        assert_eq!(effects(actions.clone()), vec![]);
+        assert!(matches!(
+            notes(&actions)[..],
+            [Note::ChildExited {
+                expected: true,
+                next: Next::RestartIn(d),
+                ..
+            }] if d == ms(900)
+        ));
         assert_eq!(
-            m.phase,
+            m.phase(),
             Phase::Backoff {
                 until: t0 + ms(6000)
             }
@@ -703,15 +858,15 @@ mod tests {
             m.step(Event::WatchdogPing, t0 + ms(ping));
             let actions = m.step(Event::Tick, t0 + ms(tick));
             assert_eq!(
-                actions.contains(&Action::Unhealthy {
+                actions.contains(&Action::Note(Note::Unhealthy {
                     pid: 100,
                     why: Failure::Watchdog
-                }),
+                })),
                 gives_up,
                 "ping {ping} tick {tick}: {actions:?}"
             );
         }
-        assert_eq!(m.phase.name(), "stopping");
+        assert_eq!(m.phase().name(), "stopping");
     }
 
     #[test]
@@ -722,7 +877,7 @@ mod tests {
         assert_eq!(m.step(Event::ProbeFailed, t0 + ms(50)), vec![]);
         assert_eq!(
             m.step(Event::ProbeOk, t0 + ms(100)),
-            vec![Action::Ready { pid: 100 }]
+            vec![Action::Note(Note::Ready { pid: 100 })]
         );
         // (event, gives up?)
         let table = [
@@ -736,10 +891,10 @@ mod tests {
         for (i, (ev, gives_up)) in table.into_iter().enumerate() {
             let actions = m.step(ev, t0 + ms(200 + i as u64));
             assert_eq!(
-                actions.contains(&Action::Unhealthy {
+                actions.contains(&Action::Note(Note::Unhealthy {
                     pid: 100,
                     why: Failure::Probes
-                }),
+                })),
                 gives_up,
                 "step {i}: {actions:?}"
             );
@@ -747,17 +902,35 @@ mod tests {
     }
 
     #[test]
+    fn too_much_memory_stops_the_child_gracefully() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        let actions = m.step(Event::TooBig(70 << 20), t0 + ms(500));
+        assert_eq!(
+            actions,
+            vec![
+                Action::Note(Note::Unhealthy {
+                    pid: 100,
+                    why: Failure::Memory(70 << 20)
+                }),
+                Action::Signal { kill: false }
+            ]
+        );
+        // An early end: the backoff applies as for any other failure.
+        m.step(exited(ExitKind::Signal(15), false), t0 + ms(600));
+        assert_eq!(
+            m.phase(),
+            Phase::Backoff {
+                until: t0 + ms(1500)
+            }
+        );
+        // Not while no child runs.
+        assert_eq!(m.step(Event::TooBig(1), t0 + ms(700)), vec![]);
+    }
+
+    #[test]
     fn backoff_resets_only_after_being_ready_for_reset_after() {
         let t0 = Instant::now();
-        let died = |m: &mut Machine, t: Instant| {
-            m.step(
-                Event::ChildExited {
-                    kind: ExitKind::Code(1),
-                    group_left: false,
-                },
-                t,
-            )
-        };
         // Alive 90 s but ready only for the last 30 s: still an early death.
         let mut m = spawned(notify_settings(), t0);
         m.step(Event::Ready, t0 + ms(60_000));
@@ -772,31 +945,14 @@ mod tests {
             }
             p => p,
         };
-        assert_eq!(died(&mut m, t0 + ms(90_000)), vec![]);
-        assert_eq!(m.streak, 1);
+        assert_eq!(effects(m.step(DIED, t0 + ms(90_000))), vec![]);
+        assert_eq!(m.streak(), 1);
         // Ready for reset_after: restarted at once.
         let mut m = spawned(probe_settings(), t0);
         m.step(Event::ProbeOk, t0 + ms(1000));
-        assert_eq!(died(&mut m, t0 + ms(61_000)), vec![Action::Spawn]);
-        assert_eq!(m.streak, 0);
+        assert_eq!(effects(m.step(DIED, t0 + ms(61_000))), vec![Action::Launch]);
+        assert_eq!(m.streak(), 0);
     }
-
-    /// A machine with a child running since `t0`.
-    fn running(t0: Instant) -> Machine {
-        let mut m = Machine::new(settings());
-        assert_eq!(m.step(Event::Start, t0), vec![Action::Bind]);
-        assert_eq!(m.step(Event::Bound, t0), vec![Action::Spawn]);
-        assert_eq!(
-            m.step(Event::Spawned { pid: 100 }, t0),
-            vec![Action::Ready { pid: 100 }]
-        );
-        m
-    }
-
-    const DIED: Event = Event::ChildExited {
-        kind: ExitKind::Code(1),
-        group_left: false,
-    };
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -816,14 +972,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_with_zero_initial_stays_zero() {
-        let mut s = settings();
-        s.initial_backoff = Duration::ZERO;
-        let m = Machine::new(s);
-        assert_eq!(m.backoff(7), Duration::ZERO);
-    }
-
-    #[test]
     fn early_deaths_back_off_and_double() {
         let t0 = Instant::now();
         let mut m = running(t0);
@@ -832,19 +980,31 @@ mod tests {
         let mut t = t0;
         for (i, (lived, delay)) in table.into_iter().enumerate() {
             t += ms(lived);
-            assert_eq!(m.step(DIED, t), vec![], "death {i}");
+            let pid = if i == 0 { 100 } else { 199 + i as i32 };
             assert_eq!(
-                m.phase,
+                m.step(DIED, t),
+                vec![Action::Note(Note::ChildExited {
+                    pid,
+                    kind: ExitKind::Code(1),
+                    lived: ms(lived),
+                    expected: false,
+                    streak: i as u32 + 1,
+                    next: Next::RestartIn(ms(delay)),
+                })],
+                "death {i}"
+            );
+            assert_eq!(
+                m.phase(),
                 Phase::Backoff {
                     until: t + ms(delay)
                 },
                 "death {i}"
             );
             assert_eq!(m.deadline(), Some(t + ms(delay)));
-            // An early tick does nothing; the due one spawns.
+            // An early tick does nothing; the due one launches.
             assert_eq!(m.step(Event::Tick, t + ms(delay) - ms(1)), vec![]);
             t += ms(delay);
-            assert_eq!(m.step(Event::Tick, t), vec![Action::Spawn], "death {i}");
+            assert_eq!(m.step(Event::Tick, t), vec![Action::Launch], "death {i}");
             m.step(
                 Event::Spawned {
                     pid: 200 + i as i32,
@@ -862,17 +1022,26 @@ mod tests {
         m.step(DIED, t0 + ms(10));
         m.step(Event::Tick, t0 + ms(1010));
         m.step(Event::Spawned { pid: 101 }, t0 + ms(1010));
-        assert_eq!(m.streak, 1);
+        assert_eq!(m.streak(), 1);
         // Lives exactly reset_after: healthy.
         let t = t0 + ms(1010) + ms(60_000);
-        assert_eq!(m.step(DIED, t), vec![Action::Spawn]);
-        assert_eq!(m.streak, 0);
-        assert_eq!(m.phase, Phase::Starting);
+        let actions = m.step(DIED, t);
+        assert!(matches!(
+            notes(&actions)[..],
+            [Note::ChildExited {
+                streak: 0,
+                next: Next::RestartNow,
+                ..
+            }]
+        ));
+        assert_eq!(effects(actions), vec![Action::Launch]);
+        assert_eq!(m.streak(), 0);
+        assert_eq!(m.phase(), Phase::Starting);
         m.step(Event::Spawned { pid: 102 }, t);
         // The next early death starts again from initial_backoff.
         m.step(DIED, t + ms(5));
         assert_eq!(
-            m.phase,
+            m.phase(),
             Phase::Backoff {
                 until: t + ms(5) + ms(1000)
             }
@@ -883,13 +1052,9 @@ mod tests {
     fn last_exit_is_recorded() {
         let t0 = Instant::now();
         let mut m = running(t0);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Signal(9),
-            group_left: false,
-        };
-        m.step(ev, t0 + ms(3));
+        m.step(exited(ExitKind::Signal(9), false), t0 + ms(3));
         assert_eq!(
-            m.last_exit,
+            m.last_exit(),
             Some(LastExit {
                 kind: ExitKind::Signal(9),
                 at: t0 + ms(3)
@@ -901,23 +1066,21 @@ mod tests {
     fn leftovers_are_stopped_before_the_next_child() {
         let t0 = Instant::now();
         let mut m = running(t0);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Code(0),
-            group_left: true,
-        };
-        assert_eq!(
-            m.step(ev, t0 + ms(100)),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: false
+        let actions = m.step(exited(ExitKind::Code(0), true), t0 + ms(100));
+        assert!(matches!(
+            notes(&actions)[..],
+            [Note::ChildExited {
+                next: Next::StopOthers,
+                ..
             }]
-        );
-        assert!(matches!(m.phase, Phase::Stopping { leader: false, .. }));
+        ));
+        assert_eq!(effects(actions), vec![Action::Signal { kill: false }]);
+        assert!(matches!(m.phase(), Phase::Stopping { leader: None, .. }));
         assert_eq!(m.child_pid(), None);
         // Gone quickly, but the backoff (1 s from the exit) still applies.
-        assert_eq!(m.step(Event::GroupGone, t0 + ms(150)), vec![]);
+        assert_eq!(m.step(Event::OthersGone, t0 + ms(150)), vec![]);
         assert_eq!(
-            m.phase,
+            m.phase(),
             Phase::Backoff {
                 until: t0 + ms(1100)
             }
@@ -928,25 +1091,15 @@ mod tests {
     fn stubborn_leftovers_get_sigkill_then_are_given_up() {
         let t0 = Instant::now();
         let mut m = running(t0);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Code(0),
-            group_left: true,
-        };
-        m.step(ev, t0);
+        m.step(exited(ExitKind::Code(0), true), t0);
         assert_eq!(m.deadline(), Some(t0 + ms(10_000)));
         let t1 = t0 + ms(10_000);
-        assert_eq!(
-            m.step(Event::Tick, t1),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: true
-            }]
-        );
+        assert_eq!(m.step(Event::Tick, t1), vec![Action::Signal { kill: true }]);
         assert_eq!(m.deadline(), Some(t1 + ms(5000)));
         let t2 = t1 + ms(5000);
         assert_eq!(
             m.step(Event::Tick, t2),
-            vec![Action::GaveUpOnGroup { pgid: 100 }, Action::Spawn]
+            vec![Action::Note(Note::GaveUp), Action::Launch]
         );
     }
 
@@ -956,28 +1109,28 @@ mod tests {
         let mut m = running(t0);
         assert_eq!(
             m.step(Event::Stop, t0),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: false
-            }]
+            vec![Action::Signal { kill: false }]
         );
-        assert_eq!(m.phase.name(), "stopping");
+        assert_eq!(m.phase().name(), "stopping");
+        assert_eq!(m.want(), Want::Down);
         assert_eq!(m.step(Event::Tick, t0 + ms(9_999)), vec![]);
         assert_eq!(
             m.step(Event::Tick, t0 + ms(10_000)),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: true
-            }]
+            vec![Action::Signal { kill: true }]
         );
         // Killed leader: no timer until it is reaped.
         assert_eq!(m.deadline(), None);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Signal(9),
-            group_left: false,
-        };
-        assert_eq!(m.step(ev, t0 + ms(10_001)), vec![Action::Exit]);
-        assert_eq!(m.phase, Phase::Exited);
+        let actions = m.step(exited(ExitKind::Signal(9), false), t0 + ms(10_001));
+        assert!(matches!(
+            notes(&actions)[..],
+            [Note::ChildExited {
+                expected: true,
+                next: Next::Exit,
+                ..
+            }]
+        ));
+        assert_eq!(effects(actions), vec![Action::Exit]);
+        assert_eq!(m.phase(), Phase::Exited);
     }
 
     #[test]
@@ -987,10 +1140,7 @@ mod tests {
         m.step(Event::Stop, t0);
         assert_eq!(
             m.step(Event::Stop, t0 + ms(1)),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: true
-            }]
+            vec![Action::Signal { kill: true }]
         );
         assert_eq!(m.step(Event::Stop, t0 + ms(2)), vec![]);
     }
@@ -1005,9 +1155,9 @@ mod tests {
         waiting.step(Event::Start, t0);
         waiting.step(Event::BindFailed, t0);
         for (mut m, name) in [(backoff, "backoff"), (waiting, "waiting-for-port")] {
-            assert_eq!(m.phase.name(), name);
+            assert_eq!(m.phase().name(), name);
             assert_eq!(m.step(Event::Stop, t0), vec![Action::Exit], "{name}");
-            assert_eq!(m.phase, Phase::Exited);
+            assert_eq!(m.phase(), Phase::Exited);
             assert_eq!(m.step(Event::Tick, t0 + ms(100_000)), vec![]);
         }
     }
@@ -1018,11 +1168,22 @@ mod tests {
         let mut m = running(t0);
         m.step(Event::Restart, t0);
         assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Signal(15),
-            group_left: false,
-        };
-        assert_eq!(m.step(ev, t0 + ms(2)), vec![Action::Exit]);
+        let actions = m.step(exited(ExitKind::Signal(15), false), t0 + ms(2));
+        assert_eq!(effects(actions), vec![Action::Exit]);
+    }
+
+    #[test]
+    fn stop_while_leftovers_are_stopped_exits_once_they_are_gone() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.step(exited(ExitKind::Code(1), true), t0);
+        // The first stop only changes where this ends; the second kills.
+        assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
+        assert_eq!(
+            m.step(Event::Stop, t0 + ms(2)),
+            vec![Action::Signal { kill: true }]
+        );
+        assert_eq!(m.step(Event::OthersGone, t0 + ms(3)), vec![Action::Exit]);
     }
 
     #[test]
@@ -1031,19 +1192,13 @@ mod tests {
         let mut m = running(t0);
         assert_eq!(
             m.step(Event::Restart, t0),
-            vec![Action::Signal {
-                pgid: 100,
-                kill: false
-            }]
+            vec![Action::Signal { kill: false }]
         );
         // A second request while stopping changes nothing.
         assert_eq!(m.step(Event::Restart, t0), vec![]);
-        let ev = Event::ChildExited {
-            kind: ExitKind::Signal(15),
-            group_left: false,
-        };
-        assert_eq!(m.step(ev, t0 + ms(5)), vec![Action::Spawn]);
-        assert_eq!(m.streak, 0);
+        let actions = m.step(exited(ExitKind::Signal(15), false), t0 + ms(5));
+        assert_eq!(effects(actions), vec![Action::Launch]);
+        assert_eq!(m.streak(), 0);
     }
 
     #[test]
@@ -1051,11 +1206,11 @@ mod tests {
         let t0 = Instant::now();
         let mut m = running(t0);
         m.step(DIED, t0);
-        assert_eq!(m.step(Event::Restart, t0 + ms(1)), vec![Action::Spawn]);
+        assert_eq!(m.step(Event::Restart, t0 + ms(1)), vec![Action::Launch]);
         let mut w = Machine::new(settings());
         w.step(Event::Start, t0);
         w.step(Event::BindFailed, t0);
-        assert_eq!(w.step(Event::Restart, t0 + ms(1)), vec![Action::Bind]);
+        assert_eq!(w.step(Event::Restart, t0 + ms(1)), vec![Action::Launch]);
     }
 
     #[test]
@@ -1064,21 +1219,29 @@ mod tests {
         let mut m = Machine::new(settings());
         m.step(Event::Start, t0);
         let mut t = t0;
-        for delay in [1000, 2000, 4000, 8000, 8000] {
-            assert_eq!(m.step(Event::BindFailed, t), vec![]);
+        for (n, delay) in [1000, 2000, 4000, 8000, 8000].into_iter().enumerate() {
             assert_eq!(
-                m.phase,
+                m.step(Event::BindFailed, t),
+                vec![Action::Note(Note::WaitingForPort {
+                    since: t0,
+                    failures: n as u32 + 1,
+                    retry_in: ms(delay)
+                })]
+            );
+            assert_eq!(
+                m.phase(),
                 Phase::WaitingForPort {
+                    since: t0,
                     retry_at: t + ms(delay)
                 }
             );
             t += ms(delay);
-            assert_eq!(m.step(Event::Tick, t), vec![Action::Bind]);
+            assert_eq!(m.step(Event::Tick, t), vec![Action::Launch]);
         }
-        assert_eq!(m.step(Event::Bound, t), vec![Action::Spawn]);
-        assert_eq!((m.bound, m.bind_failures), (true, 0));
+        m.step(Event::Spawned { pid: 7 }, t);
+        assert_eq!((m.bind_failures, m.port_since), (0, None));
         // The port's failures never count against the child.
-        assert_eq!(m.streak, 0);
+        assert_eq!(m.streak(), 0);
     }
 
     #[test]
@@ -1086,10 +1249,15 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Machine::new(settings());
         m.step(Event::Start, t0);
-        m.step(Event::Bound, t0);
-        assert_eq!(m.step(Event::SpawnFailed, t0), vec![]);
         assert_eq!(
-            m.phase,
+            m.step(Event::SpawnFailed, t0),
+            vec![Action::Note(Note::SpawnFailed {
+                streak: 1,
+                retry_in: ms(1000)
+            })]
+        );
+        assert_eq!(
+            m.phase(),
             Phase::Backoff {
                 until: t0 + ms(1000)
             }
@@ -1097,7 +1265,7 @@ mod tests {
         m.step(Event::Tick, t0 + ms(1000));
         m.step(Event::SpawnFailed, t0 + ms(1000));
         assert_eq!(
-            m.phase,
+            m.phase(),
             Phase::Backoff {
                 until: t0 + ms(3000)
             }
@@ -1106,11 +1274,51 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_supervisor_does_not_bind_twice() {
+    fn rivals_holding_the_socket_are_stopped_before_a_launch() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.step(DIED, t0);
+        m.step(Event::Tick, t0 + ms(1000));
+        assert_eq!(
+            m.step(Event::RivalsFound, t0 + ms(1000)),
+            vec![
+                Action::Note(Note::StoppingRivals),
+                Action::Signal { kill: false }
+            ]
+        );
+        assert_eq!(m.child_pid(), None);
+        assert_eq!(m.phase().name(), "stopping");
+        // Gone: the launch is tried again at once.
+        assert_eq!(
+            m.step(Event::OthersGone, t0 + ms(1200)),
+            vec![Action::Launch]
+        );
+    }
+
+    #[test]
+    fn an_earlier_supervisors_leftovers_are_stopped_first() {
         let t0 = Instant::now();
         let mut m = Machine::new(settings());
-        m.bound = true;
-        assert_eq!(m.step(Event::Start, t0), vec![Action::Spawn]);
+        m.resume(3);
+        assert_eq!(m.adopt(t0), vec![Action::Signal { kill: false }]);
+        assert_eq!(m.phase().name(), "stopping");
+        assert_eq!(m.deadline(), Some(t0 + ms(10_000)));
+        assert_eq!(m.step(Event::OthersGone, t0 + ms(5)), vec![Action::Launch]);
+        // The crash loop goes on where it was.
+        m.step(Event::Spawned { pid: 9 }, t0 + ms(5));
+        m.step(DIED, t0 + ms(10));
+        assert_eq!(m.streak(), 4);
+        assert_eq!(
+            m.phase(),
+            Phase::Backoff {
+                until: t0 + ms(10) + ms(8000)
+            }
+        );
+        // A stop meanwhile: exit once they are gone, start nothing.
+        let mut m = Machine::new(settings());
+        m.adopt(t0);
+        assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
+        assert_eq!(m.step(Event::OthersGone, t0 + ms(2)), vec![Action::Exit]);
     }
 
     #[test]
@@ -1119,9 +1327,10 @@ mod tests {
         let m0 = running(t0);
         for ev in [
             Event::Tick,
-            Event::Bound,
+            Event::SpawnFailed,
             Event::BindFailed,
-            Event::GroupGone,
+            Event::RivalsFound,
+            Event::OthersGone,
             Event::Start,
         ] {
             let mut m = m0.clone();

@@ -87,6 +87,9 @@ pub struct ChildInfo {
     /// The child's last `STATUS=` text (notify protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// What the last HTTP health probe of this child found (`[health]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +145,13 @@ impl Record {
             format!("{{\"state\": \"unknown\", \"error\": \"cannot encode state: {e}\"}}")
         });
         text + "\n"
+    }
+
+    /// How long ago the record was written, when it says and that is not
+    /// in the future.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        let written = parse_timestamp(self.updated_at.as_deref()?)?;
+        now.duration_since(written).ok()
     }
 
     pub fn decode(text: &str) -> Result<Record, String> {
@@ -246,6 +256,7 @@ mod tests {
                 crash_streak: 0,
                 ready: true,
                 status: None,
+                last_probe: None,
             }),
             next_restart_in_ms: None,
             next_restart_at: None,

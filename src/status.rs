@@ -2,17 +2,10 @@
 //!
 //! A pid file and a state file on disk prove nothing by themselves: the
 //! supervisor may have been SIGKILLed and its pid reused. So liveness is
-//! proven first, without ever taking the lock (a `status` probing the lock
-//! could make a supervisor that is starting at that instant lose the race):
-//! on Linux `/proc/locks` names the process holding the flock on the pid
-//! file; elsewhere the pid in the pid file must be alive and either match
-//! the pid *and* start time recorded in `state.json` or run our own binary.
+//! proven first ([`lock::find_supervisor`]), and only then is the record
+//! read, checked against the processes it names, and shown.
 
-use std::fs::OpenOptions;
 use std::io::IsTerminal;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::config::Config;
@@ -25,43 +18,9 @@ use crate::sys;
 /// behind) once it is this old.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn pid_path(cfg: &Config) -> PathBuf {
-    cfg.supervisor.state_dir.join("supervisor.pid")
-}
-
-pub fn state_path(cfg: &Config) -> PathBuf {
-    cfg.supervisor.state_dir.join("state.json")
-}
-
-/// The pid of the supervisor that holds the lock for this config, if any.
-pub fn find_supervisor(cfg: &Config) -> Option<i32> {
-    let pid_path = pid_path(cfg);
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&pid_path)
-        .ok()?;
-    if let Some(answer) = sys::flock_holder(file.as_raw_fd()) {
-        return answer.filter(|pid| sys::is_alive(*pid));
-    }
-    // No lock table to ask (macOS): trust the pid file only with proof.
-    let pid = lock::read_pid(&pid_path)?;
-    if !sys::is_alive(pid) {
-        return None;
-    }
-    let recorded = state::read(&state_path(cfg))
-        .ok()
-        .flatten()
-        .and_then(|r| r.supervisor);
-    let same_process = recorded.is_some_and(|s| {
-        s.pid == pid && s.start_time.is_some() && s.start_time == sys::process_start_time(pid)
-    });
-    (same_process || sys::runs_same_executable(pid)).then_some(pid)
-}
-
 /// The record to show for a live supervisor `pid`.
 fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String> {
-    let Some(mut rec) = state::read(&state_path(cfg))? else {
+    let Some(mut rec) = state::read(&cfg.state_path())? else {
         return Ok(starting(pid));
     };
     // A record by an earlier supervisor: this one has not written yet.
@@ -84,16 +43,11 @@ fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String
                 if rec.state != "stopping" {
                     rec.state = "starting".into();
                 }
-                let age = rec
-                    .updated_at
-                    .as_deref()
-                    .and_then(state::parse_timestamp)
-                    .and_then(|t| now.duration_since(t).ok());
-                if age.is_some_and(|a| a > STALE_AFTER) {
+                if rec.age(now).is_some_and(|a| a > STALE_AFTER) {
                     rec.error = Some(format!(
                         "{} is stale: it names child {cpid}, which is gone; the supervisor \
                          cannot record its state (is the disk full?)",
-                        state_path(cfg).display()
+                        cfg.state_path().display()
                     ));
                 }
             }
@@ -142,11 +96,11 @@ fn starting(pid: i32) -> Record {
 }
 
 /// `supervisor status [--json]`; returns the exit code.
-pub fn run(cfg: Result<Config, String>, json: bool) -> i32 {
+pub(crate) fn run(cfg: Result<Config, String>, json: bool) -> i32 {
     let now = SystemTime::now();
     let rec = match cfg {
         Err(e) => Record::unknown(e),
-        Ok(cfg) => match find_supervisor(&cfg) {
+        Ok(cfg) => match lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) {
             None => Record::not_running(),
             Some(pid) => live_record(&cfg, pid, now).unwrap_or_else(Record::unknown),
         },
@@ -172,13 +126,13 @@ fn colour_wanted() -> bool {
 fn ago(at: &str, now: SystemTime) -> Option<String> {
     let t = state::parse_timestamp(at)?;
     let d = now.duration_since(t).unwrap_or_default();
-    Some(crate::daemon::human(std::time::Duration::from_secs(
+    Some(crate::text::human(std::time::Duration::from_secs(
         d.as_secs(),
     )))
 }
 
 /// The record for people: one fact a line.
-pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
+pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
     let paint = |text: &str, code: &str| {
         if colour {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -224,6 +178,9 @@ pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         if let Some(text) = &c.status {
             out += &format!("child status: {text}\n");
         }
+        if let (Some(probe), false) = (&c.last_probe, c.ready) {
+            out += &format!("last probe:   {probe}\n");
+        }
         if let Some(e) = &c.last_exit {
             let how = match (&e.code, &e.signal) {
                 (Some(code), _) => format!("exited {code}"),
@@ -244,7 +201,7 @@ pub fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         };
         out += &format!(
             "{what}: in {}\n",
-            crate::daemon::human(std::time::Duration::from_millis(ms))
+            crate::text::human(std::time::Duration::from_millis(ms))
         );
     }
     if let Some(h) = &rec.port_holder {
@@ -280,6 +237,7 @@ mod tests {
                 crash_streak: 3,
                 ready: false,
                 status: None,
+                last_probe: None,
             }),
             next_restart_in_ms: Some(4000),
             ..starting(42)

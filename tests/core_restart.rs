@@ -291,7 +291,7 @@ fn a_supervisor_killed_while_stopping_leftovers_leaves_them_to_the_next() {
     };
     sup2.signal(libc::SIGTERM);
     env.wait_for("the first SIGTERM seen", DEADLINE, || {
-        log_says("stop requested: exiting once")
+        log_says("SIGTERM: stopping")
     });
     sup2.signal(libc::SIGTERM);
     env.wait_for("the leftover grandchild is dead", DEADLINE, || {

@@ -208,6 +208,9 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     libc::getppid() == parent
 }
 
+/// One past the highest signal number (signals 1..=64, real-time ones included).
+pub const NSIG: libc::c_int = 65;
+
 pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
     // glibc's sigaction() refuses its internal real-time signals 32 and 33,
     // which its posix_spawn leaves *ignored* in the programs it starts (and

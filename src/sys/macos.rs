@@ -116,6 +116,9 @@ pub unsafe fn die_with_parent(_sig: libc::c_int, parent: libc::pid_t) -> bool {
     libc::getppid() == parent
 }
 
+/// One past the highest signal number (NSIG from <sys/signal.h>: signals 1..=31).
+pub const NSIG: libc::c_int = 32;
+
 pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
     libc::signal(sig, libc::SIG_DFL);
 }

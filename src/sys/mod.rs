@@ -128,12 +128,21 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     imp::die_with_parent(sig, parent)
 }
 
-/// After fork, before exec: set `sig`'s disposition back to the default.
+/// After fork, before exec: every signal's disposition back to the default
+/// and an empty signal mask, as a fresh process has (ignored signals and
+/// the mask survive exec).
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for a `pre_exec` closure.
-pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
-    imp::default_signal_after_fork(sig)
+pub unsafe fn reset_signals_after_fork() {
+    for sig in 1..imp::NSIG {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            imp::default_signal_after_fork(sig);
+        }
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 }
 
 /// Duplicate `fd` onto `target`, close-on-exec, replacing whatever `target`

@@ -1,0 +1,256 @@
+//! What an earlier supervisor left running. A supervisor that died without
+//! stopping its child (a SIGKILL; on macOS there is no PDEATHSIG) leaves it
+//! holding the port and the service's shared state. The new supervisor
+//! adopts it as something to stop (`Machine::adopt`) before it binds, so two
+//! children never run at once, but only if it is provably that
+//! supervisor's: nobody else's process is ever signalled.
+//!
+//! The system is asked through [`Facts`], so the rule is table-tested with
+//! made-up processes.
+
+use nix::unistd::Pid;
+
+use crate::state::Record;
+use crate::sys;
+
+/// What the orphan check asks of the system.
+pub(crate) trait Facts {
+    fn boot_id(&self) -> Option<String>;
+    fn is_alive(&self, pid: i32) -> bool;
+    fn start_time(&self, pid: i32) -> Option<u64>;
+    /// Live members of a process group.
+    fn group_members(&self, pgid: i32) -> Vec<i32>;
+    fn session(&self, pid: i32) -> Option<i32>;
+}
+
+/// The real answers.
+pub(crate) struct System;
+
+impl Facts for System {
+    fn boot_id(&self) -> Option<String> {
+        sys::boot_id()
+    }
+    fn is_alive(&self, pid: i32) -> bool {
+        sys::is_alive(pid)
+    }
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        sys::process_start_time(pid)
+    }
+    fn group_members(&self, pgid: i32) -> Vec<i32> {
+        sys::group_members(pgid)
+    }
+    fn session(&self, pid: i32) -> Option<i32> {
+        nix::unistd::getsid(Some(Pid::from_raw(pid)))
+            .ok()
+            .map(Pid::as_raw)
+    }
+}
+
+/// An earlier supervisor's child, or what is left of its process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leftovers {
+    pub(crate) pgid: i32,
+    /// The child itself, when it is still alive: pid and start time.
+    pub(crate) leader: Option<(i32, u64)>,
+}
+
+/// Whether the child named by an earlier supervisor's record (or its
+/// leftovers) is still alive and that supervisor's, and nobody else's.
+/// Records from before a reboot name nothing of ours. The leader counts if
+/// its pid *and* start time match. A group whose leader is gone counts only
+/// through a member that started after the child did and still sits in the
+/// session the child was started in (the supervisor's): a stranger's daemon
+/// that now owns that group id has its own session.
+pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
+    let child = prev.child.as_ref()?;
+    let pgid = child.pgid.filter(|g| *g > 1)?;
+    let recorded_boot = prev.supervisor.as_ref()?.boot_id.as_deref()?;
+    if facts.boot_id().as_deref() != Some(recorded_boot) {
+        return None;
+    }
+    let started = child.start_time?;
+    if let Some(pid) = child.pid {
+        if facts.is_alive(pid) {
+            let ours = pid == pgid && facts.start_time(pid) == Some(started);
+            return ours.then_some(Leftovers {
+                pgid,
+                leader: Some((pid, started)),
+            });
+        }
+    }
+    if facts.is_alive(pgid) {
+        return None; // a live leader that is not our child: someone else's group
+    }
+    let sid = child.sid?;
+    let ours = facts.group_members(pgid).into_iter().any(|m| {
+        facts.start_time(m).is_some_and(|t| t >= started) && facts.session(m) == Some(sid)
+    });
+    ours.then_some(Leftovers { pgid, leader: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ChildInfo, SupervisorInfo};
+    use std::collections::HashMap;
+
+    /// (pid, start time, process group, session) of a live process.
+    type Proc = (i32, u64, i32, i32);
+
+    /// A made-up machine.
+    struct Fake {
+        boot: &'static str,
+        procs: Vec<Proc>,
+    }
+
+    impl Facts for Fake {
+        fn boot_id(&self) -> Option<String> {
+            Some(self.boot.into())
+        }
+        fn is_alive(&self, pid: i32) -> bool {
+            self.procs.iter().any(|p| p.0 == pid)
+        }
+        fn start_time(&self, pid: i32) -> Option<u64> {
+            self.procs.iter().find(|p| p.0 == pid).map(|p| p.1)
+        }
+        fn group_members(&self, pgid: i32) -> Vec<i32> {
+            self.procs
+                .iter()
+                .filter(|p| p.2 == pgid)
+                .map(|p| p.0)
+                .collect()
+        }
+        fn session(&self, pid: i32) -> Option<i32> {
+            self.procs.iter().find(|p| p.0 == pid).map(|p| p.3)
+        }
+    }
+
+    /// A record of child 100 (group 100, started at 500, session 50),
+    /// written on boot "b1".
+    fn record(pid: Option<i32>) -> Record {
+        Record {
+            state: "running".into(),
+            supervisor: Some(SupervisorInfo {
+                pid: 40,
+                started_at: "2026-11-26T08:00:00Z".into(),
+                start_time: Some(1),
+                version: None,
+                boot_id: Some("b1".into()),
+            }),
+            child: Some(ChildInfo {
+                pid,
+                pgid: Some(100),
+                start_time: Some(500),
+                sid: Some(50),
+                started_at: None,
+                restarts: 0,
+                last_exit: None,
+                crash_streak: 0,
+                ready: true,
+                status: None,
+                last_probe: None,
+            }),
+            ..Record::not_running()
+        }
+    }
+
+    #[test]
+    fn only_provably_ours() {
+        let leader = Some(Leftovers {
+            pgid: 100,
+            leader: Some((100, 500)),
+        });
+        let group = Some(Leftovers {
+            pgid: 100,
+            leader: None,
+        });
+        // (what the record names, the live processes, boot, expected)
+        type Case = (Option<i32>, Vec<Proc>, &'static str, Option<Leftovers>);
+        let table: Vec<Case> = vec![
+            (Some(100), vec![(100, 500, 100, 50)], "b1", leader),
+            // Rebooted since: nothing is ours.
+            (Some(100), vec![(100, 500, 100, 50)], "b2", None),
+            // The pid was reused (another start time).
+            (Some(100), vec![(100, 900, 100, 50)], "b1", None),
+            // Leader gone; a member of its group started after it, same session.
+            (Some(100), vec![(101, 600, 100, 50)], "b1", group),
+            (None, vec![(101, 600, 100, 50)], "b1", group),
+            // ... in another session: a stranger's group that reused the id.
+            (Some(100), vec![(101, 600, 100, 77)], "b1", None),
+            // ... started before the child: not its descendant.
+            (Some(100), vec![(101, 400, 100, 50)], "b1", None),
+            // The group id belongs to a live leader that is not our child.
+            (
+                None,
+                vec![(100, 900, 100, 50), (101, 950, 100, 50)],
+                "b1",
+                None,
+            ),
+            // Nothing left.
+            (Some(100), vec![(7, 1, 7, 7)], "b1", None),
+        ];
+        for (i, (pid, procs, boot, want)) in table.into_iter().enumerate() {
+            let fake = Fake { boot, procs };
+            assert_eq!(find(&record(pid), &fake), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn incomplete_records_name_nothing() {
+        let fake = Fake {
+            boot: "b1",
+            procs: vec![(100, 500, 100, 50), (101, 600, 100, 50)],
+        };
+        type Edit = Box<dyn Fn(&mut Record)>;
+        let mut edits: HashMap<&str, Edit> = HashMap::new();
+        edits.insert("no child", Box::new(|r| r.child = None));
+        edits.insert("no supervisor", Box::new(|r| r.supervisor = None));
+        edits.insert(
+            "no boot id",
+            Box::new(|r| {
+                if let Some(s) = r.supervisor.as_mut() {
+                    s.boot_id = None
+                }
+            }),
+        );
+        edits.insert(
+            "no pgid",
+            Box::new(|r| {
+                if let Some(c) = r.child.as_mut() {
+                    c.pgid = None
+                }
+            }),
+        );
+        edits.insert(
+            "pgid 1",
+            Box::new(|r| {
+                if let Some(c) = r.child.as_mut() {
+                    c.pgid = Some(1)
+                }
+            }),
+        );
+        edits.insert(
+            "no start time",
+            Box::new(|r| {
+                if let Some(c) = r.child.as_mut() {
+                    c.start_time = None
+                }
+            }),
+        );
+        for (name, edit) in edits {
+            let mut r = record(Some(100));
+            edit(&mut r);
+            assert_eq!(find(&r, &fake), None, "{name}");
+        }
+        // Without a session the leaderless group cannot be proven ours.
+        let fake = Fake {
+            boot: "b1",
+            procs: vec![(101, 600, 100, 50)],
+        };
+        let mut r = record(None);
+        if let Some(c) = r.child.as_mut() {
+            c.sid = None;
+        }
+        assert_eq!(find(&r, &fake), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! Words for people: durations, signal names, how a child ended. Shared by
+//! the driver's log lines, `status` and the health probes, so they all say
+//! the same thing the same way.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::policy::ExitKind;
+
+/// "SIGTERM", or "signal 77" for a number with no name here.
+pub(crate) fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// "exited with code 1", "was killed by SIGKILL".
+pub(crate) fn describe_exit(kind: ExitKind) -> String {
+    match kind {
+        ExitKind::Code(c) => format!("exited with code {c}"),
+        ExitKind::Signal(0) => "is gone (reaped elsewhere)".into(),
+        ExitKind::Signal(s) => format!("was killed by {}", signal_name(s)),
+    }
+}
+
+/// "250ms", "4s", "1m 30s": humantime, rounded to what people read.
+pub(crate) fn human(d: Duration) -> String {
+    let d = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d).to_string()
+}
+
+/// `n` and the noun, singular or plural: "1 byte", "3 restarts".
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        let table = [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(4_000), "4s"),
+            (Duration::from_millis(9_999), "9s 999ms"),
+            (Duration::from_millis(90_400), "1m 30s"),
+        ];
+        for (d, want) in table {
+            assert_eq!(human(d), want);
+        }
+        assert_eq!(describe_exit(ExitKind::Code(3)), "exited with code 3");
+        assert_eq!(describe_exit(ExitKind::Signal(9)), "was killed by SIGKILL");
+        assert_eq!(signal_name(1000), "signal 1000");
+        assert_eq!(count(1, "restart"), "1 restart");
+        assert_eq!(count(0, "restart"), "0 restarts");
+    }
+}
