@@ -229,7 +229,7 @@ fn run(path: &Path) -> Outcome {
             ),
             false => None,
         };
-        Daemon::new(cfg, pre.creds, lock, child_log, supervisor_log, notify)
+        Daemon::new(cfg, pre.creds, lock, child_log, supervisor_log, notify)?
             .run(signals)
             .await
     });

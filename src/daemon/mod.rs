@@ -38,7 +38,7 @@ use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::{describe_bind_error, Listener};
 use crate::lock::InstanceLock;
-use crate::logs::{self, LogSink, Stream};
+use crate::logs::{LogSink, Readers, Stream};
 use crate::policy::{
     Action, Event, ExitKind, Failure, HealthPolicy, Machine, Next, Note, Phase, Settings,
 };
@@ -50,15 +50,16 @@ use targets::Targets;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How long, at exit, the log readers get to write the child's last lines.
+/// How long, at exit, the log reader may take to write what the pipes
+/// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
-/// The logs the driver writes and the threads that fill `child.log`.
+/// The logs the driver writes, and the thread that fills `child.log`.
 struct Logs {
     child: Arc<LogSink>,
     supervisor: Arc<LogSink>,
-    /// The threads reading children's output; finished ones are pruned.
-    pumps: Vec<std::thread::JoinHandle<()>>,
+    /// Reads every child pipe; taken at exit to write the last lines.
+    readers: Option<Readers>,
 }
 
 pub(crate) struct Daemon {
@@ -103,7 +104,7 @@ impl Daemon {
         child_log: Arc<LogSink>,
         supervisor_log: Arc<LogSink>,
         notify: Option<NotifySocket>,
-    ) -> Daemon {
+    ) -> Result<Daemon, Fatal> {
         let settings = Settings {
             initial_backoff: cfg.restart.initial_backoff,
             max_backoff: cfg.restart.max_backoff,
@@ -146,7 +147,12 @@ impl Daemon {
             port_holder: None,
             bind_error: None,
         };
-        Daemon {
+        let readers = Readers::start(child_log.clone()).map_err(|e| {
+            Fatal::failure(format!(
+                "cannot start the thread that reads the child's output: {e}"
+            ))
+        })?;
+        Ok(Daemon {
             machine: Machine::new(settings),
             recipe,
             listener: None,
@@ -158,7 +164,7 @@ impl Daemon {
             logs: Logs {
                 child: child_log,
                 supervisor: supervisor_log,
-                pumps: Vec::new(),
+                readers: Some(readers),
             },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
@@ -168,7 +174,7 @@ impl Daemon {
                 .filter(|s| !s.is_empty()),
             spawn_error: None,
             cfg,
-        }
+        })
     }
 
     /// Run until asked to stop.
@@ -227,7 +233,9 @@ impl Daemon {
             }
         }
         health::tell_manager(self.manager.as_deref(), "STOPPING=1");
-        self.drain_pumps().await;
+        if let Some(readers) = self.logs.readers.take() {
+            readers.finish(PUMP_DRAIN);
+        }
         info!("supervisor {} stopped", std::process::id());
         self.write_state();
         Ok(())
@@ -281,19 +289,6 @@ impl Daemon {
                 crate::text::count(self.machine.streak().into(), "early death")
             );
         }
-    }
-
-    /// Let the log readers write what the last child printed before we
-    /// exit. Leftovers that escaped the process group may hold a pipe open
-    /// forever, so this waits a little, not indefinitely.
-    async fn drain_pumps(&mut self) {
-        let deadline = Instant::now() + PUMP_DRAIN;
-        let mut poll = Duration::from_millis(1);
-        while self.logs.pumps.iter().any(|p| !p.is_finished()) && Instant::now() < deadline {
-            tokio::time::sleep(poll).await;
-            poll = (poll * 2).min(Duration::from_millis(50));
-        }
-        self.logs.pumps.clear();
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -567,14 +562,9 @@ impl Daemon {
                     sid: self.sid,
                     started_at: Some(SystemTime::now()),
                 });
-                self.logs.pumps.retain(|p| !p.is_finished());
-                for (file, stream) in [(sp.stdout, Stream::Stdout), (sp.stderr, Stream::Stderr)] {
-                    match logs::spawn_pump(file, stream, pid as u32, self.logs.child.clone()) {
-                        Ok(handle) => self.logs.pumps.push(handle),
-                        Err(e) => warn!(
-                            "cannot start the log reader for child {pid}: {e}; its output is lost"
-                        ),
-                    }
+                if let Some(readers) = &self.logs.readers {
+                    readers.add(sp.stdout, Stream::Stdout, pid as u32);
+                    readers.add(sp.stderr, Stream::Stderr, pid as u32);
                 }
                 info!("started child {pid}: {}", self.recipe.command.join(" "));
                 Event::Spawned { pid }

@@ -1,0 +1,239 @@
+//! Framing a child's output: a byte stream from one pipe becomes
+//! `TS out[PID]: payload` lines, whatever the bytes are.
+
+use super::{Stream, MAX_LINE};
+
+/// Turns a byte stream from one child pipe into framed lines:
+/// `TS out[PID]: payload\n`, where TS is UTC RFC 3339 with milliseconds.
+/// Payload bytes are copied untouched (invalid UTF-8, a trailing `\r`).
+/// Lines longer than [`MAX_LINE`] become pieces of at most `MAX_LINE`
+/// bytes; pieces after the first read `TS out[PID]+ payload\n`.
+pub(crate) struct Framer {
+    /// ` out[PID]`, the part of the prefix after the timestamp.
+    tag: Vec<u8>,
+    /// `TS out[PID]` for the current chunk.
+    head: Vec<u8>,
+    /// The incomplete last line, at most `MAX_LINE` bytes.
+    carry: Vec<u8>,
+    /// The current line already produced a piece.
+    continued: bool,
+}
+
+impl Framer {
+    pub(crate) fn new(stream: Stream, pid: u32) -> Framer {
+        Framer {
+            tag: format!(" {}[{}]", stream.tag(), pid).into_bytes(),
+            head: Vec::with_capacity(64),
+            carry: Vec::new(),
+            continued: false,
+        }
+    }
+
+    /// Frames every complete line in `chunk` (joined with the carried
+    /// partial line) into `out` and carries the incomplete rest. Returns
+    /// the number of lines appended to `out`.
+    pub(crate) fn frame(&mut self, chunk: &[u8], ts: &str, out: &mut Vec<u8>) -> u64 {
+        self.set_head(ts);
+        let mut lines = 0;
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            lines += self.end_line(&rest[..nl], out);
+            rest = &rest[nl + 1..];
+        }
+        while self.carry.len() + rest.len() > MAX_LINE {
+            lines += self.emit_full_piece(&mut rest, out);
+        }
+        self.carry.extend_from_slice(rest);
+        lines
+    }
+
+    /// At end of input: frames the partial last line, if any, adding `\n`.
+    pub(crate) fn finish(&mut self, ts: &str, out: &mut Vec<u8>) -> u64 {
+        if self.carry.is_empty() {
+            return 0;
+        }
+        self.set_head(ts);
+        self.end_line(&[], out)
+    }
+
+    /// Bytes of the incomplete line held back.
+    #[cfg(test)]
+    fn carried(&self) -> usize {
+        self.carry.len()
+    }
+
+    fn set_head(&mut self, ts: &str) {
+        self.head.clear();
+        self.head.extend_from_slice(ts.as_bytes());
+        self.head.extend_from_slice(&self.tag);
+    }
+
+    /// Ends the current line with `seg` as its last bytes.
+    fn end_line(&mut self, mut seg: &[u8], out: &mut Vec<u8>) -> u64 {
+        let mut lines = 1;
+        while self.carry.len() + seg.len() > MAX_LINE {
+            lines += self.emit_full_piece(&mut seg, out);
+        }
+        emit(out, &self.head, self.continued, &self.carry, seg);
+        self.carry.clear();
+        self.continued = false;
+        lines
+    }
+
+    /// Emits `MAX_LINE` bytes from the carry and the front of `seg`.
+    fn emit_full_piece(&mut self, seg: &mut &[u8], out: &mut Vec<u8>) -> u64 {
+        let take = MAX_LINE - self.carry.len();
+        emit(out, &self.head, self.continued, &self.carry, &seg[..take]);
+        self.carry.clear();
+        *seg = &seg[take..];
+        self.continued = true;
+        1
+    }
+}
+
+fn emit(out: &mut Vec<u8>, head: &[u8], continued: bool, a: &[u8], b: &[u8]) {
+    out.reserve(head.len() + 3 + a.len() + b.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(if continued { b"+ " } else { b": " });
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: &str = "2026-11-26T08:00:00.123Z";
+
+    fn frame_all(chunks: &[&[u8]], eof: bool) -> (Vec<u8>, u64, usize) {
+        let mut f = Framer::new(Stream::Stdout, 42);
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for c in chunks {
+            lines += f.frame(c, TS, &mut out);
+        }
+        if eof {
+            lines += f.finish(TS, &mut out);
+        }
+        (out, lines, f.carried())
+    }
+
+    fn line(sep: &str, payload: &[u8]) -> Vec<u8> {
+        let mut v = format!("{TS} out[42]{sep} ").into_bytes();
+        v.extend_from_slice(payload);
+        v.push(b'\n');
+        v
+    }
+
+    struct Case {
+        name: &'static str,
+        chunks: &'static [&'static [u8]],
+        eof: bool,
+        want: &'static [(&'static str, &'static [u8])],
+        carried: usize,
+    }
+
+    #[test]
+    fn framing_table() {
+        #[rustfmt::skip]
+        let cases = [
+            Case { name: "normal", chunks: &[b"hello\nworld\n"], eof: false,
+                   want: &[(":", b"hello"), (":", b"world")], carried: 0 },
+            Case { name: "empty line", chunks: &[b"\n"], eof: false,
+                   want: &[(":", b"")], carried: 0 },
+            Case { name: "no newline carried", chunks: &[b"abc"], eof: false,
+                   want: &[], carried: 3 },
+            Case { name: "carry joined", chunks: &[b"ab", b"c\nd"], eof: false,
+                   want: &[(":", b"abc")], carried: 1 },
+            Case { name: "partial flushed at eof", chunks: &[b"a\nb"], eof: true,
+                   want: &[(":", b"a"), (":", b"b")], carried: 0 },
+            Case { name: "crlf kept", chunks: &[b"dos\r\n"], eof: false,
+                   want: &[(":", b"dos\r")], carried: 0 },
+            Case { name: "invalid utf-8", chunks: &[b"\xff\xfe\x00x\n"], eof: false,
+                   want: &[(":", b"\xff\xfe\x00x")], carried: 0 },
+            Case { name: "nothing at eof", chunks: &[], eof: true,
+                   want: &[], carried: 0 },
+        ];
+        for c in cases {
+            let (out, lines, left) = frame_all(c.chunks, c.eof);
+            let expect: Vec<u8> = c.want.iter().flat_map(|(s, p)| line(s, p)).collect();
+            assert_eq!(out, expect, "{}", c.name);
+            assert_eq!(lines, c.want.len() as u64, "{}", c.name);
+            assert_eq!(left, c.carried, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn framing_long_lines() {
+        let max = vec![b'a'; MAX_LINE];
+        let mut over = max.clone();
+        over.push(b'b');
+        // (name, input, expected pieces as (separator, payload length))
+        type Pieces = &'static [(&'static str, usize)];
+        let cases: [(&str, Vec<u8>, Pieces); 3] = [
+            (
+                "exactly 64 KiB",
+                [&max[..], b"\n"].concat(),
+                &[(":", MAX_LINE)],
+            ),
+            (
+                "64 KiB + 1",
+                [&over[..], b"\n"].concat(),
+                &[(":", MAX_LINE), ("+", 1)],
+            ),
+            (
+                "2 x 64 KiB",
+                [&max[..], &max[..], b"\n"].concat(),
+                &[(":", MAX_LINE), ("+", MAX_LINE)],
+            ),
+        ];
+        for (name, input, want) in cases {
+            // Fed whole and byte-split at an awkward place: same output.
+            for split in [input.len(), 1000] {
+                let (a, b) = input.split_at(split);
+                let (out, lines, left) = frame_all(&[a, b], false);
+                let mut expect = Vec::new();
+                let mut at = 0;
+                for (sep, len) in want {
+                    expect.extend(line(sep, &input[at..at + len]));
+                    at += len;
+                }
+                assert_eq!(out, expect, "{name} split {split}");
+                assert_eq!(lines, want.len() as u64, "{name}");
+                assert_eq!(left, 0, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn framing_megabyte_without_newline() {
+        let total = 16 * MAX_LINE + 100;
+        let data: Vec<u8> = (0..total).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut f = Framer::new(Stream::Stderr, 7);
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for c in data.chunks(super::super::reader::READ_BUF - 3) {
+            lines += f.frame(c, TS, &mut out);
+            assert!(f.carried() <= MAX_LINE);
+        }
+        assert_eq!(lines, 16);
+        assert_eq!(f.carried(), 100);
+        lines += f.finish(TS, &mut out);
+        assert_eq!(lines, 17);
+        let mut joined = Vec::new();
+        for (i, l) in out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let sep = if i == 0 { ": " } else { "+ " };
+            let head = format!("{TS} err[7]{sep}");
+            assert!(l.starts_with(head.as_bytes()), "piece {i}");
+            let payload = &l[head.len()..];
+            assert_eq!(payload.len(), if i < 16 { MAX_LINE } else { 100 });
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, data);
+    }
+}

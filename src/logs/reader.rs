@@ -1,0 +1,332 @@
+//! Reading the children's output: one thread for every pipe.
+//!
+//! A child hands its stdout and stderr to whatever it starts, and helpers
+//! that detach (`setsid`, a double fork) may keep them open long after it
+//! died: a session manager's sessions outlive it on purpose. One thread per
+//! pipe would then pile up with every restart. Instead one thread polls
+//! all open pipes, reads what is there in large chunks, frames it and
+//! writes it to the sink; a pipe is dropped at its end of file. A slow disk
+//! blocks only this thread, which back-pressures the children through their
+//! pipes; the control loop never waits on a log.
+//!
+//! At exit, [`Readers::finish`] takes what is buffered in the pipes now
+//! (a dead child's last lines are all there) and returns: it never waits
+//! for writers that are still alive.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::framer::Framer;
+use super::{LogSink, Stream};
+
+/// Bytes read from a child pipe at once.
+pub(super) const READ_BUF: usize = 64 * 1024;
+/// A read chunk is framed in slices of this size so that a chunk made of
+/// tiny lines (each grows by a ~45-byte prefix) cannot inflate the output
+/// buffer: it holds at most `FLUSH_AT` + `SLICE` empty lines framed + one
+/// `MAX_LINE` piece, under 400 KiB.
+const SLICE: usize = 4 * 1024;
+/// Hand the output buffer to the sink once it holds this much.
+const FLUSH_AT: usize = 128 * 1024;
+/// The thread only polls, reads, frames and writes: a small stack will do.
+const STACK: usize = 128 * 1024;
+
+/// One child pipe being read.
+struct Pipe {
+    file: File,
+    framer: Framer,
+}
+
+/// What the control loop hands the reader thread.
+struct Shared {
+    /// Pipes to start reading.
+    new: Mutex<Vec<Pipe>>,
+    /// Read what is buffered now, then stop.
+    finish: AtomicBool,
+}
+
+/// The reader thread and the way to talk to it.
+pub(crate) struct Readers {
+    shared: Arc<Shared>,
+    /// Writing a byte here wakes the thread from `poll`.
+    wake: UnixStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Readers {
+    pub(crate) fn start(sink: Arc<LogSink>) -> io::Result<Readers> {
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            new: Mutex::new(Vec::new()),
+            finish: AtomicBool::new(false),
+        });
+        let theirs = shared.clone();
+        let thread = thread::Builder::new()
+            .name("log-reader".into())
+            .stack_size(STACK)
+            .spawn(move || run(&theirs, woken, &sink))?;
+        Ok(Readers {
+            shared,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// Read `file` (a child's stdout or stderr) until its end.
+    pub(crate) fn add(&self, file: File, stream: Stream, pid: u32) {
+        self.shared
+            .new
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Pipe {
+                file,
+                framer: Framer::new(stream, pid),
+            });
+        self.poke();
+    }
+
+    /// Write what the pipes hold now (and the partial lines), then stop the
+    /// thread; gives up after `within` if writers keep it busy.
+    pub(crate) fn finish(mut self, within: Duration) {
+        self.shared.finish.store(true, Ordering::Release);
+        self.poke();
+        let deadline = Instant::now() + within;
+        if let Some(t) = self.thread.take() {
+            let mut pause = Duration::from_millis(1);
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn poke(&self) {
+        // A full socket buffer means a wake-up is pending already.
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) {
+    let mut pipes: Vec<Pipe> = Vec::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::with_capacity(FLUSH_AT);
+    let mut ts = String::with_capacity(32);
+    loop {
+        let finishing = shared.finish.load(Ordering::Acquire);
+        pipes.extend(
+            shared
+                .new
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..),
+        );
+        let ready = match wait(&woken, &pipes, finishing) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot wait for the child's output: {e}; it is lost from now on");
+                return;
+            }
+        };
+        if ready.woken {
+            let mut sink_bytes = [0u8; 64];
+            while matches!(woken.read(&mut sink_bytes), Ok(n) if n > 0) {}
+        }
+        if finishing && !ready.pipes.contains(&true) {
+            // Nothing more is buffered: end every partial line and stop.
+            set_timestamp(&mut ts);
+            for p in &mut pipes {
+                let lines = p.framer.finish(&ts, &mut out);
+                sink.write_batch(&out, lines);
+                out.clear();
+            }
+            return;
+        }
+        let mut ended = Vec::new();
+        for (i, p) in pipes.iter_mut().enumerate() {
+            if !ready.pipes.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if !read_once(p, &mut buf, &mut out, &mut ts, sink) {
+                ended.push(i);
+            }
+        }
+        for i in ended.into_iter().rev() {
+            let mut p = pipes.swap_remove(i);
+            set_timestamp(&mut ts);
+            let lines = p.framer.finish(&ts, &mut out);
+            sink.write_batch(&out, lines);
+            out.clear();
+        }
+    }
+}
+
+/// Which descriptors are readable (or at their end).
+struct Ready {
+    woken: bool,
+    pipes: Vec<bool>,
+}
+
+/// Wait until the wake-up socket or a pipe is readable; with `finishing`,
+/// only look.
+fn wait(woken: &UnixStream, pipes: &[Pipe], finishing: bool) -> io::Result<Ready> {
+    let mut fds: Vec<PollFd> = std::iter::once(woken.as_fd())
+        .chain(pipes.iter().map(|p| p.file.as_fd()))
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    let timeout = match finishing {
+        true => PollTimeout::ZERO,
+        false => PollTimeout::NONE,
+    };
+    loop {
+        match poll(&mut fds, timeout) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let readable = |fd: &PollFd| {
+        fd.revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        })
+    };
+    Ok(Ready {
+        woken: readable(&fds[0]),
+        pipes: fds[1..].iter().map(readable).collect(),
+    })
+}
+
+/// One read from a readable pipe, framed and written. False at its end.
+fn read_once(
+    p: &mut Pipe,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    ts: &mut String,
+    sink: &LogSink,
+) -> bool {
+    let n = loop {
+        match p.file.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                tracing::warn!("cannot read a child's output: {e}; its further output is lost");
+                return false;
+            }
+        }
+    };
+    set_timestamp(ts);
+    let mut lines = 0;
+    for part in buf[..n].chunks(SLICE) {
+        lines += p.framer.frame(part, ts, out);
+        if out.len() >= FLUSH_AT {
+            sink.write_batch(out, lines);
+            out.clear();
+            lines = 0;
+        }
+    }
+    sink.write_batch(out, lines);
+    out.clear();
+    true
+}
+
+fn set_timestamp(ts: &mut String) {
+    use std::fmt::Write as _;
+    ts.clear();
+    let _ = write!(
+        ts,
+        "{}",
+        humantime::format_rfc3339_millis(SystemTime::now())
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    fn read(p: &Path) -> Vec<u8> {
+        std::fs::read(p).unwrap_or_default()
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn frames_pipes_until_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let readers = Readers::start(sink).unwrap();
+        let (r, mut w) = io::pipe().unwrap();
+        readers.add(File::from(OwnedFd::from(r)), Stream::Stderr, 4243);
+        let many: Vec<u8> = b"\n".repeat(100_000); // tiny lines: batches stay bounded
+        w.write_all(b"first\r\n").unwrap();
+        w.write_all(&many).unwrap();
+        w.write_all(b"no newline at the end").unwrap();
+        drop(w);
+        wait_for("the last line", || {
+            read(&path).ends_with(b": no newline at the end\n")
+        });
+        let data = read(&path);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 100_003); // + the empty rest after the last '\n'
+        for l in &lines[..lines.len() - 1] {
+            let s = std::str::from_utf8(l).unwrap();
+            let (ts, rest) = s.split_once(' ').unwrap();
+            humantime::parse_rfc3339(ts).unwrap();
+            assert!(rest.starts_with("err[4243]: "), "{s}");
+        }
+        assert!(lines[0].ends_with(b"err[4243]: first\r"));
+        readers.finish(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn finishing_takes_what_is_buffered_and_never_waits_for_live_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let readers = Readers::start(sink).unwrap();
+        // Many pipes, one thread: a writer that never closes its end
+        // (a detached helper) and the dead child's pipe with a last line.
+        let mut keep = Vec::new();
+        for pid in 0..50 {
+            let (r, w) = io::pipe().unwrap();
+            readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, pid);
+            keep.push(w);
+        }
+        let (r, mut w) = io::pipe().unwrap();
+        readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 77);
+        w.write_all(b"last words, no newline").unwrap();
+        drop(w);
+        keep[3].write_all(b"a helper's partial").unwrap();
+        let started = Instant::now();
+        readers.finish(Duration::from_secs(10));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for live writers"
+        );
+        let data = String::from_utf8(read(&path)).unwrap();
+        assert!(data.contains("out[77]: last words, no newline\n"), "{data}");
+        assert!(data.contains("out[3]: a helper's partial\n"), "{data}");
+    }
+}
