@@ -199,6 +199,50 @@ pub(crate) fn resolve_program(
     ))
 }
 
+/// Why `execve` of `program` failed, naming the right thing: the folder
+/// it was to run in, the program, or the interpreter of a script (the
+/// kernel reports a missing interpreter as the script being missing).
+fn why_not_started(e: &io::Error, program: &Path, cwd: &Path) -> String {
+    let program_text = program.display();
+    if !cwd.is_dir() {
+        return format!(
+            "cannot start the child: its folder (child.cwd) {} does not exist or is not a folder",
+            cwd.display()
+        );
+    }
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::EACCES) | Some(libc::ENOEXEC) => {
+            if let Some(interp) = interpreter(program) {
+                if !is_executable(&interp) {
+                    return format!(
+                        "cannot start {program_text}: the interpreter its #! line names, {}, \
+                         does not exist or is not executable",
+                        interp.display()
+                    );
+                }
+            } else if e.raw_os_error() == Some(libc::ENOEXEC) {
+                return format!(
+                    "cannot start {program_text}: not a program this machine can run \
+                     (a script needs a #! line naming its interpreter)"
+                );
+            }
+            format!("cannot start {program_text}: {e}")
+        }
+        _ => format!("cannot start {program_text}: {e}"),
+    }
+}
+
+/// The interpreter a script's `#!` line names, if it has one.
+fn interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    text.split_whitespace().next().map(PathBuf::from)
+}
+
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -341,17 +385,30 @@ impl ExecImage {
 
 /// Start one child with the listening socket (already at fd 3, blocking)
 /// and fresh pipes for its stdout and stderr.
+///
+/// A failure says what is wrong with what: the folder (`child.cwd`), the
+/// program, or the interpreter its `#!` line names.
 pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
     let program_name = recipe
         .command
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    if !recipe.cwd.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "cannot start the child: its folder (child.cwd) {} does not exist or is not a folder",
+                recipe.cwd.display()
+            ),
+        ));
+    }
     let path = recipe
         .env
         .get("PATH")
         .map(OsString::from)
         .or_else(|| std::env::var_os("PATH"));
-    let program = resolve_program(program_name, path.as_deref(), &recipe.cwd)?;
+    let program = resolve_program(program_name, path.as_deref(), &recipe.cwd)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start the child: {e}")))?;
     let image = ExecImage::new(&program, recipe)?;
 
     let mut cmd = Command::new(&program);
@@ -365,9 +422,9 @@ pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         let mut image = image;
         cmd.pre_exec(move || image.exec());
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), why_not_started(&e, &program, &recipe.cwd)))?;
     let pid = child.id() as i32;
     let stdout: OwnedFd = child
         .stdout
@@ -382,8 +439,8 @@ pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
     for fd in [&stdout, &stderr] {
         sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(fd));
     }
-    // `child` is dropped without waiting: the driver reaps this pid itself
-    // with waitpid on exactly this pid, never -1.
+    // `child` is dropped without waiting: the driver reaps every child
+    // itself (it is a subreaper) and keeps this one's status.
     drop(child);
     Ok(Spawned {
         pid,
@@ -527,5 +584,62 @@ mod tests {
         // The envp entry is the slot itself.
         let last = image.env_ptrs[image.env_ptrs.len() - 2];
         assert_eq!(last, image.slot.as_ptr().cast());
+    }
+
+    #[test]
+    fn spawn_failures_name_the_right_thing() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        let bad_shebang = script("bad", "#!/nonexistent/python3 -u\nprint(1)\n");
+        let no_shebang = script("plain", "\x7fnot really a program\n");
+        // Failures found before fork: (command, cwd, words the error must contain).
+        let missing = dir.path().join("missing");
+        let cases: [(&str, &Path, &[&str]); 2] = [
+            (
+                "/bin/sh",
+                &missing,
+                &["child.cwd", "missing", "does not exist"],
+            ),
+            (
+                "no-such-program-xyz",
+                dir.path(),
+                &["no-such-program-xyz", "not found"],
+            ),
+        ];
+        for (command, cwd, words) in cases {
+            let mut r = recipe();
+            r.command = vec![command.into()];
+            r.cwd = cwd.to_owned();
+            let e = spawn(&r).map(|s| s.pid).unwrap_err().to_string();
+            for w in words {
+                assert!(e.contains(w), "{command}: {e:?} lacks {w:?}");
+            }
+        }
+        // What execve said: (errno, program, words).
+        let cases: [(i32, &str, &[&str]); 3] = [
+            (
+                libc::ENOENT,
+                &bad_shebang,
+                &["interpreter", "/nonexistent/python3"],
+            ),
+            (libc::ENOEXEC, &no_shebang, &["plain", "#!"]),
+            (
+                libc::E2BIG,
+                &no_shebang,
+                &["plain", "Argument list too long"],
+            ),
+        ];
+        for (errno, program, words) in cases {
+            let e = io::Error::from_raw_os_error(errno);
+            let why = why_not_started(&e, Path::new(program), dir.path());
+            for w in words {
+                assert!(why.contains(w), "{program}: {why:?} lacks {w:?}");
+            }
+        }
     }
 }

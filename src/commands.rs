@@ -262,10 +262,20 @@ fn signal(cfg: &Config, sig: Signal, what: &str) -> Outcome {
 }
 
 fn stop(cfg: &Config, timeout: Option<Duration>) -> Outcome {
-    let timeout = timeout.unwrap_or(cfg.child.stop_timeout + Duration::from_secs(5));
     let Some(pid) = lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) else {
         return Ok(exit::OK);
     };
+    // The running supervisor's own stop_timeout, not the file's: it may
+    // have been edited since.
+    let running = crate::state::read(&cfg.state_path())
+        .ok()
+        .flatten()
+        .and_then(|r| r.supervisor)
+        .filter(|s| s.pid == pid)
+        .and_then(|s| s.stop_timeout_ms)
+        .map(Duration::from_millis);
+    let timeout =
+        timeout.unwrap_or(running.unwrap_or(cfg.child.stop_timeout) + Duration::from_secs(5));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

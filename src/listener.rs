@@ -82,6 +82,20 @@ impl Listener {
     pub fn make_blocking(&self) -> io::Result<()> {
         socket2::SockRef::from(&self.fd).set_nonblocking(false)
     }
+
+    /// Whether the socket still accepts connections (`SO_ACCEPTCONN`). A
+    /// child that calls `shutdown(fd 3, SHUT_RDWR)` (a common way to wake
+    /// its own blocked `accept`) disarms it for every holder.
+    pub fn is_listening(&self) -> bool {
+        nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::AcceptConn)
+            .unwrap_or(false)
+    }
+
+    /// Listen again on the same bound socket, re-arming it after a
+    /// `shutdown`.
+    pub fn rearm(&self, backlog: i32) -> io::Result<()> {
+        socket2::SockRef::from(&self.fd).listen(backlog)
+    }
 }
 
 fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
@@ -126,6 +140,13 @@ mod tests {
             unsafe { libc::fcntl(raw, libc::F_GETFL) } & libc::O_NONBLOCK,
             0
         );
+
+        assert!(listener.is_listening());
+        nix::sys::socket::shutdown(listener.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+            .unwrap();
+        assert!(!listener.is_listening());
+        listener.rearm(16).unwrap();
+        assert!(listener.is_listening());
 
         let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
         let e = bind_socket(squatter.local_addr().unwrap(), 16).unwrap_err();

@@ -207,6 +207,14 @@ impl InstanceLock {
         Ok(())
     }
 
+    /// On a clean exit: leave the pid file empty (the file itself stays;
+    /// unlinking a lock file races). A log rotator that reads it later
+    /// then signals nobody, instead of whoever reused our pid: newsyslog's
+    /// SIGHUP would kill an unrelated process.
+    pub(crate) fn clear_pid(&mut self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

@@ -52,6 +52,10 @@ pub struct SupervisorInfo {
     /// from before a reboot are never ours.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// The `child.stop_timeout` this supervisor runs with, in ms: `stop`
+    /// waits by it even after the file on disk was edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +94,10 @@ pub struct ChildInfo {
     /// What the last HTTP health probe of this child found (`[health]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<String>,
+    /// Why the last spawn failed (command not found, not executable, bad
+    /// interpreter, `cwd` missing); null after a successful spawn.
+    #[serde(default)]
+    pub spawn_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +247,7 @@ mod tests {
                 start_time: Some(123),
                 version: Some("0.1.0".into()),
                 boot_id: None,
+                stop_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
@@ -257,6 +266,7 @@ mod tests {
                 ready: true,
                 status: None,
                 last_probe: None,
+                spawn_error: None,
             }),
             next_restart_in_ms: None,
             next_restart_at: None,

@@ -90,6 +90,7 @@ fn starting(pid: i32) -> Record {
             start_time: None,
             version: None,
             boot_id: None,
+            stop_timeout_ms: None,
         }),
         ..Record::not_running()
     }
@@ -178,6 +179,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         if let Some(text) = &c.status {
             out += &format!("child status: {text}\n");
         }
+        if let Some(e) = &c.spawn_error {
+            out += &format!("spawn error:  {e}\n");
+        }
         if let (Some(probe), false) = (&c.last_probe, c.ready) {
             out += &format!("last probe:   {probe}\n");
         }
@@ -238,6 +242,7 @@ mod tests {
                 ready: false,
                 status: None,
                 last_probe: None,
+                spawn_error: None,
             }),
             next_restart_in_ms: Some(4000),
             ..starting(42)

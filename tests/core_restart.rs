@@ -37,7 +37,9 @@ fn crash_loop_follows_the_backoff() {
     let expected = [0.2, 0.4, 0.8, 0.8];
     let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).take(4).collect();
     for (i, (&gap, &want)) in gaps.iter().zip(&expected).enumerate() {
-        if gap < 0.9 * want || gap > want + 0.7 {
+        // Never sooner than the backoff; later by however long a python
+        // start takes on a loaded 2-core machine.
+        if gap < 0.9 * want || gap > want + 1.5 {
             env.fail(format!(
                 "gap {i} between starts is {gap:.3}s, want about {want}s (all gaps {gaps:.3?})"
             ));

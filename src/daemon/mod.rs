@@ -25,6 +25,7 @@ pub(crate) mod targets;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -81,8 +82,6 @@ pub(crate) struct Daemon {
     probes: probes::Probes,
     /// `$NOTIFY_SOCKET` of the service manager that started us, if any.
     manager: Option<String>,
-    /// Why the last spawn failed.
-    spawn_error: Option<String>,
 }
 
 /// What woke the driver.
@@ -136,6 +135,7 @@ impl Daemon {
                 start_time: sys::process_start_time(me),
                 boot_id: sys::boot_id(),
                 started_at: SystemTime::now(),
+                stop_timeout: cfg.child.stop_timeout,
             },
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),
@@ -144,6 +144,7 @@ impl Daemon {
             last_exit_at: None,
             status: None,
             last_probe: None,
+            spawn_error: None,
             port_holder: None,
             bind_error: None,
         };
@@ -172,7 +173,6 @@ impl Daemon {
             manager: std::env::var("NOTIFY_SOCKET")
                 .ok()
                 .filter(|s| !s.is_empty()),
-            spawn_error: None,
             cfg,
         })
     }
@@ -191,6 +191,9 @@ impl Daemon {
             self.cfg.listen.address,
             self.cfg.path.display()
         );
+        // Orphaned descendants of our children come back to us, to be
+        // found (they may hold our socket) and reaped.
+        sys::set_child_subreaper();
         self.take_over();
 
         let mut poll = Duration::from_millis(2);
@@ -238,6 +241,9 @@ impl Daemon {
         }
         info!("supervisor {} stopped", std::process::id());
         self.write_state();
+        if let Err(e) = self.state.lock().clear_pid() {
+            warn!("cannot empty {}: {e}", self.cfg.pid_path().display());
+        }
         Ok(())
     }
 
@@ -317,22 +323,38 @@ impl Daemon {
         }
     }
 
-    /// Reap our child, and only it: `waitpid(-1)` would steal statuses.
+    /// Reap every child that ended. We are a subreaper (Linux): orphaned
+    /// descendants of our children come back to us and must not stay
+    /// zombies. Nothing else in this process waits for children (no
+    /// tokio process driver, no `Command::wait`), so `waitpid(-1)` steals
+    /// no one's status; the current child's is kept exactly.
     fn reap(&mut self) {
-        let Some(pid) = self.current else { return };
-        let kind = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => ExitKind::Code(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => ExitKind::Signal(sig as i32),
-            Ok(_) => return,
-            Err(e) => {
-                // ECHILD: somebody else reaped it; it is gone all the same.
-                warn!("waitpid({pid}) failed: {e}; treating the child as gone");
-                ExitKind::Signal(0)
+        loop {
+            let (pid, kind) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitKind::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid.as_raw(), ExitKind::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("waitpid failed: {e}; ended children may stay zombies until the next SIGCHLD");
+                    return;
+                }
+            };
+            self.targets.forget(pid);
+            if self.current == Some(pid) {
+                self.child_exited(kind);
             }
-        };
+        }
+    }
+
+    fn child_exited(&mut self, kind: ExitKind) {
         self.current = None;
         self.seen.last_exit_at = Some(SystemTime::now());
-        self.targets.forget(pid);
+        // A child may have shut the socket down for everyone: say so until
+        // it is re-armed before the next spawn.
+        self.seen.bound = self.listener.as_ref().is_some_and(Listener::is_listening);
         let others_left = !self.targets.gone();
         self.feed(Event::ChildExited { kind, others_left });
     }
@@ -410,7 +432,7 @@ impl Daemon {
                 }
             }
             Note::SpawnFailed { retry_in, .. } => {
-                let why = self.spawn_error.clone().unwrap_or_default();
+                let why = self.seen.spawn_error.clone().unwrap_or_default();
                 error!("{why}; retrying in {}", human(retry_in));
             }
             Note::WaitingForPort { retry_in, .. } => {
@@ -512,14 +534,39 @@ impl Daemon {
         }
     }
 
-    /// Bind if the port is not ours yet, then start a child.
+    /// Make sure the port is ours and listening, then start a child.
     fn launch(&mut self) -> Event {
+        self.rearm();
         if self.listener.is_none() {
             if let Err(event) = self.bind() {
                 return event;
             }
         }
         self.spawn()
+    }
+
+    /// A child may have shut the listening socket down (`shutdown(2)` on
+    /// fd 3 disarms it for every holder): listen on it again, or, if that
+    /// fails, bind anew.
+    fn rearm(&mut self) {
+        let Some(l) = &self.listener else { return };
+        if l.is_listening() {
+            return;
+        }
+        match l.rearm(self.cfg.listen.backlog) {
+            Ok(()) => {
+                self.seen.bound = true;
+                warn!("the listening socket had been shut down (by a child?); it listens again");
+            }
+            Err(e) => {
+                warn!(
+                    "the listening socket had been shut down and cannot listen again ({e}); binding {} anew",
+                    self.cfg.listen.address
+                );
+                self.listener = None;
+                self.seen.bound = false;
+            }
+        }
     }
 
     fn bind(&mut self) -> Result<(), Event> {
@@ -554,6 +601,7 @@ impl Daemon {
                 let start_time = sys::process_start_time(pid);
                 self.seen.status = None;
                 self.seen.last_probe = None;
+                self.seen.spawn_error = None;
                 self.current = Some(pid);
                 self.targets = Targets::child(pid, start_time);
                 self.seen.group = Some(Group {
@@ -570,7 +618,7 @@ impl Daemon {
                 Event::Spawned { pid }
             }
             Err(e) => {
-                self.spawn_error = Some(e.to_string());
+                self.seen.spawn_error = Some(e.to_string());
                 Event::SpawnFailed
             }
         }

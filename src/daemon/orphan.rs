@@ -136,6 +136,7 @@ mod tests {
                 start_time: Some(1),
                 version: None,
                 boot_id: Some("b1".into()),
+                stop_timeout_ms: None,
             }),
             child: Some(ChildInfo {
                 pid,
@@ -149,6 +150,7 @@ mod tests {
                 ready: true,
                 status: None,
                 last_probe: None,
+                spawn_error: None,
             }),
             ..Record::not_running()
         }

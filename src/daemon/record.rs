@@ -25,6 +25,8 @@ pub(crate) struct Me {
     pub(crate) start_time: Option<u64>,
     pub(crate) boot_id: Option<String>,
     pub(crate) started_at: SystemTime,
+    /// `child.stop_timeout` as this supervisor runs it.
+    pub(crate) stop_timeout: Duration,
 }
 
 /// The process group being run or stopped: the latest child's, or an
@@ -57,6 +59,8 @@ pub(crate) struct Observed {
     pub(crate) status: Option<String>,
     /// What the last health probe of the child found.
     pub(crate) last_probe: Option<String>,
+    /// Why the last spawn failed; `None` after a successful one.
+    pub(crate) spawn_error: Option<String>,
     pub(crate) port_holder: Option<(i32, String)>,
     pub(crate) bind_error: Option<String>,
 }
@@ -102,6 +106,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             start_time: o.me.start_time,
             version: Some(env!("CARGO_PKG_VERSION").into()),
             boot_id: o.me.boot_id.clone(),
+            stop_timeout_ms: Some(o.me.stop_timeout.as_millis() as u64),
         }),
         listen: Some(ListenInfo {
             address: o.address.clone(),
@@ -120,6 +125,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             ready: m.ready(),
             status: pid.and(o.status.clone()),
             last_probe: pid.and(o.last_probe.clone()),
+            spawn_error: o.spawn_error.clone(),
         }),
         next_restart_in_ms: next_restart
             .map(|t| t.saturating_duration_since(now).as_millis() as u64),
@@ -233,6 +239,7 @@ mod tests {
                 start_time: Some(7),
                 boot_id: Some("b1".into()),
                 started_at: wall,
+                stop_timeout: ms(10_000),
             },
             address: "127.0.0.1:8420".into(),
             name: "http".into(),
@@ -246,6 +253,7 @@ mod tests {
             last_exit_at: None,
             status: Some("serving".into()),
             last_probe: None,
+            spawn_error: None,
             port_holder: None,
             bind_error: None,
         }

@@ -320,3 +320,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+pub fn set_child_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}

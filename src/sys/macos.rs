@@ -202,3 +202,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     pids.retain(|p| *p > 0 && !is_zombie(*p));
     pids
 }
+
+pub fn set_child_subreaper() -> bool {
+    false // no subreaper on macOS: orphans go to launchd
+}

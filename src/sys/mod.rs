@@ -197,6 +197,13 @@ pub fn boot_id() -> Option<String> {
     imp::boot_id()
 }
 
+/// Make orphaned descendants come back to us instead of to init (Linux's
+/// child subreaper), so a daemonizing child's grandchildren can be found,
+/// stopped and reaped. False where the platform has no such thing (macOS).
+pub fn set_child_subreaper() -> bool {
+    imp::set_child_subreaper()
+}
+
 /// The live (non-zombie) members of process group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     imp::group_members(pgid)
