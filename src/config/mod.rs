@@ -10,7 +10,9 @@
 //! [`check`] walks the document against the table and gathers *every*
 //! problem, each as `FILE:LINE:COL: key `a.b`: message`, so an operator
 //! fixes the file in one pass. [`values`] and [`amounts`] hold the value
-//! parsers. Nothing here panics on any input.
+//! parsers. When the file is broken, [`lenient`] still finds the state dir
+//! so the control commands can reach a running supervisor. Nothing here
+//! panics on any input.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -24,12 +26,14 @@ use nix::sys::signal::Signal;
 mod amounts;
 mod check;
 mod keys;
+mod lenient;
 mod render;
 #[cfg(test)]
 mod tests;
 mod values;
 
 pub use keys::schema;
+pub(crate) use lenient::StateLocation;
 
 /// Where the config is looked for when neither `--config` nor
 /// `$SUPERVISOR_CONFIG` names it; relative to the current directory.
@@ -435,6 +439,31 @@ impl Config {
     pub(crate) fn supervisor_log_path(&self) -> PathBuf {
         self.log.dir.join("supervisor.log")
     }
+
+    /// Just where the instance files are, as [`locate_state_dir`] finds
+    /// them in a broken file.
+    pub(crate) fn state_location(&self) -> StateLocation {
+        StateLocation {
+            config: self.path.clone(),
+            state_dir: self.supervisor.state_dir.clone(),
+        }
+    }
+}
+
+/// The canonical config path and the state dir of the file at `path`,
+/// however broken the rest of it is, so the control commands can reach a
+/// running supervisor; the same state dir [`Config::load`] gives for a
+/// valid file. An error when the file cannot be read or the state dir
+/// cannot be told without guessing (see [`lenient`]).
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "control commands use it in issue 10")
+)]
+pub(crate) fn locate_state_dir(path: &Path) -> Result<StateLocation, ConfigError> {
+    let config = resolve(path)?;
+    let text = String::from_utf8_lossy(&read(&config)?).into_owned();
+    let state_dir = lenient::state_dir_in(&text, &config)?;
+    Ok(StateLocation { config, state_dir })
 }
 
 /// The folder relative paths in the file at `path` are resolved against.
