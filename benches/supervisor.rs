@@ -123,7 +123,7 @@ const NOTES: &str = r#"
 Notes:
 - Cells are median (min–max) over the repetitions of this run; n = repetitions.
 - Children are the bench executable itself (`child serve-fd3` on the handed-over socket, `child serve-bind` binding the port itself for peers and plain loops).
-- Supervisor config for restarts: initial_backoff = "0s", reset_after = "100ms". Restart latency kills a child that has served for 150 ms (a healthy run: restarted at once); the refused loop kills every 20 ms (early deaths, restarted after the 0 s backoff).
+- Supervisor config for restarts: initial_backoff = "1ms" (0 is refused), reset_after = "100ms". Restart latency kills a child that has served for 150 ms (a healthy run: restarted at once); the refused loop kills every 20 ms (early deaths, restarted after the 1 ms backoff).
 - Peers' restart figures kill a child that has run 1.1 s: runsv and s6-supervise wait 1 s before restarting a younger child.
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
@@ -668,7 +668,7 @@ struct OurOpts {
 }
 
 const RESTART_FAST: OurOpts = OurOpts {
-    initial_backoff: "0s",
+    initial_backoff: "1ms",
     max_backoff: "1s",
     reset_after: "100ms",
 };

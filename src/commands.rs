@@ -16,7 +16,7 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::child::{self, Creds};
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config};
+use crate::config::{self, Config, StateLocation};
 use crate::daemon::{self, Daemon};
 use crate::exit::{self, Fatal, Outcome};
 use crate::lock::{self, InstanceLock};
@@ -30,17 +30,16 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json } => Ok(status::run(
-            Config::load(&path).map_err(|e| e.to_string()),
-            json,
-        )),
-        Command::Stop { timeout } => load(&path).and_then(|cfg| stop(&cfg, timeout)),
-        Command::Restart => {
-            load(&path).and_then(|cfg| signal(&cfg, Signal::SIGUSR1, "restart the child"))
-        }
-        Command::ReopenLogs => {
-            load(&path).and_then(|cfg| signal(&cfg, Signal::SIGHUP, "reopen the logs"))
-        }
+        Command::Status { json } => Ok(status::run(reach(&path).map(|(loc, _)| loc), json)),
+        Command::Stop { timeout } => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
+        Command::Restart => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, _)| signal(&loc, Signal::SIGUSR1, "restart the child")),
+        Command::ReopenLogs => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -77,6 +76,27 @@ fn print_bytes(bytes: &[u8]) -> Outcome {
 
 fn load(path: &Path) -> Result<Config, Fatal> {
     Config::load(path).map_err(|e| Fatal::config(format!("invalid configuration:\n{e}")))
+}
+
+/// Where the running supervisor for the config at `path` keeps its files,
+/// for the commands that talk to it. A file edited into an invalid state
+/// still tells that as long as its state dir can be made out (the edit may
+/// be half done; the supervisor runs with what it read at start): then a
+/// warning goes to stderr and the config is `None`.
+fn reach(path: &Path) -> Result<(StateLocation, Option<Config>), String> {
+    match Config::load(path) {
+        Ok(cfg) => Ok((cfg.state_location(), Some(cfg))),
+        Err(problems) => match config::locate_state_dir(path) {
+            Ok(loc) => {
+                crate::say!(
+                    "supervisor: warning: the config file on disk is invalid (a running supervisor \
+                     keeps what it read at start):\n{problems}"
+                );
+                Ok((loc, None))
+            }
+            Err(_) => Err(format!("invalid configuration:\n{problems}")),
+        },
+    }
 }
 
 /// What `run` needs that only the system can tell, checked the same way by
@@ -191,13 +211,9 @@ fn run(path: &Path) -> Outcome {
     // signal reset to its default.
     // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
-    let child_log = LogSink::new(
-        cfg.log.dir.join("child.log"),
-        cfg.log.max_bytes,
-        cfg.log.max_files,
-    );
+    let child_log = LogSink::new(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
     let supervisor_log = LogSink::new(
-        cfg.log.dir.join("supervisor.log"),
+        cfg.supervisor_log_path(),
         cfg.log.max_bytes,
         cfg.log.max_files,
     );
@@ -239,13 +255,13 @@ fn run(path: &Path) -> Outcome {
     result.map(|()| exit::OK)
 }
 
-fn signal(cfg: &Config, sig: Signal, what: &str) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) else {
+fn signal(loc: &StateLocation, sig: Signal, what: &str) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
                 "no supervisor is running for {}; cannot {what}",
-                cfg.path.display()
+                loc.config.display()
             ),
         ));
     };
@@ -261,21 +277,24 @@ fn signal(cfg: &Config, sig: Signal, what: &str) -> Outcome {
     }
 }
 
-fn stop(cfg: &Config, timeout: Option<Duration>) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) else {
+/// `stop_timeout` when neither the running supervisor nor the file says.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Ok(exit::OK);
     };
     // The running supervisor's own stop_timeout, not the file's: it may
     // have been edited since.
-    let running = crate::state::read(&cfg.state_path())
+    let running = crate::state::read(&loc.state_path())
         .ok()
         .flatten()
         .and_then(|r| r.supervisor)
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let timeout =
-        timeout.unwrap_or(running.unwrap_or(cfg.child.stop_timeout) + Duration::from_secs(5));
+    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
+    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::time::SystemTime;
 
-use crate::config::Config;
+use crate::config::StateLocation;
 use crate::exit;
 use crate::lock;
 use crate::state::{self, Record};
@@ -19,8 +19,8 @@ use crate::sys;
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The record to show for a live supervisor `pid`.
-fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String> {
-    let Some(mut rec) = state::read(&cfg.state_path())? else {
+fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record, String> {
+    let Some(mut rec) = state::read(&loc.state_path())? else {
         return Ok(starting(pid));
     };
     // A record by an earlier supervisor: this one has not written yet.
@@ -47,7 +47,7 @@ fn live_record(cfg: &Config, pid: i32, now: SystemTime) -> Result<Record, String
                     rec.error = Some(format!(
                         "{} is stale: it names child {cpid}, which is gone; the supervisor \
                          cannot record its state (is the disk full?)",
-                        cfg.state_path().display()
+                        loc.state_path().display()
                     ));
                 }
             }
@@ -97,13 +97,13 @@ fn starting(pid: i32) -> Record {
 }
 
 /// `supervisor status [--json]`; returns the exit code.
-pub(crate) fn run(cfg: Result<Config, String>, json: bool) -> i32 {
+pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
     let now = SystemTime::now();
-    let rec = match cfg {
+    let rec = match loc {
         Err(e) => Record::unknown(e),
-        Ok(cfg) => match lock::find_supervisor(&cfg.pid_path(), &cfg.state_path()) {
+        Ok(loc) => match lock::find_supervisor(&loc.pid_path(), &loc.state_path()) {
             None => Record::not_running(),
-            Some(pid) => live_record(&cfg, pid, now).unwrap_or_else(Record::unknown),
+            Some(pid) => live_record(&loc, pid, now).unwrap_or_else(Record::unknown),
         },
     };
     let code = match rec.state.as_str() {

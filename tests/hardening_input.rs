@@ -61,7 +61,7 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
         return Ok(());
     };
     prop_assert!(!e.problems.is_empty(), "an error with no problem");
-    let valid_toml = toml::from_str::<toml::Table>(text).is_ok();
+    let valid_toml = toml_edit::ImDocument::parse(text).is_ok();
     let lines = text.split('\n').count();
     for p in &e.problems {
         prop_assert!(!p.contains('\n'), "a problem spans lines: {p:?}");
@@ -280,10 +280,11 @@ fn value() -> impl Strategy<Value = String> {
     })
 }
 
-/// The loader's own schema plus a section it must reject.
-fn sections() -> Vec<(&'static str, &'static [&'static str])> {
-    let mut all = supervisor::config::SCHEMA.to_vec();
-    all.push(("bogus", &["key"]));
+/// The loader's own schema (every table, `child.limits` included, and its
+/// keys) plus a section it must reject.
+fn sections() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut all = supervisor::config::schema();
+    all.push(("bogus", vec!["key"]));
     all
 }
 
@@ -296,8 +297,9 @@ fn document() -> impl Strategy<Value = String> {
         let mut top = Vec::new();
         for (s, k, v, how) in entries {
             let sections = sections();
-            let (section, keys) = sections[s.index(sections.len())];
+            let (section, keys) = &sections[s.index(sections.len())];
             let key = keys[k.index(keys.len())];
+            let section = *section;
             match how {
                 0 => top.push(format!("{section}.{key} = {v}")),
                 1 => top.push(format!("{key} = {v}")),

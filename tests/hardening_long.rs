@@ -73,7 +73,7 @@ fn churn(env: &Env, child: i32) {
 
 fn restart_churn(n: u64) {
     let mut env = Setup::new("serve.py")
-        .restart("initial_backoff", "0s")
+        .restart("initial_backoff", "1ms")
         .restart("max_backoff", "1ms")
         .restart("reset_after", "1h")
         .build();

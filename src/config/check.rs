@@ -1,0 +1,249 @@
+//! Checking a document against the key table: `toml_edit` parses the text
+//! keeping the span of every key and value (dotted keys and inline tables
+//! included), then [`check`] walks it. Each key found is handed to its
+//! definition's parser; anything not in the table is an unknown key; then
+//! required keys and the rules between keys are checked. Every problem is
+//! kept with its position, and all of them are reported at once, in file
+//! order.
+
+use std::fmt::Display;
+use std::ops::Range;
+use std::path::Path;
+
+use toml_edit::{ImDocument, TableLike};
+
+use super::keys::{self, KeyDef};
+use super::values::kind;
+use super::{Config, ConfigError};
+
+/// Parses and checks `text`, read from `path` (absolute).
+pub(super) fn check(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new(text, path);
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            // toml_edit leaves the message empty for some bytes (a NUL in a
+            // comment, a lone CR); say something a person can act on.
+            let msg = match one_line(e.message()) {
+                m if m.trim().is_empty() => {
+                    "invalid TOML here (a control character such as NUL or a lone CR?)".to_owned()
+                }
+                m => m,
+            };
+            problems.raw(e.span(), &msg);
+            return Err(problems.into_error());
+        }
+    };
+    let mut cfg = Config::defaults(path);
+    let mut walk = Walk {
+        problems,
+        found: Vec::new(),
+        broken_sections: Vec::new(),
+    };
+    walk.table("", doc.as_table(), &mut cfg);
+    walk.missing();
+    keys::cross_checks(
+        &mut cfg,
+        &Found(&walk.found),
+        &mut Sub::new("", &mut walk.problems),
+    );
+    if walk.problems.list.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(walk.problems.into_error())
+    }
+}
+
+/// The problems found so far, each with its byte offset for sorting.
+pub(super) struct Problems<'t> {
+    text: &'t str,
+    file: String,
+    list: Vec<(Option<usize>, String)>,
+}
+
+impl<'t> Problems<'t> {
+    pub(super) fn new(text: &'t str, path: &Path) -> Self {
+        Problems {
+            text,
+            file: path.display().to_string(),
+            list: Vec::new(),
+        }
+    }
+
+    /// `FILE:LINE:COL: key `key`: msg`.
+    fn report(&mut self, span: Option<Range<usize>>, key: &str, msg: impl Display) {
+        // Keys may be quoted TOML strings holding anything; keep one line.
+        self.raw(span, &format!("key `{}`: {msg}", key.escape_debug()));
+    }
+
+    /// `FILE:LINE:COL: msg`.
+    fn raw(&mut self, span: Option<Range<usize>>, msg: &str) {
+        let problem = match &span {
+            Some(span) => {
+                let (line, col) = line_col(self.text, span.start);
+                format!("{}:{line}:{col}: {msg}", self.file)
+            }
+            None => format!("{}: {msg}", self.file),
+        };
+        self.list.push((span.map(|s| s.start), problem));
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        // File order reads best; problems without a position last.
+        self.list.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+        ConfigError {
+            problems: self.list.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+}
+
+/// Where a parser reports problems below its key (`child.command[1]`,
+/// `child.env.A`) or, for the rules between keys, about any key.
+pub(super) struct Sub<'p, 't> {
+    key: &'p str,
+    problems: &'p mut Problems<'t>,
+    failed: bool,
+}
+
+impl<'p, 't> Sub<'p, 't> {
+    pub(super) fn new(key: &'p str, problems: &'p mut Problems<'t>) -> Self {
+        Sub {
+            key,
+            problems,
+            failed: false,
+        }
+    }
+
+    /// A problem at `span`, naming this key followed by `suffix`.
+    pub(super) fn report(&mut self, span: Option<Range<usize>>, suffix: &str, msg: impl Display) {
+        self.failed = true;
+        let key = format!("{}{suffix}", self.key);
+        self.problems.report(span, &key, msg);
+    }
+}
+
+/// A key that was in the file, and whether its value was accepted.
+struct Seen {
+    def: &'static KeyDef,
+    span: Option<Range<usize>>,
+    ok: bool,
+}
+
+/// The keys that were in the file, for the rules between keys.
+pub(super) struct Found<'a>(&'a [Seen]);
+
+impl Found<'_> {
+    fn get(&self, section: &str, name: &str) -> Option<&Seen> {
+        self.0
+            .iter()
+            .find(|s| s.def.section == section && s.def.name == name)
+    }
+
+    /// Whether `section.name` was in the file.
+    pub(super) fn present(&self, section: &str, name: &str) -> bool {
+        self.get(section, name).is_some()
+    }
+
+    /// Where `section.name`'s value is (its key for a dotted table).
+    pub(super) fn span(&self, section: &str, name: &str) -> Option<Range<usize>> {
+        self.get(section, name).and_then(|s| s.span.clone())
+    }
+
+    /// False when `section.name` was in the file with a bad value (a
+    /// problem was reported already; a rule using it would only add noise).
+    pub(super) fn ok(&self, section: &str, name: &str) -> bool {
+        self.get(section, name).is_none_or(|s| s.ok)
+    }
+
+    /// The keys of `section` that were in the file, in file order.
+    pub(super) fn in_section<'s>(
+        &'s self,
+        section: &'s str,
+    ) -> impl Iterator<Item = &'static KeyDef> + 's {
+        self.0
+            .iter()
+            .filter(move |s| s.def.section == section)
+            .map(|s| s.def)
+    }
+}
+
+struct Walk<'t> {
+    problems: Problems<'t>,
+    found: Vec<Seen>,
+    /// Sections given as something other than a table (already reported).
+    broken_sections: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Checks every entry of the table at dotted path `path` ("" for the
+    /// root).
+    fn table(&mut self, path: &str, table: &dyn TableLike, cfg: &mut Config) {
+        for (name, item) in table.iter() {
+            let key_span = table.get_key_value(name).and_then(|(k, _)| k.span());
+            // Implicit tables (from dotted keys) have no span of their own;
+            // their key is the best place to point at.
+            let value_span = item.span().or_else(|| key_span.clone());
+            let full = match path {
+                "" => name.to_owned(),
+                _ => format!("{path}.{name}"),
+            };
+            if let Some(def) = keys::find(path, name) {
+                let mut sub = Sub::new(&full, &mut self.problems);
+                let result = (def.parse)(cfg, item, &mut sub);
+                let mut ok = !sub.failed;
+                if let Err(msg) = result {
+                    self.problems.report(value_span.clone(), &full, msg);
+                    ok = false;
+                }
+                self.found.push(Seen {
+                    def,
+                    span: value_span,
+                    ok,
+                });
+            } else if keys::is_section(&full) {
+                match item.as_table_like() {
+                    Some(inner) => self.table(&full, inner, cfg),
+                    None => {
+                        let msg = format!("must be a table ([{full}]), not {}", kind(item));
+                        self.problems.report(value_span, &full, msg);
+                        self.broken_sections.push(full);
+                    }
+                }
+            } else {
+                let msg = keys::unknown_key_message(path);
+                self.problems.report(key_span.or(value_span), &full, msg);
+            }
+        }
+    }
+
+    /// Required keys that were not there. Under a section that was not a
+    /// table, that was reported already; once is enough.
+    fn missing(&mut self) {
+        for def in keys::required_keys() {
+            let broken = self
+                .broken_sections
+                .iter()
+                .any(|s| def.section == s || def.section.starts_with(&format!("{s}.")));
+            if !broken && !Found(&self.found).present(def.section, def.name) {
+                let key = format!("{}.{}", def.section, def.name);
+                self.problems.report(None, &key, "missing (required)");
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace('\n', "; ")
+}
+
+/// Byte offset → 1-based line and column (in characters).
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1; // never below 0: offset 0 is always a boundary
+    }
+    let before = text.get(..end).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, col)
+}
