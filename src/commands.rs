@@ -43,6 +43,8 @@ pub fn main(cli: Cli) -> i32 {
             clap_complete::generate(shell, &mut cmd, "supervisor", &mut std::io::stdout());
             exit::OK
         }
+        Command::Launchd { action } => crate::jobfile::launchd(&path, action),
+        Command::Systemd { action } => crate::jobfile::systemd(&path, action),
         Command::Man => {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => exit::OK,

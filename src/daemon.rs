@@ -32,7 +32,7 @@ use crate::state::{self, ChildInfo, ExitInfo, ListenInfo, PortHolder, Record, Su
 use crate::sys;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// The first readiness probe comes this soon after a spawn; the gap then
 /// doubles up to `health.interval` until the child is ready.
 const PROBE_FIRST: Duration = Duration::from_millis(50);
@@ -41,7 +41,7 @@ const PROBE_FIRST: Duration = Duration::from_millis(50);
 const STATE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const STATE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long, at exit, the log readers get to write the child's last lines.
-const PUMP_DRAIN: Duration = Duration::from_secs(2);
+pub const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Signals we handle; registered before the pid file is written or any
 /// child exists, so a SIGTERM can never kill us and orphan a child.

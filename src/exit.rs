@@ -8,5 +8,7 @@ pub const FAILURE: i32 = 1;
 pub const NOT_RUNNING: i32 = 3;
 /// `status`: unreadable state or invalid config.
 pub const UNKNOWN: i32 = 4;
+/// A bad argument on the command line (what clap exits with, too).
+pub const USAGE: i32 = 2;
 /// EX_CONFIG from sysexits.h: the configuration is invalid or unusable.
 pub const CONFIG: i32 = 78;

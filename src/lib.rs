@@ -10,8 +10,9 @@
 //! `[health]` it also listens on the notify socket and runs HTTP probes
 //! ([`health`]). The other
 //! subcommands find the running supervisor without taking its lock
-//! ([`status`]) and talk to it through signals. Platform differences live
-//! in [`sys`] only.
+//! ([`status`]) and talk to it through signals; `launchd` and `systemd`
+//! write the job files that run a config ([`jobfile`]). Platform
+//! differences live in [`sys`] only.
 
 /// `eprintln!` that never panics: a closed or broken stderr (a launchd job
 /// without a log path, a pipe whose reader left) must not turn an exit code
@@ -40,6 +41,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod health;
+pub mod jobfile;
 pub mod listener;
 pub mod lock;
 pub mod logs;
