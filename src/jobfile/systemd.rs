@@ -48,6 +48,18 @@ pub fn exec_program(s: &str) -> String {
     quote_if_needed(escape(s))
 }
 
+/// systemd refuses an executable path holding a quote or a backslash
+/// ("Executable name contains special characters"), however it is quoted.
+pub fn check_program(path: &str) -> Result<(), String> {
+    match path.chars().find(|c| matches!(c, '"' | '\'' | '\\')) {
+        Some(c) => Err(format!(
+            "this binary's path {path:?} contains {c:?}, which systemd refuses in an \
+             executable path; run a copy (or a link) from a folder without it"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn quote_if_needed(s: String) -> String {
     let plain = !s.is_empty()
         && !s
@@ -236,6 +248,8 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Failure> {
         force,
     } = action;
     let (spec, _) = JobSpec::resolve(config)?;
+    check_program(&spec.program.display().to_string())
+        .map_err(|e| Failure::new(exit::FAILURE, e))?;
     let unit = unit.map(|u| u.strip_suffix(".service").map_or(u.clone(), str::to_owned));
     let name = choose_name("unit name", "--unit", unit.as_deref(), '-', &spec)?;
     let scope = match user {
@@ -377,6 +391,10 @@ mod tests {
             assert_eq!(exec_word(s), want, "{s:?}");
         }
         assert_eq!(exec_program("/a b/$x/50%"), "\"/a b/$x/50%%\"");
+        assert_eq!(check_program("/a b/$x;&<%/supervisor"), Ok(()));
+        for bad in ["/a'b/supervisor", "/a\"b/s", "/a\\b/s"] {
+            assert!(check_program(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
