@@ -146,8 +146,8 @@ pub enum Loaded {
 /// One thing install or uninstall does, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Create `log.dir` (0750): launchd opens `launchd.err` there and does
-    /// not create folders.
+    /// Create `log.dir` (0750), so launchd can open `launchd.err` there
+    /// (it is not known to create folders).
     MakeLogDir,
     /// `launchctl bootout gui/UID/LABEL`: stops the supervisor (SIGTERM,
     /// SIGKILL after `ExitTimeOut`) and unloads the job.
@@ -400,8 +400,8 @@ fn print(config: &Path, job: &LaunchdJob) -> Result<(), Failure> {
     }
     if !spec.log_dir.exists() {
         crate::say!(
-            "supervisor: note: log.dir {} does not exist yet; create it before loading this job \
-             (launchd does not create the folder of StandardErrorPath; `launchd install` does)",
+            "supervisor: note: log.dir {} does not exist yet; create it before loading this job, \
+             so launchd can open StandardErrorPath there (`launchd install` does)",
             spec.log_dir.display()
         );
     }
