@@ -15,6 +15,9 @@ Exit codes:
   restart, reopen-logs
                 0 signal sent; 3 no supervisor running
   check-config  0 valid; 78 invalid
+  launchd, systemd
+                0 done; 1 failed, or install/uninstall without --dry-run off macOS;
+                2 a --label/--unit that is not [A-Za-z0-9._-]; 78 invalid configuration
 
 Signals to a running supervisor:
   SIGTERM, SIGINT  stop the child's process group gracefully, then exit 0
@@ -66,6 +69,102 @@ pub enum Command {
     },
     /// Print the manual page in roff (e.g. `supervisor man > supervisor.1`).
     Man,
+    /// The launchd job (macOS) that runs this config: print, install, uninstall.
+    #[command(after_help = LAUNCHD_HELP)]
+    Launchd {
+        #[command(subcommand)]
+        action: LaunchdAction,
+    },
+    /// The systemd units (Linux) that run this config.
+    #[command(after_help = SYSTEMD_HELP)]
+    Systemd {
+        #[command(subcommand)]
+        action: SystemdAction,
+    },
+}
+
+const LAUNCHD_HELP: &str = "\
+The job runs `SUPERVISOR --config CONFIG run`, both paths absolute and resolved
+through symbolic links. The default label is supervisor.<listen.name>.<port>; a
+label may use letters, digits, '.', '_' and '-' only (anything else: exit 2).
+
+install and uninstall run launchctl and print each command they run; with
+--dry-run they only print what they would do (on any OS). Without --dry-run
+they work on macOS only: elsewhere they exit 1 and write nothing.";
+
+const SYSTEMD_HELP: &str = "\
+`systemd print` writes two units on stdout, each starting with a line
+`# file: NAME.service` or `# file: NAME.socket`: the service runs
+`SUPERVISOR --config CONFIG run` and binds the port itself; the optional socket
+unit lets systemd hold the port instead (it survives the supervisor's own
+restarts). With --dir DIR they are written as DIR/NAME.service and
+DIR/NAME.socket instead, e.g. --user --dir ~/.config/systemd/user.
+The default NAME is supervisor-<listen.name>-<port>.";
+
+#[derive(Debug, Subcommand)]
+pub enum LaunchdAction {
+    /// Print the plist (launchd.plist(5)) for this config on stdout.
+    #[command(after_help = LAUNCHD_HELP)]
+    Print {
+        #[command(flatten)]
+        job: LaunchdJob,
+    },
+    /// Write ~/Library/LaunchAgents/LABEL.plist, bootstrap it into gui/$UID,
+    /// and wait until the supervisor runs.
+    #[command(after_help = LAUNCHD_HELP)]
+    Install {
+        #[command(flatten)]
+        job: LaunchdJob,
+        /// Replace an existing LABEL.plist that differs (the loaded job is booted out first).
+        #[arg(long)]
+        force: bool,
+        /// Only print the file it would write and the launchctl commands.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Boot the job out of gui/$UID (stopping the supervisor and its child)
+    /// and remove ~/Library/LaunchAgents/LABEL.plist.
+    #[command(after_help = LAUNCHD_HELP)]
+    Uninstall {
+        /// The job's label (default: supervisor.<listen.name>.<port>).
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+        /// Only print the launchctl commands and the file it would remove.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// What selects and shapes the launchd job.
+#[derive(Debug, clap::Args)]
+pub struct LaunchdJob {
+    /// The job's label (default: supervisor.<listen.name>.<port>).
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// launchd binds listen.address and passes the socket (a `Sockets` entry
+    /// named listen.name), so even a SIGKILLed supervisor refuses no client.
+    #[arg(long)]
+    pub sockets: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdAction {
+    /// Print the service and socket units for this config (see below).
+    #[command(after_help = SYSTEMD_HELP)]
+    Print {
+        /// A user unit (systemctl --user): no User=, WantedBy=default.target.
+        #[arg(long)]
+        user: bool,
+        /// The units' name (default: supervisor-<listen.name>-<port>).
+        #[arg(long, value_name = "NAME")]
+        unit: Option<String>,
+        /// Write NAME.service and NAME.socket into DIR instead of stdout.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// With --dir: replace unit files that differ.
+        #[arg(long, requires = "dir")]
+        force: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -46,6 +46,8 @@ pub fn main(cli: Cli) -> i32 {
             clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut script);
             print_bytes(&script)
         }
+        Command::Launchd { action } => crate::jobfile::launchd(&path, action),
+        Command::Systemd { action } => crate::jobfile::systemd(&path, action),
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())

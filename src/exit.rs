@@ -12,6 +12,8 @@ pub(crate) const FAILURE: i32 = 1;
 pub(crate) const NOT_RUNNING: i32 = 3;
 /// `status`: unreadable state or invalid config. `logs`: unreadable log.
 pub(crate) const UNKNOWN: i32 = 4;
+/// A bad argument on the command line (what clap exits with, too).
+pub(crate) const USAGE: i32 = 2;
 /// EX_CONFIG from sysexits.h: the configuration is invalid or unusable.
 pub(crate) const CONFIG: i32 = 78;
 

@@ -12,7 +12,8 @@
 //! the notify socket and runs HTTP probes (`health`). The other subcommands
 //! find the running supervisor without taking its lock
 //! (`lock::find_supervisor`), show its record (`status`) and talk to it
-//! through signals. Words for people live in `text`; platform differences
+//! through signals; `launchd` and `systemd` write the job files that
+//! run a config (`jobfile`). Words for people live in `text`; platform differences
 //! in `sys` only.
 //!
 //! Only [`config`] is public (the fuzz target and the property tests read
@@ -45,6 +46,7 @@ pub mod config;
 mod daemon;
 mod exit;
 mod health;
+mod jobfile;
 mod listener;
 mod lock;
 mod logs;

@@ -1,77 +1,17 @@
 //! The shipped service definitions: launchd/*.plist (parsed with Python's
-//! plistlib) and systemd/supervisor.service (`systemd-analyze verify` where
-//! it exists). Their keys are checked, and their command lines are run for
+//! plistlib) and systemd/supervisor.{service,socket} (`systemd-analyze
+//! verify` where it exists). Their keys are checked, and their command lines are run for
 //! real against a temp config: the binary must accept exactly those
 //! arguments, supervise, and let a second copy exit 0.
 
 mod common;
 
+use common::jobs::*;
 use common::*;
-use serde_json::Value;
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// A `supervisor` started with a job's arguments, killed by pid if left.
-struct Job(Child);
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Runs BIN with `args` (the job's argv without the program), the value of
-/// `--config` replaced by the test's config: it must supervise the child;
-/// a second copy must exit 0 at once; `stop` must end it with exit 0.
-fn run_job_args(env: &Env, args: &[String]) {
-    let i = args
-        .iter()
-        .position(|a| a == "--config")
-        .unwrap_or_else(|| env.fail(format!("no --config in {args:?}")));
-    let mut args = args.to_vec();
-    args[i + 1] = env.config.display().to_string();
-    let start = || {
-        Command::new(BIN)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let mut job = Job(start());
-    env.wait_child(&[]);
-    let second = start().wait_with_output().expect("second copy");
-    if second.status.code() != Some(0) {
-        env.fail(format!(
-            "a second `supervisor {}` exited {} (launchd/systemd would respawn it): {}",
-            args.join(" "),
-            second.status,
-            String::from_utf8_lossy(&second.stderr)
-        ));
-    }
-    let out = env.cli(&["stop"]);
-    let st = env.wait_value("the job's supervisor to exit", DEADLINE, || {
-        job.0.try_wait().ok().flatten()
-    });
-    if out.code != Some(0) || st.code() != Some(0) {
-        env.fail(format!("stop: {out}\njob exit: {st}"));
-    }
-}
-
-fn plist_json(path: &str) -> Value {
-    let code =
-        "import json, plistlib, sys; print(json.dumps(plistlib.load(open(sys.argv[1], 'rb'))))";
-    let out = run_cmd(python(), &["-c".into(), code.into(), path.into()], DEADLINE)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.code, Some(0), "plistlib cannot read {path}:\n{out}");
-    serde_json::from_str(&out.stdout).unwrap()
-}
 
 #[test]
 fn launchd_plist_has_the_keys_and_a_command_line_the_binary_runs() {
@@ -83,7 +23,7 @@ fn launchd_plist_has_the_keys_and_a_command_line_the_binary_runs() {
         .collect();
     assert!(!plists.is_empty(), "no launchd/*.plist");
     for path in plists {
-        let p = plist_json(&path);
+        let p = plist_json(Path::new(&path));
         let ctx = format!("{path}: {p:#}");
         assert!(
             p["Label"].as_str().is_some_and(|l| !l.is_empty()),
@@ -99,7 +39,7 @@ fn launchd_plist_has_the_keys_and_a_command_line_the_binary_runs() {
             args[0].starts_with('/') && args[0].ends_with("/supervisor"),
             "program: {ctx}"
         );
-        assert_eq!(args[1], "run", "{ctx}");
+        assert_eq!(args.last().map(String::as_str), Some("run"), "{ctx}");
         assert_eq!(
             p["KeepAlive"],
             serde_json::json!({"SuccessfulExit": false}),
@@ -110,12 +50,27 @@ fn launchd_plist_has_the_keys_and_a_command_line_the_binary_runs() {
             p["ThrottleInterval"].as_i64().is_some_and(|t| t >= 1),
             "ThrottleInterval: {ctx}"
         );
-        // launchd SIGKILLs after ExitTimeOut (default 20 s): leave the
-        // supervisor time to stop its child (stop_timeout, 10 s default).
+        // Unset, launchd throttles CPU and I/O, and the child inherits it.
+        assert_eq!(p["ProcessType"], "Standard", "ProcessType: {ctx}");
+        // launchd SIGKILLs after ExitTimeOut: leave the supervisor time to
+        // stop its child (stop_timeout, 10 s by default), SIGKILLed
+        // leftovers (5 s) and the log drain (2 s).
         assert!(
-            p["ExitTimeOut"].as_i64().is_some_and(|t| t > 10),
+            p["ExitTimeOut"].as_i64().is_some_and(|t| t > 10 + 5 + 2),
             "ExitTimeOut: {ctx}"
         );
+        assert!(
+            p["SoftResourceLimits"]["NumberOfFiles"]
+                .as_i64()
+                .is_some_and(|n| n > 256),
+            "launchd's soft open-files limit is 256: {ctx}"
+        );
+        if path.ends_with("-sockets.plist") {
+            let sock = &p["Sockets"]["http"];
+            assert_eq!(sock["SockType"], "stream", "{ctx}");
+            assert_eq!(sock["SockNodeName"], "127.0.0.1", "{ctx}");
+            assert_eq!(sock["SockServiceName"], "8420", "{ctx}");
+        }
         for key in ["StandardOutPath", "StandardErrorPath", "WorkingDirectory"] {
             assert!(
                 p[key].as_str().is_some_and(|s| s.starts_with('/')),
@@ -134,18 +89,8 @@ fn launchd_plist_has_the_keys_and_a_command_line_the_binary_runs() {
         );
 
         let env = Setup::new("serve.py").build();
-        run_job_args(&env, &args[1..]);
+        run_job(&env, BIN, &args[1..], true);
     }
-}
-
-/// `Key=value` lines of the unit (comments and sections dropped).
-fn unit_keys(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
 }
 
 #[test]
@@ -158,75 +103,41 @@ fn systemd_unit_has_the_settings_and_a_command_line_the_binary_runs() {
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("systemd/supervisor.service has no {k}="))
     };
-    assert_eq!(get("Type"), "simple", "no sd_notify READY=1 yet");
+    assert_eq!(get("Type"), "simple", "deliberate: see docs/systemd.md");
     assert_eq!(get("Restart"), "on-failure");
     assert!(matches!(get("KillMode"), "mixed" | "process"), "KillMode");
-    let stop = humantime_secs(get("TimeoutStopSec"));
+    let stop = unit_secs(get("TimeoutStopSec"));
     assert!(
-        stop > 10.0 + 5.0,
-        "TimeoutStopSec must exceed child.stop_timeout (10s) + margin"
+        stop > 10.0 + 5.0 + 2.0,
+        "TimeoutStopSec must exceed child.stop_timeout (10s) + kill grace (5s) + log drain (2s)"
     );
     let argv: Vec<String> = get("ExecStart")
         .split_whitespace()
         .map(str::to_string)
         .collect();
     assert!(
-        argv[0].ends_with("/supervisor") && argv[1] == "run",
+        argv[0].ends_with("/supervisor") && argv.last().is_some_and(|a| a == "run"),
         "ExecStart: {argv:?}"
     );
 
     let env = Setup::new("serve.py").build();
-    run_job_args(&env, &argv[1..]);
+    run_job(&env, BIN, &argv[1..], true);
 
-    // systemd-analyze verify on a copy whose paths exist here.
-    let Ok(which) = run_cmd(
-        "sh",
-        &["-c".into(), "command -v systemd-analyze".into()],
-        DEADLINE,
-    ) else {
-        return;
-    };
-    if which.code != Some(0) {
-        eprintln!("systemd-analyze not installed: unit checked by the assertions above only");
-        return;
-    }
-    let unit = env.path("session-manager.service");
+    // systemd-analyze verify on copies whose paths exist here, the socket
+    // unit under the service's name (systemd pairs them by name).
+    let socket = fs::read_to_string(format!("{ROOT}/systemd/supervisor.socket")).unwrap();
+    assert_eq!(unit_value(&socket, "FileDescriptorName"), "http");
+    assert_eq!(unit_value(&socket, "ListenStream"), "127.0.0.1:8420");
+    let service = env.path("session-manager.service");
     let copy = text
         .replace("/usr/local/bin/supervisor", BIN)
         .replace("/opt/session-manager", &env.dir_s)
         .replace("User=sessionmgr", "User=root")
         .replace("Group=sessionmgr", "Group=root");
-    fs::write(&unit, copy).unwrap();
-    let out = run_cmd(
-        "systemd-analyze",
-        &["verify".into(), unit.display().to_string()],
-        secs(60.0),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let complaints: Vec<&str> = out
-        .stderr
-        .lines()
-        .chain(out.stdout.lines())
-        .filter(|l| l.contains("session-manager.service"))
-        .collect();
-    assert!(
-        out.code == Some(0) && complaints.is_empty(),
-        "systemd-analyze verify:\n{out}"
-    );
-    eprintln!("systemd-analyze verify: clean");
-}
-
-/// "30s", "2min", "90" (seconds) -> seconds.
-fn humantime_secs(v: &str) -> f64 {
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse().unwrap_or_else(|_| panic!("duration {v:?}"));
-    match unit.trim() {
-        "" | "s" | "sec" => n,
-        "min" | "m" => n * 60.0,
-        "ms" => n / 1000.0,
-        u => panic!("unit {u:?} in {v:?}"),
+    fs::write(&service, copy).unwrap();
+    let socket_copy = env.path("session-manager.socket");
+    fs::write(&socket_copy, socket).unwrap();
+    if systemd_verify(&env, &[service, socket_copy], false).is_some() {
+        eprintln!("systemd-analyze verify: clean");
     }
 }

@@ -22,6 +22,10 @@ use macos as imp;
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("supervisor runs on Linux and macOS only");
 
+/// Whether this system has launchd (`launchctl`): only macOS. The launchd
+/// job code compiles everywhere, so `--dry-run` works and is tested on Linux.
+pub const HAS_LAUNCHD: bool = cfg!(target_os = "macos");
+
 /// When a process started, in an opaque platform unit (clock ticks since
 /// boot on Linux, microseconds since the epoch on macOS). Together with the
 /// pid it names one process for good: pids are reused, start times are not.

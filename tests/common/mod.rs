@@ -26,6 +26,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod jobs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
 
 /// Deadline for anything that should happen "soon" on a noisy 2-core box.
