@@ -39,6 +39,7 @@ macro_rules! out {
     }};
 }
 
+mod alerts;
 mod child;
 mod cli;
 mod commands;
