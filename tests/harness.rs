@@ -46,8 +46,9 @@ fn procargs_buffers_parse_into_argv_and_environment() {
         b.extend_from_slice(rest);
         b
     }
+    type ArgvAndEnv = Option<(Vec<String>, Vec<String>)>;
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let cases: Vec<(Vec<u8>, Option<(Vec<String>, Vec<String>)>)> = vec![
+    let cases: Vec<(Vec<u8>, ArgvAndEnv)> = vec![
         (
             // The layout xnu's sysctl_procargsx writes: path, padding, argv,
             // environment, an empty string, then the "apple" strings.
@@ -166,7 +167,7 @@ fn our_own_descriptors_and_listening_port_are_found() {
     let targets = fd_targets(me);
     let want = path.display().to_string();
     assert!(
-        targets.iter().any(|t| *t == want),
+        targets.contains(&want),
         "no descriptor on {want}: {targets:?}"
     );
     let ports = listening_ports(me);

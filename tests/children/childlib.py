@@ -8,6 +8,7 @@ one O_APPEND write per line: "KIND PID MONOTONIC [EXTRA...]".
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -47,6 +48,8 @@ def write_atomic(name, text):
 
 def alive(pid):
     """A live, non-zombie process running this same script for this same dir."""
+    if not os.path.isdir("/proc/self"):
+        return _alive_ps(pid)
     try:
         with open("/proc/%d/stat" % pid) as f:
             stat = f.read()
@@ -57,6 +60,25 @@ def alive(pid):
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
         return False
     return SCRIPT.encode() in argv and DIR.encode() in argv
+
+
+def _alive_ps(pid):
+    """alive() without /proc (macOS): `ps` gives the state and the command
+    line, its words joined by spaces, so the paths are looked for as text."""
+    try:
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "stat=", "-o", "args=", "-p", str(pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        ).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    line = out.strip()
+    if not line or line.startswith("Z"):
+        return False
+    return SCRIPT in line and DIR in line
 
 
 def live_predecessors():
