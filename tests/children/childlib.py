@@ -103,8 +103,9 @@ def listener():
     return socket.socket(fileno=3)
 
 
-def serve(sock):
-    """One short request per connection, answered with our pid and a newline."""
+def serve(sock, on_request=None):
+    """One short request per connection, answered with our pid and a newline;
+    `on_request()`, if given, runs for each connection before the answer."""
     reply = b"%d\n" % os.getpid()
     while True:
         try:
@@ -112,6 +113,8 @@ def serve(sock):
         except BlockingIOError:
             select.select([sock], [], [])
             continue
+        if on_request is not None:
+            on_request()
         with conn:
             conn.settimeout(5)
             try:
