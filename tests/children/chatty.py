@@ -4,20 +4,13 @@ request counter, before it answers with its pid. Lets a test fill a disk
 through child.log at its own pace and then find a given line again."""
 
 import os
-import signal
 import sys
 
 import childlib as c
 
 SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 
-
-def on_term(signum, frame):
-    c.event("term")
-    os._exit(0)
-
-
-signal.signal(signal.SIGTERM, on_term)
+c.exit_on_term()
 sock = c.listener()
 c.event("start")
 count = 0

@@ -7,6 +7,7 @@ one O_APPEND write per line: "KIND PID MONOTONIC [EXTRA...]".
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,16 @@ def event(kind, *extra):
     words = [kind, str(os.getpid()), "%.6f" % time.monotonic()]
     words.extend(str(x) for x in extra)
     append("events.log", " ".join(words))
+
+
+def exit_on_term():
+    """On SIGTERM: record a "term" event and exit 0 at once."""
+
+    def on_term(signum, frame):
+        event("term")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def touch(name):
