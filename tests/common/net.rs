@@ -37,6 +37,19 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(bad)?;
+    // A server killed mid-answer closes after the head: a cut answer is
+    // an error, not an empty body.
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    if let Some(n) = length.filter(|&n| body.len() < n) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("HTTP body cut short: {} of {n} bytes: {text:?}", body.len()),
+        ));
+    }
     Ok((code, body.to_string()))
 }
 
