@@ -19,21 +19,22 @@ use std::path::Path;
 use std::ptr;
 use std::time::Duration;
 
+/// `proc_pidinfo(pid, flavor, arg)` into one struct `T`.
+///
+/// # Safety
+/// `T` must be the plain-data libc struct of `flavor` (all zeroes valid).
+unsafe fn pidinfo<T>(pid: i32, flavor: libc::c_int, arg: u64) -> Option<T> {
+    let mut info: T = mem::zeroed();
+    let size = mem::size_of::<T>() as libc::c_int;
+    // proc_pidinfo writes at most `size` bytes into `info`.
+    let n = libc::proc_pidinfo(pid, flavor, arg, &mut info as *mut T as *mut c_void, size);
+    (n == size).then_some(info)
+}
+
 fn bsdinfo(pid: i32) -> Option<libc::proc_bsdinfo> {
-    // SAFETY: proc_pidinfo writes at most `size` bytes into a zeroed
-    // plain-data struct of exactly that size.
-    unsafe {
-        let mut info: libc::proc_bsdinfo = mem::zeroed();
-        let size = mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
-        let n = libc::proc_pidinfo(
-            pid,
-            libc::PROC_PIDTBSDINFO,
-            1, // zombies too
-            &mut info as *mut libc::proc_bsdinfo as *mut c_void,
-            size,
-        );
-        (n == size).then_some(info)
-    }
+    // SAFETY: proc_bsdinfo is PROC_PIDTBSDINFO's plain-data struct. Arg 1:
+    // zombies too.
+    unsafe { pidinfo(pid, libc::PROC_PIDTBSDINFO, 1) }
 }
 
 pub fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
@@ -170,24 +171,9 @@ pub fn listening_ports(pid: i32) -> Vec<u16> {
 }
 
 pub fn rss_kib(pid: i32) -> u64 {
-    // SAFETY: proc_pidinfo writes at most `size` bytes into a zeroed
-    // plain-data struct of exactly that size.
-    unsafe {
-        let mut info: libc::proc_taskinfo = mem::zeroed();
-        let size = mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
-        let n = libc::proc_pidinfo(
-            pid,
-            libc::PROC_PIDTASKINFO,
-            0,
-            &mut info as *mut libc::proc_taskinfo as *mut c_void,
-            size,
-        );
-        if n == size {
-            info.pti_resident_size / 1024
-        } else {
-            0
-        }
-    }
+    // SAFETY: proc_taskinfo is PROC_PIDTASKINFO's plain-data struct.
+    let info: Option<libc::proc_taskinfo> = unsafe { pidinfo(pid, libc::PROC_PIDTASKINFO, 0) };
+    info.map_or(0, |i| i.pti_resident_size / 1024)
 }
 
 /// Microseconds since the epoch, as src/sys/macos.rs records it.
