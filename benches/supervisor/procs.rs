@@ -63,19 +63,19 @@ pub(crate) fn cpu_secs(pid: u32) -> f64 {
     (13..=16).filter_map(|i| stat_field(pid, i)).sum::<u64>() as f64 / tick
 }
 
+/// A `KEY: N kB` line of /proc/PID/status.
 pub(crate) fn status_kb(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    kb_line(pid, "status", key)
 }
 
+/// A `KEY: N kB` line of /proc/PID/smaps_rollup.
 pub(crate) fn rollup_kb(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+    kb_line(pid, "smaps_rollup", key)
+}
+
+/// The number after `key` in /proc/PID/`file` (0 when absent).
+fn kb_line(pid: u32, file: &str, key: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
