@@ -17,6 +17,7 @@ use std::ffi::c_void;
 use std::mem;
 use std::path::Path;
 use std::ptr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// `proc_pidinfo(pid, flavor, arg)` into one struct `T`.
@@ -80,26 +81,35 @@ pub fn group_pids(pgid: i32) -> Vec<i32> {
     pid_list(|buf, bytes| unsafe { libc::proc_listpgrppids(pgid, buf, bytes) })
 }
 
+/// `kern.argmax`: the most a `KERN_PROCARGS2` answer can hold. Read once.
+fn argmax() -> Option<usize> {
+    static ARGMAX: OnceLock<Option<usize>> = OnceLock::new();
+    *ARGMAX.get_or_init(|| {
+        let mut argmax: libc::c_int = 0;
+        let mut size = mem::size_of::<libc::c_int>();
+        let mut mib = [libc::CTL_KERN, libc::KERN_ARGMAX];
+        // SAFETY: sysctl writes at most `size` bytes into the c_int.
+        let r = unsafe {
+            libc::sysctl(
+                mib.as_mut_ptr(),
+                2,
+                &mut argmax as *mut libc::c_int as *mut c_void,
+                &mut size,
+                ptr::null_mut(),
+                0,
+            )
+        };
+        if r == 0 {
+            usize::try_from(argmax).ok().filter(|&n| n > 0)
+        } else {
+            None
+        }
+    })
+}
+
 /// The raw `KERN_PROCARGS2` buffer of a process (ours to inspect only).
 fn procargs(pid: i32) -> Option<Vec<u8>> {
-    let mut argmax: libc::c_int = 0;
-    let mut size = mem::size_of::<libc::c_int>();
-    let mut mib = [libc::CTL_KERN, libc::KERN_ARGMAX];
-    // SAFETY: sysctl writes at most `size` bytes into the c_int.
-    let r = unsafe {
-        libc::sysctl(
-            mib.as_mut_ptr(),
-            2,
-            &mut argmax as *mut libc::c_int as *mut c_void,
-            &mut size,
-            ptr::null_mut(),
-            0,
-        )
-    };
-    if r != 0 || argmax <= 0 {
-        return None;
-    }
-    let mut buf = vec![0u8; argmax as usize];
+    let mut buf = vec![0u8; argmax()?];
     let mut size = buf.len();
     let mut mib = [libc::CTL_KERN, libc::KERN_PROCARGS2, pid];
     // SAFETY: sysctl writes at most `size` bytes into `buf` and sets `size`
