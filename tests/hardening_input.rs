@@ -592,10 +592,9 @@ impl Innocent {
         }
     }
 
+    /// Its start time, in the unit `state.json` records it in.
     fn start_time(&self) -> u64 {
-        let s = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        let rest = &s[s.rfind(')').unwrap() + 2..];
-        rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+        start_time(self.pid).expect("the innocent process's start time")
     }
 
     /// Alive and unharmed: not stopped, no signal recorded.
@@ -862,14 +861,6 @@ fn a_recorded_child_without_a_start_time_is_never_signalled() {
     starts_anyway(&env, Some(&innocent));
 }
 
-/// Seconds since the epoch at which this machine booted.
-fn boot_time() -> u64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap();
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_state_json_from_before_boot_naming_an_innocent_group_is_never_signalled() {
     // A classic daemon (fork, parent exits) lives in a group whose leader
@@ -880,7 +871,8 @@ fn a_state_json_from_before_boot_naming_an_innocent_group_is_never_signalled() {
     if innocent.pid == innocent.pgid {
         env.fail("innocent.py daemon should not lead its group");
     }
-    let before_boot = std::time::UNIX_EPOCH + Duration::from_secs(boot_time() - 3600);
+    let booted = boot_time().expect("the machine's boot time");
+    let before_boot = std::time::UNIX_EPOCH + Duration::from_secs(booted - 3600);
     let at = humantime::format_rfc3339_seconds(before_boot).to_string();
     let rec = record(999_999, innocent.pgid, innocent.pgid, 4242, &at);
     plant(&env, None, Some(rec.to_string().as_bytes()));

@@ -26,20 +26,6 @@ fn fd_count(pid: i32) -> (usize, Vec<String>) {
     (t.len(), t)
 }
 
-fn vm_rss_kib(pid: i32) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn zombies_of(pid: i32) -> Vec<i32> {
     all_pids()
         .into_iter()
@@ -86,7 +72,7 @@ fn restart_churn(n: u64) {
     env.wait_for("50 restarts", DEADLINE, || restarts(&env) >= 50);
     let child = settle(&env);
     let (fds0, targets0) = fd_count(pid);
-    let rss0 = vm_rss_kib(pid);
+    let rss0 = rss_kib(pid);
     let r0 = restarts(&env);
     churn(&env, child);
 
@@ -98,12 +84,12 @@ fn restart_churn(n: u64) {
     let took = t.elapsed();
     let child = settle(&env);
     let (fds1, targets1) = fd_count(pid);
-    let rss1 = vm_rss_kib(pid);
+    let rss1 = rss_kib(pid);
     let r1 = restarts(&env);
     let zombies = zombies_of(pid);
 
     eprintln!(
-        "{} restarts in {took:.2?} ({:.2} ms each); fds {fds0} -> {fds1}; VmRSS {rss0} -> {rss1} KiB",
+        "{} restarts in {took:.2?} ({:.2} ms each); fds {fds0} -> {fds1}; RSS {rss0} -> {rss1} KiB",
         r1 - r0,
         took.as_secs_f64() * 1000.0 / (r1 - r0) as f64
     );
@@ -115,7 +101,7 @@ fn restart_churn(n: u64) {
     }
     if rss1 > rss0 + 1024 {
         env.fail(format!(
-            "VmRSS grew by {} KiB over {} restarts",
+            "RSS grew by {} KiB over {} restarts",
             rss1 - rss0,
             r1 - r0
         ));

@@ -1,12 +1,13 @@
 //! Races (hardening issue, items 3, 6 and 7).
 //!
-//! - Lock storms: cycles of duplicate starts, `status`, `stop`, SIGTERMs and
-//!   SIGKILLs at random instants, watched by a sampler: never two FLOCK
-//!   holders on the pid file (from /proc/locks), never a supervisor that
-//!   has written the pid file alive next to another lock holder, never two
-//!   children alive, and every child started with no predecessor alive
-//!   (`overlap.py` checks at start). CI runs 20 cycles; the 200-cycle
-//!   version is `long_lock_storm` (ignored; see docs/hardening.md).
+//! - Lock storms (Linux only, module `lock_storm`): cycles of duplicate
+//!   starts, `status`, `stop`, SIGTERMs and SIGKILLs at random instants,
+//!   watched by a sampler: never two FLOCK holders on the pid file (from
+//!   /proc/locks), never a supervisor that has written the pid file alive
+//!   next to another lock holder, never two children alive, and every child
+//!   started with no predecessor alive (`overlap.py` checks at start). CI
+//!   runs 20 cycles; the 200-cycle version is `long_lock_storm` (ignored;
+//!   see docs/hardening.md).
 //! - A stop while anything is in flight (backoff, waiting for the port, a
 //!   child starting, a stop in progress, an orphan being stopped, the
 //!   instant the lock is taken): exit 0 promptly, the child's process group
@@ -16,51 +17,25 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeSet;
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
-
-// ================================================================ item 3
-
-/// A small xorshift generator; the seed is printed so a failing storm can
-/// be replayed with `SUPTEST_SEED=...`.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("SUPTEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("storm seed: SUPTEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Pids holding an FLOCK on `path`'s inode, from /proc/locks, each once:
 /// /proc/locks is read in several read() calls while other processes lock
 /// and unlock, so one entry can show up twice (a process cannot hold two
 /// exclusive flocks on one inode: the second would conflict with the first).
+///
+/// Deliberately a parser of its own rather than src/sys/linux.rs's
+/// `flock_holder`: this is the oracle that checks that code's answers (a
+/// shared bug would vouch for itself), and it must see every holder where
+/// the supervisor only asks for the first.
+#[cfg(target_os = "linux")]
 fn flock_holders(path: &Path) -> Vec<i32> {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
     let Ok(meta) = fs::metadata(path) else {
         return Vec::new();
     };
@@ -89,225 +64,282 @@ fn flock_holders(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Watches the invariants from a thread until stopped.
-struct Watch {
-    stop: AtomicBool,
-    samples: AtomicUsize,
-    violations: Mutex<Vec<String>>,
+/// Whether `pid` (alone) holds the instance lock on the pid file at `path`.
+/// Linux: /proc/locks names it. macOS has no lock table that can be read
+/// without taking the lock (which would disturb the race under test), so
+/// there the pid file naming a live `pid` stands in for it: only the copy
+/// that holds the lock writes the pid file (SPEC.md, "Files").
+fn lock_held_by(path: &Path, pid: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        flock_holders(path) == [pid]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        fs::read_to_string(path).is_ok_and(|s| s == format!("{pid}\n")) && pid_alive(pid)
+    }
 }
 
-impl Watch {
-    fn new() -> Watch {
-        Watch {
-            stop: AtomicBool::new(false),
-            samples: AtomicUsize::new(0),
-            violations: Mutex::new(Vec::new()),
-        }
-    }
+// ================================================================ item 3
 
-    fn violation(&self, v: String) {
-        let mut all = self.violations.lock().unwrap();
-        if all.len() < 20 {
-            all.push(v);
-        }
-    }
+/// Linux only: the sampler reads the lock's holders from /proc/locks
+/// (macOS offers no way to see a flock's holder without taking it).
+#[cfg(target_os = "linux")]
+mod lock_storm {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-    fn run(&self, env: &Env) {
-        let pid_path = env.state_dir.join("supervisor.pid");
-        // How many samples in a row the pid file has named a live process
-        // other than the lock holder.
-        let mut stale_named = 0;
-        while !self.stop.load(Ordering::Relaxed) {
-            self.samples.fetch_add(1, Ordering::Relaxed);
-            let holders = flock_holders(&pid_path);
-            if holders.len() > 1 {
-                self.violation(format!("two FLOCK holders on the pid file: {holders:?}"));
-            }
-            // Believing it holds the lock: it wrote the pid file. A writer
-            // that is still alive (and not exiting) while someone else
-            // holds the lock would be a second holder in its own eyes.
-            let named = fs::read_to_string(&pid_path)
+    /// A small xorshift generator; the seed is printed so a failing storm can
+    /// be replayed with `SUPTEST_SEED=...`.
+    struct Rng(u64);
+
+    impl Rng {
+        fn new() -> Rng {
+            let seed = std::env::var("SUPTEST_SEED")
                 .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok());
-            match (named, holders.first()) {
-                (Some(p), Some(&h)) if p != h && pid_alive(p) => {
-                    stale_named += 1;
-                    if stale_named == 5 {
-                        self.violation(format!(
-                            "pid file names live pid {p} while {h} holds the lock ({:?})",
-                            proc_stat(p)
-                        ));
-                    }
-                }
-                _ => stale_named = 0,
-            }
-            // Two children: confirmed by a second look, which proves both
-            // were alive at the end of the first one.
-            let seen = env.child_processes();
-            if seen.len() > 1 {
-                let still: Vec<i32> = seen.iter().copied().filter(|&p| pid_alive(p)).collect();
-                if still.len() > 1 {
-                    self.violation(format!("two children alive at once: {still:?}"));
-                }
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A copy ended as it may: exit 0 (stopped, or lost the race), or killed
-/// by the SIGKILL this test sent it.
-fn check_exit(env: &Env, sup: &Supervisor, killed: &BTreeSet<i32>, cycle: usize) {
-    use std::os::unix::process::ExitStatusExt;
-    let st = sup.wait_exit(DEADLINE);
-    let ok =
-        st.code() == Some(0) || (killed.contains(&sup.pid()) && st.signal() == Some(libc::SIGKILL));
-    if !ok {
-        env.fail(format!(
-            "cycle {cycle}: supervisor {} ended with {st}; stderr: {}",
-            sup.pid(),
-            sup.stderr()
-        ));
-    }
-}
-
-/// The live copy that holds the lock, once one does.
-fn holder(env: &Env, copies: &[Supervisor]) -> Option<i32> {
-    let h = *flock_holders(&env.state_dir.join("supervisor.pid")).first()?;
-    copies
-        .iter()
-        .any(|s| s.pid() == h && s.exited().is_none())
-        .then_some(h)
-}
-
-/// Waits until a child of this storm serves (state running, started).
-fn wait_serving(env: &Env, what: &str) -> i32 {
-    env.wait_value(what, DEADLINE, || {
-        let (_, v) = env.status_json();
-        let pid = v["child"]["pid"].as_i64()? as i32;
-        (v["state"] == "running" && env.events_of("start").iter().any(|e| e.pid == pid))
-            .then_some(pid)
-    })
-}
-
-fn lock_storm(cycles: usize) {
-    let env = Setup::new("overlap.py")
-        .restart("initial_backoff", "50ms")
-        .restart("max_backoff", "200ms")
-        .child("stop_timeout", "2s")
-        .build();
-    let watch = Watch::new();
-    let mut rng = Rng::new();
-    let started = Instant::now();
-    thread::scope(|s| {
-        s.spawn(|| watch.run(&env));
-        // Stops the watcher on every way out, a failure's panic included
-        // (the scope joins it before the panic goes on).
-        let _stop = StopOnDrop(&watch.stop);
-        let mut killed = BTreeSet::new();
-        for cycle in 0..cycles {
-            let mut copies: Vec<Supervisor> = (0..1 + rng.below(3)).map(|_| env.spawn()).collect();
-            match rng.below(5) {
-                // Clean: serve, status, stop.
-                0 => {
-                    wait_serving(&env, &format!("cycle {cycle}: a child serves"));
-                    let (code, _) = env.status_json();
-                    if code != 0 {
-                        env.fail(format!("cycle {cycle}: status exit {code}, want 0"));
-                    }
-                }
-                // A SIGKILL at a random instant of the start.
-                1 => {
-                    thread::sleep(Duration::from_millis(rng.below(250)));
-                    let live: Vec<&Supervisor> =
-                        copies.iter().filter(|c| c.exited().is_none()).collect();
-                    if !live.is_empty() {
-                        let victim = live[rng.below(live.len() as u64) as usize];
-                        killed.insert(victim.pid());
-                        victim.kill9();
-                    }
-                }
-                // The holder SIGKILLed while serving, and new copies at once:
-                // they race the orphan cleanup.
-                2 => {
-                    wait_serving(&env, &format!("cycle {cycle}: a child serves"));
-                    if let Some(h) = holder(&env, &copies) {
-                        killed.insert(h);
-                        kill(h, libc::SIGKILL);
-                        copies.extend((0..2).map(|_| env.spawn()));
-                    }
-                }
-                // SIGTERM to the holder and new copies at the same instant.
-                3 => {
-                    wait_serving(&env, &format!("cycle {cycle}: a child serves"));
-                    if let Some(h) = holder(&env, &copies) {
-                        kill(h, libc::SIGTERM);
-                        copies.extend((0..2).map(|_| env.spawn()));
-                    }
-                }
-                // `stop` and `status` racing the start itself.
-                _ => {
-                    thread::sleep(Duration::from_millis(rng.below(100)));
-                    let _ = env.status_raw();
-                    let _ = env.cli(&["stop"]);
-                }
-            }
-            // End of cycle: stop whatever runs until every copy is gone.
-            let deadline = Instant::now() + DEADLINE;
-            while copies.iter().any(|c| c.exited().is_none()) {
-                if Instant::now() > deadline {
-                    env.fail(format!("cycle {cycle}: copies still running after stops"));
-                }
-                let out = env.cli(&["stop"]);
-                if !matches!(out.code, Some(0) | Some(1)) {
-                    env.fail(format!("cycle {cycle}: stop\n{out}"));
-                }
-                let _ = wait_until(Duration::from_secs(2), || {
-                    copies.iter().all(|c| c.exited().is_some())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64
+                        | 1
                 });
-            }
-            for c in &copies {
-                check_exit(&env, c, &killed, cycle);
-            }
-            let v = watch.violations.lock().unwrap().clone();
-            if !v.is_empty() {
-                env.fail(format!("cycle {cycle}: {v:#?}"));
+            eprintln!("storm seed: SUPTEST_SEED={seed}");
+            Rng(seed)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Watches the invariants from a thread until stopped.
+    struct Watch {
+        stop: AtomicBool,
+        samples: AtomicUsize,
+        violations: Mutex<Vec<String>>,
+    }
+
+    impl Watch {
+        fn new() -> Watch {
+            Watch {
+                stop: AtomicBool::new(false),
+                samples: AtomicUsize::new(0),
+                violations: Mutex::new(Vec::new()),
             }
         }
-    });
-    env.wait_for("no child left", DEADLINE, || {
-        env.child_processes().is_empty()
-    });
-    let starts = env.events_of("start");
-    let overlaps = overlapping_starts(&env);
-    if !overlaps.is_empty() {
-        env.fail(format!("children started next to live ones: {overlaps:?}"));
+
+        fn violation(&self, v: String) {
+            let mut all = self.violations.lock().unwrap();
+            if all.len() < 20 {
+                all.push(v);
+            }
+        }
+
+        fn run(&self, env: &Env) {
+            let pid_path = env.state_dir.join("supervisor.pid");
+            // How many samples in a row the pid file has named a live process
+            // other than the lock holder.
+            let mut stale_named = 0;
+            while !self.stop.load(Ordering::Relaxed) {
+                self.samples.fetch_add(1, Ordering::Relaxed);
+                let holders = flock_holders(&pid_path);
+                if holders.len() > 1 {
+                    self.violation(format!("two FLOCK holders on the pid file: {holders:?}"));
+                }
+                // Believing it holds the lock: it wrote the pid file. A writer
+                // that is still alive (and not exiting) while someone else
+                // holds the lock would be a second holder in its own eyes.
+                let named = fs::read_to_string(&pid_path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok());
+                match (named, holders.first()) {
+                    (Some(p), Some(&h)) if p != h && pid_alive(p) => {
+                        stale_named += 1;
+                        if stale_named == 5 {
+                            self.violation(format!(
+                                "pid file names live pid {p} while {h} holds the lock ({:?})",
+                                proc_stat(p)
+                            ));
+                        }
+                    }
+                    _ => stale_named = 0,
+                }
+                // Two children: confirmed by a second look, which proves both
+                // were alive at the end of the first one.
+                let seen = env.child_processes();
+                if seen.len() > 1 {
+                    let still: Vec<i32> = seen.iter().copied().filter(|&p| pid_alive(p)).collect();
+                    if still.len() > 1 {
+                        self.violation(format!("two children alive at once: {still:?}"));
+                    }
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
-    eprintln!(
-        "{cycles} cycles in {:.1}s: {} children, {} samples",
-        started.elapsed().as_secs_f64(),
-        starts.len(),
-        watch.samples.load(Ordering::Relaxed)
-    );
-}
 
-#[test]
-fn lock_storm_20_cycles() {
-    lock_storm(20);
-}
+    struct StopOnDrop<'a>(&'a AtomicBool);
 
-#[test]
-#[ignore = "long: 200 storm cycles (several minutes)"]
-fn long_lock_storm_200_cycles() {
-    lock_storm(200);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy ended as it may: exit 0 (stopped, or lost the race), or killed
+    /// by the SIGKILL this test sent it.
+    fn check_exit(env: &Env, sup: &Supervisor, killed: &BTreeSet<i32>, cycle: usize) {
+        use std::os::unix::process::ExitStatusExt;
+        let st = sup.wait_exit(DEADLINE);
+        let ok = st.code() == Some(0)
+            || (killed.contains(&sup.pid()) && st.signal() == Some(libc::SIGKILL));
+        if !ok {
+            env.fail(format!(
+                "cycle {cycle}: supervisor {} ended with {st}; stderr: {}",
+                sup.pid(),
+                sup.stderr()
+            ));
+        }
+    }
+
+    /// The live copy that holds the lock, once one does.
+    fn holder(env: &Env, copies: &[Supervisor]) -> Option<i32> {
+        let h = *flock_holders(&env.state_dir.join("supervisor.pid")).first()?;
+        copies
+            .iter()
+            .any(|s| s.pid() == h && s.exited().is_none())
+            .then_some(h)
+    }
+
+    /// Waits until a child of this storm serves (state running, started).
+    fn wait_serving(env: &Env, what: &str) -> i32 {
+        env.wait_value(what, DEADLINE, || {
+            let (_, v) = env.status_json();
+            let pid = v["child"]["pid"].as_i64()? as i32;
+            (v["state"] == "running" && env.events_of("start").iter().any(|e| e.pid == pid))
+                .then_some(pid)
+        })
+    }
+
+    fn lock_storm(cycles: usize) {
+        let env = Setup::new("overlap.py")
+            .restart("initial_backoff", "50ms")
+            .restart("max_backoff", "200ms")
+            .child("stop_timeout", "2s")
+            .build();
+        let watch = Watch::new();
+        let mut rng = Rng::new();
+        let started = Instant::now();
+        thread::scope(|s| {
+            s.spawn(|| watch.run(&env));
+            // Stops the watcher on every way out, a failure's panic included
+            // (the scope joins it before the panic goes on).
+            let _stop = StopOnDrop(&watch.stop);
+            let mut killed = BTreeSet::new();
+            for cycle in 0..cycles {
+                let mut copies: Vec<Supervisor> =
+                    (0..1 + rng.below(3)).map(|_| env.spawn()).collect();
+                match rng.below(5) {
+                    // Clean: serve, status, stop.
+                    0 => {
+                        wait_serving(&env, &format!("cycle {cycle}: a child serves"));
+                        let (code, _) = env.status_json();
+                        if code != 0 {
+                            env.fail(format!("cycle {cycle}: status exit {code}, want 0"));
+                        }
+                    }
+                    // A SIGKILL at a random instant of the start.
+                    1 => {
+                        thread::sleep(Duration::from_millis(rng.below(250)));
+                        let live: Vec<&Supervisor> =
+                            copies.iter().filter(|c| c.exited().is_none()).collect();
+                        if !live.is_empty() {
+                            let victim = live[rng.below(live.len() as u64) as usize];
+                            killed.insert(victim.pid());
+                            victim.kill9();
+                        }
+                    }
+                    // The holder SIGKILLed while serving, and new copies at once:
+                    // they race the orphan cleanup.
+                    2 => {
+                        wait_serving(&env, &format!("cycle {cycle}: a child serves"));
+                        if let Some(h) = holder(&env, &copies) {
+                            killed.insert(h);
+                            kill(h, libc::SIGKILL);
+                            copies.extend((0..2).map(|_| env.spawn()));
+                        }
+                    }
+                    // SIGTERM to the holder and new copies at the same instant.
+                    3 => {
+                        wait_serving(&env, &format!("cycle {cycle}: a child serves"));
+                        if let Some(h) = holder(&env, &copies) {
+                            kill(h, libc::SIGTERM);
+                            copies.extend((0..2).map(|_| env.spawn()));
+                        }
+                    }
+                    // `stop` and `status` racing the start itself.
+                    _ => {
+                        thread::sleep(Duration::from_millis(rng.below(100)));
+                        let _ = env.status_raw();
+                        let _ = env.cli(&["stop"]);
+                    }
+                }
+                // End of cycle: stop whatever runs until every copy is gone.
+                let deadline = Instant::now() + DEADLINE;
+                while copies.iter().any(|c| c.exited().is_none()) {
+                    if Instant::now() > deadline {
+                        env.fail(format!("cycle {cycle}: copies still running after stops"));
+                    }
+                    let out = env.cli(&["stop"]);
+                    if !matches!(out.code, Some(0) | Some(1)) {
+                        env.fail(format!("cycle {cycle}: stop\n{out}"));
+                    }
+                    let _ = wait_until(Duration::from_secs(2), || {
+                        copies.iter().all(|c| c.exited().is_some())
+                    });
+                }
+                for c in &copies {
+                    check_exit(&env, c, &killed, cycle);
+                }
+                let v = watch.violations.lock().unwrap().clone();
+                if !v.is_empty() {
+                    env.fail(format!("cycle {cycle}: {v:#?}"));
+                }
+            }
+        });
+        env.wait_for("no child left", DEADLINE, || {
+            env.child_processes().is_empty()
+        });
+        let starts = env.events_of("start");
+        let overlaps = overlapping_starts(&env);
+        if !overlaps.is_empty() {
+            env.fail(format!("children started next to live ones: {overlaps:?}"));
+        }
+        eprintln!(
+            "{cycles} cycles in {:.1}s: {} children, {} samples",
+            started.elapsed().as_secs_f64(),
+            starts.len(),
+            watch.samples.load(Ordering::Relaxed)
+        );
+    }
+
+    #[test]
+    fn lock_storm_20_cycles() {
+        lock_storm(20);
+    }
+
+    #[test]
+    #[ignore = "long: 200 storm cycles (several minutes)"]
+    fn long_lock_storm_200_cycles() {
+        lock_storm(200);
+    }
 }
 
 // ================================================================ item 6
@@ -346,7 +378,7 @@ fn stopped_cleanly(
     }
     let next = env.spawn();
     env.wait_for("a new run takes the lock", DEADLINE, || {
-        flock_holders(&env.state_dir.join("supervisor.pid")) == [next.pid()]
+        lock_held_by(&env.state_dir.join("supervisor.pid"), next.pid())
     });
     // Past its start (it wrote state.json), so the SIGTERM below does not
     // hit the known window before the signal handlers exist.
@@ -533,6 +565,9 @@ fn sigterm_while_an_orphan_is_being_stopped() {
     }
 }
 
+/// Linux only: it must see the lock the instant it is taken, before the
+/// pid file is written, and only /proc/locks shows that.
+#[cfg(target_os = "linux")]
 #[test]
 fn sigterm_the_instant_the_lock_is_taken_exits_0() {
     // The lock is visible in /proc/locks (and `stop` signals its holder)

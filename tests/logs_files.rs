@@ -12,12 +12,15 @@
 //! unlike a tmpfs mount or `chattr +i` this needs no mount rights or
 //! particular file system and leaves nothing behind if the test dies. Every
 //! write to a log then fails with EFBIG, exactly like a full disk.
-#![cfg(target_os = "linux")]
+//!
+//! The logrotate and prlimit(2) tests are Linux only (module `linux`):
+//! logrotate is Linux's rotator (macOS ships newsyslog, whose entry is
+//! checked on every system), and macOS cannot change another process's
+//! limits.
 
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -151,93 +154,6 @@ fn stop(env: &Env, sup: &Supervisor) {
     }
 }
 
-/// The `last NEXT` a tick child records on SIGTERM.
-fn last_next(env: &Env) -> u64 {
-    let ev = env.events_of("last");
-    match &ev[..] {
-        [e] => e.extra[0].parse().unwrap(),
-        _ => env.fail(format!("want one `last` event, got {ev:?}")),
-    }
-}
-
-/// Every number below `next` exactly once across `data`, even ones on
-/// stdout and odd ones on stderr (the tick child's pattern).
-fn assert_each_once(env: &Env, data: &[u8], next: u64, missing_ok: u64) -> Vec<u64> {
-    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for (n, stream) in numbers(data) {
-        let want = if n % 2 == 0 { "out" } else { "err" };
-        if stream != want {
-            env.fail(format!("line {n} tagged {stream}, want {want}"));
-        }
-        *seen.entry(n).or_default() += 1;
-    }
-    let twice: Vec<u64> = seen
-        .iter()
-        .filter(|(_, &c)| c > 1)
-        .map(|(&n, _)| n)
-        .collect();
-    let beyond: Vec<u64> = seen.keys().copied().filter(|&n| n >= next).collect();
-    let missing: Vec<u64> = (0..next).filter(|n| !seen.contains_key(n)).collect();
-    if !twice.is_empty() || !beyond.is_empty() || missing.len() as u64 != missing_ok {
-        env.fail(format!(
-            "numbers 0..{next}: {} seen; {} twice {:?}; {} past the end {:?}; {} missing (want {missing_ok}) {:?}",
-            seen.len(),
-            twice.len(),
-            &twice[..twice.len().min(20)],
-            beyond.len(),
-            &beyond[..beyond.len().min(20)],
-            missing.len(),
-            &missing[..missing.len().min(20)],
-        ));
-    }
-    missing
-}
-
-fn logrotate() -> &'static str {
-    for p in [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("logrotate is not installed (`apt-get install logrotate`; .ci/run does it)");
-}
-
-/// Runs `logrotate -f -s <dir>/lr.state <conf>`, which must succeed.
-fn force_rotate(env: &Env, conf: &Path) {
-    let args = [
-        "-f".to_string(),
-        "-s".into(),
-        env.path("lr.state").display().to_string(),
-        conf.display().to_string(),
-    ];
-    match run_cmd(logrotate(), &args, DEADLINE) {
-        Ok(out) if out.code == Some(0) => {}
-        Ok(out) => env.fail(format!("logrotate failed\n{out}")),
-        Err(e) => env.fail(e),
-    }
-}
-
-/// Sets the supervisor's RLIMIT_FSIZE (soft and hard; we are root).
-fn set_fsize(env: &Env, pid: i32, limit: libc::rlim_t) {
-    let lim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit(2) on a pid we started, with a valid new limit and no
-    // old-limit pointer.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
-    if rc != 0 {
-        env.fail(format!(
-            "prlimit({pid}, RLIMIT_FSIZE, {limit}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-}
-
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -310,131 +226,6 @@ fn size_rotation_keeps_a_contiguous_tail_within_the_cap() {
 }
 
 #[test]
-fn logrotate_create_and_sighup_lose_no_line() {
-    let env = Setup::new("numbers.py").arg("tick").arg("3").build();
-    let sup = env.spawn();
-    env.wait_child(&[]);
-    let child_log = env.log_dir.join("child.log");
-    let conf = env.path("logrotate.conf");
-    let logs = env.log_dir.display();
-    fs::write(
-        &conf,
-        format!(
-            "{logs}/child.log {logs}/supervisor.log {{\n\
-             \x20   rotate 20\n\
-             \x20   create\n\
-             \x20   missingok\n\
-             \x20   sharedscripts\n\
-             \x20   postrotate\n\
-             \x20       kill -HUP $(cat {}/supervisor.pid)\n\
-             \x20   endscript\n\
-             }}\n",
-            env.state_dir.display()
-        ),
-    )
-    .unwrap();
-    let rounds = 5;
-    for _ in 0..rounds {
-        // `create` leaves an empty child.log: only a reopen fills it again.
-        env.wait_for("20 lines in the current child.log", DEADLINE, || {
-            numbers(&read(&child_log)).len() >= 20
-        });
-        force_rotate(&env, &conf);
-    }
-    env.wait_for(
-        "lines in child.log after the last rotation",
-        DEADLINE,
-        || numbers(&read(&child_log)).len() >= 20,
-    );
-    stop(&env, &sup);
-
-    let files = oldest_first(&env.log_dir, "child.log");
-    let want: Vec<String> = std::iter::once("child.log".to_string())
-        .chain((1..=rounds).map(|i| format!("child.log.{i}")))
-        .collect();
-    let mut got = names(&env.log_dir, "child.log");
-    got.sort_by_key(|n| n.len());
-    if got != want {
-        env.fail(format!("want files {want:?}, got {got:?}"));
-    }
-    let all: Vec<u8> = files.iter().flat_map(|p| read(p)).collect();
-    let next = last_next(&env);
-    assert_each_once(&env, &all, next, 0);
-
-    let sup_logs: String = oldest_first(&env.log_dir, "supervisor.log")
-        .iter()
-        .map(|p| String::from_utf8_lossy(&read(p)).into_owned())
-        .collect();
-    let hups = sup_logs.matches("SIGHUP: log files reopened").count();
-    let current = String::from_utf8_lossy(&read(&env.log_dir.join("supervisor.log"))).into_owned();
-    if hups != rounds
-        || !current.contains("SIGHUP: log files reopened")
-        || !current.contains(" stopped")
-    {
-        env.fail(format!(
-            "supervisor.log*: want {rounds} reopen lines (got {hups}), the last one and the stop in the current file"
-        ));
-    }
-    eprintln!("{next} lines over {} files, each exactly once", files.len());
-}
-
-#[test]
-fn copytruncate_leaves_no_nul_and_writing_resumes() {
-    let env = Setup::new("numbers.py")
-        .arg("serve")
-        .set("log", "max_bytes", "64KiB")
-        .build();
-    let sup = env.spawn();
-    env.wait_child(&[]);
-    let child_log = env.log_dir.join("child.log");
-    let conf = env.path("logrotate.conf");
-    fs::write(
-        &conf,
-        format!(
-            "{}/child.log {{\n    rotate 5\n    copytruncate\n}}\n",
-            env.log_dir.display()
-        ),
-    )
-    .unwrap();
-
-    // ~41 KB, then copy and truncate, then ~31 KB: 72 KB in all, past the
-    // 64 KiB cap if the writer trusted its own count instead of the file.
-    ask(&env, "print 40 999");
-    env.wait_for("lines 0..40 in child.log", DEADLINE, || {
-        numbers(&read(&child_log)).len() == 40
-    });
-    force_rotate(&env, &conf);
-    ask(&env, "print 30 999");
-    env.wait_for("lines 40..70 in child.log", DEADLINE, || {
-        numbers(&read(&child_log)).last().map(|l| l.0) == Some(69)
-    });
-
-    let data = read(&child_log);
-    if let Some(at) = data.iter().position(|&b| b == 0) {
-        env.fail(format!(
-            "child.log has a NUL byte at {at} of {}",
-            data.len()
-        ));
-    }
-    let got: Vec<u64> = numbers(&data).into_iter().map(|l| l.0).collect();
-    let copy: Vec<u64> = numbers(&read(&env.log_dir.join("child.log.1")))
-        .into_iter()
-        .map(|l| l.0)
-        .collect();
-    let files = names(&env.log_dir, "child.log");
-    if got != (40..70).collect::<Vec<_>>()
-        || copy != (0..40).collect::<Vec<_>>()
-        || files != ["child.log", "child.log.1"]
-        || lines(&data).len() != 30
-    {
-        env.fail(format!(
-            "want child.log = lines 40..70 only, child.log.1 = 0..40 and no other file; got {got:?}, copy {copy:?}, files {files:?}"
-        ));
-    }
-    stop(&env, &sup);
-}
-
-#[test]
 fn reopen_logs_recreates_files_moved_away() {
     let env = Setup::new("numbers.py").arg("serve").build();
     let sup = env.spawn();
@@ -476,81 +267,6 @@ fn reopen_logs_recreates_files_moved_away() {
         ));
     }
     stop(&env, &sup);
-}
-
-#[test]
-fn an_unwritable_log_drops_and_counts_while_the_child_keeps_serving() {
-    let env = Setup::new("numbers.py").arg("tick").arg("2").build();
-    // stderr a pipe: the limit would stop a write to a file there as well.
-    let sup = env.spawn_stderr_pipe();
-    let pid = env.wait_child(&[]);
-    let child_log = env.log_dir.join("child.log");
-    env.wait_for("20 lines in child.log", DEADLINE, || {
-        numbers(&read(&child_log)).len() >= 20
-    });
-
-    set_fsize(&env, sup.pid(), 0);
-    let (_, at) = ask(&env, "ping");
-    let complaint = |stderr: &str| {
-        stderr
-            .lines()
-            .filter(|l| l.contains("cannot write") && l.contains("child.log"))
-            .count()
-    };
-    env.wait_for("a complaint on stderr", DEADLINE, || {
-        complaint(&sup.stderr()) > 0
-    });
-    let size = read(&child_log).len();
-    // The child is not blocked on its pipe: it keeps printing and answering.
-    env.wait_for("the child to print 200 more lines", DEADLINE, || {
-        ask(&env, "ping").1 >= at + 200
-    });
-    if read(&child_log).len() != size {
-        env.fail("child.log grew while no write could succeed");
-    }
-    set_fsize(&env, sup.pid(), libc::RLIM_INFINITY);
-
-    let notice = |data: &[u8]| -> Option<u64> {
-        lines(data).into_iter().find_map(|l| {
-            let s = std::str::from_utf8(l).ok()?;
-            let rest = s.split_once(" supervisor: ")?.1;
-            if !rest.ends_with("could not be written") {
-                return None;
-            }
-            rest.split_once(' ')?.0.parse().ok()
-        })
-    };
-    env.wait_for("the drop count in child.log", DEADLINE, || {
-        notice(&read(&child_log)).is_some()
-    });
-    env.wait_for("lines after the notice", DEADLINE, || {
-        let data = read(&child_log);
-        let tail = data.rsplit(|&b| b == b'\n').nth(1).unwrap_or_default();
-        parse_line(tail).is_some()
-    });
-    stop(&env, &sup);
-
-    let data = read(&child_log);
-    let dropped = notice(&data).unwrap();
-    let notices = lines(&data)
-        .iter()
-        .filter(|l| parse_line(l).is_none())
-        .count();
-    let missing = assert_each_once(&env, &data, last_next(&env), dropped);
-    if notices != 1 || dropped < 100 || complaint(&sup.stderr()) != 1 {
-        env.fail(format!(
-            "want one notice of >= 100 dropped lines and one stderr complaint; got {notices} notices, {dropped} dropped, stderr:\n{}",
-            sup.stderr()
-        ));
-    }
-    if env.events_of("start").len() != 1 || env.child_processes().contains(&pid) {
-        env.fail("the child should have run once, until the stop");
-    }
-    eprintln!(
-        "dropped {dropped} lines ({}..={}), as the notice says",
-        missing[0],
-        missing[missing.len() - 1]
-    );
 }
 
 #[test]
@@ -655,38 +371,11 @@ fn a_crash_loop_writes_at_most_two_supervisor_lines_per_restart() {
 }
 
 #[test]
-fn shipped_rotator_examples_point_at_the_pid_file_and_send_sighup() {
+fn shipped_newsyslog_entry_points_at_the_pid_file_and_sends_sighup() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = Setup::new("numbers.py").build();
 
-    // logrotate: the shipped entry, with its paths moved into the temp dir,
-    // must pass logrotate's own check (-d: parse and plan, touch nothing).
-    let text = fs::read_to_string(root.join("config/logrotate.d/supervisor")).unwrap();
-    if !text.contains("supervisor.pid") || !text.contains("kill -HUP") {
-        env.fail(format!("logrotate.d entry:\n{text}"));
-    }
-    fs::create_dir_all(&env.log_dir).unwrap();
-    fs::set_permissions(&env.log_dir, fs::Permissions::from_mode(0o750)).unwrap();
-    fs::write(env.log_dir.join("child.log"), "x\n").unwrap();
-    let conf = env.path("example.conf");
-    fs::write(
-        &conf,
-        text.replace("/var/log/supervisor", &env.log_dir.display().to_string())
-            .replace("/var/lib/supervisor", &env.state_dir.display().to_string()),
-    )
-    .unwrap();
-    let args = [
-        "-d".to_string(),
-        "-s".into(),
-        env.path("lr.state").display().to_string(),
-        conf.display().to_string(),
-    ];
-    let out = run_cmd(logrotate(), &args, DEADLINE).unwrap_or_else(|e| env.fail(e));
-    if out.code != Some(0) || out.stderr.contains("error") || !out.stderr.contains("child.log") {
-        env.fail(format!("logrotate -d on the shipped entry\n{out}"));
-    }
-
-    // newsyslog (macOS, not runnable here): every entry has the 8 fields
+    // newsyslog (macOS; not run, only read): every entry has the 8 fields
     // logfile mode count size when flags pid_file signal, signal 1 (SIGHUP).
     let text = fs::read_to_string(root.join("launchd/newsyslog.d/supervisor.conf")).unwrap();
     let entries: Vec<Vec<&str>> = text
@@ -707,5 +396,335 @@ fn shipped_rotator_examples_point_at_the_pid_file_and_send_sighup() {
     };
     if entries.len() != 2 || !entries.iter().all(ok) {
         env.fail(format!("newsyslog.d entries: {entries:?}"));
+    }
+}
+
+/// Linux only: logrotate is Linux's rotator, and prlimit(2) on another
+/// process (the unwritable log) has no macOS counterpart.
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn logrotate() -> &'static str {
+        for p in [
+            "/usr/sbin/logrotate",
+            "/sbin/logrotate",
+            "/usr/bin/logrotate",
+        ] {
+            if Path::new(p).exists() {
+                return p;
+            }
+        }
+        panic!("logrotate is not installed (`apt-get install logrotate`; .ci/run does it)");
+    }
+
+    /// Runs `logrotate -f -s <dir>/lr.state <conf>`, which must succeed.
+    fn force_rotate(env: &Env, conf: &Path) {
+        let args = [
+            "-f".to_string(),
+            "-s".into(),
+            env.path("lr.state").display().to_string(),
+            conf.display().to_string(),
+        ];
+        match run_cmd(logrotate(), &args, DEADLINE) {
+            Ok(out) if out.code == Some(0) => {}
+            Ok(out) => env.fail(format!("logrotate failed\n{out}")),
+            Err(e) => env.fail(e),
+        }
+    }
+
+    /// Sets the supervisor's RLIMIT_FSIZE (soft and hard; we are root).
+    fn set_fsize(env: &Env, pid: i32, limit: libc::rlim_t) {
+        let lim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: prlimit(2) on a pid we started, with a valid new limit and no
+        // old-limit pointer.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+        if rc != 0 {
+            env.fail(format!(
+                "prlimit({pid}, RLIMIT_FSIZE, {limit}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+
+    /// The `last NEXT` a tick child records on SIGTERM.
+    fn last_next(env: &Env) -> u64 {
+        let ev = env.events_of("last");
+        match &ev[..] {
+            [e] => e.extra[0].parse().unwrap(),
+            _ => env.fail(format!("want one `last` event, got {ev:?}")),
+        }
+    }
+
+    /// Every number below `next` exactly once across `data`, even ones on
+    /// stdout and odd ones on stderr (the tick child's pattern).
+    fn assert_each_once(env: &Env, data: &[u8], next: u64, missing_ok: u64) -> Vec<u64> {
+        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+        for (n, stream) in numbers(data) {
+            let want = if n % 2 == 0 { "out" } else { "err" };
+            if stream != want {
+                env.fail(format!("line {n} tagged {stream}, want {want}"));
+            }
+            *seen.entry(n).or_default() += 1;
+        }
+        let twice: Vec<u64> = seen
+            .iter()
+            .filter(|(_, &c)| c > 1)
+            .map(|(&n, _)| n)
+            .collect();
+        let beyond: Vec<u64> = seen.keys().copied().filter(|&n| n >= next).collect();
+        let missing: Vec<u64> = (0..next).filter(|n| !seen.contains_key(n)).collect();
+        if !twice.is_empty() || !beyond.is_empty() || missing.len() as u64 != missing_ok {
+            env.fail(format!(
+                "numbers 0..{next}: {} seen; {} twice {:?}; {} past the end {:?}; {} missing (want {missing_ok}) {:?}",
+                seen.len(),
+                twice.len(),
+                &twice[..twice.len().min(20)],
+                beyond.len(),
+                &beyond[..beyond.len().min(20)],
+                missing.len(),
+                &missing[..missing.len().min(20)],
+            ));
+        }
+        missing
+    }
+
+    #[test]
+    fn logrotate_create_and_sighup_lose_no_line() {
+        let env = Setup::new("numbers.py").arg("tick").arg("3").build();
+        let sup = env.spawn();
+        env.wait_child(&[]);
+        let child_log = env.log_dir.join("child.log");
+        let conf = env.path("logrotate.conf");
+        let logs = env.log_dir.display();
+        fs::write(
+            &conf,
+            format!(
+                "{logs}/child.log {logs}/supervisor.log {{\n\
+                 \x20   rotate 20\n\
+                 \x20   create\n\
+                 \x20   missingok\n\
+                 \x20   sharedscripts\n\
+                 \x20   postrotate\n\
+                 \x20       kill -HUP $(cat {}/supervisor.pid)\n\
+                 \x20   endscript\n\
+                 }}\n",
+                env.state_dir.display()
+            ),
+        )
+        .unwrap();
+        let rounds = 5;
+        for _ in 0..rounds {
+            // `create` leaves an empty child.log: only a reopen fills it again.
+            env.wait_for("20 lines in the current child.log", DEADLINE, || {
+                numbers(&read(&child_log)).len() >= 20
+            });
+            force_rotate(&env, &conf);
+        }
+        env.wait_for(
+            "lines in child.log after the last rotation",
+            DEADLINE,
+            || numbers(&read(&child_log)).len() >= 20,
+        );
+        stop(&env, &sup);
+
+        let files = oldest_first(&env.log_dir, "child.log");
+        let want: Vec<String> = std::iter::once("child.log".to_string())
+            .chain((1..=rounds).map(|i| format!("child.log.{i}")))
+            .collect();
+        let mut got = names(&env.log_dir, "child.log");
+        got.sort_by_key(|n| n.len());
+        if got != want {
+            env.fail(format!("want files {want:?}, got {got:?}"));
+        }
+        let all: Vec<u8> = files.iter().flat_map(|p| read(p)).collect();
+        let next = last_next(&env);
+        assert_each_once(&env, &all, next, 0);
+
+        let sup_logs: String = oldest_first(&env.log_dir, "supervisor.log")
+            .iter()
+            .map(|p| String::from_utf8_lossy(&read(p)).into_owned())
+            .collect();
+        let hups = sup_logs.matches("SIGHUP: log files reopened").count();
+        let current =
+            String::from_utf8_lossy(&read(&env.log_dir.join("supervisor.log"))).into_owned();
+        if hups != rounds
+            || !current.contains("SIGHUP: log files reopened")
+            || !current.contains(" stopped")
+        {
+            env.fail(format!(
+                "supervisor.log*: want {rounds} reopen lines (got {hups}), the last one and the stop in the current file"
+            ));
+        }
+        eprintln!("{next} lines over {} files, each exactly once", files.len());
+    }
+
+    #[test]
+    fn copytruncate_leaves_no_nul_and_writing_resumes() {
+        let env = Setup::new("numbers.py")
+            .arg("serve")
+            .set("log", "max_bytes", "64KiB")
+            .build();
+        let sup = env.spawn();
+        env.wait_child(&[]);
+        let child_log = env.log_dir.join("child.log");
+        let conf = env.path("logrotate.conf");
+        fs::write(
+            &conf,
+            format!(
+                "{}/child.log {{\n    rotate 5\n    copytruncate\n}}\n",
+                env.log_dir.display()
+            ),
+        )
+        .unwrap();
+
+        // ~41 KB, then copy and truncate, then ~31 KB: 72 KB in all, past the
+        // 64 KiB cap if the writer trusted its own count instead of the file.
+        ask(&env, "print 40 999");
+        env.wait_for("lines 0..40 in child.log", DEADLINE, || {
+            numbers(&read(&child_log)).len() == 40
+        });
+        force_rotate(&env, &conf);
+        ask(&env, "print 30 999");
+        env.wait_for("lines 40..70 in child.log", DEADLINE, || {
+            numbers(&read(&child_log)).last().map(|l| l.0) == Some(69)
+        });
+
+        let data = read(&child_log);
+        if let Some(at) = data.iter().position(|&b| b == 0) {
+            env.fail(format!(
+                "child.log has a NUL byte at {at} of {}",
+                data.len()
+            ));
+        }
+        let got: Vec<u64> = numbers(&data).into_iter().map(|l| l.0).collect();
+        let copy: Vec<u64> = numbers(&read(&env.log_dir.join("child.log.1")))
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
+        let files = names(&env.log_dir, "child.log");
+        if got != (40..70).collect::<Vec<_>>()
+            || copy != (0..40).collect::<Vec<_>>()
+            || files != ["child.log", "child.log.1"]
+            || lines(&data).len() != 30
+        {
+            env.fail(format!(
+                "want child.log = lines 40..70 only, child.log.1 = 0..40 and no other file; got {got:?}, copy {copy:?}, files {files:?}"
+            ));
+        }
+        stop(&env, &sup);
+    }
+
+    #[test]
+    fn an_unwritable_log_drops_and_counts_while_the_child_keeps_serving() {
+        let env = Setup::new("numbers.py").arg("tick").arg("2").build();
+        // stderr a pipe: the limit would stop a write to a file there as well.
+        let sup = env.spawn_stderr_pipe();
+        let pid = env.wait_child(&[]);
+        let child_log = env.log_dir.join("child.log");
+        env.wait_for("20 lines in child.log", DEADLINE, || {
+            numbers(&read(&child_log)).len() >= 20
+        });
+
+        set_fsize(&env, sup.pid(), 0);
+        let (_, at) = ask(&env, "ping");
+        let complaint = |stderr: &str| {
+            stderr
+                .lines()
+                .filter(|l| l.contains("cannot write") && l.contains("child.log"))
+                .count()
+        };
+        env.wait_for("a complaint on stderr", DEADLINE, || {
+            complaint(&sup.stderr()) > 0
+        });
+        let size = read(&child_log).len();
+        // The child is not blocked on its pipe: it keeps printing and answering.
+        env.wait_for("the child to print 200 more lines", DEADLINE, || {
+            ask(&env, "ping").1 >= at + 200
+        });
+        if read(&child_log).len() != size {
+            env.fail("child.log grew while no write could succeed");
+        }
+        set_fsize(&env, sup.pid(), libc::RLIM_INFINITY);
+
+        let notice = |data: &[u8]| -> Option<u64> {
+            lines(data).into_iter().find_map(|l| {
+                let s = std::str::from_utf8(l).ok()?;
+                let rest = s.split_once(" supervisor: ")?.1;
+                if !rest.ends_with("could not be written") {
+                    return None;
+                }
+                rest.split_once(' ')?.0.parse().ok()
+            })
+        };
+        env.wait_for("the drop count in child.log", DEADLINE, || {
+            notice(&read(&child_log)).is_some()
+        });
+        env.wait_for("lines after the notice", DEADLINE, || {
+            let data = read(&child_log);
+            let tail = data.rsplit(|&b| b == b'\n').nth(1).unwrap_or_default();
+            parse_line(tail).is_some()
+        });
+        stop(&env, &sup);
+
+        let data = read(&child_log);
+        let dropped = notice(&data).unwrap();
+        let notices = lines(&data)
+            .iter()
+            .filter(|l| parse_line(l).is_none())
+            .count();
+        let missing = assert_each_once(&env, &data, last_next(&env), dropped);
+        if notices != 1 || dropped < 100 || complaint(&sup.stderr()) != 1 {
+            env.fail(format!(
+                "want one notice of >= 100 dropped lines and one stderr complaint; got {notices} notices, {dropped} dropped, stderr:\n{}",
+                sup.stderr()
+            ));
+        }
+        if env.events_of("start").len() != 1 || env.child_processes().contains(&pid) {
+            env.fail("the child should have run once, until the stop");
+        }
+        eprintln!(
+            "dropped {dropped} lines ({}..={}), as the notice says",
+            missing[0],
+            missing[missing.len() - 1]
+        );
+    }
+
+    #[test]
+    fn shipped_logrotate_entry_points_at_the_pid_file_and_sends_sighup() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let env = Setup::new("numbers.py").build();
+
+        // logrotate: the shipped entry, with its paths moved into the temp dir,
+        // must pass logrotate's own check (-d: parse and plan, touch nothing).
+        let text = fs::read_to_string(root.join("config/logrotate.d/supervisor")).unwrap();
+        if !text.contains("supervisor.pid") || !text.contains("kill -HUP") {
+            env.fail(format!("logrotate.d entry:\n{text}"));
+        }
+        fs::create_dir_all(&env.log_dir).unwrap();
+        fs::set_permissions(&env.log_dir, fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(env.log_dir.join("child.log"), "x\n").unwrap();
+        let conf = env.path("example.conf");
+        fs::write(
+            &conf,
+            text.replace("/var/log/supervisor", &env.log_dir.display().to_string())
+                .replace("/var/lib/supervisor", &env.state_dir.display().to_string()),
+        )
+        .unwrap();
+        let args = [
+            "-d".to_string(),
+            "-s".into(),
+            env.path("lr.state").display().to_string(),
+            conf.display().to_string(),
+        ];
+        let out = run_cmd(logrotate(), &args, DEADLINE).unwrap_or_else(|e| env.fail(e));
+        if out.code != Some(0) || out.stderr.contains("error") || !out.stderr.contains("child.log")
+        {
+            env.fail(format!("logrotate -d on the shipped entry\n{out}"));
+        }
     }
 }

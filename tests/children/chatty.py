@@ -4,33 +4,22 @@ request counter, before it answers with its pid. Lets a test fill a disk
 through child.log at its own pace and then find a given line again."""
 
 import os
-import select
-import signal
 import sys
 
 import childlib as c
 
 SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 
-
-def on_term(signum, frame):
-    c.event("term")
-    os._exit(0)
-
-
-signal.signal(signal.SIGTERM, on_term)
+c.exit_on_term()
 sock = c.listener()
 c.event("start")
-reply = b"%d\n" % os.getpid()
-n = 0
-while True:
-    try:
-        conn, _ = sock.accept()
-    except BlockingIOError:
-        select.select([sock], [], [])
-        continue
-    n += 1
-    tag = "chatty-%d-%d " % (os.getpid(), n)
+count = 0
+
+
+def chat():
+    global count
+    count += 1
+    tag = "chatty-%d-%d " % (os.getpid(), count)
     payload = (tag + "x" * max(0, SIZE - len(tag))) + "\n"
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -38,10 +27,6 @@ while True:
             stream.flush()
         except OSError:
             pass
-    with conn:
-        conn.settimeout(5)
-        try:
-            conn.recv(1024)
-            conn.sendall(reply)
-        except OSError:
-            pass
+
+
+c.serve(sock, on_request=chat)

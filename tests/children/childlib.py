@@ -7,7 +7,9 @@ one O_APPEND write per line: "KIND PID MONOTONIC [EXTRA...]".
 
 import os
 import select
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -33,6 +35,16 @@ def event(kind, *extra):
     append("events.log", " ".join(words))
 
 
+def exit_on_term():
+    """On SIGTERM: record a "term" event and exit 0 at once."""
+
+    def on_term(signum, frame):
+        event("term")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def touch(name):
     with open(path(name), "a"):
         pass
@@ -47,6 +59,8 @@ def write_atomic(name, text):
 
 def alive(pid):
     """A live, non-zombie process running this same script for this same dir."""
+    if not os.path.isdir("/proc/self"):
+        return _alive_ps(pid)
     try:
         with open("/proc/%d/stat" % pid) as f:
             stat = f.read()
@@ -57,6 +71,25 @@ def alive(pid):
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
         return False
     return SCRIPT.encode() in argv and DIR.encode() in argv
+
+
+def _alive_ps(pid):
+    """alive() without /proc (macOS): `ps` gives the state and the command
+    line, its words joined by spaces, so the paths are looked for as text."""
+    try:
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "stat=", "-o", "args=", "-p", str(pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        ).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    line = out.strip()
+    if not line or line.startswith("Z"):
+        return False
+    return SCRIPT in line and DIR in line
 
 
 def live_predecessors():
@@ -81,8 +114,9 @@ def listener():
     return socket.socket(fileno=3)
 
 
-def serve(sock):
-    """One short request per connection, answered with our pid and a newline."""
+def serve(sock, on_request=None):
+    """One short request per connection, answered with our pid and a newline;
+    `on_request()`, if given, runs for each connection before the answer."""
     reply = b"%d\n" % os.getpid()
     while True:
         try:
@@ -90,6 +124,8 @@ def serve(sock):
         except BlockingIOError:
             select.select([sock], [], [])
             continue
+        if on_request is not None:
+            on_request()
         with conn:
             conn.settimeout(5)
             try:

@@ -8,13 +8,7 @@ import signal
 
 import childlib as c
 
-
-def on_term(signum, frame):
-    c.event("term")
-    os._exit(0)
-
-
-signal.signal(signal.SIGTERM, on_term)
+c.exit_on_term()
 sock = c.listener()
 c.event("start")
 reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%d\n"

@@ -3,26 +3,50 @@ switched to non-blocking (as asyncio or tokio apps do).
 
 Run behind the sh prelude in the tests, which puts the signal mask and
 ignored set it saw before python changed them (python ignores SIGPIPE and
-SIGXFSZ itself) into $SUPTEST_SIG.
+SIGXFSZ itself) into $SUPTEST_SIG. Where no /proc/self/status tells the
+prelude (macOS), the same line is made here: python leaves the mask alone
+and reports inherited SIG_IGN through getsignal(); only SIGPIPE and
+SIGXFSZ, which it ignores itself, cannot be told apart.
 """
 
 import fcntl
 import json
 import os
+import signal
 import socket
 import stat
+import sys
 
 import childlib as c
 
+
+def own_signal_state():
+    """SigBlk:HEX;SigIgn:HEX; as the Linux prelude writes it."""
+    python_ignores = {signal.SIGPIPE, getattr(signal, "SIGXFSZ", signal.SIGPIPE)}
+    blocked = ignored = 0
+    for sig in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        blocked |= 1 << (int(sig) - 1)
+    for sig in signal.valid_signals():
+        if sig in python_ignores:
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                ignored |= 1 << (int(sig) - 1)
+        except (OSError, ValueError):
+            pass
+    return "SigBlk:%016x;SigIgn:%016x;" % (blocked, ignored)
+
+
+# /dev/fd lists our descriptors on Linux (a link to /proc/self/fd) and macOS.
 fds = {}
-for name in os.listdir("/proc/self/fd"):
+for name in os.listdir("/dev/fd"):
     fd = int(name)
     try:
         os.fstat(fd)  # the fd listdir used is closed by now
     except OSError:
         continue
     try:
-        fds[fd] = os.readlink("/proc/self/fd/%d" % fd)
+        fds[fd] = os.readlink("/dev/fd/%d" % fd)
     except OSError:
         fds[fd] = "?"
 
@@ -35,7 +59,8 @@ rep = {
     "fds": sorted(fds),
     "fd_targets": {str(k): v for k, v in sorted(fds.items())},
     "pgrp": os.getpgrp(),
-    "sig_prelude": os.environ.get("SUPTEST_SIG"),
+    "sig_prelude": os.environ.get("SUPTEST_SIG")
+    or (None if sys.platform.startswith("linux") else own_signal_state()),
 }
 
 sock = None

@@ -1,0 +1,138 @@
+//! `cargo bench --bench supervisor`: the supervisor beside the physical
+//! limit and its peers, as one table (issue 6).
+//!
+//! Every figure starts the real release binary. The supervised children are
+//! this very executable re-run as `<bench> child MODE ...` (a few hundred
+//! microseconds to start, no Python, no C), so the supervisor, the plain
+//! loops and the peers (supervisord, runit's runsv, s6-supervise,
+//! systemd-socket-activate, each only where installed) all run the same
+//! child. Each cell is `median (min–max)` over the repetitions of that run;
+//! `SUPERVISOR_BENCH_QUICK=1` makes every count small for a smoke run.
+//! Everything started here is stopped by its pid (or the process group it
+//! was started in) before the next figure.
+//!
+//! The rooms: `child` is the supervised child; `services` starts the
+//! supervisor, its peers and the plain loops, and probes the port;
+//! `procs` reads process costs from /proc (the bench measures on Linux);
+//! `table` holds the statistics and renders the table; `restarts` and
+//! `costs` are the figures.
+
+mod child;
+mod costs;
+mod procs;
+mod restarts;
+mod services;
+mod table;
+
+use child::child_main;
+use costs::{crash_loop, idle, log_throughput};
+use restarts::{losing_copy, refused, restart_latency};
+use services::{root, Peers};
+use std::fs;
+use std::time::{Duration, Instant};
+use table::{loadavg, machine, Table};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
+/// Each line the log child writes: 99 bytes and a newline.
+pub(crate) const LINE: usize = 100;
+/// Restarts per hour once the default backoff (1s doubling to 5m) is capped.
+pub(crate) const CAPPED_PER_HOUR: f64 = 12.0;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        child_main(&args[2..]);
+        return;
+    }
+    let quick = std::env::var_os("SUPERVISOR_BENCH_QUICK").is_some_and(|v| v != "0");
+    let n = Counts::new(quick);
+    let peers = Peers::find();
+    eprintln!(
+        "supervisor bench{}: peers found: {}",
+        if quick { " (quick)" } else { "" },
+        peers.names()
+    );
+    let mut table = Table::new(&peers);
+    let started = Instant::now();
+    let load_before = loadavg();
+    losing_copy(&n, &peers, &mut table);
+    restart_latency(&n, &peers, &mut table);
+    refused(&n, &peers, &mut table);
+    idle(&n, &peers, &mut table);
+    log_throughput(&n, &peers, &mut table);
+    crash_loop(&n, &peers, &mut table);
+    println!(
+        "{}; load average {} before, {} after (other work on the machine skews the figures)",
+        machine(),
+        load_before,
+        loadavg()
+    );
+    println!();
+    println!("{}", table.render());
+    println!("{}", NOTES.trim());
+    let _ = fs::remove_dir_all(root());
+    eprintln!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Repetition counts: modest, so the full run stays within a few minutes
+/// on 2 cores (most of it is the peers' one-second restart throttles).
+pub(crate) struct Counts {
+    pub(crate) losing: usize,
+    pub(crate) latency: usize,
+    pub(crate) peer_latency: usize,
+    pub(crate) refused: usize,
+    pub(crate) peer_refused: usize,
+    pub(crate) idle_runs: usize,
+    pub(crate) idle_window: Duration,
+    pub(crate) log_bytes: usize,
+    pub(crate) log_runs: usize,
+    pub(crate) crash_windows: usize,
+    pub(crate) crash_window: Duration,
+}
+
+impl Counts {
+    pub(crate) fn new(quick: bool) -> Counts {
+        if quick {
+            Counts {
+                losing: 10,
+                latency: 5,
+                peer_latency: 2,
+                refused: 20,
+                peer_refused: 2,
+                idle_runs: 1,
+                idle_window: Duration::from_secs(2),
+                log_bytes: 20_000_000,
+                log_runs: 1,
+                crash_windows: 1,
+                crash_window: Duration::from_millis(1500),
+            }
+        } else {
+            Counts {
+                losing: 30,
+                latency: 20,
+                peer_latency: 5,
+                refused: 100,
+                peer_refused: 10,
+                idle_runs: 3,
+                idle_window: Duration::from_secs(10),
+                log_bytes: 200_000_000,
+                log_runs: 7,
+                crash_windows: 3,
+                crash_window: Duration::from_secs(3),
+            }
+        }
+    }
+}
+
+pub(crate) const NOTES: &str = r#"
+Notes:
+- Cells are median (min–max) over the repetitions of this run; n = repetitions.
+- Children are the bench executable itself (`child serve-fd3` on the handed-over socket, `child serve-bind` binding the port itself for peers and plain loops).
+- Supervisor config for restarts: initial_backoff = "1ms" (0 is refused), reset_after = "100ms". Restart latency kills a child that has served for 150 ms (a healthy run: restarted at once); the refused loop kills every 20 ms (early deaths, restarted after the 1 ms backoff).
+- Peers' restart figures kill a child that has run 1.1 s: runsv and s6-supervise wait 1 s before restarting a younger child.
+- Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
+- Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
+- Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its two log threads); wake-ups are voluntary + nonvoluntary context switches of all their threads per second.
+- Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
+- Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).
+"#;
