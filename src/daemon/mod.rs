@@ -82,6 +82,8 @@ pub(crate) struct Daemon {
     probes: probes::Probes,
     /// `$NOTIFY_SOCKET` of the service manager that started us, if any.
     manager: Option<String>,
+    /// A message for it, sent after the state is written.
+    tell_manager: Option<String>,
 }
 
 /// What woke the driver.
@@ -173,6 +175,7 @@ impl Daemon {
             manager: std::env::var("NOTIFY_SOCKET")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            tell_manager: None,
             cfg,
         })
     }
@@ -381,6 +384,9 @@ impl Daemon {
             Instant::now(),
         );
         self.write_state();
+        if let Some(message) = self.tell_manager.take() {
+            health::tell_manager(self.manager.as_deref(), &message);
+        }
     }
 
     fn perform(&mut self, action: Action) -> Option<Event> {
@@ -476,13 +482,12 @@ impl Daemon {
                 if self.cfg.health.readiness() {
                     info!("child {pid} is ready");
                 }
-                health::tell_manager(
-                    self.manager.as_deref(),
-                    &format!(
-                        "READY=1\nSTATUS=child {pid} ready\nMAINPID={}",
-                        std::process::id()
-                    ),
-                );
+                // Told once the state is written: whoever waits for READY=1
+                // then finds `status` saying running.
+                self.tell_manager = Some(format!(
+                    "READY=1\nSTATUS=child {pid} ready\nMAINPID={}",
+                    std::process::id()
+                ));
             }
             Note::GaveUp => error!(
                 "what was being stopped is still alive {} after SIGKILL; going on without it",
