@@ -3,6 +3,9 @@
 //! `systemd-analyze verify`, and run a job's command line for real.
 
 use super::*;
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 /// A `supervisor` started with a job's command line, killed by pid if the
 /// test leaves it running.

@@ -17,12 +17,14 @@
 //! events, diagnostics, cleanup); `supervisor` starts and reaps `run`;
 //! `procs` answers questions about processes the same way on Linux and
 //! macOS; `net` talks to the supervised port; `files` snapshots folders;
-//! `venv` finds the Python venv and the example binaries.
+//! `venv` finds the Python venv and the example binaries; `jobs` runs the
+//! command lines of launchd and systemd job files.
 #![allow(dead_code)]
 
 mod config;
 mod env;
 mod files;
+pub mod jobs;
 mod net;
 mod procs;
 mod supervisor;
