@@ -166,8 +166,11 @@ fn run(path: &Path) -> i32 {
         let signals = daemon::register_signals(held)?;
         let notify = match cfg.health.notify {
             true => Some(
-                crate::health::NotifySocket::bind(&cfg.supervisor.state_dir)
-                    .map_err(|e| anyhow::anyhow!("cannot create the notify socket: {e}"))?,
+                crate::health::NotifySocket::bind(
+                    &cfg.supervisor.state_dir,
+                    creds.as_ref().map(|c| c.uid),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot create the notify socket: {e}"))?,
             ),
             false => None,
         };

@@ -124,7 +124,7 @@ enum Wake {
     Signal(Option<i32>),
     Tick,
     GroupPoll,
-    Notice(std::io::Result<Notice>),
+    Notice(Result<Notice, health::Rejected>),
     ProbeDone(Result<u16, String>),
     ProbeDue,
     StateRetry,
@@ -262,10 +262,8 @@ impl Daemon {
                     }
                 }
                 Wake::Notice(Ok(notice)) => self.on_notice(notice),
-                Wake::Notice(Err(e)) => {
-                    warn!("cannot read the notify socket: {e}; readiness messages are lost");
-                    self.notify = None;
-                }
+                // The socket stays open whatever one datagram did.
+                Wake::Notice(Err(rejected)) => warn!("{rejected}"),
                 Wake::ProbeDone(result) => self.on_probe(result),
                 Wake::ProbeDue => self.start_probe(),
                 Wake::StateRetry => self.write_state(),
@@ -849,7 +847,7 @@ fn is_ours(prev: &Record, pgid: i32) -> bool {
     })
 }
 
-async fn recv_notice(sock: Option<&NotifySocket>) -> std::io::Result<Notice> {
+async fn recv_notice(sock: Option<&NotifySocket>) -> Result<Notice, health::Rejected> {
     match sock {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
