@@ -647,6 +647,95 @@ mod tests {
         assert!(e.to_string().contains("not a folder of ours"), "{e}");
     }
 
+    /// A pipe whose read end is passed in a datagram; once our own copy is
+    /// dropped, `closed_everywhere` tells whether the receiver closed its.
+    struct Probe {
+        read: Option<std::os::fd::OwnedFd>,
+        write: std::fs::File,
+    }
+
+    impl Probe {
+        fn new() -> Probe {
+            let (read, write) = nix::unistd::pipe().unwrap();
+            Probe {
+                read: Some(read),
+                write: std::fs::File::from(write),
+            }
+        }
+
+        fn read_fd(&self) -> RawFd {
+            self.read.as_ref().map_or(-1, |r| r.as_raw_fd())
+        }
+
+        fn closed_everywhere(&mut self) -> bool {
+            use std::io::Write;
+            self.read = None;
+            // Rust ignores SIGPIPE, so a pipe without readers says EPIPE.
+            matches!(self.write.write(b"x"), Err(e) if e.raw_os_error() == Some(libc::EPIPE))
+        }
+    }
+
+    fn send_with_fds(to: &std::os::unix::net::UnixDatagram, payload: &[u8], fds: &[RawFd]) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let iov = [std::io::IoSlice::new(payload)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(to.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+    }
+
+    #[test]
+    fn notify_datagrams_with_descriptors_are_read_and_the_descriptors_closed() {
+        use std::os::fd::AsFd;
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        #[cfg(target_os = "linux")]
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        let mut buf = [0u8; 4097];
+
+        // A plain message.
+        send_with_fds(&theirs, b"READY=1", &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(
+            (&buf[..d.len], d.truncated, d.fds),
+            (&b"READY=1"[..], false, 0)
+        );
+        if cfg!(target_os = "linux") {
+            assert_eq!(d.sender, Some(std::process::id() as i32));
+        }
+
+        // Two pipes' read ends and a barrier's write end, as a client
+        // passing descriptors and systemd-notify's sd_notify_barrier do.
+        let mut probes: Vec<Probe> = (0..2).map(|_| Probe::new()).collect();
+        let fds: Vec<RawFd> = probes.iter().map(Probe::read_fd).collect();
+        send_with_fds(&theirs, b"READY=1\nSTATUS=two fds", &fds);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..d.len], b"READY=1\nSTATUS=two fds");
+        assert_eq!((d.fds, d.control_truncated), (2, false));
+        for p in &mut probes {
+            assert!(p.closed_everywhere(), "a passed descriptor is still open");
+        }
+
+        // As many descriptors as one datagram can carry (Linux SCM_MAX_FD).
+        let mut many = Probe::new();
+        let fds = vec![many.read_fd(); 253];
+        send_with_fds(&theirs, b"FDSTORE=1", &fds);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..d.len], d.fds), (&b"FDSTORE=1"[..], 253));
+        assert!(many.closed_everywhere());
+
+        // Larger than the buffer: cut, and said so.
+        send_with_fds(&theirs, &[b'A'; 6000], &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert!(d.truncated);
+        assert_eq!(d.len, buf.len());
+
+        // Nothing queued: EAGAIN, and the socket still works after all that.
+        let e = recv_notify(ours.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        send_with_fds(&theirs, b"WATCHDOG=1", &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..d.len], b"WATCHDOG=1");
+    }
+
     #[test]
     fn socket_paths_that_fit() {
         let room = if cfg!(target_os = "macos") { 104 } else { 108 };
