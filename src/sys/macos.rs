@@ -99,9 +99,9 @@ fn sysctl_int(name: &std::ffi::CStr) -> Option<libc::c_int> {
     (r == 0 && size == mem::size_of::<libc::c_int>()).then_some(value)
 }
 
-/// `kinfo_proc` records for `KERN_PROC_PID` / `KERN_PROC_PGRP`; both include
-/// zombies (sysctl_prochandle walks allproc and zombproc in
-/// bsd/kern/kern_sysctl.c), and neither needs privileges.
+/// `kinfo_proc` records for a `KERN_PROC` query (`KERN_PROC_PGRP`, ...).
+/// They include zombies (sysctl_prochandle walks allproc and zombproc in
+/// bsd/kern/kern_sysctl.c) and need no privileges.
 fn procs(op: libc::c_int, arg: libc::c_int) -> io::Result<Vec<ProcEntry>> {
     let bytes = sysctl_bytes(&[libc::CTL_KERN, libc::KERN_PROC, op, arg])?;
     Ok(darwin::parse_kinfo_procs(&bytes))
@@ -133,7 +133,26 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 pub fn is_zombie(pid: i32) -> bool {
     // proc_pidinfo(PROC_PIDTBSDINFO) fails for a zombie (proc_find skips
     // them) while kill(pid, 0) succeeds; sysctl still lists it, SZOMB.
-    procs(libc::KERN_PROC_PID, pid).is_ok_and(|p| p.iter().any(|e| e.pid == pid && e.zombie))
+    // One record, so one call with a buffer of exactly that size (the
+    // stop loops ask this often).
+    let mut buf = [0u8; mem::size_of::<darwin::KinfoProc>()];
+    let mut len = buf.len();
+    let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
+    // SAFETY: `buf` has `len` writable bytes.
+    let r = unsafe {
+        libc::sysctl(
+            mib.as_mut_ptr(),
+            mib.len() as libc::c_uint,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            ptr::null_mut(),
+            0,
+        )
+    };
+    r == 0
+        && darwin::parse_kinfo_procs(&buf[..len.min(buf.len())])
+            .iter()
+            .any(|e| e.pid == pid && e.zombie)
 }
 
 pub fn group_members(pgid: i32) -> Vec<i32> {
