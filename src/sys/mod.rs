@@ -216,9 +216,11 @@ pub enum Scope {
     /// Every process we may inspect: at start-up, to find what a killed
     /// earlier supervisor left holding its socket.
     All,
-    /// This process and its descendants (Linux: through
+    /// This process and its descendants, by parent links (Linux:
     /// `/proc/PID/task/*/children`, cheap when there are none; macOS:
-    /// parent links from one `KERN_PROC_ALL` snapshot).
+    /// `proc_listchildpids`). An orphan counts only where it came back to
+    /// us: on Linux with `set_child_subreaper`; on macOS, which has no
+    /// subreaper, orphans go to launchd and only `All` finds them.
     DescendantsOf(i32),
 }
 
