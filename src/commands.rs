@@ -242,8 +242,11 @@ fn run(path: &Path) -> Outcome {
             .map_err(|e| Fatal::failure(format!("cannot handle signals: {e}")))?;
         let notify = match cfg.health.notify {
             true => Some(
-                crate::health::NotifySocket::bind(&cfg.supervisor.state_dir)
-                    .map_err(|e| Fatal::failure(format!("cannot create the notify socket: {e}")))?,
+                crate::health::NotifySocket::bind(
+                    &cfg.supervisor.state_dir,
+                    pre.creds.as_ref().map(|c| c.uid),
+                )
+                .map_err(|e| Fatal::failure(format!("cannot create the notify socket: {e}")))?,
             ),
             false => None,
         };

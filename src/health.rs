@@ -16,12 +16,19 @@ use crate::sys;
 
 /// The datagram socket a `notify = true` child sends READY=1, STATUS=...
 /// and WATCHDOG=1 to (systemd's notify protocol, `$NOTIFY_SOCKET`).
+///
+/// The socket lives as long as the supervisor: nothing a sender does can
+/// close it. `recv` hands back one message or one rejected datagram at a
+/// time, and either way the next `recv` works (anyone on the machine can
+/// address a Linux abstract socket, so a hostile or broken sender must cost
+/// no more than a log line).
 pub struct NotifySocket {
     sock: tokio::net::UnixDatagram,
     /// What the child gets as `$NOTIFY_SOCKET`.
     pub env_value: String,
-    /// The socket file to remove at exit (macOS; Linux uses the abstract namespace).
-    file: Option<PathBuf>,
+    /// Files, then folders, to remove at exit (macOS; Linux uses the
+    /// abstract namespace).
+    cleanup: Vec<PathBuf>,
 }
 
 /// One message from the child, with the sender's pid where the platform
@@ -32,41 +39,116 @@ pub struct Notice {
     pub ready: bool,
     pub watchdog: bool,
     pub status: Option<String>,
+    /// `BARRIER=1` (`sd_notify_barrier`, as `systemd-notify` sends after
+    /// its message): the sender waits until the descriptor it passed is
+    /// closed, which has already happened. As systemd does, every other
+    /// field of such a datagram is ignored.
+    pub barrier: bool,
+    /// Descriptors passed with the message; all are closed already (we keep
+    /// no file descriptor store).
+    pub fds: usize,
 }
 
+/// A datagram that was read and dropped, or a failed read. The socket stays
+/// open and usable either way; the driver logs it (rate-limited) and goes
+/// on.
+#[derive(Debug)]
+pub enum Rejected {
+    /// Larger than the 4096-byte messages systemd accepts (its
+    /// NOTIFY_BUFFER_MAX); the whole datagram is dropped, as systemd does.
+    Oversized { sender: Option<i32>, fds: usize },
+    /// The read itself failed (e.g. ENOMEM, or EMSGSIZE when passed
+    /// descriptors did not fit our table). Nothing was delivered.
+    Io(io::Error),
+}
+
+impl Rejected {
+    pub fn sender(&self) -> Option<i32> {
+        match self {
+            Rejected::Oversized { sender, .. } => *sender,
+            Rejected::Io(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Oversized { sender, fds } => {
+                write!(f, "dropped a notify datagram over {NOTIFY_MAX} bytes")?;
+                if let Some(pid) = sender {
+                    write!(f, " from pid {pid}")?;
+                }
+                if *fds > 0 {
+                    write!(f, " ({fds} passed descriptors closed)")?;
+                }
+                Ok(())
+            }
+            Rejected::Io(e) => write!(f, "cannot read the notify socket: {e}"),
+        }
+    }
+}
+
+/// The largest notify message systemd accepts (NOTIFY_BUFFER_MAX, PIPE_BUF).
+pub const NOTIFY_MAX: usize = 4096;
+
+/// After a failed read, wait this long before the next, so an error that
+/// repeats cannot turn the event loop into a busy loop.
+const AFTER_READ_ERROR: Duration = Duration::from_millis(50);
+
 impl NotifySocket {
-    pub fn bind(state_dir: &Path) -> io::Result<NotifySocket> {
-        let (sock, env_value, file) = sys::notify_bind(state_dir)?;
-        sock.set_nonblocking(true)?;
+    /// Bind the socket; `child_uid` is the uid the child runs as when it is
+    /// not ours (`child.user`), so it can reach a socket file (macOS).
+    pub fn bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifySocket> {
+        let b = sys::notify_bind(state_dir, child_uid)?;
+        b.sock.set_nonblocking(true)?;
         Ok(NotifySocket {
-            sock: tokio::net::UnixDatagram::from_std(sock)?,
-            env_value,
-            file,
+            sock: tokio::net::UnixDatagram::from_std(b.sock)?,
+            env_value: b.env_value,
+            cleanup: b.cleanup,
         })
     }
 
-    /// The next message; waits without waking while none comes.
-    pub async fn recv(&self) -> io::Result<Notice> {
-        let mut buf = [0u8; 4096];
-        let (n, sender) = self
+    /// The next message; waits without waking while none comes. Never
+    /// fatal for the socket: a `Rejected` is for the log only.
+    pub async fn recv(&self) -> Result<Notice, Rejected> {
+        // One byte more than the largest message, so one that fills the
+        // buffer exactly is known to fit.
+        let mut buf = [0u8; NOTIFY_MAX + 1];
+        let got = self
             .sock
             .async_io(Interest::READABLE, || {
-                sys::recv_with_pid(self.sock.as_fd(), &mut buf)
+                sys::recv_notify(self.sock.as_fd(), &mut buf)
             })
-            .await?;
-        Ok(parse(&buf[..n.min(buf.len())], sender))
+            .await;
+        match got {
+            Ok(d) if d.truncated || d.len > NOTIFY_MAX => Err(Rejected::Oversized {
+                sender: d.sender,
+                fds: d.fds,
+            }),
+            Ok(d) => {
+                let mut notice = parse(&buf[..d.len], d.sender);
+                notice.fds = d.fds;
+                Ok(notice)
+            }
+            Err(e) => {
+                tokio::time::sleep(AFTER_READ_ERROR).await;
+                Err(Rejected::Io(e))
+            }
+        }
     }
 }
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
-        if let Some(f) = &self.file {
-            let _ = std::fs::remove_file(f);
+        for path in &self.cleanup {
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
         }
     }
 }
 
-/// `KEY=VALUE` lines; unknown keys are ignored, as systemd does.
+/// `KEY=VALUE` lines; unknown keys are ignored, as systemd does. A message
+/// with `BARRIER=1` is only a barrier.
 pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
     let text = String::from_utf8_lossy(bytes);
     let mut n = Notice {
@@ -74,14 +156,24 @@ pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
         ready: false,
         watchdog: false,
         status: None,
+        barrier: false,
+        fds: 0,
     };
     for line in text.lines() {
         match line.split_once('=') {
             Some(("READY", "1")) => n.ready = true,
             Some(("WATCHDOG", "1")) => n.watchdog = true,
             Some(("STATUS", s)) => n.status = Some(s.chars().take(512).collect()),
+            Some(("BARRIER", "1")) => n.barrier = true,
             _ => {}
         }
+    }
+    if n.barrier {
+        // systemd (manager_process_barrier_fd): "nothing else must be sent
+        // when using BARRIER=1"; such a datagram is dropped whole.
+        n.ready = false;
+        n.watchdog = false;
+        n.status = None;
     }
     n
 }
@@ -157,7 +249,7 @@ mod tests {
 
     #[test]
     fn notify_messages() {
-        let table: [(&str, bool, bool, Option<&str>); 6] = [
+        let table: [(&str, bool, bool, Option<&str>); 8] = [
             ("READY=1", true, false, None),
             (
                 "READY=1\nSTATUS=warming up\n",
@@ -169,6 +261,8 @@ mod tests {
             ("READY=0\nWATCHDOG=trigger", false, false, None),
             ("STATUS=", false, false, Some("")),
             ("garbage\u{0}\u{1}", false, false, None),
+            ("BARRIER=1", false, false, None),
+            ("READY=1\nBARRIER=1\nSTATUS=x", false, false, None),
         ];
         for (text, ready, watchdog, status) in table {
             let n = parse(text.as_bytes(), Some(7));
@@ -177,6 +271,7 @@ mod tests {
                 (ready, watchdog, status),
                 "{text:?}"
             );
+            assert_eq!(n.barrier, text.contains("BARRIER=1"), "{text:?}");
         }
     }
 

@@ -60,9 +60,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Bind and listen with `SO_REUSEADDR` (so a restart right after a
-    /// previous supervisor does not trip over TIME_WAIT) and our backlog,
-    /// then move the socket to fd 3, close-on-exec until a child needs it.
+    /// Bind and listen with our backlog (see `bind_socket` for how
+    /// `SO_REUSEADDR` is used), then move the socket to fd 3, close-on-exec
+    /// until a child needs it.
     pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
         let fd = bind_socket(addr, backlog)?;
         if fd.as_raw_fd() == LISTEN_FD {
@@ -98,12 +98,60 @@ impl Listener {
     }
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Bind without `SO_REUSEADDR` first. On BSD stacks (macOS) that option
+/// lets `127.0.0.1:P` bind while another socket of the same user listens on
+/// `0.0.0.0:P` or `[::]:P` (in_pcbbind in XNU's bsd/netinet/in_pcb.c then
+/// looks for exact matches only): the child would start beside the old
+/// server, the incident itself. Without it, every overlapping socket is a
+/// conflict, TIME_WAIT leftovers of earlier connections included; so on
+/// EADDRINUSE we look for a socket *listening* on an overlapping address,
+/// and only when there is none bind again with `SO_REUSEADDR`. The rule is
+/// the same on Linux, whose kernel refuses those overlaps either way.
+///
+/// The bound socket gets `SO_REUSEADDR` before `listen`: connections it
+/// accepts inherit the flag, and on Linux a TIME_WAIT socket blocks a later
+/// bind unless both it and the new socket carry it, so the next supervisor
+/// (after a crash or an upgrade) can bind at once.
 fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = match bound(addr, false) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => match rival_listener(addr) {
+            Ok(None) => bound(addr, true)?,
+            // A real listener (port_holder names it), or no way to tell:
+            // never risk a second server.
+            Ok(Some(_)) | Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
+}
+
+fn bound(addr: SocketAddr, reuse: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if reuse {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Another socket, not ours, listening on an address of `addr`'s port that
+/// overlaps it (exact, wildcard of the family, IPv6 wildcard taking IPv4,
+/// v4-mapped).
+fn rival_listener(addr: SocketAddr) -> io::Result<Option<sys::TcpListen>> {
+    // Our own IPv6 wildcard is dual-stack unless the system says otherwise.
+    let dual = addr.is_ipv6() && addr.ip().is_unspecified();
+    Ok(sys::tcp_listeners(addr.port())?
+        .into_iter()
+        .find(|l| !l.ours && sys::addresses_overlap(addr.ip(), dual, l.addr.ip(), l.dual_stack)))
 }
 
 /// "address in use" and friends, in words (the errno differs by platform:
@@ -151,5 +199,69 @@ mod tests {
         let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
         let e = bind_socket(squatter.local_addr().unwrap(), 16).unwrap_err();
         assert_eq!(describe_bind_error(&e), "address in use");
+    }
+
+    /// A listener on the wildcard of the port refuses the specific address
+    /// (and the other way round): the rule, whatever the kernel would allow.
+    #[test]
+    fn overlapping_listeners_refuse_the_bind() {
+        let wildcard = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = wildcard.local_addr().unwrap().port();
+        let e = bind_socket(SocketAddr::from(([127, 0, 0, 1], port)), 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // Held by this test process, so listed as ours (a foreign one is
+        // tested with a real process in tests/listener_overlap.rs).
+        let listed = sys::tcp_listeners(port).unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.addr == wildcard.local_addr().unwrap() && l.ours),
+            "{listed:?}"
+        );
+
+        let specific = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = specific.local_addr().unwrap().port();
+        let e = bind_socket(SocketAddr::from(([0, 0, 0, 0], port)), 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Our own listening socket is no rival: binding another address of
+    /// the same port (a reload onto a new address) is up to the kernel.
+    #[test]
+    fn our_own_listener_is_not_a_rival() {
+        let ours = bind_socket("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = socket2::SockRef::from(&ours).local_addr().unwrap();
+        let addr = addr.as_socket().unwrap();
+        assert_eq!(rival_listener(addr).unwrap(), None);
+    }
+
+    /// TIME_WAIT leftovers of a previous listener's connections do not keep
+    /// the next bind from succeeding, and our own connections leave none
+    /// that would (the listener carries SO_REUSEADDR once bound).
+    #[test]
+    fn time_wait_leftovers_are_no_obstacle() {
+        let first = bind_socket("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let listener = TcpListener::from(first);
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        // The server closes first: its end of the connection (on our
+        // port) goes to TIME_WAIT.
+        drop(served);
+        let mut byte = [0u8; 1];
+        use std::io::Read;
+        let _ = (&client).read(&mut byte);
+        drop(client);
+        drop(listener);
+        // Without SO_REUSEADDR the port is taken by the TIME_WAIT entry.
+        let plain = bound(addr, false);
+        assert_eq!(
+            plain.map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::AddrInUse)
+        );
+        assert_eq!(rival_listener(addr).unwrap(), None);
+        let again = bind_socket(addr, 16).expect("bind beside TIME_WAIT leftovers");
+        let again = TcpListener::from(again);
+        assert_eq!(again.local_addr().unwrap(), addr);
     }
 }

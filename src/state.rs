@@ -64,6 +64,12 @@ pub struct ListenInfo {
     pub bound: bool,
     #[serde(default)]
     pub name: Option<String>,
+    /// What names the listening socket in every process that holds it
+    /// (Linux: its inode; macOS: the kernel's hashed socket address): a
+    /// later supervisor finds what still holds it after this one was
+    /// killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +259,7 @@ mod tests {
                 address: "127.0.0.1:8420".into(),
                 bound: true,
                 name: Some("http".into()),
+                socket_id: None,
             }),
             child: Some(ChildInfo {
                 pid: Some(4243),

@@ -22,6 +22,7 @@ pub(crate) mod record;
 pub(crate) mod signals;
 pub(crate) mod targets;
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,6 +85,41 @@ pub(crate) struct Daemon {
     manager: Option<String>,
     /// A message for it, sent after the state is written.
     tell_manager: Option<String>,
+    /// Complaints about notify datagrams, at most one line a minute.
+    quiet: Quiet,
+    /// Orphaned descendants come back to us (Linux): then whatever holds
+    /// our socket descends from us, and looking there is enough.
+    subreaper: bool,
+}
+
+/// A warning that others can cause at will (anyone on the machine can send
+/// datagrams to the notify socket): the first goes to the log, the rest are
+/// counted and reported with the next one at most once a minute, so a
+/// flood cannot rotate the log's history away.
+#[derive(Debug, Default)]
+struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn say(&mut self, what: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.held += 1;
+            return;
+        }
+        self.last = Some(now);
+        match std::mem::take(&mut self.held) {
+            0 => warn!("{what}; more of these are counted and logged at most once a minute"),
+            n => warn!("{what} ({n} more like this since the last such line)"),
+        }
+    }
 }
 
 /// What woke the driver.
@@ -91,7 +127,7 @@ enum Wake {
     Signal(Option<i32>),
     Tick,
     OthersPoll,
-    Notice(std::io::Result<Notice>),
+    Notice(Result<Notice, health::Rejected>),
     ProbeDone(Result<u16, String>),
     ProbeDue,
     StateRetry,
@@ -142,6 +178,7 @@ impl Daemon {
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),
             bound: false,
+            socket_id: None,
             group: None,
             last_exit_at: None,
             status: None,
@@ -176,6 +213,8 @@ impl Daemon {
                 .ok()
                 .filter(|s| !s.is_empty()),
             tell_manager: None,
+            quiet: Quiet::default(),
+            subreaper: false,
             cfg,
         })
     }
@@ -196,7 +235,7 @@ impl Daemon {
         );
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
-        sys::set_child_subreaper();
+        self.subreaper = sys::set_child_subreaper();
         self.take_over();
 
         let mut poll = Duration::from_millis(2);
@@ -229,10 +268,8 @@ impl Daemon {
                     }
                 }
                 Wake::Notice(Ok(notice)) => self.on_notice(notice),
-                Wake::Notice(Err(e)) => {
-                    warn!("cannot read the notify socket: {e}; readiness messages are lost");
-                    self.notify = None;
-                }
+                // One datagram never turns the socket off: say so, rarely.
+                Wake::Notice(Err(rejected)) => self.quiet.say(&rejected.to_string()),
                 Wake::ProbeDone(result) => self.on_probe(result),
                 Wake::ProbeDue => self.probes.start(),
                 Wake::StateRetry => self.write_state(),
@@ -260,25 +297,41 @@ impl Daemon {
             return;
         };
         self.resume_history(&prev);
-        let Some(left) = orphan::find(&prev, &orphan::System) else {
+        let left = orphan::find(&prev, &orphan::System);
+        let holders =
+            orphan::socket_holders(&prev, self.cfg.listen.address.port(), &orphan::System);
+        if left.is_none() && holders.is_empty() {
             self.feed(Event::Start);
             return;
-        };
-        warn!(
-            "process group {} of an earlier supervisor's child is still alive; stopping it before binding {}",
-            left.pgid, self.cfg.listen.address
-        );
-        let child = prev.child.as_ref();
-        self.seen.group = Some(Group {
-            pgid: left.pgid,
-            start_time: child.and_then(|c| c.start_time),
-            sid: child.and_then(|c| c.sid),
-            started_at: None,
-        });
-        self.targets = match left.leader {
-            Some((pid, start)) => Targets::child(pid, Some(start)),
-            None => Targets::group(left.pgid),
-        };
+        }
+        self.targets = Targets::default();
+        if let Some(left) = left {
+            warn!(
+                "process group {} of an earlier supervisor's child is still alive; stopping it before binding {}",
+                left.pgid, self.cfg.listen.address
+            );
+            let child = prev.child.as_ref();
+            self.seen.group = Some(Group {
+                pgid: left.pgid,
+                start_time: child.and_then(|c| c.start_time),
+                sid: child.and_then(|c| c.sid),
+                started_at: None,
+            });
+            self.targets = match left.leader {
+                Some((pid, start)) => Targets::child(pid, Some(start)),
+                None => Targets::group(left.pgid),
+            };
+        }
+        if !holders.is_empty() {
+            warn!(
+                "processes {holders:?} still hold an earlier supervisor's listening socket on {}; stopping them before binding",
+                self.cfg.listen.address
+            );
+            self.targets.add(&holders);
+            // Named in our record until we bind our own: should we die
+            // meanwhile, the next supervisor still finds them.
+            self.seen.socket_id = prev.listen.as_ref().and_then(|l| l.socket_id);
+        }
         let actions = self.machine.adopt(Instant::now());
         self.carry_out(actions);
     }
@@ -358,6 +411,10 @@ impl Daemon {
         // A child may have shut the socket down for everyone: say so until
         // it is re-armed before the next spawn.
         self.seen.bound = self.listener.as_ref().is_some_and(Listener::is_listening);
+        // Whatever still holds our socket outside the group (a daemonized
+        // grandchild, a setsid helper) is stopped with the leftovers.
+        let rivals = self.rivals();
+        self.targets.add(&rivals);
         let others_left = !self.targets.gone();
         self.feed(Event::ChildExited { kind, others_left });
     }
@@ -523,7 +580,9 @@ impl Daemon {
         if let Some(sender) = notice.sender {
             let group = nix::unistd::getpgid(Some(Pid::from_raw(sender))).map(Pid::as_raw);
             if group != Ok(pgid) {
-                warn!("ignored a notify message from pid {sender}, which is not in the child's process group {pgid}");
+                self.quiet.say(&format!(
+                    "ignored a notify message from pid {sender}, which is not in the child's process group {pgid}"
+                ));
                 return;
             }
         }
@@ -539,7 +598,8 @@ impl Daemon {
         }
     }
 
-    /// Make sure the port is ours and listening, then start a child.
+    /// Make sure the port is ours and listening and nothing else holds our
+    /// socket, then start a child.
     fn launch(&mut self) -> Event {
         self.rearm();
         if self.listener.is_none() {
@@ -547,7 +607,32 @@ impl Daemon {
                 return event;
             }
         }
+        let rivals = self.rivals();
+        if !rivals.is_empty() {
+            warn!(
+                "processes {rivals:?} hold our listening socket but are not our child's; \
+                 stopping them before a child starts"
+            );
+            self.targets = Targets::pids(&rivals);
+            return Event::RivalsFound;
+        }
         self.spawn()
+    }
+
+    /// The processes, other than us, that hold our listening socket. With a
+    /// subreaper they all descend from us (cheap: our few descendants);
+    /// without one (macOS) they may be anywhere.
+    fn rivals(&self) -> Vec<i32> {
+        let Some(id) = self.seen.socket_id else {
+            return Vec::new();
+        };
+        let scope = match self.subreaper {
+            true => sys::Scope::DescendantsOf(self.seen.me.pid),
+            false => sys::Scope::All,
+        };
+        let mut holders = sys::socket_holders(id, scope);
+        holders.retain(|p| Some(*p) != self.current);
+        holders
     }
 
     /// A child may have shut the listening socket down (`shutdown(2)` on
@@ -578,6 +663,7 @@ impl Daemon {
         let addr = self.cfg.listen.address;
         match Listener::bind(addr, self.cfg.listen.backlog) {
             Ok(l) => {
+                self.seen.socket_id = sys::socket_id(l.as_fd());
                 self.listener = Some(l);
                 self.seen.bound = true;
                 if self.seen.bind_error.take().is_some() {
@@ -635,7 +721,7 @@ impl Daemon {
     }
 }
 
-async fn recv_notice(sock: Option<&NotifySocket>) -> std::io::Result<Notice> {
+async fn recv_notice(sock: Option<&NotifySocket>) -> Result<Notice, health::Rejected> {
     match sock {
         Some(s) => s.recv().await,
         None => std::future::pending().await,

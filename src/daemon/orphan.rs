@@ -21,6 +21,10 @@ pub(crate) trait Facts {
     /// Live members of a process group.
     fn group_members(&self, pgid: i32) -> Vec<i32>;
     fn session(&self, pid: i32) -> Option<i32>;
+    /// The ids of the sockets listening on TCP `port`.
+    fn listening(&self, port: u16) -> Vec<u64>;
+    /// The processes, other than us, holding socket `id`.
+    fn holders(&self, id: u64) -> Vec<i32>;
 }
 
 /// The real answers.
@@ -43,6 +47,14 @@ impl Facts for System {
         nix::unistd::getsid(Some(Pid::from_raw(pid)))
             .ok()
             .map(Pid::as_raw)
+    }
+    fn listening(&self, port: u16) -> Vec<u64> {
+        sys::tcp_listeners(port)
+            .map(|l| l.into_iter().map(|l| l.socket).collect())
+            .unwrap_or_default()
+    }
+    fn holders(&self, id: u64) -> Vec<i32> {
+        sys::socket_holders(id, sys::Scope::All)
     }
 }
 
@@ -88,6 +100,24 @@ pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
     ours.then_some(Leftovers { pgid, leader: None })
 }
 
+/// The processes that still hold an earlier supervisor's listening socket
+/// (a daemonized grandchild of its child, a helper that left the group):
+/// they serve our port and are ours. Only on the same boot, and only while
+/// that socket still listens on `port` (an id of a closed socket may name
+/// another socket later).
+pub(crate) fn socket_holders(prev: &Record, port: u16, facts: &impl Facts) -> Vec<i32> {
+    let recorded_boot = prev.supervisor.as_ref().and_then(|s| s.boot_id.as_deref());
+    let id = prev.listen.as_ref().and_then(|l| l.socket_id);
+    match (recorded_boot, id) {
+        (Some(boot), Some(id))
+            if facts.boot_id().as_deref() == Some(boot) && facts.listening(port).contains(&id) =>
+        {
+            facts.holders(id)
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +152,18 @@ mod tests {
         }
         fn session(&self, pid: i32) -> Option<i32> {
             self.procs.iter().find(|p| p.0 == pid).map(|p| p.3)
+        }
+        fn listening(&self, port: u16) -> Vec<u64> {
+            match port {
+                8420 => vec![77],
+                _ => vec![],
+            }
+        }
+        fn holders(&self, id: u64) -> Vec<i32> {
+            match id {
+                77 => vec![300, 301],
+                _ => vec![],
+            }
         }
     }
 
@@ -254,5 +296,36 @@ mod tests {
             c.sid = None;
         }
         assert_eq!(find(&r, &fake), None);
+    }
+
+    #[test]
+    fn holders_of_the_earlier_socket_while_it_still_listens() {
+        let with = |boot: &'static str, id: Option<u64>, port: u16| {
+            let mut r = record(Some(100));
+            r.listen = Some(crate::state::ListenInfo {
+                address: "127.0.0.1:8420".into(),
+                bound: true,
+                name: None,
+                socket_id: id,
+            });
+            let fake = Fake {
+                boot,
+                procs: vec![],
+            };
+            socket_holders(&r, port, &fake)
+        };
+        assert_eq!(with("b1", Some(77), 8420), [300, 301]);
+        assert_eq!(with("b2", Some(77), 8420), [] as [i32; 0], "another boot");
+        assert_eq!(
+            with("b1", Some(78), 8420),
+            [] as [i32; 0],
+            "closed: not listening"
+        );
+        assert_eq!(
+            with("b1", Some(77), 9000),
+            [] as [i32; 0],
+            "not on our port"
+        );
+        assert_eq!(with("b1", None, 8420), [] as [i32; 0], "not recorded");
     }
 }

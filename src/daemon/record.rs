@@ -53,6 +53,8 @@ pub(crate) struct Observed {
     pub(crate) address: String,
     pub(crate) name: String,
     pub(crate) bound: bool,
+    /// `sys::socket_id` of our listening socket, once bound.
+    pub(crate) socket_id: Option<u64>,
     pub(crate) group: Option<Group>,
     pub(crate) last_exit_at: Option<SystemTime>,
     /// The child's last STATUS= text (notify protocol).
@@ -112,6 +114,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             address: o.address.clone(),
             bound: o.bound,
             name: Some(o.name.clone()),
+            socket_id: o.socket_id,
         }),
         child: Some(ChildInfo {
             pid,
@@ -244,6 +247,7 @@ mod tests {
             address: "127.0.0.1:8420".into(),
             name: "http".into(),
             bound: true,
+            socket_id: None,
             group: Some(Group {
                 pgid: 100,
                 start_time: Some(500),

@@ -36,6 +36,23 @@ impl Targets {
         }
     }
 
+    /// Single processes, each with its start time (now): rivals holding our
+    /// socket, found by what they hold rather than by their group.
+    pub(crate) fn pids(pids: &[i32]) -> Targets {
+        let mut t = Targets::default();
+        t.add(pids);
+        t
+    }
+
+    /// Add single processes to what is being stopped.
+    pub(crate) fn add(&mut self, pids: &[i32]) {
+        for &pid in pids {
+            if !self.pids.iter().any(|(p, _)| *p == pid) {
+                self.pids.push((pid, sys::process_start_time(pid)));
+            }
+        }
+    }
+
     /// Forget a process that was reaped.
     pub(crate) fn forget(&mut self, pid: i32) {
         self.pids.retain(|(p, _)| *p != pid);

@@ -4,8 +4,11 @@ use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use super::{procnet, NotifyBinding, Scope, TcpListen};
 
 /// The fields of `/proc/PID/stat` after the command name, which may itself
 /// contain spaces and parentheses.
@@ -54,74 +57,214 @@ pub fn process_command(pid: i32) -> Option<String> {
 }
 
 pub fn executable(pid: i32) -> Option<PathBuf> {
-    fs::read_link(format!("/proc/{pid}/exe")).ok()
+    let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    // A binary replaced under a running process (an upgrade) reads as
+    // "PATH (deleted)"; it was started from PATH all the same.
+    let text = link.as_os_str().as_bytes();
+    Some(match text.strip_suffix(b" (deleted)") {
+        Some(path) => PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+        None => link,
+    })
 }
 
-/// Inodes of sockets bound to `addr`'s port (LISTEN state preferred) from
-/// `/proc/net/tcp` and `/proc/net/tcp6`.
-fn socket_inodes(addr: SocketAddr) -> Vec<u64> {
-    let port = addr.port();
-    let mut listening = Vec::new();
-    let mut bound = Vec::new();
+/// The pids in `/proc`.
+fn all_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// Whether `pid` has a descriptor open on socket inode `inode`.
+fn holds_socket(pid: i32, inode: u64) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let want = format!("socket:[{inode}]");
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str().as_bytes() == want.as_bytes())
+    })
+}
+
+/// Socket inodes this process holds.
+fn own_socket_inodes() -> Vec<u64> {
+    let Ok(fds) = fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = fs::read_link(fd.path()).ok()?;
+            let text = link.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn tcp_table() -> io::Result<Vec<procnet::TcpEntry>> {
+    let mut all = Vec::new();
+    let mut read_any = false;
+    let mut last_error = None;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
-                continue;
-            };
-            let Some(p) = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-            else {
-                continue;
-            };
-            let Ok(inode) = inode.parse::<u64>() else {
-                continue;
-            };
-            if p != port || inode == 0 {
-                continue;
+        match fs::read_to_string(table) {
+            Ok(text) => {
+                read_any = true;
+                all.extend(procnet::parse(&text));
             }
-            // 0A is TCP_LISTEN; 07 (CLOSE) is a socket bound but not yet listening.
-            match *st {
-                "0A" => listening.push(inode),
-                "07" => bound.push(inode),
-                _ => {}
-            }
+            // No IPv6 in this kernel or namespace: no tcp6 table.
+            Err(e) => last_error = Some(e),
         }
     }
-    listening.extend(bound);
-    listening
+    match (read_any, last_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(all),
+    }
+}
+
+pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
+    let listening: Vec<procnet::TcpEntry> = tcp_table()?
+        .into_iter()
+        .filter(|e| e.state == procnet::LISTEN && e.local.port() == port)
+        .collect();
+    if listening.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ours = own_socket_inodes();
+    Ok(listening
+        .into_iter()
+        .map(|e| TcpListen {
+            addr: e.local,
+            // /proc/net/tcp6 does not show IPV6_V6ONLY: assume the default.
+            dual_stack: e.local.is_ipv6() && e.local.ip().is_unspecified(),
+            socket: e.inode,
+            ours: ours.contains(&e.inode),
+        })
+        .collect())
 }
 
 pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
-    let inodes = socket_inodes(addr);
+    // Listening sockets first, then ones bound but not listening (yet).
+    let table = tcp_table().ok()?;
+    let mut inodes: Vec<u64> = Vec::new();
+    for state in [procnet::LISTEN, procnet::CLOSE] {
+        inodes.extend(
+            table
+                .iter()
+                .filter(|e| e.state == state && e.local.port() == addr.port() && e.inode != 0)
+                .map(|e| e.inode),
+        );
+    }
     if inodes.is_empty() {
         return None;
     }
-    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let me = std::process::id() as i32;
-    let mut pids: Vec<i32> = fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .collect();
+    let mut pids = all_pids();
+    pids.retain(|p| *p != me);
     pids.sort_unstable();
-    pids.into_iter().find(|pid| {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return false;
-        };
-        fds.flatten().any(|fd| {
-            fs::read_link(fd.path())
-                .ok()
-                .and_then(|l| l.to_str().map(|s| wanted.iter().any(|w| w == s)))
-                .unwrap_or(false)
+    inodes
+        .iter()
+        .find_map(|inode| pids.iter().copied().find(|p| holds_socket(*p, *inode)))
+}
+
+pub fn socket_id(fd: RawFd) -> Option<u64> {
+    // SAFETY: fstat fills a plain struct for a descriptor number; a bad
+    // number just fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    Some(st.st_ino)
+}
+
+pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let candidates = match scope {
+        Scope::All => all_pids(),
+        Scope::DescendantsOf(root) => descendants(root),
+    };
+    candidates
+        .into_iter()
+        .filter(|p| *p != me && holds_socket(*p, id))
+        .collect()
+}
+
+/// `root` and every process below it. With CONFIG_PROC_CHILDREN each
+/// thread lists the children it forked (or adopted, as a subreaper) in
+/// `/proc/PID/task/TID/children`: a process with no descendants costs one
+/// directory listing and a small read per thread. Without it, one pass over
+/// every `/proc/PID/stat`. The kernel documents the children files as a
+/// snapshot that can miss processes forked or re-parented meanwhile;
+/// callers that stop a tree look again until nothing is left.
+fn descendants(root: i32) -> Vec<i32> {
+    static HAVE_CHILDREN_FILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let have = *HAVE_CHILDREN_FILES.get_or_init(|| {
+        let me = std::process::id();
+        Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+    });
+    let mut out = vec![root];
+    let mut seen: std::collections::HashSet<i32> = out.iter().copied().collect();
+    if have {
+        let mut next = 0;
+        while let Some(&pid) = out.get(next) {
+            next += 1;
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+                    continue;
+                };
+                for child in text.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    if seen.insert(child) {
+                        out.push(child);
+                    }
+                }
+            }
+        }
+        return out;
+    }
+    let parents: Vec<(i32, i32)> = all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let ppid = stat_fields(pid)?.get(1)?.parse().ok()?;
+            Some((pid, ppid))
         })
-    })
+        .collect();
+    let mut next = 0;
+    while let Some(&pid) = out.get(next) {
+        next += 1;
+        for (child, _) in parents.iter().filter(|(_, ppid)| *ppid == pid) {
+            if seen.insert(*child) {
+                out.push(*child);
+            }
+        }
+    }
+    out
+}
+
+pub fn set_child_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+pub fn somaxconn() -> Option<u32> {
+    fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn resident_bytes(pid: i32) -> Option<u64> {
+    // statm: size resident shared text lib data dt, in pages.
+    let text = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).ok().map(|p| pages * p)
 }
 
 /// Read a /proc table in as few read() calls as possible: each call is a
@@ -242,11 +385,10 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub fn notify_bind(
-    _state_dir: &std::path::Path,
-) -> io::Result<(std::os::unix::net::UnixDatagram, String, Option<PathBuf>)> {
+pub fn notify_bind(_state_dir: &Path, _child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    // The abstract namespace has no permissions: any child uid can send.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -254,28 +396,29 @@ pub fn notify_bind(
     let name = format!("supervisor-notify-{}-{nanos:x}", std::process::id());
     let sock = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)?;
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
-    Ok((sock, format!("@{name}"), None))
+    Ok(NotifyBinding {
+        sock,
+        env_value: format!("@{name}"),
+        cleanup: Vec::new(),
+    })
 }
 
-pub fn recv_with_pid(
-    sock: std::os::fd::BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> io::Result<(usize, Option<i32>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
-    use std::os::fd::AsRawFd;
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(UnixCredentials);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let pid = msg.cmsgs()?.find_map(|c| match c {
-        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
-        _ => None,
-    });
-    Ok((msg.bytes, pid))
+/// Received descriptors are close-on-exec from the start, though they are
+/// closed at once anyway.
+pub const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+
+/// The sender's pid from an SCM_CREDENTIALS record (the kernel fills it in
+/// when the sender sends none, and checks it when it does).
+pub fn credentials_pid(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<i32> {
+    if hdr.cmsg_level != libc::SOL_SOCKET
+        || hdr.cmsg_type != libc::SCM_CREDENTIALS
+        || len < std::mem::size_of::<libc::ucred>()
+    {
+        return None;
+    }
+    // SAFETY: `len` bytes at `data` lie inside the received control data.
+    let cred: libc::ucred = unsafe { std::ptr::read_unaligned(data.cast()) };
+    Some(cred.pid)
 }
 
 pub fn send_to_notify(
@@ -319,8 +462,4 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             })
         })
         .collect()
-}
-
-pub fn set_child_subreaper() -> bool {
-    nix::sys::prctl::set_child_subreaper(true).is_ok()
 }

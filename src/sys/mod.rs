@@ -2,12 +2,16 @@
 //!
 //! Everything here is a small fact about processes, descriptors or sockets
 //! that Linux and macOS answer differently. Linux reads `/proc`; macOS asks
-//! libproc (or, for the rare "who holds this port" question, `lsof`). Callers
-//! see one portable function each, and a `None` where the platform cannot
-//! tell.
+//! the kernel through `sysctl` and libproc (never an external command: these
+//! run on the supervisor's only event-loop thread). Callers see one portable
+//! function each, and a `None` (or an empty list) where the platform cannot
+//! tell. The byte layouts both kernels hand back are parsed by pure code
+//! (`procnet`, `darwin`) that is compiled and tested on every platform.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -19,6 +23,11 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as imp;
 
+#[cfg(any(target_os = "macos", test))]
+mod darwin;
+#[cfg(any(target_os = "linux", test))]
+mod procnet;
+
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("supervisor runs on Linux and macOS only");
 
@@ -26,9 +35,14 @@ compile_error!("supervisor runs on Linux and macOS only");
 /// job code compiles everywhere, so `--dry-run` works and is tested on Linux.
 pub const HAS_LAUNCHD: bool = cfg!(target_os = "macos");
 
-/// When a process started, in an opaque platform unit (clock ticks since
-/// boot on Linux, microseconds since the epoch on macOS). Together with the
-/// pid it names one process for good: pids are reused, start times are not.
+// ------------------------------------------------------------ processes
+
+/// When a process started, as an opaque number that only ever grows on one
+/// boot and is immune to wall-clock steps: clock ticks since boot on Linux
+/// (`/proc/PID/stat` field 22), Mach absolute time on macOS
+/// (`ri_proc_start_abstime`, which does not advance while the Mac sleeps).
+/// Together with the pid it names one process for good: pids are reused,
+/// start times are not. Compare values only within one boot (`boot_id`).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     imp::process_start_time(pid)
 }
@@ -67,6 +81,8 @@ pub fn is_alive(pid: i32) -> bool {
 }
 
 /// Whether any live (non-zombie) process is still in process group `pgid`.
+/// A group of zombies answers `kill(-pgid, 0)` (with EPERM on macOS) but is
+/// not alive.
 pub fn group_alive(pgid: i32) -> bool {
     if pgid <= 1 {
         return false;
@@ -79,12 +95,51 @@ pub fn group_alive(pgid: i32) -> bool {
     imp::group_has_live_member(pgid)
 }
 
-/// The process listening on (or bound to) a local TCP port, when it can be
-/// found out: `(pid, command line)`.
-pub fn port_holder(addr: std::net::SocketAddr) -> Option<(i32, String)> {
-    let pid = imp::port_holder_pid(addr)?;
-    Some((pid, process_command(pid).unwrap_or_default()))
+/// The live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    imp::group_members(pgid)
 }
+
+/// Names this boot of the machine, so nothing recorded before a reboot is
+/// mistaken for a process of now: Linux's `kernel.random.boot_id`, macOS's
+/// `kern.bootsessionuuid` (set once at boot; unlike `kern.boottime`, which
+/// XNU shifts on every clock adjustment).
+pub fn boot_id() -> Option<String> {
+    imp::boot_id()
+}
+
+/// Whether `pid` runs the same executable as this process: the macOS
+/// fallback for `flock_holder`, and a sanity check everywhere. Both paths
+/// are resolved first (`current_exe()` may name a symbolic link, as
+/// Homebrew installs do, where the kernel reports the file it points to).
+/// On Linux a binary replaced under a running process (an upgrade) still
+/// counts as the same path.
+pub fn runs_same_executable(pid: i32) -> bool {
+    match (std::env::current_exe().ok(), imp::executable(pid)) {
+        (Some(ours), Some(theirs)) => same_file_path(&ours, &theirs),
+        _ => false,
+    }
+}
+
+fn same_file_path(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    resolve(a) == resolve(b)
+}
+
+/// How much memory `pid` holds in RAM now (resident set size), in bytes.
+pub fn resident_bytes(pid: i32) -> Option<u64> {
+    imp::resident_bytes(pid)
+}
+
+/// Make this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`):
+/// orphaned descendants are re-parented to us instead of init, so they can
+/// be recognized and reaped. `false` where there is no such thing (macOS)
+/// or the kernel refused.
+pub fn set_child_subreaper() -> bool {
+    imp::set_child_subreaper()
+}
+
+// ---------------------------------------------------------- descriptors
 
 /// Who holds an flock on the open file `fd`: `Some(Some(pid))`, `Some(None)`
 /// for nobody, `None` where the platform cannot tell (only Linux can, from
@@ -94,25 +149,20 @@ pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     imp::flock_holder(fd)
 }
 
-/// Whether `pid` runs the same executable as this process: the macOS fallback
-/// for `flock_holder`, and a sanity check everywhere.
-pub fn runs_same_executable(pid: i32) -> bool {
-    let ours = std::env::current_exe().ok();
-    match (ours, imp::executable(pid)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Mark every descriptor from `from` up close-on-exec, so whatever our own
 /// parent leaked (launchd and shells have been seen to leave 10 and 251 open)
-/// never reaches the child. Runs once at start-up, in the parent.
+/// never reaches the child. Runs once at start-up, in the parent. It lists
+/// the descriptors actually open (`/proc/self/fd`, libproc), so one above a
+/// lowered soft `RLIMIT_NOFILE` is found too.
 pub fn cloexec_from(from: RawFd) {
     imp::cloexec_from(from)
 }
 
 /// After fork, before exec: the same, without allocating. Best effort; the
-/// start-up pass in the parent already did the work.
+/// start-up pass in the parent already did the work (Linux:
+/// `close_range(CLOSE_RANGE_CLOEXEC)`; macOS: an `fcntl` loop up to the
+/// larger of the descriptor table size and the highest descriptor the
+/// start-up pass saw).
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for a `pre_exec` closure.
@@ -155,27 +205,299 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     imp::dup_to(fd, target)
 }
 
-/// Bind the datagram socket children send notify messages to. Returns the
-/// socket, the `$NOTIFY_SOCKET` value for the child, and a file to remove at
-/// exit if there is one. Linux uses the abstract namespace (no file, so a
-/// child running as another user can reach it; senders are checked by
-/// their kernel-verified pid instead); macOS a socket file in the state dir.
-pub fn notify_bind(
-    state_dir: &std::path::Path,
-) -> io::Result<(
-    std::os::unix::net::UnixDatagram,
-    String,
-    Option<std::path::PathBuf>,
-)> {
-    imp::notify_bind(state_dir)
+/// Ask for a larger pipe buffer (Linux: 1 MiB instead of 64 KiB), so a
+/// chatty child blocks less often on its stdout while the log reader
+/// catches up: fewer context switches per megabyte. Best effort.
+pub fn grow_pipe(fd: RawFd) {
+    imp::grow_pipe(fd)
 }
 
-/// Receive one datagram and, where the platform tells, the sender's pid.
-pub fn recv_with_pid(
-    sock: std::os::fd::BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> io::Result<(usize, Option<i32>)> {
-    imp::recv_with_pid(sock, buf)
+// --------------------------------------------------------------- sockets
+
+/// What names one socket for as long as it exists, the same in every
+/// process holding it: the inode on Linux (`/proc/PID/fd/N ->
+/// socket:[INODE]`), the kernel's hashed socket address on macOS
+/// (`socket_fdinfo.psi.soi_so`). `None` if `fd` is not a socket. Record it
+/// for our listening socket to find every process that still holds it.
+pub fn socket_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    imp::socket_id(fd.as_raw_fd())
+}
+
+/// Where `socket_holders` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every process we may inspect: at start-up, to find what a killed
+    /// earlier supervisor left holding its socket.
+    All,
+    /// This process and its descendants, by parent links (Linux:
+    /// `/proc/PID/task/*/children`, cheap when there are none; macOS:
+    /// `proc_listchildpids`). An orphan counts only where it came back to
+    /// us: on Linux with `set_child_subreaper`; on macOS, which has no
+    /// subreaper, orphans go to launchd and only `All` finds them.
+    DescendantsOf(i32),
+}
+
+/// The processes, other than this one, that hold socket `id` open, in no
+/// particular order. Processes we may not inspect (another user's, when
+/// not root) are not seen.
+pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
+    imp::socket_holders(id, scope)
+}
+
+/// A TCP socket listening on some port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpListen {
+    pub addr: SocketAddr,
+    /// An IPv6 wildcard that takes IPv4 too. macOS tells; Linux's tables
+    /// do not show IPV6_V6ONLY, so there every `[::]` counts as one.
+    pub dual_stack: bool,
+    /// As `socket_id` names it.
+    pub socket: u64,
+    /// This process holds it (the socket we listen on, or one we are
+    /// replacing).
+    pub ours: bool,
+}
+
+/// Every socket listening on TCP `port`, on any address. Linux reads
+/// `/proc/net/tcp{,6}` (all of the network namespace); macOS walks the
+/// descriptors of every process it may inspect, which when not root means
+/// our own user's: XNU itself refuses a bind beside another user's
+/// overlapping listener (the uid check in in_pcbbind), so those are the
+/// only ones that matter.
+pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
+    imp::tcp_listeners(port)
+}
+
+/// The process listening on (or bound to) a local TCP port, when it can be
+/// found out: `(pid, command line)`.
+pub fn port_holder(addr: SocketAddr) -> Option<(i32, String)> {
+    let pid = imp::port_holder_pid(addr)?;
+    Some((pid, process_command(pid).unwrap_or_default()))
+}
+
+/// The system's cap on a listening socket's backlog (Linux
+/// `net.core.somaxconn`, macOS `kern.ipc.somaxconn`): a larger
+/// `listen.backlog` is silently cut to it.
+pub fn somaxconn() -> Option<u32> {
+    imp::somaxconn()
+}
+
+// --------------------------------------------------------- notify socket
+
+/// The bound notify socket and what goes with it.
+#[derive(Debug)]
+pub struct NotifyBinding {
+    pub sock: std::os::unix::net::UnixDatagram,
+    /// What the child gets as `$NOTIFY_SOCKET`.
+    pub env_value: String,
+    /// Files, then folders, to remove when the socket is closed.
+    pub cleanup: Vec<PathBuf>,
+}
+
+/// Bind the datagram socket children send notify messages to.
+///
+/// Linux uses the abstract namespace: no file, so a child running as
+/// another user can reach it, and senders are told apart by their
+/// kernel-verified pid (SCM_CREDENTIALS). macOS has neither: the socket is
+/// a file, `<state_dir>/notify.sock` when that fits `sun_path` (104 bytes)
+/// and the child runs as us; otherwise `/tmp/supervisor-<uid>-<hash>/`, a
+/// folder of ours checked on every start, opened to `child_uid` when the
+/// child runs as someone else (mode 0711, the socket owned by that uid and
+/// 0600). On macOS no sender check is possible on a datagram socket: XNU
+/// passes no credentials with datagrams (only SCM_RIGHTS), and
+/// LOCAL_PEERPID needs a connected peer; the file's permissions are the
+/// only gate.
+pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+    imp::notify_bind(state_dir, child_uid)
+}
+
+/// Where a notify socket *file* goes (macOS; Linux binds an abstract name).
+/// Pure, so it is tested everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+struct NotifyPlace {
+    /// The socket file.
+    path: PathBuf,
+    /// A private folder to create (or check) first, and its mode.
+    private_dir: Option<(PathBuf, u32)>,
+}
+
+/// `<state_dir>/notify.sock` when it fits `sun_path` and the child runs as
+/// us; otherwise `<tmp>/supervisor-<uid>-<hash of the state dir>/`, short
+/// and one per state dir: mode 0700, or 0711 when a child of another uid
+/// must pass through it to the socket file.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn notify_place(state_dir: &Path, tmp: &Path, me: u32, child_uid: Option<u32>) -> NotifyPlace {
+    use std::os::unix::ffi::OsStrExt;
+    let foreign = child_uid.is_some_and(|uid| uid != me);
+    let in_state_dir = state_dir.join("notify.sock");
+    if !foreign && fits_sun_path(&in_state_dir) {
+        return NotifyPlace {
+            path: in_state_dir,
+            private_dir: None,
+        };
+    }
+    let hash = fnv1a(state_dir.as_os_str().as_bytes());
+    let dir = tmp.join(format!("supervisor-{me}-{hash:016x}"));
+    NotifyPlace {
+        path: dir.join("notify.sock"),
+        private_dir: Some((dir, if foreign { 0o711 } else { 0o700 })),
+    }
+}
+
+/// Create `dir` (0700) or take the one there, but only if it is a real
+/// folder owned by `me`; then set `mode`. The folder lives in a shared,
+/// sticky temp dir under a predictable name, so someone else may have made
+/// it first; once it is ours, the sticky bit keeps anyone else from
+/// renaming or replacing it.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn make_private_dir(dir: &Path, me: u32, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", dir.display()),
+            ))
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.file_type().is_dir() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder of ours (a {} owned by uid {}); refusing to put the notify socket there",
+                dir.display(),
+                if meta.file_type().is_symlink() {
+                    "symbolic link"
+                } else if meta.is_dir() {
+                    "folder"
+                } else {
+                    "file"
+                },
+                meta.uid()
+            ),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Whether `path` fits a `sockaddr_un` (with its terminating NUL).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn fits_sun_path(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; only its field's size is used.
+    let room = std::mem::size_of_val(&unsafe { std::mem::zeroed::<libc::sockaddr_un>() }.sun_path);
+    path.as_os_str().as_bytes().len() < room
+}
+
+/// 64-bit FNV-1a: a short, stable name for a folder (std's hasher may
+/// change between Rust releases; this never does).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One datagram taken off the notify socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyDatagram {
+    /// Payload bytes in the buffer.
+    pub len: usize,
+    /// The datagram was larger than the buffer (MSG_TRUNC): what is in the
+    /// buffer is only its start.
+    pub truncated: bool,
+    /// The sender's pid, where the kernel vouches for it (Linux).
+    pub sender: Option<i32>,
+    /// Descriptors that came with it (SCM_RIGHTS). Every one has already
+    /// been closed: that is also how a `BARRIER=1` is acknowledged.
+    pub fds: usize,
+    /// The kernel had more control data than fitted (MSG_CTRUNC). The
+    /// payload is intact; descriptors that did not fit were never ours
+    /// (Linux releases them) or could not be named.
+    pub control_truncated: bool,
+}
+
+/// Control space for one datagram: SCM_CREDENTIALS plus as many descriptors
+/// as one datagram can carry (Linux: SCM_MAX_FD = 253; XNU: the control
+/// mbuf is at most MCLBYTES = 2048 bytes, about 508 descriptors). On macOS
+/// this size matters beyond tidiness: XNU installs passed descriptors in our
+/// table before copying the control data out, so any that did not fit would
+/// stay open, unnamed, for good.
+const NOTIFY_CONTROL: usize = 4096;
+
+#[repr(C, align(8))]
+struct ControlBuf([u8; NOTIFY_CONTROL]);
+
+/// Receive one datagram without waiting (EAGAIN when none is queued).
+/// Passed descriptors are closed before this returns, whatever the payload
+/// says; an EINTR is retried.
+pub fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDatagram> {
+    let mut control = ControlBuf([0; NOTIFY_CONTROL]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is "no name, no iov, no control".
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = NOTIFY_CONTROL as _;
+    let len = loop {
+        // SAFETY: msg points at live buffers of the sizes it states.
+        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, imp::NOTIFY_RECV_FLAGS) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut got = NotifyDatagram {
+        len: len.min(buf.len()),
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        sender: None,
+        fds: 0,
+        control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    };
+    let start = control.0.as_ptr() as usize;
+    let end = start + (msg.msg_controllen as usize).min(NOTIFY_CONTROL);
+    // SAFETY: msg describes our control buffer, and msg_controllen is what
+    // the kernel wrote into it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR only return headers that lie whole
+        // inside [start, end).
+        let hdr = unsafe { std::ptr::read_unaligned(cmsg) };
+        if (hdr.cmsg_len as usize) < std::mem::size_of::<libc::cmsghdr>() {
+            break; // malformed; CMSG_NXTHDR would not advance
+        }
+        // SAFETY: pointer arithmetic within the header just validated.
+        let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
+        // A truncated record may claim more than was copied out.
+        let stop = (cmsg as usize + hdr.cmsg_len as usize).min(end);
+        let bytes = stop.saturating_sub(data);
+        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+            for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                // SAFETY: within the copied-out part of this record.
+                let fd = unsafe { std::ptr::read_unaligned((data as *const libc::c_int).add(i)) };
+                // SAFETY: the kernel just installed this descriptor for us;
+                // nothing else knows its number. Closing it is the point.
+                unsafe { libc::close(fd) };
+                got.fds += 1;
+            }
+        } else if let Some(pid) = imp::credentials_pid(&hdr, data as *const u8, bytes) {
+            got.sender = Some(pid);
+        }
+        // SAFETY: same msg and a header inside its control buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(got)
 }
 
 /// Send to a `$NOTIFY_SOCKET` value (`@name` is Linux's abstract namespace).
@@ -187,34 +509,36 @@ pub fn send_to_notify(
     imp::send_to_notify(sock, target, msg)
 }
 
-/// Ask for a larger pipe buffer (Linux: 1 MiB instead of 64 KiB), so a
-/// chatty child blocks less often on its stdout while the log reader
-/// catches up: fewer context switches per megabyte. Best effort.
-pub fn grow_pipe(fd: RawFd) {
-    imp::grow_pipe(fd)
-}
-
-/// Names this boot of the machine, so nothing recorded before a reboot is
-/// mistaken for a process of now (Linux: the kernel's boot_id; macOS: the
-/// boot time).
-pub fn boot_id() -> Option<String> {
-    imp::boot_id()
-}
-
-/// Make orphaned descendants come back to us instead of to init (Linux's
-/// child subreaper), so a daemonizing child's grandchildren can be found,
-/// stopped and reaped. False where the platform has no such thing (macOS).
-pub fn set_child_subreaper() -> bool {
-    imp::set_child_subreaper()
-}
-
-/// The live (non-zombie) members of process group `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    imp::group_members(pgid)
+/// Whether two addresses of one port overlap: a socket listening on either
+/// would take connections meant for the other. Wildcards cover their whole
+/// family; an IPv6 wildcard that is `dual_stack` covers IPv4 too; a
+/// v4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address.
+pub fn addresses_overlap(ours: IpAddr, ours_dual: bool, theirs: IpAddr, theirs_dual: bool) -> bool {
+    // Reduce each side to (IPv4 part, IPv6 part) it covers; `None` = none,
+    // and an unspecified address within a part = the whole family.
+    fn parts(ip: IpAddr, dual: bool) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+        match ip {
+            IpAddr::V4(v4) => (Some(v4), None),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (Some(v4), None),
+                None if v6.is_unspecified() && dual => {
+                    (Some(std::net::Ipv4Addr::UNSPECIFIED), Some(v6))
+                }
+                None => (None, Some(v6)),
+            },
+        }
+    }
+    let (a4, a6) = parts(ours, ours_dual);
+    let (b4, b6) = parts(theirs, theirs_dual);
+    let v4 = matches!((a4, b4), (Some(a), Some(b)) if a == b || a.is_unspecified() || b.is_unspecified());
+    let v6 = matches!((a6, b6), (Some(a), Some(b)) if a == b || a.is_unspecified() || b.is_unspecified());
+    v4 || v6
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn commands_are_shown_on_one_short_line() {
         let table = [
@@ -226,8 +550,240 @@ mod tests {
             ("plain", "plain"),
         ];
         for (raw, want) in table {
-            assert_eq!(super::one_line(raw, 400), want);
+            assert_eq!(one_line(raw, 400), want);
         }
-        assert_eq!(super::one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn overlapping_addresses() {
+        // (ours, ours dual-stack, theirs, theirs dual-stack, overlap)
+        let table: [(&str, bool, &str, bool, bool); 18] = [
+            ("127.0.0.1", false, "127.0.0.1", false, true),
+            ("127.0.0.1", false, "0.0.0.0", false, true),
+            ("0.0.0.0", false, "127.0.0.1", false, true),
+            ("127.0.0.1", false, "127.0.0.2", false, false),
+            ("127.0.0.1", false, "::", true, true),
+            ("127.0.0.1", false, "::", false, false),
+            ("0.0.0.0", false, "::", true, true),
+            ("::", true, "10.0.0.1", false, true),
+            ("::", false, "10.0.0.1", false, false),
+            ("::1", false, "::", false, true),
+            ("::1", false, "::1", false, true),
+            ("::1", false, "127.0.0.1", false, false),
+            ("::1", false, "0.0.0.0", false, false),
+            ("::ffff:127.0.0.1", false, "127.0.0.1", false, true),
+            ("::ffff:127.0.0.1", false, "0.0.0.0", false, true),
+            ("127.0.0.1", false, "::ffff:0.0.0.0", false, true),
+            ("::ffff:127.0.0.1", false, "::1", false, false),
+            ("fe80::1", false, "fe80::2", false, false),
+        ];
+        for (a, ad, b, bd, want) in table {
+            let got = addresses_overlap(a.parse().unwrap(), ad, b.parse().unwrap(), bd);
+            assert_eq!(got, want, "{a} (dual {ad}) vs {b} (dual {bd})");
+        }
+    }
+
+    #[test]
+    fn folder_names_are_stable() {
+        // FNV-1a's published test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn where_the_notify_socket_file_goes() {
+        let tmp = Path::new("/tmp");
+        let short = Path::new("/srv/app/run");
+        let long = PathBuf::from(format!("/Users/someone/{}/run", "deep/".repeat(20)));
+        let private = |dir: &Path, me: u32| {
+            tmp.join(format!(
+                "supervisor-{me}-{:016x}",
+                fnv1a(dir.as_os_str().as_encoded_bytes())
+            ))
+        };
+        // (state dir, our uid, child uid, want private dir mode)
+        let table: [(&Path, u32, Option<u32>, Option<u32>); 5] = [
+            (short, 501, None, None),
+            (short, 501, Some(501), None),
+            (short, 0, Some(501), Some(0o711)),
+            (&long, 501, None, Some(0o700)),
+            (&long, 0, Some(70), Some(0o711)),
+        ];
+        for (state_dir, me, child, mode) in table {
+            let got = notify_place(state_dir, tmp, me, child);
+            let want = match mode {
+                None => NotifyPlace {
+                    path: state_dir.join("notify.sock"),
+                    private_dir: None,
+                },
+                Some(mode) => NotifyPlace {
+                    path: private(state_dir, me).join("notify.sock"),
+                    private_dir: Some((private(state_dir, me), mode)),
+                },
+            };
+            assert_eq!(got, want, "{state_dir:?} {me} {child:?}");
+            assert!(fits_sun_path(&got.path), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn private_folders_must_be_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let fresh = base.path().join("fresh");
+        make_private_dir(&fresh, me, 0o700).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        // Ours already, too open: tightened (or opened to a child's uid).
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
+        make_private_dir(&fresh, me, 0o711).unwrap();
+        assert_eq!(mode(&fresh), 0o711);
+
+        let planted_link = base.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &planted_link).unwrap();
+        let e = make_private_dir(&planted_link, me, 0o700).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        let planted_file = base.path().join("file");
+        std::fs::write(&planted_file, b"").unwrap();
+        assert!(make_private_dir(&planted_file, me, 0o700).is_err());
+
+        // Someone else's folder (uid 0 is us only when the test runs as
+        // root; then pretend we are another uid).
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let e = make_private_dir(&theirs, me.wrapping_add(1), 0o700).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("not a folder of ours"), "{e}");
+    }
+
+    /// A pipe whose read end is passed in a datagram; once our own copy is
+    /// dropped, `closed_everywhere` tells whether the receiver closed its.
+    struct Probe {
+        read: Option<std::os::fd::OwnedFd>,
+        write: std::fs::File,
+    }
+
+    impl Probe {
+        fn new() -> Probe {
+            let (read, write) = nix::unistd::pipe().unwrap();
+            Probe {
+                read: Some(read),
+                write: std::fs::File::from(write),
+            }
+        }
+
+        fn read_fd(&self) -> RawFd {
+            self.read.as_ref().map_or(-1, |r| r.as_raw_fd())
+        }
+
+        fn closed_everywhere(&mut self) -> bool {
+            use std::io::Write;
+            self.read = None;
+            // Rust ignores SIGPIPE, so a pipe without readers says EPIPE.
+            matches!(self.write.write(b"x"), Err(e) if e.raw_os_error() == Some(libc::EPIPE))
+        }
+    }
+
+    fn send_with_fds(to: &std::os::unix::net::UnixDatagram, payload: &[u8], fds: &[RawFd]) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let iov = [std::io::IoSlice::new(payload)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(to.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+    }
+
+    #[test]
+    fn notify_datagrams_with_descriptors_are_read_and_the_descriptors_closed() {
+        use std::os::fd::AsFd;
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        #[cfg(target_os = "linux")]
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        let mut buf = [0u8; 4097];
+
+        // A plain message.
+        send_with_fds(&theirs, b"READY=1", &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(
+            (&buf[..d.len], d.truncated, d.fds),
+            (&b"READY=1"[..], false, 0)
+        );
+        if cfg!(target_os = "linux") {
+            assert_eq!(d.sender, Some(std::process::id() as i32));
+        }
+
+        // Two pipes' read ends and a barrier's write end, as a client
+        // passing descriptors and systemd-notify's sd_notify_barrier do.
+        let mut probes: Vec<Probe> = (0..2).map(|_| Probe::new()).collect();
+        let fds: Vec<RawFd> = probes.iter().map(Probe::read_fd).collect();
+        send_with_fds(&theirs, b"READY=1\nSTATUS=two fds", &fds);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..d.len], b"READY=1\nSTATUS=two fds");
+        assert_eq!((d.fds, d.control_truncated), (2, false));
+        for p in &mut probes {
+            assert!(p.closed_everywhere(), "a passed descriptor is still open");
+        }
+
+        // As many descriptors as one datagram can carry (Linux SCM_MAX_FD).
+        let mut many = Probe::new();
+        let fds = vec![many.read_fd(); 253];
+        send_with_fds(&theirs, b"FDSTORE=1", &fds);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..d.len], d.fds), (&b"FDSTORE=1"[..], 253));
+        assert!(many.closed_everywhere());
+
+        // Larger than the buffer: cut, and said so.
+        send_with_fds(&theirs, &[b'A'; 6000], &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert!(d.truncated);
+        assert_eq!(d.len, buf.len());
+
+        // Nothing queued: EAGAIN, and the socket still works after all that.
+        let e = recv_notify(ours.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        send_with_fds(&theirs, b"WATCHDOG=1", &[]);
+        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..d.len], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn socket_paths_that_fit() {
+        let room = if cfg!(target_os = "macos") { 104 } else { 108 };
+        assert!(fits_sun_path(Path::new(&"a".repeat(room - 1))));
+        assert!(!fits_sun_path(Path::new(&"a".repeat(room))));
+    }
+
+    #[test]
+    fn executables_are_compared_after_resolving_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("supervisor");
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("bin-link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"").unwrap();
+        assert!(same_file_path(&link, &real));
+        assert!(same_file_path(&real, &real));
+        assert!(!same_file_path(&link, &other));
+        // A path that no longer exists is compared as written.
+        let gone = dir.path().join("gone");
+        assert!(same_file_path(&gone, &gone));
+        assert!(!same_file_path(&gone, &real));
+    }
+
+    #[test]
+    fn our_own_start_time_and_memory_are_known() {
+        let me = std::process::id() as i32;
+        assert!(process_start_time(me).is_some());
+        assert!(resident_bytes(me).is_some_and(|b| b > 0));
+        assert!(is_alive(me));
+        assert!(!is_alive(0));
+        assert!(boot_id().is_some_and(|b| !b.is_empty()));
+        assert!(somaxconn().is_some_and(|n| n > 0));
     }
 }
