@@ -62,15 +62,6 @@ pub enum Rejected {
     Io(io::Error),
 }
 
-impl Rejected {
-    pub fn sender(&self) -> Option<i32> {
-        match self {
-            Rejected::Oversized { sender, .. } => *sender,
-            Rejected::Io(_) => None,
-        }
-    }
-}
-
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

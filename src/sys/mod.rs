@@ -536,6 +536,9 @@ pub fn addresses_overlap(ours: IpAddr, ours_dual: bool, theirs: IpAddr, theirs_d
 }
 
 #[cfg(test)]
+mod process_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

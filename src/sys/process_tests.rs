@@ -1,18 +1,45 @@
-//! `supervisor::sys` against real processes: socket holders (whole machine
+//! `sys` against real processes: socket holders (whole machine
 //! and descendants, a subreaper's adopted orphan included), zombies and
 //! zombie groups, start times, command lines, memory, listeners and the
 //! port holder. Portable: on macOS the same checks go through sysctl and
 //! libproc, so a Mac CI run proves that side too.
 
-mod common;
-
-use common::{python, wait_until, DEADLINE};
+use super::{self as sys, Scope};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use supervisor::sys::{self, Scope};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The real python3 executable (not a pyenv shim script).
+fn python() -> &'static str {
+    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into())
+    })
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        if std::time::Instant::now() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    Ok(())
+}
 
 /// Kills and reaps a child this test started, however the test ends.
 struct Reaped(Child);
@@ -219,7 +246,11 @@ fn command_lines_memory_and_executables() {
     });
     assert!(cmd.is_some(), "{:?}", sys::process_command(child.pid()));
     assert!(!cmd.unwrap().contains('\n'));
-    assert!(sys::resident_bytes(child.pid()).is_some_and(|b| b > 1 << 20));
+    // Right after exec python has mapped little yet: wait for it.
+    let rss = poll(DEADLINE, || {
+        sys::resident_bytes(child.pid()).filter(|b| *b > 1 << 20)
+    });
+    assert!(rss.is_some(), "{:?}", sys::resident_bytes(child.pid()));
     assert!(sys::runs_same_executable(me()));
     assert!(!sys::runs_same_executable(child.pid()));
 }
