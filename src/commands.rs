@@ -137,6 +137,20 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         }
     }
     let mut warnings = Vec::new();
+    if let Some(cap) =
+        sys::somaxconn().filter(|cap| i64::from(cfg.listen.backlog) > i64::from(*cap))
+    {
+        warnings.push(format!(
+            "{file}: key `listen.backlog`: {} is above the system's cap of {cap} \
+             ({}); the kernel silently uses {cap}",
+            cfg.listen.backlog,
+            if cfg!(target_os = "macos") {
+                "kern.ipc.somaxconn"
+            } else {
+                "net.core.somaxconn"
+            }
+        ));
+    }
     let path = cfg
         .child
         .env
