@@ -45,6 +45,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -94,12 +96,13 @@ pub(crate) fn run(cfg: &Config, lines: u64, follow: bool, supervisor: bool) -> O
         false => None,
     };
     let mut out = Output::new(stdout.lock());
+    out.stop = waiter.as_ref().map(|w| w.stopped.clone());
     let result = show(&name, lines, scan, &mut out).and_then(|follower| match waiter {
         Some(mut waiter) => follow_until_stopped(follower, &mut out, &mut waiter),
         None => Ok(()),
     });
     match result {
-        Ok(()) => Ok(exit::OK),
+        Ok(()) | Err(Failure::Stopped) => Ok(exit::OK),
         // `supervisor logs | head -1`: the reader has what it wanted.
         Err(Failure::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::OK),
         Err(Failure::Write(e)) => Err(Fatal::failure(format!(
@@ -122,12 +125,14 @@ pub(crate) fn run(cfg: &Config, lines: u64, follow: bool, supervisor: bool) -> O
     }
 }
 
-/// Why printing stopped short: a log that cannot be read (exit 4) or a
-/// stdout that cannot be written (a reader gone away is exit 0).
+/// Why printing stopped short: a log that cannot be read (exit 4), a
+/// stdout that cannot be written (a reader gone away is exit 0), or SIGINT
+/// or SIGTERM with `-f` (exit 0).
 #[derive(Debug)]
 enum Failure {
     Read(PathBuf, io::Error),
     Write(io::Error),
+    Stopped,
 }
 
 /// "permission denied", rather than "Permission denied (os error 13)".
@@ -150,14 +155,28 @@ fn reason(e: &io::Error) -> String {
 struct Output<W: Write> {
     w: W,
     last: Option<u8>,
+    /// Set by SIGINT/SIGTERM with `-f`: with the handlers installed those
+    /// no longer kill us, so a long first print checks it block by block.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<W: Write> Output<W> {
     fn new(w: W) -> Self {
-        Output { w, last: None }
+        Output {
+            w,
+            last: None,
+            stop: None,
+        }
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            return Err(Failure::Stopped);
+        }
         if let Some(&last) = bytes.last() {
             self.w.write_all(bytes).map_err(Failure::Write)?;
             self.last = Some(last);
@@ -672,7 +691,10 @@ fn follow_until_stopped<W: Write>(
 /// written by signal-hook's handler) and, where it can be seen without
 /// writing, for a reader of stdout that went away.
 struct Waiter<'a> {
+    /// Readable after a signal: only wakes the wait.
     signals: UnixStream,
+    /// Set by the same signals: says to stop.
+    stopped: Arc<AtomicBool>,
     /// Stdout, when it is a pipe written through a write-only descriptor:
     /// there POLLIN never reports data (nothing can be read through it);
     /// Linux reports POLLERR and macOS end-of-file once the last reader
@@ -685,7 +707,10 @@ impl<'a> Waiter<'a> {
     fn new(stdout: BorrowedFd<'a>) -> io::Result<Waiter<'a>> {
         let (signals, wake) = UnixStream::pair()?;
         signals.set_nonblocking(true)?;
+        let stopped = Arc::new(AtomicBool::new(false));
         for sig in [libc::SIGINT, libc::SIGTERM] {
+            // The flag first: the pipe's byte may wake the wait at once.
+            signal_hook::flag::register(sig, stopped.clone())?;
             signal_hook::low_level::pipe::register(sig, wake.try_clone()?)?;
         }
         let fifo = fstat(stdout.as_raw_fd()).is_ok_and(|st| {
@@ -695,6 +720,7 @@ impl<'a> Waiter<'a> {
             .is_ok_and(|fl| OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE == OFlag::O_WRONLY);
         Ok(Waiter {
             signals,
+            stopped,
             stdout: (fifo && write_only).then_some(stdout),
         })
     }
@@ -708,15 +734,13 @@ impl<'a> Waiter<'a> {
         let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) => {}
-            // A signal: its byte is in the pipe for the next look.
-            Err(Errno::EINTR) => return false,
+            Err(Errno::EINTR) => return self.stopped.load(Ordering::Relaxed),
             Err(_) => {
                 // Cannot happen with valid descriptors; never spin.
                 std::thread::sleep(timeout);
                 return false;
             }
         }
-        let signalled = fds[0].revents().is_some_and(|r| !r.is_empty());
         let stdout = fds
             .get(1)
             .and_then(|f| f.revents())
@@ -728,7 +752,7 @@ impl<'a> Waiter<'a> {
         } else if !stdout.is_empty() {
             return true;
         }
-        signalled
+        self.stopped.load(Ordering::Relaxed)
     }
 }
 
@@ -1058,6 +1082,19 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(ticks(&mut f), b"x\ny\nz\n");
+    }
+
+    #[test]
+    fn a_signal_stops_a_long_first_print_between_blocks() {
+        let logs = Logs::new();
+        logs.write(0, b"a\nb\n");
+        let mut out = Output::new(Vec::new());
+        out.stop = Some(Arc::new(AtomicBool::new(true)));
+        assert!(matches!(
+            show(&logs.name(), 5, MIN_SCAN, &mut out),
+            Err(Failure::Stopped)
+        ));
+        assert_eq!(out.w, b"");
     }
 
     #[test]
