@@ -35,9 +35,10 @@
 //! Files are only ever opened read-only, so renames, deletions and
 //! truncation work as if nobody were reading; the only file kept open after
 //! it lost its name is the one still being read. SIGINT and SIGTERM end `-f`
-//! with exit 0 (through a self-pipe the wait polls), and so does a reader
-//! of stdout that went away: at the next write, or at once when stdout is a
-//! pipe (see [`Waiter`]).
+//! with exit 0 (signal-hook sets a flag that every block written checks, and
+//! wakes the wait through a self-pipe), and so does a reader of stdout that
+//! went away: at the next write, or at once when stdout is a pipe (see
+//! [`Waiter`]).
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
