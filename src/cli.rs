@@ -15,6 +15,8 @@ Exit codes:
   restart, reopen-logs
                 0 signal sent; 3 no supervisor running
   check-config  0 valid; 78 invalid
+  logs          0 printed (with -f: stopped by SIGINT/SIGTERM or a closed stdout);
+                4 the log cannot be read; 78 invalid configuration
   launchd, systemd
                 0 done; 1 failed, or install/uninstall without --dry-run off macOS;
                 2 a --label/--unit that is not [A-Za-z0-9._-]; 78 invalid configuration
@@ -62,6 +64,20 @@ pub enum Command {
     ReopenLogs,
     /// Validate the configuration and print it resolved.
     CheckConfig,
+    /// Print the last lines of child.log (or supervisor.log); -f keeps following.
+    #[command(after_help = LOGS_HELP)]
+    Logs {
+        /// Keep printing new lines, across size rotation, reopen-logs, logrotate
+        /// (create or copytruncate) and a deleted log, until SIGINT/SIGTERM.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines to print first (0: none, with -f only new lines).
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 50)]
+        lines: u64,
+        /// Read supervisor.log, the supervisor's own events, instead of child.log.
+        #[arg(long)]
+        supervisor: bool,
+    },
     /// Print a shell completion script (e.g. `supervisor completions zsh > _supervisor`).
     Completions {
         #[arg(value_enum)]
@@ -82,6 +98,20 @@ pub enum Command {
         action: SystemdAction,
     },
 }
+
+const LOGS_HELP: &str = "\
+The log is found through the config (log.dir), which must load. When the current
+file has fewer than N lines, the earlier ones come from the rotated files (NAME.1,
+NAME.2, ...), so -n 200 right after a rotation still shows 200 lines. Bytes are
+printed as they are in the file.
+
+-f works like `tail -F`: a renamed, replaced, truncated or deleted log is noticed
+(checked every 100-250 ms), the old file is read to its end before the new one,
+and nothing is ever held open in a way that stops rotation.
+
+Exit codes: 0 printed, or with -f stopped by SIGINT/SIGTERM or a closed stdout;
+4 the log cannot be read (no such file: has the supervisor run with this config?);
+78 invalid configuration.";
 
 const LAUNCHD_HELP: &str = "\
 The job runs `SUPERVISOR --config CONFIG run`, both paths absolute and resolved

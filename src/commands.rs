@@ -41,6 +41,11 @@ pub fn main(cli: Cli) -> i32 {
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::Logs {
+            follow,
+            lines,
+            supervisor,
+        } => load(&path).and_then(|cfg| crate::logs::tail::run(&cfg, lines, follow, supervisor)),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut script);

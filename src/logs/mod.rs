@@ -14,9 +14,13 @@
 //! most once a minute, and the count is written into the file once it works
 //! again. A slow disk blocks only the reader thread, which back-pressures the
 //! children through their pipes; memory stays bounded whatever they write.
+//!
+//! [`tail`] is the other side: `supervisor logs` reading these files, and
+//! following them across rotation.
 
 mod framer;
 mod reader;
+pub(crate) mod tail;
 
 pub(crate) use reader::Readers;
 
