@@ -127,6 +127,7 @@ impl Daemon {
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
             creds,
+            attrs: crate::attrs::Wanted::of(&cfg.child),
         };
         let me = std::process::id() as i32;
         let seen = Observed {

@@ -19,6 +19,12 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as imp;
 
+mod limits;
+pub use limits::{
+    may_raise_hard_limits, nice, nofile_ceiling, resident_bytes, rlimit, set_nice_after_fork,
+    set_rlimit_after_fork, set_umask_after_fork, umask, NofileCeiling, RawRlimit, Rlimit,
+};
+
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("supervisor runs on Linux and macOS only");
 
