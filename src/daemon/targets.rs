@@ -45,6 +45,15 @@ impl Targets {
         sys::is_alive(pid) && start_time.is_none_or(|t| sys::process_start_time(pid) == Some(t))
     }
 
+    /// The single processes that are still the ones recorded (their start
+    /// times match): what besides the group counts toward `max_memory`.
+    pub(crate) fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pids
+            .iter()
+            .filter(|(p, t)| Self::is_ours(*p, *t))
+            .map(|(p, _)| *p)
+    }
+
     /// Whether nothing of it is alive any more.
     pub(crate) fn gone(&self) -> bool {
         !self.group.is_some_and(sys::group_alive)
