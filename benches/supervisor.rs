@@ -127,7 +127,7 @@ Notes:
 - Peers' restart figures kill a child that has run 1.1 s: runsv and s6-supervise wait 1 s before restarting a younger child.
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
-- Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its two log threads); wake-ups are voluntary + nonvoluntary context switches of all their threads per second.
+- Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its two log threads); wake-ups are voluntary + nonvoluntary context switches of all their threads per second. The max_memory row is ours with max_memory = "1GiB" and max_memory_check = "1s" (never reached), measured beside the others: one wake-up per check is the target.
 - Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
 - Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).
 "#;
@@ -665,12 +665,21 @@ struct OurOpts {
     initial_backoff: &'static str,
     max_backoff: &'static str,
     reset_after: &'static str,
+    /// More `[child]` lines.
+    child_extra: &'static str,
 }
 
 const RESTART_FAST: OurOpts = OurOpts {
     initial_backoff: "1ms",
     max_backoff: "1s",
     reset_after: "100ms",
+    child_extra: "",
+};
+
+/// With a memory ceiling the child never reaches: one check a second.
+const MEMORY_CHECKED: OurOpts = OurOpts {
+    child_extra: "max_memory = \"1GiB\"\nmax_memory_check = \"1s\"\n",
+    ..RESTART_FAST
 };
 
 /// Start `kind` supervising `job` in a fresh temp dir.
@@ -688,10 +697,11 @@ fn start(kind: Kind, job: &Job, opts: &OurOpts, root: &Path) -> Svc {
             let argv: Vec<String> = job.argv(true, addr).iter().map(|s| q(s)).collect();
             let cfg = format!(
                 "[supervisor]\nstate_dir = \"run\"\n\n[listen]\naddress = \"{addr}\"\n\n\
-                 [child]\ncommand = [{}]\nstop_timeout = \"2s\"\nallow_root = true\n\n\
+                 [child]\ncommand = [{}]\nstop_timeout = \"2s\"\nallow_root = true\n{}\n\
                  [restart]\ninitial_backoff = \"{}\"\nmax_backoff = \"{}\"\nreset_after = \"{}\"\n\n\
                  [log]\ndir = \"logs\"\nmax_bytes = \"100GB\"\n",
                 argv.join(", "),
+                opts.child_extra,
                 opts.initial_backoff,
                 opts.max_backoff,
                 opts.reset_after
@@ -1191,13 +1201,16 @@ fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
     let mut wake: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut pss: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut anon: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
+    let mut checked_wake = Vec::new();
     for _ in 0..n.idle_runs {
         // All side by side: each has its own process, so they do not
-        // disturb each other's counts.
-        let svcs: Vec<Svc> = kinds
+        // disturb each other's counts. The last one is ours with
+        // max_memory set, which checks once a second.
+        let mut svcs: Vec<Svc> = kinds
             .iter()
             .map(|k| start(*k, &Job::Serve, &RESTART_FAST, &root))
             .collect();
+        svcs.push(start(Kind::Ours, &Job::Serve, &MEMORY_CHECKED, &root));
         for s in &svcs {
             if let Some(p) = serving(s.addr, 0, Duration::from_secs(20)) {
                 s.note(p);
@@ -1212,8 +1225,12 @@ fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         let t0 = Instant::now();
         thread::sleep(n.idle_window);
         let secs = t0.elapsed().as_secs_f64();
-        for ((s, ps), c0) in svcs.iter().zip(&pids).zip(c0) {
+        for (i, ((s, ps), c0)) in svcs.iter().zip(&pids).zip(c0).enumerate() {
             let c1: u64 = ps.iter().map(|p| ctxt(*p)).sum();
+            if i == kinds.len() {
+                checked_wake.push((c1 - c0) as f64 / secs);
+                continue;
+            }
             let kb: u64 = ps.iter().map(|p| status_kb(*p, "VmRSS:")).sum();
             rss.entry(s.kind).or_default().push(kb as f64 / 1024.0);
             let p: u64 = ps.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
@@ -1248,6 +1265,14 @@ fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         "—".into(),
         "0",
         w.as_ref().map(|s| s.median() == 0.0),
+    );
+    let cw = Stats::new(checked_wake);
+    table.add(
+        &format!("idle wake-ups/s with max_memory, checked every 1 s (over {window})"),
+        show(&cw, 2),
+        "—".into(),
+        "1 (one per check)",
+        cw.as_ref().map(|s| (0.8..=1.3).contains(&s.median())),
     );
     for k in kinds.iter().skip(1) {
         let note = match k {
@@ -1458,6 +1483,7 @@ fn crash_loop(n: &Counts, peers: &Peers, table: &mut Table) {
         initial_backoff: "20ms",
         max_backoff: "100ms",
         reset_after: "60s",
+        child_extra: "",
     };
     let kinds: Vec<Kind> = std::iter::once(Kind::Ours)
         .chain(peers.each(&[Kind::Supervisord, Kind::Runsv, Kind::S6]))
