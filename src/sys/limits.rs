@@ -227,7 +227,7 @@ mod imp {
                 0,
             )
         };
-        (r == 0 && n > 0).then(|| NofileCeiling {
+        (r == 0 && n > 0).then_some(NofileCeiling {
             max: n as u64,
             name: "kern.maxfilesperproc",
         })
