@@ -187,7 +187,7 @@ fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
 }
 
 /// `supervisor check-config`: every check `run` makes, then the resolved
-/// config on stdout.
+/// config on stdout, followed by the child's attributes here as comments.
 fn check_config(cfg: &Config) -> Outcome {
     let pre = preflight(cfg)?;
     for w in &pre.warnings {
