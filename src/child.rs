@@ -9,17 +9,26 @@
 //! returned from the closure, and std reports it from `spawn()`.
 //!
 //! After fork the child only: resets signal dispositions and the signal
-//! mask, asks to die with the supervisor (Linux), clears close-on-exec on
-//! fd 3, marks every descriptor from 4 up close-on-exec, writes the pid
-//! digits and execs. std has already put /dev/null on stdin, the log pipes
-//! on stdout and stderr, changed the directory and made the child a process
-//! group leader.
+//! mask; raises the hard limits `attrs` planned (root only) and sets its
+//! nice value while it may still lower it; drops privileges; asks to die
+//! with the supervisor (Linux); clears close-on-exec on fd 3, marks every
+//! descriptor from 4 up close-on-exec; sets its soft limits and umask;
+//! writes the pid digits and execs. std has already put /dev/null on stdin,
+//! the log pipes on stdout and stderr, changed the directory and made the
+//! child a process group leader.
+//!
+//! std hands only an errno from a failed `pre_exec` back to `spawn()`. So
+//! that the error can name the key that failed ("child.nice = -5:
+//! setpriority: Permission denied"), every step that can fail has a label
+//! made before fork, and the child writes the failing step's number into a
+//! close-on-exec pipe of ours before returning the errno.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -27,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::attrs::{self, Plan};
 use crate::listener::LISTEN_FD;
 use crate::sys;
 
@@ -51,6 +61,8 @@ pub(crate) struct Recipe {
     pub(crate) death_signal: i32,
     /// Drop to this user before exec.
     pub(crate) creds: Option<Creds>,
+    /// `child.umask`, `child.nice` and `[child.limits]`.
+    pub(crate) attrs: attrs::Wanted,
 }
 
 /// The variables of the socket-activation and notify protocols: whatever
@@ -234,7 +246,6 @@ fn why_not_started(e: &io::Error, program: &Path, cwd: &Path) -> String {
 
 /// The interpreter a script's `#!` line names, if it has one.
 fn interpreter(program: &Path) -> Option<PathBuf> {
-    use std::io::Read;
     let mut head = [0u8; 256];
     let n = File::open(program).ok()?.read(&mut head).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
@@ -272,8 +283,21 @@ struct ExecImage {
     env_ptrs: Vec<*const libc::c_char>,
     parent: libc::pid_t,
     death_signal: libc::c_int,
-    creds: Option<(libc::uid_t, libc::gid_t)>,
+    /// uid, gid, and the step's number.
+    creds: Option<(libc::uid_t, libc::gid_t, u8)>,
+    /// Hard limits raised while still privileged.
+    raise: Vec<(sys::RawRlimit, u8)>,
+    nice: Option<(libc::c_int, u8)>,
+    /// Soft limits, set after the privilege drop.
+    set: Vec<(sys::RawRlimit, u8)>,
+    umask: Option<libc::mode_t>,
+    /// Where the number of a failed step goes (-1: nowhere).
+    report: RawFd,
 }
+
+/// Steps after fork that can fail, besides those `attrs` plans.
+const STEP_PARENT: u8 = 0;
+const STEP_FD3: u8 = 1;
 
 // SAFETY: the pointers only point into the Vecs owned by the same value, and
 // the image is used by the one thread that forks (the closure std requires
@@ -283,7 +307,9 @@ unsafe impl Send for ExecImage {}
 unsafe impl Sync for ExecImage {}
 
 impl ExecImage {
-    fn new(program: &Path, recipe: &Recipe) -> io::Result<ExecImage> {
+    /// The image, and the words for each step that can fail after fork
+    /// (indexed by the step's number).
+    fn new(program: &Path, recipe: &Recipe, plan: &Plan) -> io::Result<(ExecImage, Vec<String>)> {
         let program = cstring(program.as_os_str().as_bytes())?;
         let argv: Vec<CString> = recipe
             .command
@@ -310,7 +336,48 @@ impl ExecImage {
             .map(|e| e.as_ptr())
             .chain([slot.as_ptr().cast(), std::ptr::null()])
             .collect();
-        Ok(ExecImage {
+
+        let mut labels = vec![
+            "the supervisor died while the child was starting".to_owned(),
+            format!("cannot hand over the listening socket (fd {LISTEN_FD})"),
+        ];
+        let mut label = |text: String| -> u8 {
+            labels.push(text);
+            // At most 4 + 2 × 8 steps: far below 256.
+            (labels.len() - 1) as u8
+        };
+        let creds = recipe.creds.as_ref().map(|c| {
+            let step = label(format!(
+                "child.user = {:?}: switching to uid {} and gid {} (setgroups, setgid, setuid)",
+                c.name, c.uid, c.gid
+            ));
+            (c.uid, c.gid, step)
+        });
+        let raise = plan
+            .limits
+            .iter()
+            .filter_map(|s| {
+                let raise = s.raise?;
+                Some((
+                    sys::RawRlimit::new(s.resource, raise),
+                    label(attrs::step_label(s, true)),
+                ))
+            })
+            .collect();
+        let nice = plan
+            .nice
+            .map(|n| (n, label(format!("child.nice = {n}: setpriority"))));
+        let set = plan
+            .limits
+            .iter()
+            .map(|s| {
+                (
+                    sys::RawRlimit::new(s.resource, s.set),
+                    label(attrs::step_label(s, false)),
+                )
+            })
+            .collect();
+        let image = ExecImage {
             program,
             _argv: argv,
             argv_ptrs,
@@ -319,8 +386,14 @@ impl ExecImage {
             env_ptrs,
             parent: nix::unistd::getpid().as_raw(),
             death_signal: recipe.death_signal,
-            creds: recipe.creds.as_ref().map(|c| (c.uid, c.gid)),
-        })
+            creds,
+            raise,
+            nice,
+            set,
+            umask: plan.umask.map(|m| m as libc::mode_t),
+            report: -1,
+        };
+        Ok((image, labels))
     }
 
     /// Write `pid`'s digits and a NUL after "LISTEN_PID=", without
@@ -346,7 +419,22 @@ impl ExecImage {
         unsafe { *slot.add(LISTEN_PID.len() + n) = 0 };
     }
 
+    /// After fork: `errno` as an error, with the failed step's number sent
+    /// to the parent first (no allocation: an OS error is a plain code).
+    ///
+    /// # Safety
+    /// Call only between fork and exec.
+    unsafe fn failed(&self, step: u8) -> io::Error {
+        let e = io::Error::last_os_error();
+        if self.report >= 0 {
+            libc::write(self.report, (&step as *const u8).cast(), 1);
+        }
+        e
+    }
+
     /// Runs in the forked child: only async-signal-safe calls, no allocation.
+    /// (`setrlimit`, `setpriority` and `setgroups` are not on POSIX's list,
+    /// but each is one system call that takes no lock.)
     ///
     /// # Safety
     /// Call only between fork and exec.
@@ -355,22 +443,51 @@ impl ExecImage {
         // mask stays set. Give the child what a fresh process has.
         sys::reset_signals_after_fork();
 
-        // Drop privileges first: changing credentials clears the parent-death
+        // While still privileged: raise the hard limits a soft limit needs
+        // (only root may), and set the nice value (lowering it needs
+        // privilege too, so `nice = -5` works for a dropped user). Soft
+        // limits wait until after the drop: a low `nproc` would make
+        // setuid fail.
+        for (l, step) in &self.raise {
+            if !sys::set_rlimit_after_fork(l) {
+                return Err(self.failed(*step));
+            }
+        }
+        if let Some((n, step)) = self.nice {
+            if !sys::set_nice_after_fork(n) {
+                return Err(self.failed(step));
+            }
+        }
+        // Drop privileges: changing credentials clears the parent-death
         // signal on Linux, so that is asked for afterwards. Supplementary
         // groups shrink to the user's primary group.
-        if let Some((uid, gid)) = self.creds {
+        if let Some((uid, gid, step)) = self.creds {
             if libc::setgroups(1, &gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(self.failed(step));
             }
         }
         if !sys::die_with_parent(self.death_signal, self.parent) {
-            return Err(io::Error::other("supervisor died during spawn"));
+            let e = io::Error::from_raw_os_error(libc::ESRCH);
+            if self.report >= 0 {
+                libc::write(self.report, (&STEP_PARENT as *const u8).cast(), 1);
+            }
+            return Err(e);
         }
         // fd 3 is our listening socket already; it only loses close-on-exec.
         if libc::fcntl(LISTEN_FD, libc::F_SETFD, 0) != 0 {
-            return Err(io::Error::last_os_error());
+            return Err(self.failed(STEP_FD3));
         }
+        // Before the soft limits: on macOS this walks descriptors up to the
+        // open-files limit, which `nofile` may be about to lower.
         sys::cloexec_from_after_fork(LISTEN_FD + 1);
+        for (l, step) in &self.set {
+            if !sys::set_rlimit_after_fork(l) {
+                return Err(self.failed(*step));
+            }
+        }
+        if let Some(mask) = self.umask {
+            sys::set_umask_after_fork(mask);
+        }
 
         self.write_pid(libc::getpid() as u32);
 
@@ -383,11 +500,40 @@ impl ExecImage {
     }
 }
 
+/// The plan for `recipe`'s attributes against this moment's limits: the
+/// same checks as `check-config`, again, since our own limits may have
+/// been changed from outside since.
+fn plan(recipe: &Recipe) -> io::Result<Plan> {
+    let refused = |text: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot start the child: {text}"),
+        )
+    };
+    let facts = match recipe.attrs.limits.is_empty() {
+        true => None,
+        false => Some(attrs::Facts::here().map_err(refused)?),
+    };
+    let facts = facts.unwrap_or_else(|| attrs::Facts {
+        current: BTreeMap::new(),
+        may_raise_hard: false,
+        nofile_ceiling: None,
+    });
+    attrs::plan(&recipe.attrs, &facts).map_err(|problems| {
+        let words: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.why))
+            .collect();
+        refused(words.join("; "))
+    })
+}
+
 /// Start one child with the listening socket (already at fd 3, blocking)
 /// and fresh pipes for its stdout and stderr.
 ///
 /// A failure says what is wrong with what: the folder (`child.cwd`), the
-/// program, or the interpreter its `#!` line names.
+/// program, the interpreter its `#!` line names, or the attribute (by its
+/// key) the system refused.
 pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
     let program_name = recipe
         .command
@@ -409,9 +555,19 @@ pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         .or_else(|| std::env::var_os("PATH"));
     let program = resolve_program(program_name, path.as_deref(), &recipe.cwd)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start the child: {e}")))?;
-    let image = ExecImage::new(&program, recipe)?;
+    let plan = plan(recipe)?;
+    start(recipe, &program, &plan)
+}
 
-    let mut cmd = Command::new(&program);
+/// fork, the steps of `plan`, exec.
+fn start(recipe: &Recipe, program: &Path, plan: &Plan) -> io::Result<Spawned> {
+    let (mut image, labels) = ExecImage::new(program, recipe, plan)?;
+    // Close-on-exec at both ends: after a successful exec only the parent
+    // holds them, and they are dropped unread.
+    let (mut report_rx, report_tx) = io::pipe()?;
+    image.report = report_tx.as_raw_fd();
+
+    let mut cmd = Command::new(program);
     cmd.current_dir(&recipe.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -419,12 +575,24 @@ pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         .process_group(0);
     // SAFETY: `exec` makes only async-signal-safe calls and allocates nothing.
     unsafe {
-        let mut image = image;
         cmd.pre_exec(move || image.exec());
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), why_not_started(&e, &program, &recipe.cwd)))?;
+    let spawned = cmd.spawn();
+    // std has reaped a child that failed before exec, so once our end is
+    // closed the pipe holds a step number or nothing: the read cannot block.
+    drop(report_tx);
+    let mut child = spawned.map_err(|e| {
+        let mut step = [0u8; 1];
+        let failed = match report_rx.read(&mut step) {
+            Ok(1) => labels.get(usize::from(step[0])),
+            _ => None,
+        };
+        let why = match failed {
+            Some(label) => format!("cannot start the child: {label}: {}", errno_words(&e)),
+            None => why_not_started(&e, program, &recipe.cwd),
+        };
+        io::Error::new(e.kind(), why)
+    })?;
     let pid = child.id() as i32;
     let stdout: OwnedFd = child
         .stdout
@@ -447,6 +615,15 @@ pub(crate) fn spawn(recipe: &Recipe) -> io::Result<Spawned> {
         stdout: File::from(stdout),
         stderr: File::from(stderr),
     })
+}
+
+/// "Permission denied": the system's words for an errno, without std's
+/// "(os error 13)".
+fn errno_words(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -495,6 +672,7 @@ mod tests {
             watchdog: None,
             death_signal: libc::SIGTERM,
             creds: None,
+            attrs: attrs::Wanted::default(),
         }
     }
 
@@ -575,7 +753,8 @@ mod tests {
 
     #[test]
     fn the_pid_slot() {
-        let mut image = ExecImage::new(Path::new("/bin/true"), &recipe()).unwrap();
+        let (mut image, _) =
+            ExecImage::new(Path::new("/bin/true"), &recipe(), &Plan::default()).unwrap();
         for (pid, want) in [(7u32, "7"), (4242, "4242"), (u32::MAX, "4294967295")] {
             image.write_pid(pid);
             let end = image.slot.iter().position(|b| *b == 0).unwrap();
@@ -641,5 +820,65 @@ mod tests {
                 assert!(why.contains(w), "{program}: {why:?} lacks {w:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_step_that_fails_after_fork_is_named() {
+        use crate::config::{Limit, Resource};
+        use crate::sys::Rlimit;
+        // A soft limit above the hard one: setrlimit refuses it (EINVAL)
+        // whoever runs the test.
+        let bad = Rlimit {
+            soft: Limit::Value(10),
+            hard: Limit::Value(5),
+        };
+        let step = attrs::LimitStep {
+            resource: Resource::Core,
+            inherited: bad,
+            raise: None,
+            set: bad,
+        };
+        let plan = Plan {
+            limits: vec![step],
+            ..Plan::default()
+        };
+        let e = start(&recipe(), Path::new("/bin/true"), &plan)
+            .map(|s| s.pid)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "cannot start the child: child.limits.core = 10: setrlimit: Invalid argument"
+        );
+        // The labels: each step that can fail has its own.
+        let mut r = recipe();
+        r.creds = Some(Creds {
+            name: "app".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/app".into(),
+        });
+        let plan = Plan {
+            limits: vec![attrs::LimitStep {
+                raise: Some(bad),
+                ..step
+            }],
+            nice: Some(-5),
+            umask: Some(0o027),
+        };
+        let (image, labels) = ExecImage::new(Path::new("/bin/true"), &r, &plan).unwrap();
+        let named = |n: u8| labels[usize::from(n)].as_str();
+        assert_eq!(
+            named(image.creds.unwrap().2),
+            "child.user = \"app\": switching to uid 1000 and gid 1000 (setgroups, setgid, setuid)"
+        );
+        assert_eq!(
+            named(image.raise[0].1),
+            "child.limits.core = 10: setrlimit (raising the hard limit, as root)"
+        );
+        assert_eq!(named(image.nice.unwrap().1), "child.nice = -5: setpriority");
+        assert_eq!(named(image.set[0].1), "child.limits.core = 10: setrlimit");
+        assert_eq!(image.umask, Some(0o027));
+        assert!(named(STEP_FD3).contains("fd 3"));
     }
 }

@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, SigHandler, Signal};
 use nix::unistd::Pid;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
+use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, StateLocation};
@@ -113,6 +114,9 @@ struct Preflight {
     creds: Option<Creds>,
     /// Whether the state dir exists already (else `run` creates it).
     state_dir_exists: bool,
+    /// What the child's umask, nice and limits will be, and the facts
+    /// that decided it (for `check-config`'s report).
+    attributes: (attrs::Plan, attrs::Facts),
     /// Things that may work by the time the child starts, said on stderr.
     warnings: Vec<String>,
 }
@@ -126,6 +130,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     // Hostile folders are refused before anything is created or locked.
     let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
     lock::check_dir("log dir", &cfg.log.dir)?;
+    let attributes = attributes(cfg)?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -172,18 +177,49 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     Ok(Preflight {
         creds,
         state_dir_exists,
+        attributes,
         warnings,
     })
 }
 
+/// The child's umask, nice and `[child.limits]` against this system: a
+/// limit it would refuse (above the hard limit without root, beyond the
+/// most open files allowed, "unlimited" open files) is a 78 naming the key.
+fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
+    let file = cfg.path.display();
+    let facts =
+        attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
+    let plan = attrs::plan(&attrs::Wanted::of(&cfg.child), &facts).map_err(|refused| {
+        let lines: Vec<String> = refused
+            .iter()
+            .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
+            .collect();
+        match lines.as_slice() {
+            [one] => Fatal::config(format!("{one}; nothing started")),
+            _ => Fatal::config(format!(
+                "this system refuses these limits; nothing started:\n{}",
+                lines.join("\n")
+            )),
+        }
+    })?;
+    Ok((plan, facts))
+}
+
 /// `supervisor check-config`: every check `run` makes, then the resolved
-/// config on stdout.
+/// config on stdout, followed by the child's attributes here as comments.
 fn check_config(cfg: &Config) -> Outcome {
     let pre = preflight(cfg)?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
     crate::out!("{}", cfg.to_toml());
+    // Still single-threaded here, as reading the umask needs.
+    let inherited = attrs::Inherited {
+        umask: sys::umask(),
+        nice: sys::nice(),
+    };
+    let (plan, facts) = &pre.attributes;
+    crate::out!("{}", attrs::report(plan, facts, inherited));
     Ok(exit::OK)
 }
 

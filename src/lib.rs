@@ -5,11 +5,12 @@
 //! code or one `exit::Fatal` error. `run` loads the [`config`], makes the
 //! same checks `check-config` makes, takes the instance lock (`lock`),
 //! opens the `logs`, then gives everything to the one async driver in
-//! `daemon`. The driver binds the `listener` (fd 3), starts the `child` and
-//! feeds every signal, child exit and timer as an event to the pure restart
-//! `policy`, carrying out the actions it returns and recording each
-//! transition in `state.json` (`state`); with `[health]` it also listens on
-//! the notify socket and runs HTTP probes (`health`). The other subcommands
+//! `daemon`. The driver binds the `listener` (fd 3), starts the `child`
+//! (with the umask, nice and resource limits `attrs` plans) and feeds every
+//! signal, child exit and timer as an event to the pure restart `policy`,
+//! carrying out the actions it returns and recording each transition in
+//! `state.json` (`state`); with `[health]` it also listens on the notify
+//! socket and runs HTTP probes (`health`). The other subcommands
 //! find the running supervisor without taking its lock
 //! (`lock::find_supervisor`), show its record (`status`) and talk to it
 //! through signals; `launchd` and `systemd` write the job files that
@@ -40,6 +41,7 @@ macro_rules! out {
 }
 
 mod alerts;
+mod attrs;
 mod child;
 mod cli;
 mod commands;

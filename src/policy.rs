@@ -139,7 +139,6 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // RivalsFound and TooBig: the driver sends them from the next commits.
 pub(crate) enum Event {
     /// The lock is held and the driver is ready.
     Start,
@@ -613,10 +612,13 @@ impl Machine {
             }
             // Already stopping (for a restart, or killed): exit once done.
             Phase::Stopping { .. } => vec![],
-            _ => {
-                self.phase = Phase::Exited;
-                vec![Action::Exit]
+            // No child: whatever still holds our socket (a daemon a child
+            // left, found only now) is stopped before we exit; the driver
+            // says `OthersGone` at once when there is nothing.
+            Phase::Starting | Phase::WaitingForPort { .. } | Phase::Backoff { .. } => {
+                self.stop_others(None, now, now)
             }
+            Phase::Exited => vec![],
         }
     }
 
@@ -1146,7 +1148,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_without_a_child_exits_at_once() {
+    fn stop_without_a_child_exits_once_nothing_holds_the_socket() {
         let t0 = Instant::now();
         // (how to get there, phase name before the stop)
         let mut backoff = running(t0);
@@ -1156,7 +1158,13 @@ mod tests {
         waiting.step(Event::BindFailed, t0);
         for (mut m, name) in [(backoff, "backoff"), (waiting, "waiting-for-port")] {
             assert_eq!(m.phase().name(), name);
-            assert_eq!(m.step(Event::Stop, t0), vec![Action::Exit], "{name}");
+            // Anything still holding the socket is stopped first.
+            assert_eq!(
+                m.step(Event::Stop, t0),
+                vec![Action::Signal { kill: false }],
+                "{name}"
+            );
+            assert_eq!(m.step(Event::OthersGone, t0), vec![Action::Exit], "{name}");
             assert_eq!(m.phase(), Phase::Exited);
             assert_eq!(m.step(Event::Tick, t0 + ms(100_000)), vec![]);
         }

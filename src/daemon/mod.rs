@@ -5,17 +5,20 @@
 //! out the [`Action`]s it returns. Everything waits in one `select!`: the
 //! signal stream (SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGCHLD), the
 //! machine's single deadline, the notify socket and the HTTP probe (with
-//! `[health]`), a refused state write's retry, and, only while something
-//! other than our own child is being stopped, a short poll for it to vanish.
+//! `[health]`), a refused state write's retry, the `max_memory` check (only
+//! when it is set), and, only while something other than our own child is
+//! being stopped, a short poll for it to vanish.
 //! With a healthy child nothing is armed, so the supervisor makes no
 //! wake-ups.
 //!
 //! The rooms: [`signals`] (the signal stream), [`record`] (what
 //! `state.json` says and writing it), [`probes`] (HTTP probe timing),
+//! [`memory`] (`max_memory` sampling),
 //! [`orphan`] (an earlier supervisor's leftovers), [`targets`] (what stop
 //! signals go to); this file is the loop and the narration of what the
 //! machine decided.
 
+pub(crate) mod memory;
 pub(crate) mod orphan;
 pub(crate) mod probes;
 pub(crate) mod record;
@@ -81,6 +84,8 @@ pub(crate) struct Daemon {
     /// Where a `notify` child reports READY=1, STATUS= and WATCHDOG=1.
     notify: Option<NotifySocket>,
     probes: probes::Probes,
+    /// When the child's memory is checked next (`max_memory`).
+    memory: memory::Sampler,
     /// `$NOTIFY_SOCKET` of the service manager that started us, if any.
     manager: Option<String>,
     /// A message for it, sent after the state is written.
@@ -131,6 +136,7 @@ enum Wake {
     ProbeDone(Result<u16, String>),
     ProbeDue,
     StateRetry,
+    MemoryCheck,
 }
 
 impl Daemon {
@@ -165,6 +171,7 @@ impl Daemon {
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
             creds,
+            attrs: crate::attrs::Wanted::of(&cfg.child),
         };
         let me = std::process::id() as i32;
         let seen = Observed {
@@ -208,6 +215,7 @@ impl Daemon {
             },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
+            memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
             // Captured once: the child never inherits our manager's socket.
             manager: std::env::var("NOTIFY_SOCKET")
                 .ok()
@@ -244,6 +252,11 @@ impl Daemon {
             let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. });
             let probe_due = self.probes.due();
             let state_retry = self.state.retry_at();
+            let running = match self.machine.phase() {
+                Phase::Running { pid, .. } => Some(pid),
+                _ => None,
+            };
+            let memory_due = self.memory.due(running, Instant::now());
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
@@ -252,6 +265,7 @@ impl Daemon {
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
+                _ = sleep_until(memory_due), if memory_due.is_some() => Wake::MemoryCheck,
             };
             match wake {
                 Wake::Signal(Some(sig)) => self.on_signal(sig),
@@ -260,6 +274,10 @@ impl Daemon {
                 }
                 Wake::Tick => self.feed(Event::Tick),
                 Wake::OthersPoll => {
+                    // Those being stopped may have forked a new holder of
+                    // our socket meanwhile (a daemon's second fork).
+                    let rivals = self.rivals();
+                    self.targets.add(&rivals);
                     if self.targets.gone() {
                         poll = Duration::from_millis(2);
                         self.feed(Event::OthersGone);
@@ -273,6 +291,7 @@ impl Daemon {
                 Wake::ProbeDone(result) => self.on_probe(result),
                 Wake::ProbeDue => self.probes.start(),
                 Wake::StateRetry => self.write_state(),
+                Wake::MemoryCheck => self.check_memory(),
             }
         }
         health::tell_manager(self.manager.as_deref(), "STOPPING=1");
@@ -455,7 +474,16 @@ impl Daemon {
                 } else {
                     self.cfg.child.stop_signal
                 };
+                // Whatever holds our socket outside the child's group goes
+                // with it: after a stop, nothing that served is alive.
+                let rivals = self.rivals();
+                self.targets.add(&rivals);
                 self.targets.signal(sig);
+                if let Phase::Stopping { leader: None, .. } = self.machine.phase() {
+                    if self.targets.gone() {
+                        return Some(Event::OthersGone);
+                    }
+                }
                 None
             }
             Action::Note(note) => {
@@ -514,6 +542,13 @@ impl Daemon {
             }
             Note::StoppingRivals => {
                 warn!("other processes hold our listening socket; stopping them before a child starts");
+            }
+            Note::Unhealthy {
+                pid,
+                why: Failure::Memory(bytes),
+            } => {
+                // Issue 13: the `memory` alert goes out here, with this line.
+                warn!("{}", memory::narration(pid, bytes, self.memory.max()));
             }
             Note::Unhealthy { pid, why } => {
                 let h = &self.cfg.health;

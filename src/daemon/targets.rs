@@ -2,7 +2,9 @@
 //! itself when it has left that group, and single processes (leftovers of
 //! an earlier supervisor, rivals holding our socket). Every pid is kept
 //! with its start time and signalled only while both still match, so a
-//! reused pid is never hit.
+//! reused pid is never hit. Each member gets each signal once: processes
+//! found while a stop is under way (a daemon's intermediate forked the
+//! grandchild we are now told about) get the signal the others got.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
@@ -11,28 +13,42 @@ use tracing::{info, warn};
 
 use crate::sys;
 
+/// One process stopped by its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Single {
+    pid: i32,
+    start_time: Option<u64>,
+    sent: Option<Signal>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Targets {
-    /// A process group to signal as a whole.
-    group: Option<i32>,
-    /// Single processes: (pid, start time when known).
-    pids: Vec<(i32, Option<u64>)>,
+    /// A process group to signal as a whole, and what it got last.
+    group: Option<(i32, Option<Signal>)>,
+    pids: Vec<Single>,
+    /// The signal of the stop under way, for members found later.
+    level: Option<Signal>,
 }
 
 impl Targets {
     /// A child and its process group (it is the group's leader).
     pub(crate) fn child(pid: i32, start_time: Option<u64>) -> Targets {
         Targets {
-            group: Some(pid),
-            pids: vec![(pid, start_time)],
+            group: Some((pid, None)),
+            pids: vec![Single {
+                pid,
+                start_time,
+                sent: None,
+            }],
+            level: None,
         }
     }
 
     /// Only a process group (its leader is gone).
     pub(crate) fn group(pgid: i32) -> Targets {
         Targets {
-            group: Some(pgid),
-            pids: Vec::new(),
+            group: Some((pgid, None)),
+            ..Targets::default()
         }
     }
 
@@ -44,52 +60,79 @@ impl Targets {
         t
     }
 
-    /// Add single processes to what is being stopped.
+    /// Add single processes to what is being stopped; while a stop is under
+    /// way they get its signal at once.
     pub(crate) fn add(&mut self, pids: &[i32]) {
+        let mut new = false;
         for &pid in pids {
-            if !self.pids.iter().any(|(p, _)| *p == pid) {
-                self.pids.push((pid, sys::process_start_time(pid)));
+            if !self.pids.iter().any(|s| s.pid == pid) {
+                self.pids.push(Single {
+                    pid,
+                    start_time: sys::process_start_time(pid),
+                    sent: None,
+                });
+                new = true;
             }
+        }
+        if let (true, Some(level)) = (new, self.level) {
+            self.signal(level);
         }
     }
 
     /// Forget a process that was reaped.
     pub(crate) fn forget(&mut self, pid: i32) {
-        self.pids.retain(|(p, _)| *p != pid);
+        self.pids.retain(|s| s.pid != pid);
     }
 
     fn is_ours(pid: i32, start_time: Option<u64>) -> bool {
         sys::is_alive(pid) && start_time.is_none_or(|t| sys::process_start_time(pid) == Some(t))
     }
 
+    /// The single processes that are still the ones recorded (their start
+    /// times match): what besides the group counts toward `max_memory`.
+    pub(crate) fn singles(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pids
+            .iter()
+            .filter(|s| Self::is_ours(s.pid, s.start_time))
+            .map(|s| s.pid)
+    }
+
     /// Whether nothing of it is alive any more.
     pub(crate) fn gone(&self) -> bool {
-        !self.group.is_some_and(sys::group_alive)
-            && !self.pids.iter().any(|(p, t)| Self::is_ours(*p, *t))
+        !self.group.is_some_and(|(g, _)| sys::group_alive(g))
+            && !self.pids.iter().any(|s| Self::is_ours(s.pid, s.start_time))
     }
 
     /// Send `sig` to the group, and to every single process that is not
     /// (or no longer) in it: a child that moved to another process group
-    /// is stopped by its pid.
-    pub(crate) fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.group {
-            match killpg(Pid::from_raw(pgid), sig) {
-                Ok(()) => info!("sent {} to process group {pgid}", sig.as_str()),
-                Err(Errno::ESRCH) => {}
-                Err(e) => warn!("cannot send {} to process group {pgid}: {e}", sig.as_str()),
+    /// is stopped by its pid. Each gets `sig` once.
+    pub(crate) fn signal(&mut self, sig: Signal) {
+        self.level = Some(sig);
+        if let Some((pgid, sent)) = self.group.as_mut() {
+            if *sent != Some(sig) {
+                *sent = Some(sig);
+                match killpg(Pid::from_raw(*pgid), sig) {
+                    Ok(()) => info!("sent {} to process group {pgid}", sig.as_str()),
+                    Err(Errno::ESRCH) => {}
+                    Err(e) => warn!("cannot send {} to process group {pgid}: {e}", sig.as_str()),
+                }
             }
         }
-        for &(pid, start) in &self.pids {
-            let in_group = self.group.is_some()
-                && nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok()
-                    == self.group.map(Pid::from_raw);
-            if in_group || !Self::is_ours(pid, start) {
+        let group = self.group.map(|(g, _)| Pid::from_raw(g));
+        for s in &mut self.pids {
+            if s.sent == Some(sig) {
                 continue;
             }
-            match kill(Pid::from_raw(pid), sig) {
-                Ok(()) => info!("sent {} to process {pid}", sig.as_str()),
+            s.sent = Some(sig);
+            let in_group =
+                group.is_some() && nix::unistd::getpgid(Some(Pid::from_raw(s.pid))).ok() == group;
+            if in_group || !Self::is_ours(s.pid, s.start_time) {
+                continue;
+            }
+            match kill(Pid::from_raw(s.pid), sig) {
+                Ok(()) => info!("sent {} to process {}", sig.as_str(), s.pid),
                 Err(Errno::ESRCH) => {}
-                Err(e) => warn!("cannot send {} to process {pid}: {e}", sig.as_str()),
+                Err(e) => warn!("cannot send {} to process {}: {e}", sig.as_str(), s.pid),
             }
         }
     }

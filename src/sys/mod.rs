@@ -25,8 +25,13 @@ use macos as imp;
 
 #[cfg(any(target_os = "macos", test))]
 mod darwin;
+mod limits;
 #[cfg(any(target_os = "linux", test))]
 mod procnet;
+pub use limits::{
+    may_raise_hard_limits, nice, nofile_ceiling, rlimit, set_nice_after_fork,
+    set_rlimit_after_fork, set_umask_after_fork, umask, NofileCeiling, RawRlimit, Rlimit,
+};
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("supervisor runs on Linux and macOS only");

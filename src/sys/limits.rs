@@ -1,0 +1,258 @@
+//! Resource limits, nice, umask and resident memory: the platform facts
+//! behind `[child.limits]`, `child.nice`, `child.umask` and
+//! `child.max_memory`.
+//!
+//! Both systems have `getrlimit`/`setrlimit`, `setpriority` and `umask`;
+//! they differ in the type of a resource's number, in the most open files
+//! a process may be allowed (Linux: `/proc/sys/fs/nr_open` caps the hard
+//! limit; macOS: XNU refuses a soft limit above `kern.maxfilesperproc`
+//! with EINVAL, `RLIM_INFINITY` included) and in how resident memory is
+//! read (Linux: `/proc/PID/statm`; macOS: `proc_pidinfo(PROC_PIDTASKINFO)`).
+//! The functions ending in `_after_fork` make one system call each and
+//! allocate nothing, for the `pre_exec` closure.
+
+use std::io;
+
+use crate::config::{Limit, Resource};
+
+/// The type of a resource's number in `getrlimit`/`setrlimit`.
+#[cfg(target_os = "linux")]
+type Which = libc::__rlimit_resource_t;
+#[cfg(target_os = "macos")]
+type Which = libc::c_int;
+
+fn which(r: Resource) -> Which {
+    match r {
+        Resource::Core => libc::RLIMIT_CORE,
+        Resource::Cpu => libc::RLIMIT_CPU,
+        Resource::Data => libc::RLIMIT_DATA,
+        Resource::Fsize => libc::RLIMIT_FSIZE,
+        Resource::Memlock => libc::RLIMIT_MEMLOCK,
+        Resource::Nofile => libc::RLIMIT_NOFILE,
+        Resource::Nproc => libc::RLIMIT_NPROC,
+        Resource::Stack => libc::RLIMIT_STACK,
+    }
+}
+
+/// A resource's soft and hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub soft: Limit,
+    pub hard: Limit,
+}
+
+// rlim_t is u64 on every 64-bit Linux and macOS target, the ones we build.
+fn from_raw(v: libc::rlim_t) -> Limit {
+    if v == libc::RLIM_INFINITY {
+        Limit::Unlimited
+    } else {
+        Limit::Value(v)
+    }
+}
+
+fn to_raw(l: Limit) -> libc::rlim_t {
+    match l {
+        Limit::Unlimited => libc::RLIM_INFINITY,
+        // Linux's RLIM_INFINITY is u64::MAX, macOS's i64::MAX: anything
+        // from there up means no limit.
+        #[allow(clippy::unnecessary_min_or_max)]
+        Limit::Value(n) => n.min(libc::RLIM_INFINITY),
+    }
+}
+
+/// This process's limits for `r` (which a child inherits at fork).
+pub fn rlimit(r: Resource) -> io::Result<Rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a valid, owned struct.
+    if unsafe { libc::getrlimit(which(r), &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Rlimit {
+        soft: from_raw(lim.rlim_cur),
+        hard: from_raw(lim.rlim_max),
+    })
+}
+
+/// A `setrlimit` call prepared before fork.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRlimit {
+    which: Which,
+    lim: libc::rlimit,
+}
+
+impl RawRlimit {
+    pub fn new(r: Resource, lim: Rlimit) -> RawRlimit {
+        RawRlimit {
+            which: which(r),
+            lim: libc::rlimit {
+                rlim_cur: to_raw(lim.soft),
+                rlim_max: to_raw(lim.hard),
+            },
+        }
+    }
+}
+
+/// After fork: `setrlimit`; false (errno set) if refused.
+///
+/// # Safety
+/// One system call, no allocation; meant for a `pre_exec` closure.
+pub unsafe fn set_rlimit_after_fork(l: &RawRlimit) -> bool {
+    libc::setrlimit(l.which, &l.lim) == 0
+}
+
+/// After fork: this process's nice value; false (errno set) if refused
+/// (lowering it needs privilege).
+///
+/// # Safety
+/// One system call, no allocation; meant for a `pre_exec` closure.
+pub unsafe fn set_nice_after_fork(nice: libc::c_int) -> bool {
+    libc::setpriority(libc::PRIO_PROCESS, 0, nice) == 0
+}
+
+/// After fork: this process's umask (it cannot fail).
+///
+/// # Safety
+/// One system call; meant for a `pre_exec` closure.
+pub unsafe fn set_umask_after_fork(mask: libc::mode_t) {
+    libc::umask(mask);
+}
+
+/// This process's nice value, which a child inherits.
+pub fn nice() -> Option<i32> {
+    // getpriority may rightly return -1: only errno tells an error.
+    nix::errno::Errno::clear();
+    // SAFETY: a plain query of our own priority.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    (n != -1 || nix::errno::Errno::last_raw() == 0).then_some(n)
+}
+
+/// This process's umask, which a child inherits. There is no call that
+/// only reads it: it is set and put back, so this is for single-threaded
+/// moments only (`check-config`, before any thread starts).
+pub fn umask() -> u32 {
+    // SAFETY: umask cannot fail; the old mask is restored at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        #[allow(clippy::useless_conversion)] // mode_t is u16 on macOS
+        u32::from(old)
+    }
+}
+
+/// The most open files any process may be allowed here, and the name of
+/// the setting that says so: above it `setrlimit(RLIMIT_NOFILE)` fails even
+/// for root, and "unlimited" is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NofileCeiling {
+    pub max: u64,
+    pub name: &'static str,
+}
+
+/// Whether this process may raise a hard limit: root on macOS; on Linux
+/// whoever has CAP_SYS_RESOURCE in its effective set (root in a container
+/// often has not).
+pub fn may_raise_hard_limits() -> bool {
+    imp::may_raise_hard_limits()
+}
+
+/// [`NofileCeiling`] of this system, when it can be read.
+pub fn nofile_ceiling() -> Option<NofileCeiling> {
+    imp::nofile_ceiling()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::NofileCeiling;
+
+    /// From <linux/capability.h>.
+    const CAP_SYS_RESOURCE: u32 = 24;
+
+    pub fn may_raise_hard_limits() -> bool {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return nix::unistd::Uid::effective().is_root();
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+    }
+
+    pub fn nofile_ceiling() -> Option<NofileCeiling> {
+        let text = std::fs::read_to_string("/proc/sys/fs/nr_open").ok()?;
+        Some(NofileCeiling {
+            max: text.trim().parse().ok()?,
+            name: "fs.nr_open",
+        })
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod imp {
+    use super::NofileCeiling;
+    use std::mem;
+
+    pub fn may_raise_hard_limits() -> bool {
+        nix::unistd::Uid::effective().is_root()
+    }
+
+    pub fn nofile_ceiling() -> Option<NofileCeiling> {
+        let mut n: libc::c_int = 0;
+        let mut size = mem::size_of::<libc::c_int>();
+        // SAFETY: sysctlbyname writes at most `size` bytes into `n`.
+        let r = unsafe {
+            libc::sysctlbyname(
+                c"kern.maxfilesperproc".as_ptr(),
+                &mut n as *mut libc::c_int as *mut libc::c_void,
+                &mut size,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        (r == 0 && n > 0).then_some(NofileCeiling {
+            max: n as u64,
+            name: "kern.maxfilesperproc",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_convert_both_ways() {
+        let table = [
+            Limit::Unlimited,
+            Limit::Value(0),
+            Limit::Value(8192),
+            Limit::Value(1 << 40),
+        ];
+        for l in table {
+            assert_eq!(from_raw(to_raw(l)), l, "{l:?}");
+        }
+        // Beyond what the type holds is no limit.
+        assert_eq!(from_raw(to_raw(Limit::Value(u64::MAX))), Limit::Unlimited);
+    }
+
+    #[test]
+    fn our_own_facts_are_readable() {
+        for r in Resource::ALL {
+            let l = rlimit(r).unwrap();
+            assert!(
+                matches!((l.soft, l.hard), (_, Limit::Unlimited))
+                    || matches!((l.soft, l.hard), (Limit::Value(s), Limit::Value(h)) if s <= h),
+                "{r:?}: {l:?}"
+            );
+        }
+        assert!(nice().is_some());
+        assert!(umask() <= 0o777);
+        let me = std::process::id() as i32;
+        assert!(crate::sys::resident_bytes(me).is_some_and(|b| b > 0));
+        assert_eq!(crate::sys::resident_bytes(-1), None);
+        assert!(nofile_ceiling().is_some_and(|c| c.max > 0));
+    }
+}
