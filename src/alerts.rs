@@ -97,11 +97,6 @@ impl Alerts {
         }
     }
 
-    /// When each kind last went out (to persist across restarts).
-    pub(crate) fn sent(&self) -> &BTreeMap<AlertEvent, Instant> {
-        &self.sent
-    }
-
     /// An alert could not even be queued: count it with its kind.
     pub(crate) fn dropped(&mut self, event: AlertEvent) {
         *self.held.entry(event).or_default() += 1;
@@ -256,7 +251,8 @@ mod tests {
         let t0 = Instant::now();
         let mut a = alerts();
         // (ms, what, alerts sent)
-        let table: [(u64, Seen, &[(AlertEvent, u32)]); 7] = [
+        type Case<'a> = (u64, Seen, &'a [(AlertEvent, u32)]);
+        let table: [Case; 7] = [
             (0, DIED(1), &[]),
             (100, DIED(2), &[]),
             (300, DIED(3), &[(AlertEvent::CrashLoop, 0)]),

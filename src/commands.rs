@@ -174,6 +174,22 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
             ));
         }
     }
+    if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
+        // Run from wherever the supervisor runs: a path relative to that
+        // would mean something else under launchd.
+        if program.contains('/') && !Path::new(program).is_absolute() {
+            return Err(Fatal::config(format!(
+                "{file}: key `alerts.command`: {program:?} must be an absolute path or a name \
+                 found on PATH; nothing started"
+            )));
+        }
+        let ours = std::env::var_os("PATH");
+        if let Err(e) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
+            warnings.push(format!(
+                "{file}: key `alerts.command`: {e}; alerts cannot be sent until it is there"
+            ));
+        }
+    }
     Ok(Preflight {
         creds,
         state_dir_exists,

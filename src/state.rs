@@ -12,6 +12,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,10 +34,27 @@ pub struct Record {
     pub port_holder: Option<PortHolder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_error: Option<String>,
+    /// With `[alerts]`: the last alert and how its command ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+}
+
+/// `alerts` in the record (null fields before the first alert).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertsInfo {
+    pub last_event: Option<String>,
+    pub last_at: Option<String>,
+    /// How the command ended ("exited with code 0", "killed after the 30s
+    /// timeout", "could not start: ..."); null while it runs.
+    pub last_result: Option<String>,
+    /// When each kind of alert last went out: a supervisor started after
+    /// this one keeps to `min_interval` across the restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sent: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +149,7 @@ impl Record {
             next_restart_at: None,
             port_holder: None,
             bind_error: None,
+            alerts: None,
             error: None,
             updated_at: None,
         }
@@ -279,6 +299,7 @@ mod tests {
             next_restart_at: None,
             port_holder: None,
             bind_error: None,
+            alerts: None,
             error: None,
             updated_at: None,
         }

@@ -208,6 +208,15 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             crate::text::human(std::time::Duration::from_millis(ms))
         );
     }
+    if let Some(a) = &rec.alerts {
+        if let (Some(event), Some(at)) = (&a.last_event, &a.last_at) {
+            let when = ago(at, now)
+                .map(|d| format!(", {d} ago"))
+                .unwrap_or_default();
+            let how = a.last_result.as_deref().unwrap_or("its command is running");
+            out += &format!("last alert:   {event}{when} ({how})\n");
+        }
+    }
     if let Some(h) = &rec.port_holder {
         out += &format!("port holder:  pid {} {}\n", h.pid, h.command);
     } else if let Some(e) = &rec.bind_error {

@@ -239,8 +239,7 @@ fn check_config_refuses_everything_run_refuses() {
     fs::write(
         &bad,
         env.config_text
-            .replace("command = [", "command = [\"/nonexistent/app\", ")
-            .replacen(", \"", ", \"", 1),
+            .replace("command = [", "command = [\"/nonexistent/app\", "),
     )
     .unwrap();
     let out = env.cli_with(&bad, &["check-config"], DEADLINE);

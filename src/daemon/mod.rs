@@ -18,14 +18,18 @@
 //! signals go to); this file is the loop and the narration of what the
 //! machine decided.
 
+mod alerting;
+mod hooks;
+mod launch;
 pub(crate) mod memory;
+mod narrate;
 pub(crate) mod orphan;
 pub(crate) mod probes;
+mod readiness;
 pub(crate) mod record;
 pub(crate) mod signals;
 pub(crate) mod targets;
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,21 +39,18 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_tokio::Signals;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::child::{self, Recipe};
 use crate::config::Config;
 use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
-use crate::listener::{describe_bind_error, Listener};
+use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogSink, Readers, Stream};
-use crate::policy::{
-    Action, Event, ExitKind, Failure, HealthPolicy, Machine, Next, Note, Phase, Settings,
-};
+use crate::logs::{LogSink, Readers};
+use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
-use crate::text::{describe_exit, human};
 use record::{Group, Me, Observed, StateFile};
 use targets::Targets;
 
@@ -91,40 +92,12 @@ pub(crate) struct Daemon {
     /// A message for it, sent after the state is written.
     tell_manager: Option<String>,
     /// Complaints about notify datagrams, at most one line a minute.
-    quiet: Quiet,
+    quiet: narrate::Quiet,
+    /// `[alerts]`: the rule and the command runner.
+    alerting: Option<alerting::Alerting>,
     /// Orphaned descendants come back to us (Linux): then whatever holds
     /// our socket descends from us, and looking there is enough.
     subreaper: bool,
-}
-
-/// A warning that others can cause at will (anyone on the machine can send
-/// datagrams to the notify socket): the first goes to the log, the rest are
-/// counted and reported with the next one at most once a minute, so a
-/// flood cannot rotate the log's history away.
-#[derive(Debug, Default)]
-struct Quiet {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Quiet {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    fn say(&mut self, what: &str) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
-        {
-            self.held += 1;
-            return;
-        }
-        self.last = Some(now);
-        match std::mem::take(&mut self.held) {
-            0 => warn!("{what}; more of these are counted and logged at most once a minute"),
-            n => warn!("{what} ({n} more like this since the last such line)"),
-        }
-    }
 }
 
 /// What woke the driver.
@@ -137,6 +110,8 @@ enum Wake {
     ProbeDue,
     StateRetry,
     MemoryCheck,
+    AlertTick,
+    HookOutput(std::io::Result<Vec<u8>>),
 }
 
 impl Daemon {
@@ -193,6 +168,7 @@ impl Daemon {
             spawn_error: None,
             port_holder: None,
             bind_error: None,
+            alerts: None,
         };
         let readers = Readers::start(child_log.clone()).map_err(|e| {
             Fatal::failure(format!(
@@ -221,7 +197,11 @@ impl Daemon {
                 .ok()
                 .filter(|s| !s.is_empty()),
             tell_manager: None,
-            quiet: Quiet::default(),
+            quiet: narrate::Quiet::default(),
+            alerting: cfg
+                .alerts
+                .as_ref()
+                .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after)),
             subreaper: false,
             cfg,
         })
@@ -257,6 +237,7 @@ impl Daemon {
                 _ => None,
             };
             let memory_due = self.memory.due(running, Instant::now());
+            let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
@@ -266,6 +247,8 @@ impl Daemon {
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
                 _ = sleep_until(memory_due), if memory_due.is_some() => Wake::MemoryCheck,
+                _ = sleep_until(alert_due), if alert_due.is_some() => Wake::AlertTick,
+                out = hook_output(self.alerting.as_mut()) => Wake::HookOutput(out),
             };
             match wake {
                 Wake::Signal(Some(sig)) => self.on_signal(sig),
@@ -292,8 +275,18 @@ impl Daemon {
                 Wake::ProbeDue => self.probes.start(),
                 Wake::StateRetry => self.write_state(),
                 Wake::MemoryCheck => self.check_memory(),
+                Wake::AlertTick => {
+                    self.alert_tick();
+                    self.write_state();
+                }
+                Wake::HookOutput(out) => {
+                    if let Some(a) = self.alerting.as_mut() {
+                        a.hooks().output_ready(out);
+                    }
+                }
             }
         }
+        self.finish_alerts(&mut signals).await;
         health::tell_manager(self.manager.as_deref(), "STOPPING=1");
         if let Some(readers) = self.logs.readers.take() {
             readers.finish(PUMP_DRAIN);
@@ -316,6 +309,10 @@ impl Daemon {
             return;
         };
         self.resume_history(&prev);
+        let streak = self.machine.streak();
+        if let Some(a) = self.alerting.as_mut() {
+            a.resume(streak, prev.alerts.as_ref());
+        }
         let left = orphan::find(&prev, &orphan::System);
         let holders =
             orphan::socket_holders(&prev, self.cfg.listen.address.port(), &orphan::System);
@@ -420,6 +417,10 @@ impl Daemon {
             self.targets.forget(pid);
             if self.current == Some(pid) {
                 self.child_exited(kind);
+            } else if let Some(a) = self.alerting.as_mut() {
+                if a.hooks().reaped(pid, kind) {
+                    self.write_state();
+                }
             }
         }
     }
@@ -494,263 +495,50 @@ impl Daemon {
         }
     }
 
-    /// Say what the machine decided, in words.
-    fn narrate(&mut self, note: Note) {
-        match note {
-            Note::ChildExited {
-                pid,
-                kind,
-                lived,
-                expected,
-                next,
-                ..
-            } => {
-                let how = describe_exit(kind);
-                let lived = match expected {
-                    false => format!(" after {}", human(lived)),
-                    true => String::new(),
-                };
-                let next = match next {
-                    Next::RestartIn(d) => format!("; restarting in {}", human(d)),
-                    Next::RestartNow => "; restarting at once".into(),
-                    Next::StopOthers => "; stopping what is left of its process group first".into(),
-                    Next::Exit => String::new(),
-                };
-                if expected || matches!(kind, ExitKind::Code(0)) {
-                    info!("child {pid} {how}{lived}{next}");
-                } else {
-                    warn!("child {pid} {how}{lived}{next}");
-                }
-            }
-            Note::SpawnFailed { retry_in, .. } => {
-                let why = self.seen.spawn_error.clone().unwrap_or_default();
-                error!("{why}; retrying in {}", human(retry_in));
-            }
-            Note::WaitingForPort { retry_in, .. } => {
-                let addr = self.cfg.listen.address;
-                let why = self.seen.bind_error.as_deref().unwrap_or("cannot bind");
-                let held = self
-                    .seen
-                    .port_holder
-                    .as_ref()
-                    .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
-                    .unwrap_or_default();
-                warn!(
-                    "cannot bind {addr}: {why}{held}; no child started; retrying in {}",
-                    human(retry_in)
-                );
-            }
-            Note::StoppingRivals => {
-                warn!("other processes hold our listening socket; stopping them before a child starts");
-            }
-            Note::Unhealthy {
-                pid,
-                why: Failure::Memory(bytes),
-            } => {
-                // Issue 13: the `memory` alert goes out here, with this line.
-                warn!("{}", memory::narration(pid, bytes, self.memory.max()));
-            }
-            Note::Unhealthy { pid, why } => {
-                let h = &self.cfg.health;
-                let why = match why {
-                    Failure::StartTimeout => format!(
-                        "not ready within start_timeout ({})",
-                        human(h.start_timeout)
-                    ),
-                    Failure::Probes => format!(
-                        "{} health probes in a row failed (GET {})",
-                        h.failures,
-                        self.probes.path()
-                    ),
-                    Failure::Watchdog => format!(
-                        "no WATCHDOG=1 within {}",
-                        human(h.watchdog.unwrap_or_default())
-                    ),
-                    Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
-                };
-                warn!("child {pid} is unhealthy: {why}; stopping it gracefully to restart it");
-            }
-            Note::Ready { pid } => {
-                if self.cfg.health.readiness() {
-                    info!("child {pid} is ready");
-                }
-                // Told once the state is written: whoever waits for READY=1
-                // then finds `status` saying running.
-                self.tell_manager = Some(format!(
-                    "READY=1\nSTATUS=child {pid} ready\nMAINPID={}",
-                    std::process::id()
-                ));
-            }
-            Note::GaveUp => error!(
-                "what was being stopped is still alive {} after SIGKILL; going on without it",
-                human(KILL_GRACE)
-            ),
-        }
-    }
-
-    /// A probe ended: tell the machine.
-    fn on_probe(&mut self, result: Result<u16, String>) {
-        let Phase::Running { pid, health, .. } = self.machine.phase() else {
+    /// At exit: queued alerts are dropped, a running alert command gets
+    /// what is left of its own timeout (then its group is killed), and no
+    /// more: `stop` never waits for a hook longer than that.
+    async fn finish_alerts(&mut self, signals: &mut Signals) {
+        let Some(a) = self.alerting.as_mut() else {
             return;
         };
-        let ready = health.ready_since.is_some();
-        let event = self.probes.finished(&result, ready, Instant::now());
-        self.seen.last_probe = self.probes.last().map(str::to_owned);
-        if let (Err(e), true) = (&result, ready) {
+        let dropped = a.hooks().drop_queue();
+        if dropped > 0 {
             warn!(
-                "health probe of child {pid} failed ({} of {}): {e}",
-                health.probe_failures + 1,
-                self.cfg.health.failures
+                "exiting: {} not sent",
+                crate::text::count(dropped as u64, "queued alert")
             );
         }
-        self.feed(event);
-    }
-
-    /// A datagram on the notify socket: accepted only from the child's
-    /// process group (the kernel vouches for the sender's pid on Linux).
-    fn on_notice(&mut self, notice: Notice) {
-        let Some(pgid) = self.machine.child_pid() else {
-            return;
-        };
-        if let Some(sender) = notice.sender {
-            let group = nix::unistd::getpgid(Some(Pid::from_raw(sender))).map(Pid::as_raw);
-            if group != Ok(pgid) {
-                self.quiet.say(&format!(
-                    "ignored a notify message from pid {sender}, which is not in the child's process group {pgid}"
-                ));
-                return;
-            }
-        }
-        if let Some(status) = notice.status {
-            self.seen.status = Some(status);
-            self.write_state();
-        }
-        if notice.ready {
-            self.feed(Event::Ready);
-        }
-        if notice.watchdog {
-            self.feed(Event::WatchdogPing);
-        }
-    }
-
-    /// Make sure the port is ours and listening and nothing else holds our
-    /// socket, then start a child.
-    fn launch(&mut self) -> Event {
-        self.rearm();
-        if self.listener.is_none() {
-            if let Err(event) = self.bind() {
-                return event;
-            }
-        }
-        let rivals = self.rivals();
-        if !rivals.is_empty() {
-            warn!(
-                "processes {rivals:?} hold our listening socket but are not our child's; \
-                 stopping them before a child starts"
-            );
-            self.targets = Targets::pids(&rivals);
-            return Event::RivalsFound;
-        }
-        self.spawn()
-    }
-
-    /// The processes, other than us, that hold our listening socket. With a
-    /// subreaper they all descend from us (cheap: our few descendants);
-    /// without one (macOS) they may be anywhere.
-    fn rivals(&self) -> Vec<i32> {
-        let Some(id) = self.seen.socket_id else {
-            return Vec::new();
-        };
-        let scope = match self.subreaper {
-            true => sys::Scope::DescendantsOf(self.seen.me.pid),
-            false => sys::Scope::All,
-        };
-        let mut holders = sys::socket_holders(id, scope);
-        holders.retain(|p| Some(*p) != self.current);
-        holders
-    }
-
-    /// A child may have shut the listening socket down (`shutdown(2)` on
-    /// fd 3 disarms it for every holder): listen on it again, or, if that
-    /// fails, bind anew.
-    fn rearm(&mut self) {
-        let Some(l) = &self.listener else { return };
-        if l.is_listening() {
-            return;
-        }
-        match l.rearm(self.cfg.listen.backlog) {
-            Ok(()) => {
-                self.seen.bound = true;
-                warn!("the listening socket had been shut down (by a child?); it listens again");
-            }
-            Err(e) => {
-                warn!(
-                    "the listening socket had been shut down and cannot listen again ({e}); binding {} anew",
-                    self.cfg.listen.address
-                );
-                self.listener = None;
-                self.seen.bound = false;
-            }
-        }
-    }
-
-    fn bind(&mut self) -> Result<(), Event> {
-        let addr = self.cfg.listen.address;
-        match Listener::bind(addr, self.cfg.listen.backlog) {
-            Ok(l) => {
-                self.seen.socket_id = sys::socket_id(l.as_fd());
-                self.listener = Some(l);
-                self.seen.bound = true;
-                if self.seen.bind_error.take().is_some() {
-                    info!("bound {addr} after waiting for it");
+        let end = Instant::now() + KILL_GRACE;
+        while self
+            .alerting
+            .as_mut()
+            .is_some_and(|a| a.hooks().is_running())
+        {
+            let kill_at = self.alerting.as_ref().and_then(|a| a.deadline());
+            tokio::select! {
+                sig = signals::next(signals) => {
+                    if sig == Some(SIGCHLD) {
+                        self.reap();
+                    }
                 }
-                self.seen.port_holder = None;
-                Ok(())
-            }
-            Err(e) => {
-                self.seen.bind_error = Some(describe_bind_error(&e));
-                self.seen.port_holder = sys::port_holder(addr);
-                Err(Event::BindFailed)
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> Event {
-        if let Some(l) = &self.listener {
-            if let Err(e) = l.make_blocking() {
-                warn!("cannot make the listening socket blocking again: {e}");
-            }
-        }
-        match child::spawn(&self.recipe) {
-            Ok(sp) => {
-                let pid = sp.pid;
-                let start_time = sys::process_start_time(pid);
-                self.seen.status = None;
-                self.seen.last_probe = None;
-                self.seen.spawn_error = None;
-                self.current = Some(pid);
-                self.targets = Targets::child(pid, start_time);
-                self.seen.group = Some(Group {
-                    pgid: pid,
-                    start_time,
-                    sid: self.sid,
-                    started_at: Some(SystemTime::now()),
-                });
-                if let Some(readers) = &self.logs.readers {
-                    readers.add(sp.stdout, Stream::Stdout, pid as u32);
-                    readers.add(sp.stderr, Stream::Stderr, pid as u32);
+                _ = sleep_until(kill_at) => self.alert_tick(),
+                out = hook_output(self.alerting.as_mut()) => {
+                    if let Some(a) = self.alerting.as_mut() {
+                        a.hooks().output_ready(out);
+                    }
                 }
-                info!("started child {pid}: {}", self.recipe.command.join(" "));
-                Event::Spawned { pid }
             }
-            Err(e) => {
-                self.seen.spawn_error = Some(e.to_string());
-                Event::SpawnFailed
+            // A killed hook that never goes away (a zombie nobody reaps)
+            // holds nothing of ours: give up on it.
+            if kill_at.is_none() && Instant::now() > end {
+                break;
             }
         }
     }
 
     fn write_state(&mut self) {
+        self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
         let rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
         self.state.write(rec, SystemTime::now());
     }
@@ -759,6 +547,14 @@ impl Daemon {
 async fn recv_notice(sock: Option<&NotifySocket>) -> Result<Notice, health::Rejected> {
     match sock {
         Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the running alert command printed; pending without one.
+async fn hook_output(alerting: Option<&mut alerting::Alerting>) -> std::io::Result<Vec<u8>> {
+    match alerting {
+        Some(a) => a.hooks().output().await,
         None => std::future::pending().await,
     }
 }

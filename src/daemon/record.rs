@@ -65,6 +65,8 @@ pub(crate) struct Observed {
     pub(crate) spawn_error: Option<String>,
     pub(crate) port_holder: Option<(i32, String)>,
     pub(crate) bind_error: Option<String>,
+    /// With `[alerts]`: what `status` shows of them.
+    pub(crate) alerts: Option<crate::state::AlertsInfo>,
 }
 
 /// The record for this moment.
@@ -139,6 +141,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             command: command.clone(),
         }),
         bind_error: o.bind_error.clone(),
+        alerts: o.alerts.clone(),
         error: None,
         updated_at: None,
     }
@@ -260,6 +263,7 @@ mod tests {
             spawn_error: None,
             port_holder: None,
             bind_error: None,
+            alerts: None,
         }
     }
 

@@ -1,0 +1,138 @@
+//! Bringing a child up: the port made ours (bound, or re-armed when a child
+//! shut it down), nothing else holding our socket, then the spawn. The
+//! answer to the machine's `Launch` is the event that says how it went.
+
+use std::os::fd::AsFd;
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+use super::record::Group;
+use super::targets::Targets;
+use super::Daemon;
+use crate::alerts::Seen;
+use crate::child;
+use crate::listener::{describe_bind_error, Listener};
+use crate::logs::Stream;
+use crate::policy::Event;
+use crate::sys;
+
+impl Daemon {
+    /// Make sure the port is ours and listening and nothing else holds our
+    /// socket, then start a child.
+    pub(super) fn launch(&mut self) -> Event {
+        self.rearm();
+        if self.listener.is_none() {
+            if let Err(event) = self.bind() {
+                return event;
+            }
+        }
+        let rivals = self.rivals();
+        if !rivals.is_empty() {
+            warn!(
+                "processes {rivals:?} hold our listening socket but are not our child's; \
+                 stopping them before a child starts"
+            );
+            self.targets = Targets::pids(&rivals);
+            return Event::RivalsFound;
+        }
+        self.spawn()
+    }
+
+    /// The processes, other than us, that hold our listening socket. With a
+    /// subreaper they all descend from us (cheap: our few descendants);
+    /// without one (macOS) they may be anywhere.
+    pub(super) fn rivals(&self) -> Vec<i32> {
+        let Some(id) = self.seen.socket_id else {
+            return Vec::new();
+        };
+        let scope = match self.subreaper {
+            true => sys::Scope::DescendantsOf(self.seen.me.pid),
+            false => sys::Scope::All,
+        };
+        let mut holders = sys::socket_holders(id, scope);
+        holders.retain(|p| Some(*p) != self.current);
+        holders
+    }
+
+    /// A child may have shut the listening socket down (`shutdown(2)` on
+    /// fd 3 disarms it for every holder): listen on it again, or, if that
+    /// fails, bind anew.
+    fn rearm(&mut self) {
+        let Some(l) = &self.listener else { return };
+        if l.is_listening() {
+            return;
+        }
+        match l.rearm(self.cfg.listen.backlog) {
+            Ok(()) => {
+                self.seen.bound = true;
+                warn!("the listening socket had been shut down (by a child?); it listens again");
+            }
+            Err(e) => {
+                warn!(
+                    "the listening socket had been shut down and cannot listen again ({e}); binding {} anew",
+                    self.cfg.listen.address
+                );
+                self.listener = None;
+                self.seen.bound = false;
+            }
+        }
+    }
+
+    fn bind(&mut self) -> Result<(), Event> {
+        let addr = self.cfg.listen.address;
+        match Listener::bind(addr, self.cfg.listen.backlog) {
+            Ok(l) => {
+                self.seen.socket_id = sys::socket_id(l.as_fd());
+                self.listener = Some(l);
+                self.seen.bound = true;
+                if self.seen.bind_error.take().is_some() {
+                    info!("bound {addr} after waiting for it");
+                }
+                self.seen.port_holder = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.seen.bind_error = Some(describe_bind_error(&e));
+                self.seen.port_holder = sys::port_holder(addr);
+                Err(Event::BindFailed)
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Event {
+        if let Some(l) = &self.listener {
+            if let Err(e) = l.make_blocking() {
+                warn!("cannot make the listening socket blocking again: {e}");
+            }
+        }
+        match child::spawn(&self.recipe) {
+            Ok(sp) => {
+                let pid = sp.pid;
+                let start_time = sys::process_start_time(pid);
+                self.seen.status = None;
+                self.seen.last_probe = None;
+                self.seen.spawn_error = None;
+                self.current = Some(pid);
+                self.targets = Targets::child(pid, start_time);
+                self.seen.group = Some(Group {
+                    pgid: pid,
+                    start_time,
+                    sid: self.sid,
+                    started_at: Some(SystemTime::now()),
+                });
+                if let Some(readers) = &self.logs.readers {
+                    readers.add(sp.stdout, Stream::Stdout, pid as u32);
+                    readers.add(sp.stderr, Stream::Stderr, pid as u32);
+                }
+                info!("started child {pid}: {}", self.recipe.command.join(" "));
+                self.alert(Seen::Spawned, |_| String::new());
+                Event::Spawned { pid }
+            }
+            Err(e) => {
+                self.seen.spawn_error = Some(e.to_string());
+                Event::SpawnFailed
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! What the machine decided, in words: one line in `supervisor.log` per
+//! note, and the same words for the alerts it may set off (`[alerts]`), so
+//! a person reads the same story in the log and in the message.
+
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::alerting::Context;
+use super::{memory, Daemon, KILL_GRACE};
+use crate::alerts::Seen;
+use crate::config::AlertEvent;
+use crate::policy::{ExitKind, Failure, Next, Note, Phase};
+use crate::text::{count, describe_exit, human};
+
+/// A warning that others can cause at will (anyone on the machine can send
+/// datagrams to the notify socket): the first goes to the log, the rest are
+/// counted and reported with the next one at most once a minute, so a
+/// flood cannot rotate the log's history away.
+#[derive(Debug, Default)]
+pub(super) struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub(super) fn say(&mut self, what: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.held += 1;
+            return;
+        }
+        self.last = Some(now);
+        match std::mem::take(&mut self.held) {
+            0 => warn!("{what}; more of these are counted and logged at most once a minute"),
+            n => warn!("{what} ({n} more like this since the last such line)"),
+        }
+    }
+}
+
+impl Daemon {
+    /// Say what the machine decided, and tell alerts.
+    pub(super) fn narrate(&mut self, note: Note) {
+        let addr = self.cfg.listen.address;
+        match note {
+            Note::ChildExited {
+                pid,
+                kind,
+                lived,
+                expected,
+                streak,
+                next,
+            } => {
+                let how = describe_exit(kind);
+                let lived = match expected {
+                    false => format!(" after {}", human(lived)),
+                    true => String::new(),
+                };
+                let next = match next {
+                    Next::RestartIn(d) => format!("; restarting in {}", human(d)),
+                    Next::RestartNow => "; restarting at once".into(),
+                    Next::StopOthers => "; stopping what is left of its process group first".into(),
+                    Next::Exit => String::new(),
+                };
+                let line = format!("child {pid} {how}{lived}{next}");
+                if expected || matches!(kind, ExitKind::Code(0)) {
+                    info!("{line}");
+                } else {
+                    warn!("{line}");
+                }
+                self.alert(
+                    Seen::ChildExited { expected, streak },
+                    |event| match event {
+                        AlertEvent::CrashLoop => format!(
+                            "{addr}: crash loop, {} in a row: {line}",
+                            count(streak.into(), "failed start")
+                        ),
+                        _ => format!("{addr}: {line}"),
+                    },
+                );
+            }
+            Note::SpawnFailed { streak, retry_in } => {
+                let why = self.seen.spawn_error.clone().unwrap_or_default();
+                let line = format!("{why}; retrying in {}", human(retry_in));
+                error!("{line}");
+                self.alert(Seen::SpawnFailed { streak }, |_| {
+                    format!(
+                        "{addr}: crash loop, {} in a row: {line}",
+                        count(streak.into(), "failed start")
+                    )
+                });
+            }
+            Note::WaitingForPort {
+                since, retry_in, ..
+            } => {
+                let why = self.port_trouble();
+                warn!(
+                    "cannot bind {addr}: {why}; no child started; retrying in {}",
+                    human(retry_in)
+                );
+                let waited = human(Instant::now().saturating_duration_since(since));
+                self.alert(Seen::WaitingForPort { since }, |_| {
+                    format!("{addr}: the port has been busy for {waited}: {why}; no child runs")
+                });
+            }
+            Note::StoppingRivals => {
+                warn!("other processes hold our listening socket; stopping them before a child starts");
+            }
+            Note::Unhealthy {
+                pid,
+                why: Failure::Memory(bytes),
+            } => {
+                let line = memory::narration(pid, bytes, self.memory.max());
+                warn!("{line}");
+                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+            }
+            Note::Unhealthy { pid, why } => {
+                let h = &self.cfg.health;
+                let text = match why {
+                    Failure::StartTimeout => format!(
+                        "not ready within start_timeout ({})",
+                        human(h.start_timeout)
+                    ),
+                    Failure::Probes => format!(
+                        "{} health probes in a row failed (GET {})",
+                        h.failures,
+                        self.probes.path()
+                    ),
+                    Failure::Watchdog => format!(
+                        "no WATCHDOG=1 within {}",
+                        human(h.watchdog.unwrap_or_default())
+                    ),
+                    Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
+                };
+                let line = format!(
+                    "child {pid} is unhealthy: {text}; stopping it gracefully to restart it"
+                );
+                warn!("{line}");
+                // A start that never got ready is a failed start (a crash
+                // loop if it goes on), not a liveness failure.
+                if why != Failure::StartTimeout {
+                    self.alert(Seen::Unhealthy, |_| format!("{addr}: {line}"));
+                }
+            }
+            Note::Ready { pid } => {
+                if self.cfg.health.readiness() {
+                    info!("child {pid} is ready");
+                }
+                // Told once the state is written: whoever waits for READY=1
+                // then finds `status` saying running.
+                self.tell_manager = Some(format!(
+                    "READY=1\nSTATUS=child {pid} ready\nMAINPID={}",
+                    std::process::id()
+                ));
+                self.alert(Seen::Ready, |_| String::new());
+            }
+            Note::GaveUp => error!(
+                "what was being stopped is still alive {} after SIGKILL; going on without it",
+                human(KILL_GRACE)
+            ),
+        }
+    }
+
+    /// Why the port cannot be bound, and who holds it if that is known.
+    fn port_trouble(&self) -> String {
+        let why = self.seen.bind_error.as_deref().unwrap_or("cannot bind");
+        let held = self
+            .seen
+            .port_holder
+            .as_ref()
+            .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
+            .unwrap_or_default();
+        format!("{why}{held}")
+    }
+
+    /// Tell alerts what was seen; `message` words the alert it may fire.
+    pub(super) fn alert(&mut self, seen: Seen, message: impl Fn(AlertEvent) -> String) {
+        let ctx = self.alert_context();
+        if let Some(a) = self.alerting.as_mut() {
+            a.see(seen, message, &ctx);
+        }
+    }
+
+    /// An alert deadline passed: the port busy long enough, a child up
+    /// long enough to call it recovered, or a hook to kill.
+    pub(super) fn alert_tick(&mut self) {
+        let addr = self.cfg.listen.address;
+        let ctx = self.alert_context();
+        let busy = match self.machine.phase() {
+            Phase::WaitingForPort { since, .. } => {
+                human(Instant::now().saturating_duration_since(since))
+            }
+            _ => String::new(),
+        };
+        let trouble = self.port_trouble();
+        let up = human(self.cfg.restart.reset_after);
+        let child = self.machine.child_pid();
+        if let Some(a) = self.alerting.as_mut() {
+            a.tick(
+                |event| match event {
+                    AlertEvent::PortBusy => {
+                        format!(
+                            "{addr}: the port has been busy for {busy}: {trouble}; no child runs"
+                        )
+                    }
+                    _ => format!(
+                        "{addr}: child {} has been up for {up}: recovered",
+                        child.map_or("?".into(), |p| p.to_string())
+                    ),
+                },
+                &ctx,
+            );
+        }
+    }
+
+    fn alert_context(&self) -> Context {
+        Context {
+            config: self.cfg.path.display().to_string(),
+            pid: self.seen.me.pid,
+            child_pid: self
+                .machine
+                .child_pid()
+                .or_else(|| self.seen.group.map(|g| g.pgid)),
+            last_exit: self.machine.last_exit(),
+            streak: self.machine.streak(),
+            restarts: self.machine.restarts(),
+            port_holder: self.seen.port_holder.clone(),
+            log_dir: self.cfg.log.dir.display().to_string(),
+        }
+    }
+}
