@@ -261,7 +261,7 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_data()?;
+        crate::sys::sync_file(&f)?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -467,3 +467,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 pub fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {
     Ok(Vec::new()) // no launchd here
 }
+
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    f.sync_data()
+}

@@ -597,3 +597,12 @@ pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
     unsafe { libc::free(fds.cast()) };
     Ok(out)
 }
+
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fsync on a descriptor the caller owns.
+    match unsafe { libc::fsync(f.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}

@@ -217,6 +217,16 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     imp::dup_to(fd, target)
 }
 
+/// Flush a file's data before it is renamed into place (`state.json`).
+/// Linux: `fdatasync`. macOS: plain `fsync`, deliberately not std's
+/// `sync_data`, which is `F_FULLFSYNC` there: a full flush of the drive's
+/// cache that can take tens of milliseconds and would block the event loop
+/// on every state change. The record is advice for `status`; after a power
+/// loss nothing it names is alive anyway (the boot id changes).
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    imp::sync_file(f)
+}
+
 /// Set or clear close-on-exec on `fd` (what `reload` hands to its new
 /// image must survive the exec; everything else must not).
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
