@@ -458,7 +458,13 @@ fn systemd_units_verify_and_their_exec_start_supervises() {
         assert_eq!(unit_value(service, "Type"), "simple");
         assert_eq!(unit_value(service, "Restart"), "on-failure");
         assert_eq!(unit_value(service, "KillMode"), "mixed");
-        assert_eq!(unit_value(service, "ExecReload"), "/bin/kill -HUP $MAINPID");
+        assert_eq!(
+            exec_words(&unit_value(service, "ExecReload")),
+            exec_words(&unit_value(service, "ExecStart"))
+                .into_iter()
+                .map(|w| if w == "run" { "reload".to_owned() } else { w })
+                .collect::<Vec<_>>()
+        );
         assert_eq!(unit_value(service, "TimeoutStopSec"), "15s");
         assert_eq!(unit_value(service, "WorkingDirectory"), env.dir_s);
         let path = std::env::var("PATH").unwrap();

@@ -125,9 +125,15 @@ pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
     );
     let _ = writeln!(
         w,
-        "# `systemctl reload`: reopen both log files. SIGHUP is never forwarded to the child."
+        "# `systemctl reload`: re-execute in place with the config and binary on disk (same\n\
+         # pid, socket and child; waits for the new image, fails if the reload does)."
     );
-    let _ = writeln!(w, "ExecReload=/bin/kill -HUP $MAINPID");
+    let _ = writeln!(
+        w,
+        "ExecReload={} --config {} reload",
+        exec_program(&spec.program.display().to_string()),
+        exec_word(&spec.config.display().to_string())
+    );
     let _ = writeln!(
         w,
         "WorkingDirectory={}",
@@ -409,7 +415,11 @@ mod tests {
         assert_eq!(get(&u, "Restart"), ["on-failure"]);
         assert_eq!(get(&u, "KillMode"), ["mixed"]);
         assert_eq!(get(&u, "TimeoutStopSec"), ["22s"]);
-        assert_eq!(get(&u, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+        let reload = get(&u, "ExecReload");
+        assert!(
+            reload.len() == 1 && reload[0].ends_with(" reload") && reload[0].contains("--config"),
+            "{reload:?}"
+        );
         assert_eq!(get(&u, "User"), ["sm"]);
         assert_eq!(get(&u, "Group"), ["staff"]);
         assert_eq!(get(&u, "WorkingDirectory"), ["/opt/sm"]);
