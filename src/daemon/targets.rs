@@ -126,7 +126,7 @@ impl Targets {
             if *sent != Some(sig) {
                 *sent = Some(sig);
                 match killpg(Pid::from_raw(*pgid), sig) {
-                    Ok(()) => info!("sent {} to process group {pgid}", sig.as_str()),
+                    Ok(()) => note_sent(sig, &format!("process group {pgid}")),
                     Err(Errno::ESRCH) => {}
                     Err(e) => warn!("cannot send {} to process group {pgid}: {e}", sig.as_str()),
                 }
@@ -144,10 +144,19 @@ impl Targets {
                 continue;
             }
             match kill(Pid::from_raw(s.pid), sig) {
-                Ok(()) => info!("sent {} to process {}", sig.as_str(), s.pid),
+                Ok(()) => note_sent(sig, &format!("process {}", s.pid)),
                 Err(Errno::ESRCH) => {}
                 Err(e) => warn!("cannot send {} to process {}: {e}", sig.as_str(), s.pid),
             }
         }
+    }
+}
+
+/// The stop signal follows a line that already says a stop begins (so a
+/// crash loop costs two lines a restart); SIGKILL is news of its own.
+fn note_sent(sig: Signal, to: &str) {
+    match sig {
+        Signal::SIGKILL => info!("sent SIGKILL to {to}: it outlived its stop signal"),
+        _ => tracing::debug!("sent {} to {to}", sig.as_str()),
     }
 }
