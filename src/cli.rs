@@ -14,6 +14,8 @@ Exit codes:
   stop          0 the supervisor has exited (or was not running); 1 timed out
   restart, reopen-logs
                 0 signal sent; 3 no supervisor running
+  reload        0 the new image runs; 78 invalid configuration; 1 it failed
+                (the old image runs on); 3 no supervisor running
   check-config  0 valid; 78 invalid
   logs          0 printed (with -f: stopped by SIGINT/SIGTERM or a closed stdout);
                 4 the log cannot be read; 78 invalid configuration
@@ -26,6 +28,8 @@ Signals to a running supervisor:
                    (a second one kills the group at once)
   SIGHUP           reopen both log files (never forwarded to the child)
   SIGUSR1          restart the child; the listening socket stays open
+  SIGUSR2          reload: re-execute in place (same pid, lock, socket and
+                   child), reading the config again
 
 Config lookup: --config, else $SUPERVISOR_CONFIG, else config/supervisor.toml.";
 
@@ -62,6 +66,9 @@ pub enum Command {
     Restart,
     /// Reopen the log files (same as sending SIGHUP).
     ReopenLogs,
+    /// Re-execute the supervisor in place with the config (and binary) on
+    /// disk: same pid, lock, socket and child; waits for the new image.
+    Reload,
     /// Validate the configuration and print it resolved.
     CheckConfig,
     /// Print the last lines of child.log (or supervisor.log); -f keeps following.

@@ -5,6 +5,7 @@
 //! signals, after proving it is the lock holder.
 
 use std::io::IsTerminal;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, StateLocation};
-use crate::daemon::{self, Daemon};
+use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
+use crate::listener;
 use crate::lock::{self, InstanceLock};
 use crate::logs::{LogSink, SinkWriter};
 use crate::status;
@@ -38,6 +40,9 @@ pub fn main(cli: Cli) -> i32 {
         Command::Restart => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGUSR1, "restart the child")),
+        Command::Reload => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, _)| reload(&loc)),
         Command::ReopenLogs => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
@@ -224,6 +229,8 @@ fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
 /// `supervisor check-config`: every check `run` makes, then the resolved
 /// config on stdout, followed by the child's attributes here as comments.
 fn check_config(cfg: &Config) -> Outcome {
+    // As a reload's preflight: can this build take over?
+    reload::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
@@ -236,11 +243,27 @@ fn check_config(cfg: &Config) -> Outcome {
     };
     let (plan, facts) = &pre.attributes;
     crate::out!("{}", attrs::report(plan, facts, inherited));
+    // Started the way `run` would be, by a manager passing the socket?
+    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
+    if passed.is_some() {
+        crate::out!(
+            "# listen: the socket the service manager passed for {} (no bind)\n",
+            cfg.listen.address
+        );
+    }
     Ok(exit::OK)
 }
 
 /// `supervisor run`: the launchd / systemd entry point.
 fn run(path: &Path) -> Outcome {
+    // Re-executed by `reload`? Then the lock, the socket and the child are
+    // ours already.
+    if let Some(handoff) = reload::take_handoff()
+        .map_err(|e| Fatal::failure(format!("cannot carry on after a reload: {e}")))?
+    {
+        return run_reloaded(path, handoff);
+    }
     let cfg = Config::load(path)
         .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
     let pre = preflight(&cfg)?;
@@ -277,7 +300,131 @@ fn run(path: &Path) -> Outcome {
         }
     };
 
-    // From here on we are the one supervisor.
+    // From here on we are the one supervisor. A socket the service manager
+    // passed is taken now, while we are the only thread.
+    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
+        .map_err(|e| Fatal::config(format!("{}: {e}; nothing started", cfg.path.display())))?;
+    serve(Serve {
+        cfg,
+        creds: pre.creds,
+        lock,
+        passed,
+        notify: None,
+        held,
+        start: Start::Fresh,
+    })
+}
+
+/// `run` in the image `reload` executed: the config read again, checked,
+/// compared; what cannot be taken (an invalid file, a `[listen]` that
+/// cannot be bound, a moved state dir) leaves the config the child runs
+/// under in force, and is reported as the reload's failure.
+fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
+    let old = Config::parse(&handoff.config, path).map_err(|e| {
+        Fatal::failure(format!(
+            "cannot read the config handed over by the reload:\n{e}"
+        ))
+    })?;
+    let mut problems: Vec<(i32, String)> = Vec::new();
+    let mut cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            problems.push((exit::CONFIG, format!("the config is invalid: {e}")));
+            old.clone()
+        }
+    };
+    if cfg.supervisor != old.supervisor {
+        problems.push((
+            exit::FAILURE,
+            "supervisor.state_dir cannot change in a reload (the lock lives there); \
+             stop and start the supervisor to move it"
+                .into(),
+        ));
+        cfg = old.clone();
+    }
+    let pre = match preflight(&cfg) {
+        Ok(pre) => pre,
+        Err(f) if cfg != old => {
+            problems.push((f.code, f.message));
+            cfg = old.clone();
+            preflight(&cfg)?
+        }
+        Err(f) => return Err(f),
+    };
+    let mut next_listener = None;
+    if cfg.listen.address != old.listen.address || cfg.listen.backlog != old.listen.backlog {
+        match listener::Listener::bind_elsewhere(cfg.listen.address, cfg.listen.backlog) {
+            Ok(fd) => next_listener = Some(fd),
+            Err(e) => {
+                problems.push((
+                    exit::FAILURE,
+                    format!(
+                        "cannot bind the new listen.address {}: {}; everything stays as it was (still on {})",
+                        cfg.listen.address,
+                        listener::describe_bind_error(&e),
+                        old.listen.address
+                    ),
+                ));
+                cfg = old.clone();
+            }
+        }
+    }
+    // SAFETY: the old image handed these descriptors to us alone.
+    let lock_file = unsafe { std::fs::File::from_raw_fd(handoff.lock_fd) };
+    let lock = InstanceLock::from_handed(lock_file, cfg.pid_path());
+    let passed = match handoff.listen_fd {
+        // SAFETY: as above.
+        Some(fd) => Some(
+            listener::Listener::adopt(unsafe { OwnedFd::from_raw_fd(fd) })
+                .map_err(|e| Fatal::failure(format!("cannot take the socket over: {e}")))?,
+        ),
+        None => None,
+    };
+    let notify = handoff.notify.as_ref().map(|n| {
+        // SAFETY: as above.
+        let fd = unsafe { OwnedFd::from_raw_fd(n.fd) };
+        (fd, n.env_value.clone(), n.cleanup.clone())
+    });
+    serve(Serve {
+        held: daemon::signals::hold(),
+        start: Start::Reloaded {
+            handoff: Box::new(handoff),
+            old: Box::new(old),
+            problems,
+            next_listener,
+        },
+        cfg,
+        creds: pre.creds,
+        lock,
+        passed,
+        notify,
+    })
+}
+
+/// What `serve` needs: everything `run` and `run_reloaded` settled.
+struct Serve {
+    cfg: Config,
+    creds: Option<Creds>,
+    lock: InstanceLock,
+    passed: Option<listener::Listener>,
+    /// A notify socket handed over by `reload`: (fd, NOTIFY_SOCKET value,
+    /// files to remove at exit).
+    notify: Option<(OwnedFd, String, Vec<std::path::PathBuf>)>,
+    held: nix::sys::signal::SigSet,
+    start: Start,
+}
+
+/// The lock is held: open the logs, start the event loop and drive.
+fn serve(s: Serve) -> Outcome {
+    let Serve {
+        cfg,
+        creds,
+        lock,
+        passed,
+        notify,
+        held,
+        start,
+    } = s;
     lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
@@ -301,7 +448,8 @@ fn run(path: &Path) -> Outcome {
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
 
-    // Whatever our parent leaked must not reach the child.
+    // Whatever our parent leaked (or the old image handed over and we
+    // took) must not reach the child.
     sys::cloexec_from(4);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -311,18 +459,23 @@ fn run(path: &Path) -> Outcome {
     let result = runtime.block_on(async {
         let signals = daemon::signals::register(held)
             .map_err(|e| Fatal::failure(format!("cannot handle signals: {e}")))?;
-        let notify = match cfg.health.notify {
-            true => Some(
+        let notify = match (cfg.health.notify, notify) {
+            (true, Some((fd, env_value, cleanup))) => Some(
+                crate::health::NotifySocket::adopt(fd, env_value, cleanup).map_err(|e| {
+                    Fatal::failure(format!("cannot take the notify socket over: {e}"))
+                })?,
+            ),
+            (true, None) => Some(
                 crate::health::NotifySocket::bind(
                     &cfg.supervisor.state_dir,
-                    pre.creds.as_ref().map(|c| c.uid),
+                    creds.as_ref().map(|c| c.uid),
                 )
                 .map_err(|e| Fatal::failure(format!("cannot create the notify socket: {e}")))?,
             ),
-            false => None,
+            (false, _) => None,
         };
-        Daemon::new(cfg, pre.creds, lock, child_log, supervisor_log, notify)?
-            .run(signals)
+        Daemon::new(cfg, creds, lock, child_log, supervisor_log, notify, passed)?
+            .run(signals, start)
             .await
     });
     if let Err(e) = &result {
@@ -350,6 +503,83 @@ fn signal(loc: &StateLocation, sig: Signal, what: &str) -> Outcome {
         Err(e) => Err(Fatal::failure(format!(
             "cannot signal supervisor {pid}: {e}"
         ))),
+    }
+}
+
+/// How long `reload` waits for the new image (the preflight alone may
+/// take 30 s before it is given up).
+const RELOAD_WAIT: Duration = Duration::from_secs(60);
+
+/// `supervisor reload`: SIGUSR2 to the running supervisor, then wait until
+/// its record says the new image runs (`supervisor.reloads` grew) or why
+/// the reload failed (`supervisor.reload_error`, newer than the request).
+fn reload(loc: &StateLocation) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+        return Err(Fatal::with_code(
+            exit::NOT_RUNNING,
+            format!(
+                "no supervisor is running for {}; nothing to reload",
+                loc.config.display()
+            ),
+        ));
+    };
+    let record = || {
+        crate::state::read(&loc.state_path())
+            .ok()
+            .flatten()
+            .and_then(|r| r.supervisor)
+            .filter(|s| s.pid == pid)
+    };
+    let before = record().map_or(0, |s| s.reloads);
+    let asked = std::time::SystemTime::now();
+    match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => {
+            return Err(Fatal::with_code(
+                exit::NOT_RUNNING,
+                format!("supervisor {pid} exited meanwhile; nothing to reload"),
+            ))
+        }
+        Err(e) => {
+            return Err(Fatal::failure(format!(
+                "cannot signal supervisor {pid}: {e}"
+            )))
+        }
+    }
+    let deadline = Instant::now() + RELOAD_WAIT;
+    loop {
+        if let Some(s) = record() {
+            let failed = s
+                .reload_error
+                .filter(|e| crate::state::parse_timestamp(&e.at).is_some_and(|at| at >= asked));
+            if let Some(e) = failed {
+                return Err(Fatal::with_code(
+                    e.code,
+                    format!("reload failed: {}", e.message),
+                ));
+            }
+            if s.reloads > before {
+                crate::out!(
+                    "reloaded: supervisor {pid} runs {} {} ({})\n",
+                    s.executable.as_deref().unwrap_or("?"),
+                    s.version.as_deref().unwrap_or("?"),
+                    crate::text::count(s.reloads.into(), "reload")
+                );
+                return Ok(exit::OK);
+            }
+        }
+        if !sys::is_alive(pid) {
+            return Err(Fatal::failure(format!(
+                "supervisor {pid} exited during the reload; see its log"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Fatal::failure(format!(
+                "supervisor {pid} did not finish reloading within {}",
+                human(RELOAD_WAIT)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -100,6 +100,32 @@ impl NotifySocket {
         })
     }
 
+    /// The socket handed over across `reload`: the child still sends to
+    /// the name it was given.
+    pub fn adopt(
+        fd: std::os::fd::OwnedFd,
+        env_value: String,
+        cleanup: Vec<PathBuf>,
+    ) -> io::Result<NotifySocket> {
+        let sock = UnixDatagram::from(fd);
+        sock.set_nonblocking(true)?;
+        Ok(NotifySocket {
+            sock: tokio::net::UnixDatagram::from_std(sock)?,
+            env_value,
+            cleanup,
+        })
+    }
+
+    /// What `reload` hands over: the descriptor and what the child knows.
+    pub fn handover(&self) -> (std::os::fd::RawFd, String, Vec<PathBuf>) {
+        use std::os::fd::AsRawFd;
+        (
+            self.sock.as_raw_fd(),
+            self.env_value.clone(),
+            self.cleanup.clone(),
+        )
+    }
+
     /// The next message; waits without waking while none comes. Never
     /// fatal for the socket: a `Rejected` is for the log only.
     pub async fn recv(&self) -> Result<Notice, Rejected> {

@@ -104,6 +104,136 @@ impl std::os::fd::AsFd for Listener {
     }
 }
 
+impl Listener {
+    /// Bind and listen on `addr` at some descriptor other than 3, close-on-
+    /// exec: a changed `[listen]` after `reload` is bound while the old
+    /// socket still serves; `adopt` moves it into place later.
+    pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+        bind_socket(addr, backlog)
+    }
+
+    /// Adopt a socket passed to us at `fd` (by a service manager, or across
+    /// `reload`): moved to fd 3, close-on-exec.
+    pub(crate) fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+        if fd.as_raw_fd() != LISTEN_FD {
+            sys::dup_to(fd.as_raw_fd(), LISTEN_FD)?;
+            drop(fd);
+        } else {
+            sys::dup_to(LISTEN_FD, LISTEN_FD)?;
+            std::mem::forget(fd);
+        }
+        // SAFETY: fd 3 now holds the socket and nothing else owns it (the
+        // original descriptor was closed, or is this one and was forgotten).
+        let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+        Ok(Listener { fd })
+    }
+}
+
+/// The descriptors `LISTEN_FDS` passes to us: `(fd, name)` from fd 3 on,
+/// when `LISTEN_PID` is our pid (otherwise they are someone else's: a
+/// manager that started our parent). Names come from `LISTEN_FDNAMES`.
+fn parse_listen_env(
+    me: u32,
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    names: Option<&str>,
+) -> Option<Vec<(RawFd, Option<String>)>> {
+    if listen_pid?.trim().parse::<u32>().ok()? != me {
+        return None;
+    }
+    let n: RawFd = listen_fds?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0 && *n < 4096)?;
+    let names: Vec<Option<String>> = match names {
+        Some(list) => list.split(':').map(|n| Some(n.to_owned())).collect(),
+        None => Vec::new(),
+    };
+    Some(
+        (0..n)
+            .map(|i| (LISTEN_FD + i, names.get(i as usize).cloned().flatten()))
+            .collect(),
+    )
+}
+
+/// The listening socket the service manager passed to us for `addr` (the
+/// one named `name` when the manager names them), or `None` when it passed
+/// none. Every other passed descriptor is closed, and the protocol's
+/// variables leave our environment. A manager that passed sockets but none
+/// listening on `addr` is a configuration error (exit 78), naming what was
+/// passed. Call before any other thread runs.
+pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listener>, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let (passed, source) = match parse_listen_env(
+        std::process::id(),
+        env("LISTEN_PID").as_deref(),
+        env("LISTEN_FDS").as_deref(),
+        env("LISTEN_FDNAMES").as_deref(),
+    ) {
+        Some(p) => (p, "LISTEN_FDS"),
+        None => match sys::launchd_sockets(name) {
+            Ok(fds) if !fds.is_empty() => (
+                fds.into_iter()
+                    .map(|fd| (fd, Some(name.to_owned())))
+                    .collect(),
+                "launchd",
+            ),
+            _ => return Ok(None),
+        },
+    };
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called at start-up, before any other thread exists.
+        unsafe { std::env::remove_var(var) };
+    }
+    let mut seen = Vec::new();
+    let mut chosen = None;
+    for (fd, fd_name) in passed {
+        // SAFETY: the manager passed these descriptors to this process and
+        // nothing here owns them yet; a number that is not open fails below.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            seen.push(format!("fd {fd}: not open"));
+            continue;
+        }
+        // SAFETY: as above: an open descriptor given to us.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = socket2::SockRef::from(&owned);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let listening = nix::sys::socket::getsockopt(&owned, nix::sys::socket::sockopt::AcceptConn)
+            .unwrap_or(false);
+        let label = match (&local, &fd_name) {
+            (Some(a), Some(n)) => format!("fd {fd}: {a} named {n:?}"),
+            (Some(a), None) => format!("fd {fd}: {a}"),
+            (None, _) => format!("fd {fd}: not a TCP socket"),
+        };
+        seen.push(if listening || local.is_none() {
+            label
+        } else {
+            format!("{label} (not listening)")
+        });
+        let named_ok = fd_name.as_deref().is_none_or(|n| n == name);
+        if chosen.is_none() && listening && local == Some(addr) && named_ok {
+            chosen = Some(owned);
+        }
+        // Every other one is dropped, and so closed, here.
+    }
+    match chosen {
+        Some(fd) => Listener::adopt(fd)
+            .map(Some)
+            .map_err(|e| format!("cannot take the socket passed by {source}: {e}")),
+        None => Err(format!(
+            "{source} passed {} but none listens on listen.address {addr}{}: {}",
+            crate::text::count(seen.len() as u64, "socket"),
+            if source == "LISTEN_FDS" {
+                format!(" (named {name:?}, if names are given)")
+            } else {
+                String::new()
+            },
+            seen.join("; ")
+        )),
+    }
+}
+
 /// Bind without `SO_REUSEADDR` first. On BSD stacks (macOS) that option
 /// lets `127.0.0.1:P` bind while another socket of the same user listens on
 /// `0.0.0.0:P` or `[::]:P` (in_pcbbind in XNU's bsd/netinet/in_pcb.c then
@@ -199,6 +329,41 @@ mod tests {
         let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
         let e = bind_socket(squatter.local_addr().unwrap(), 16).unwrap_err();
         assert_eq!(describe_bind_error(&e), "address in use");
+    }
+
+    #[test]
+    fn the_systemd_protocol_names_our_descriptors() {
+        // (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, what we take)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<Vec<(RawFd, Option<&'a str>)>>,
+        );
+        let table: [Case; 7] = [
+            (Some("42"), Some("1"), None, Some(vec![(3, None)])),
+            (
+                Some("42"),
+                Some("2"),
+                Some("http:admin"),
+                Some(vec![(3, Some("http")), (4, Some("admin"))]),
+            ),
+            // For our parent, not for us.
+            (Some("41"), Some("1"), None, None),
+            (None, Some("1"), None, None),
+            (Some("42"), Some("0"), None, None),
+            (Some("42"), Some("x"), None, None),
+            (Some(" 42 "), Some("1"), Some(""), Some(vec![(3, Some(""))])),
+        ];
+        for (pid, fds, names, want) in table {
+            let got = parse_listen_env(42, pid, fds, names);
+            let want: Option<Vec<(RawFd, Option<String>)>> = want.map(|v| {
+                v.into_iter()
+                    .map(|(fd, n)| (fd, n.map(str::to_owned)))
+                    .collect()
+            });
+            assert_eq!(got, want, "{pid:?} {fds:?} {names:?}");
+        }
     }
 
     /// A listener on the wildcard of the port refuses the specific address

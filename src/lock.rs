@@ -207,6 +207,17 @@ impl InstanceLock {
         Ok(())
     }
 
+    /// The lock handed over across `reload`: the same open file, so the same
+    /// lock, never released or taken again in between.
+    pub(crate) fn from_handed(file: File, path: PathBuf) -> InstanceLock {
+        InstanceLock { file, path }
+    }
+
+    /// The descriptor that holds the lock (handed over across `reload`).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
     /// On a clean exit: leave the pid file empty (the file itself stays;
     /// unlinking a lock file races). A log rotator that reads it later
     /// then signals nobody, instead of whoever reused our pid: newsyslog's

@@ -242,6 +242,18 @@ pub(crate) enum Note {
     GaveUp,
 }
 
+/// What a machine is, for a re-executed supervisor to carry on from
+/// (`reload`): the phase and the memory, nothing of the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) phase: Phase,
+    pub(crate) spawns: u32,
+    pub(crate) streak: u32,
+    pub(crate) bind_failures: u32,
+    pub(crate) port_since: Option<Instant>,
+    pub(crate) last_exit: Option<LastExit>,
+}
+
 /// The supervisor's state: the phase plus what it remembers across phases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Machine {
@@ -286,6 +298,55 @@ impl Machine {
     /// `OthersGone`, then the first child is launched.
     pub(crate) fn adopt(&mut self, now: Instant) -> Vec<Action> {
         self.stop_others(None, now, now)
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Everything but the settings, for `reload`.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            phase: self.phase,
+            spawns: self.spawns,
+            streak: self.streak,
+            bind_failures: self.bind_failures,
+            port_since: self.port_since,
+            last_exit: self.last_exit,
+        }
+    }
+
+    /// Carry on where a snapshot left off, under (possibly new) settings.
+    /// Only a settled phase can be carried over: a running child (its
+    /// health counters start afresh, its watchdog from now), a backoff or a
+    /// wait for the port. Anything else starts over as a fresh start.
+    pub(crate) fn restore(settings: Settings, s: Snapshot, now: Instant) -> Machine {
+        let phase = match s.phase {
+            Phase::Running { pid, since, health } => Phase::Running {
+                pid,
+                since,
+                health: Health {
+                    ready_since: health.ready_since,
+                    probe_failures: 0,
+                    watchdog_until: health
+                        .ready_since
+                        .and(settings.health.watchdog)
+                        .map(|w| now + w),
+                },
+            },
+            p @ (Phase::Backoff { .. } | Phase::WaitingForPort { .. }) => p,
+            _ => Phase::Starting,
+        };
+        Machine {
+            settings,
+            want: Want::Up,
+            phase,
+            spawns: s.spawns,
+            streak: s.streak,
+            bind_failures: s.bind_failures,
+            port_since: s.port_since,
+            last_exit: s.last_exit,
+        }
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -1327,6 +1388,37 @@ mod tests {
         m.adopt(t0);
         assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
         assert_eq!(m.step(Event::OthersGone, t0 + ms(2)), vec![Action::Exit]);
+    }
+
+    #[test]
+    fn a_snapshot_carries_over_under_new_settings() {
+        let t0 = Instant::now();
+        let mut m = spawned(notify_settings(), t0);
+        m.step(Event::Ready, t0 + ms(100));
+        m.step(Event::ProbeFailed, t0 + ms(200));
+        let snap = m.snapshot();
+        // New settings: a longer watchdog; the counters start afresh.
+        let mut s = notify_settings();
+        s.health.watchdog = Some(ms(9000));
+        let r = Machine::restore(s, snap, t0 + ms(300));
+        assert_eq!(r.child_pid(), Some(100));
+        assert!(r.ready());
+        assert_eq!(r.deadline(), Some(t0 + ms(9300)));
+        assert_eq!((r.restarts(), r.streak()), (m.restarts(), m.streak()));
+        // A backoff goes on; a phase in motion starts over.
+        let mut b = running(t0);
+        b.step(DIED, t0);
+        let r = Machine::restore(settings(), b.snapshot(), t0 + ms(10));
+        assert_eq!(
+            r.phase(),
+            Phase::Backoff {
+                until: t0 + ms(1000)
+            }
+        );
+        let mut s = running(t0);
+        s.step(Event::Stop, t0);
+        let r = Machine::restore(settings(), s.snapshot(), t0);
+        assert_eq!((r.phase(), r.want()), (Phase::Starting, Want::Up));
     }
 
     #[test]

@@ -71,10 +71,28 @@ pub struct SupervisorInfo {
     /// from before a reboot are never ours.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// Times this supervisor re-executed itself in place (`reload`).
+    #[serde(default)]
+    pub reloads: u32,
+    /// The binary it runs (what `reload` executes again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// Why the last `reload` failed; what `supervisor reload` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_error: Option<ReloadError>,
     /// The `child.stop_timeout` this supervisor runs with, in ms: `stop`
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+}
+
+/// A failed `reload`: when, the exit code `reload` gives (78: invalid
+/// config; 1: anything else) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadError {
+    pub at: String,
+    pub code: i32,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +101,10 @@ pub struct ListenInfo {
     pub bound: bool,
     #[serde(default)]
     pub name: Option<String>,
+    /// The service manager passed the socket (systemd `.socket` unit,
+    /// `LISTEN_FDS`, launchd `Sockets`) rather than us binding it.
+    #[serde(default)]
+    pub inherited: bool,
     /// What names the listening socket in every process that holds it
     /// (Linux: its inode; macOS: the kernel's hashed socket address): a
     /// later supervisor finds what still holds it after this one was
@@ -239,7 +261,7 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_data()?;
+        crate::sys::sync_file(&f)?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -273,12 +295,16 @@ mod tests {
                 start_time: Some(123),
                 version: Some("0.1.0".into()),
                 boot_id: None,
+                reloads: 0,
+                executable: None,
+                reload_error: None,
                 stop_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
                 bound: true,
                 name: Some("http".into()),
+                inherited: false,
                 socket_id: None,
             }),
             child: Some(ChildInfo {

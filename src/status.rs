@@ -90,6 +90,9 @@ fn starting(pid: i32) -> Record {
             start_time: None,
             version: None,
             boot_id: None,
+            reloads: 0,
+            executable: None,
+            reload_error: None,
             stop_timeout_ms: None,
         }),
         ..Record::not_running()
@@ -157,7 +160,11 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         out += &format!("supervisor:   pid {}{up}\n", s.pid);
     }
     if let Some(l) = &rec.listen {
-        let bound = if l.bound { "bound" } else { "not bound" };
+        let bound = match (l.bound, l.inherited) {
+            (true, true) => "bound, passed by the service manager",
+            (true, false) => "bound",
+            (false, _) => "not bound",
+        };
         out += &format!("listen:       {} ({bound})\n", l.address);
     }
     if let Some(c) = &rec.child {

@@ -17,10 +17,17 @@ use crate::logs::Stream;
 use crate::policy::Event;
 use crate::sys;
 
+/// A process that holds a socket only because it was just forked by one
+/// that holds it drops it at its exec, within milliseconds: holders seen
+/// machine-wide are looked at twice, this far apart, before they count.
+pub(super) const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+
 impl Daemon {
     /// Make sure the port is ours and listening and nothing else holds our
     /// socket, then start a child.
     pub(super) fn launch(&mut self) -> Event {
+        // A reload that changed [listen] bound the new socket already.
+        self.switch_listener();
         self.rearm();
         if self.listener.is_none() {
             if let Err(event) = self.bind() {
@@ -51,7 +58,14 @@ impl Daemon {
             false => sys::Scope::All,
         };
         let mut holders = sys::socket_holders(id, scope);
-        holders.retain(|p| Some(*p) != self.current);
+        holders.retain(|p| Some(*p) != self.current && !self.managers.contains(p));
+        // Machine-wide (no subreaper), a stranger forked by a holder can be
+        // caught between its fork and its exec: look again.
+        if scope == sys::Scope::All && !holders.is_empty() {
+            std::thread::sleep(SETTLE);
+            let again = sys::socket_holders(id, scope);
+            holders.retain(|p| again.contains(p));
+        }
         holders
     }
 

@@ -27,9 +27,12 @@ pub(crate) mod orphan;
 pub(crate) mod probes;
 mod readiness;
 pub(crate) mod record;
+pub(crate) mod reload;
 pub(crate) mod signals;
 pub(crate) mod targets;
 
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +40,7 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
 
@@ -52,6 +55,7 @@ use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Setti
 use crate::state;
 use crate::sys;
 use record::{Group, Me, Observed, StateFile};
+use std::os::fd::AsFd;
 use targets::Targets;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
@@ -73,6 +77,8 @@ pub(crate) struct Daemon {
     machine: Machine,
     recipe: Recipe,
     listener: Option<Listener>,
+    /// The service manager holding our socket too (a passed one).
+    managers: Vec<i32>,
     /// The pid of the child that is alive now.
     current: Option<i32>,
     /// What stop signals go to while the machine is stopping.
@@ -98,6 +104,39 @@ pub(crate) struct Daemon {
     /// Orphaned descendants come back to us (Linux): then whatever holds
     /// our socket descends from us, and looking there is enough.
     subreaper: bool,
+    /// The binary we run, resolved at start: what `reload` runs again.
+    exe: PathBuf,
+    /// A `reload` whose preflight runs.
+    reloading: Option<reload::Preflight>,
+    /// After a `reload` that changed `[listen]`: the new socket, bound,
+    /// waiting for the next launch.
+    next_listener: Option<OwnedFd>,
+}
+
+/// How this image of the supervisor began.
+pub(crate) enum Start {
+    /// A fresh start (with the socket the service manager passed, if any).
+    Fresh,
+    /// Re-executed by `reload`: carry on from the handoff; `old` is the
+    /// config the child runs under, `problems` what went wrong with the
+    /// new one (reported as the reload's failure).
+    Reloaded {
+        handoff: Box<reload::Handoff>,
+        old: Box<Config>,
+        problems: Vec<(i32, String)>,
+        next_listener: Option<OwnedFd>,
+    },
+}
+
+/// The service manager that passed socket `id` (our parent) when it holds
+/// it: excluded from the rivals for good.
+fn manager_pids(id: Option<u64>) -> Vec<i32> {
+    let Some(id) = id else { return Vec::new() };
+    let parent = nix::unistd::getppid().as_raw();
+    sys::socket_holders(id, sys::Scope::All)
+        .into_iter()
+        .filter(|p| *p == parent)
+        .collect()
 }
 
 /// What woke the driver.
@@ -112,6 +151,8 @@ enum Wake {
     MemoryCheck,
     AlertTick,
     HookOutput(std::io::Result<Vec<u8>>),
+    ReloadTick,
+    Preflight(std::io::Result<Vec<u8>>),
 }
 
 impl Daemon {
@@ -122,6 +163,7 @@ impl Daemon {
         child_log: Arc<LogSink>,
         supervisor_log: Arc<LogSink>,
         notify: Option<NotifySocket>,
+        passed: Option<Listener>,
     ) -> Result<Daemon, Fatal> {
         let settings = Settings {
             initial_backoff: cfg.restart.initial_backoff,
@@ -149,6 +191,10 @@ impl Daemon {
             attrs: crate::attrs::Wanted::of(&cfg.child),
         };
         let me = std::process::id() as i32;
+        let exe = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()));
+        let socket_id = passed.as_ref().and_then(|l| sys::socket_id(l.as_fd()));
         let seen = Observed {
             me: Me {
                 pid: me,
@@ -156,11 +202,14 @@ impl Daemon {
                 boot_id: sys::boot_id(),
                 started_at: SystemTime::now(),
                 stop_timeout: cfg.child.stop_timeout,
+                executable: exe.display().to_string(),
+                reloads: 0,
             },
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),
-            bound: false,
-            socket_id: None,
+            bound: passed.is_some(),
+            inherited: passed.is_some(),
+            socket_id,
             group: None,
             last_exit_at: None,
             status: None,
@@ -169,6 +218,7 @@ impl Daemon {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            reload_error: None,
         };
         let readers = Readers::start(child_log.clone()).map_err(|e| {
             Fatal::failure(format!(
@@ -178,7 +228,14 @@ impl Daemon {
         Ok(Daemon {
             machine: Machine::new(settings),
             recipe,
-            listener: None,
+            managers: match passed {
+                // Whoever passed the socket holds it too, and is never a
+                // rival: our parent (systemd, systemd-socket-activate,
+                // launchd), if it holds it.
+                Some(_) => manager_pids(socket_id),
+                None => Vec::new(),
+            },
+            listener: passed,
             current: None,
             targets: Targets::default(),
             sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
@@ -203,12 +260,15 @@ impl Daemon {
                 .as_ref()
                 .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after)),
             subreaper: false,
+            exe,
+            reloading: None,
+            next_listener: None,
             cfg,
         })
     }
 
     /// Run until asked to stop.
-    pub(crate) async fn run(mut self, mut signals: Signals) -> Result<(), Fatal> {
+    pub(crate) async fn run(mut self, mut signals: Signals, start: Start) -> Result<(), Fatal> {
         self.state.lock().write_pid().map_err(|e| {
             Fatal::failure(format!(
                 "cannot write {}: {e}; nothing started",
@@ -224,7 +284,18 @@ impl Daemon {
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
         self.subreaper = sys::set_child_subreaper();
-        self.take_over();
+        match start {
+            Start::Fresh => self.take_over(),
+            Start::Reloaded {
+                handoff,
+                old,
+                problems,
+                next_listener,
+            } => {
+                self.next_listener = next_listener;
+                self.carry_on(*handoff, *old, problems)
+            }
+        }
 
         let mut poll = Duration::from_millis(2);
         while self.machine.phase() != Phase::Exited {
@@ -238,6 +309,7 @@ impl Daemon {
             };
             let memory_due = self.memory.due(running, Instant::now());
             let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
+            let reload_due = self.reload_deadline();
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
@@ -249,6 +321,8 @@ impl Daemon {
                 _ = sleep_until(memory_due), if memory_due.is_some() => Wake::MemoryCheck,
                 _ = sleep_until(alert_due), if alert_due.is_some() => Wake::AlertTick,
                 out = hook_output(self.alerting.as_mut()) => Wake::HookOutput(out),
+                _ = sleep_until(reload_due), if reload_due.is_some() => Wake::ReloadTick,
+                said = reload::preflight_output(self.reloading.as_mut()) => Wake::Preflight(said),
             };
             match wake {
                 Wake::Signal(Some(sig)) => self.on_signal(sig),
@@ -284,6 +358,8 @@ impl Daemon {
                         a.hooks().output_ready(out);
                     }
                 }
+                Wake::ReloadTick => self.reload_tick(),
+                Wake::Preflight(said) => self.preflight_said(said),
             }
         }
         self.finish_alerts(&mut signals).await;
@@ -314,8 +390,18 @@ impl Daemon {
             a.resume(streak, prev.alerts.as_ref());
         }
         let left = orphan::find(&prev, &orphan::System);
-        let holders =
-            orphan::socket_holders(&prev, self.cfg.listen.address.port(), &orphan::System);
+        let port = self.cfg.listen.address.port();
+        let mut holders = orphan::socket_holders(&prev, port, &orphan::System);
+        // The service manager that passed the socket (again) holds it too;
+        // and a process it (or anyone holding the socket) forked holds it
+        // for a moment before its exec closes it: only those still holding
+        // it a little later are leftovers.
+        holders.retain(|p| !self.managers.contains(p));
+        if !holders.is_empty() {
+            std::thread::sleep(launch::SETTLE);
+            let again = orphan::socket_holders(&prev, port, &orphan::System);
+            holders.retain(|p| again.contains(p));
+        }
         if left.is_none() && holders.is_empty() {
             self.feed(Event::Start);
             return;
@@ -390,6 +476,7 @@ impl Daemon {
                 info!("SIGUSR1: restarting the child");
                 self.feed(Event::Restart);
             }
+            SIGUSR2 => self.begin_reload(),
             SIGCHLD => self.reap(),
             _ => {}
         }
@@ -415,8 +502,10 @@ impl Daemon {
                 }
             };
             self.targets.forget(pid);
+            self.targets.prune();
             if self.current == Some(pid) {
                 self.child_exited(kind);
+            } else if self.preflight_reaped(pid, kind) {
             } else if let Some(a) = self.alerting.as_mut() {
                 if a.hooks().reaped(pid, kind) {
                     self.write_state();
@@ -478,6 +567,7 @@ impl Daemon {
                 // Whatever holds our socket outside the child's group goes
                 // with it: after a stop, nothing that served is alive.
                 let rivals = self.rivals();
+                self.targets.prune();
                 self.targets.add(&rivals);
                 self.targets.signal(sig);
                 if let Phase::Stopping { leader: None, .. } = self.machine.phase() {

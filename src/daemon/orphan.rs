@@ -178,6 +178,9 @@ mod tests {
                 start_time: Some(1),
                 version: None,
                 boot_id: Some("b1".into()),
+                reloads: 0,
+                executable: None,
+                reload_error: None,
                 stop_timeout_ms: None,
             }),
             child: Some(ChildInfo {
@@ -306,6 +309,7 @@ mod tests {
                 address: "127.0.0.1:8420".into(),
                 bound: true,
                 name: None,
+                inherited: false,
                 socket_id: id,
             });
             let fake = Fake {

@@ -27,6 +27,9 @@ pub(crate) struct Me {
     pub(crate) started_at: SystemTime,
     /// `child.stop_timeout` as this supervisor runs it.
     pub(crate) stop_timeout: Duration,
+    /// The binary, and reloads since the first start.
+    pub(crate) executable: String,
+    pub(crate) reloads: u32,
 }
 
 /// The process group being run or stopped: the latest child's, or an
@@ -53,6 +56,8 @@ pub(crate) struct Observed {
     pub(crate) address: String,
     pub(crate) name: String,
     pub(crate) bound: bool,
+    /// The service manager passed the socket (`listen.inherited`).
+    pub(crate) inherited: bool,
     /// `sys::socket_id` of our listening socket, once bound.
     pub(crate) socket_id: Option<u64>,
     pub(crate) group: Option<Group>,
@@ -67,6 +72,8 @@ pub(crate) struct Observed {
     pub(crate) bind_error: Option<String>,
     /// With `[alerts]`: what `status` shows of them.
     pub(crate) alerts: Option<crate::state::AlertsInfo>,
+    /// Why the last `reload` failed.
+    pub(crate) reload_error: Option<crate::state::ReloadError>,
 }
 
 /// The record for this moment.
@@ -110,12 +117,16 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             start_time: o.me.start_time,
             version: Some(env!("CARGO_PKG_VERSION").into()),
             boot_id: o.me.boot_id.clone(),
+            reloads: o.me.reloads,
+            executable: Some(o.me.executable.clone()),
+            reload_error: o.reload_error.clone(),
             stop_timeout_ms: Some(o.me.stop_timeout.as_millis() as u64),
         }),
         listen: Some(ListenInfo {
             address: o.address.clone(),
             bound: o.bound,
             name: Some(o.name.clone()),
+            inherited: o.inherited,
             socket_id: o.socket_id,
         }),
         child: Some(ChildInfo {
@@ -246,10 +257,13 @@ mod tests {
                 boot_id: Some("b1".into()),
                 started_at: wall,
                 stop_timeout: ms(10_000),
+                executable: "/usr/bin/supervisor".into(),
+                reloads: 0,
             },
             address: "127.0.0.1:8420".into(),
             name: "http".into(),
             bound: true,
+            inherited: false,
             socket_id: None,
             group: Some(Group {
                 pgid: 100,
@@ -264,6 +278,7 @@ mod tests {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            reload_error: None,
         }
     }
 

@@ -5,12 +5,12 @@ use std::future::poll_fn;
 use std::pin::Pin;
 
 use nix::sys::signal::{SigSet, Signal};
-use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 
 /// Signals we handle; registered before the pid file is written or any
 /// child exists, so a SIGTERM can never kill us and orphan a child.
-const HANDLED: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD];
+const HANDLED: [i32; 6] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD];
 
 /// Hold the signals we handle back (they stay pending) from just before the
 /// lock is taken until their handlers exist: a `stop` that finds the new

@@ -61,21 +61,35 @@ impl Targets {
     }
 
     /// Add single processes to what is being stopped; while a stop is under
-    /// way they get its signal at once.
+    /// way they get its signal at once. One whose start time cannot be read
+    /// (gone already) is left out: without it, its pid could later name
+    /// someone else.
     pub(crate) fn add(&mut self, pids: &[i32]) {
         let mut new = false;
         for &pid in pids {
-            if !self.pids.iter().any(|s| s.pid == pid) {
-                self.pids.push(Single {
-                    pid,
-                    start_time: sys::process_start_time(pid),
-                    sent: None,
-                });
-                new = true;
+            if self.pids.iter().any(|s| s.pid == pid) {
+                continue;
             }
+            let Some(start_time) = sys::process_start_time(pid) else {
+                continue;
+            };
+            self.pids.push(Single {
+                pid,
+                start_time: Some(start_time),
+                sent: None,
+            });
+            new = true;
         }
         if let (true, Some(level)) = (new, self.level) {
             self.signal(level);
+        }
+    }
+
+    /// Forget the process group once it is empty: its id may then be
+    /// reused by anyone, and must never be signalled again.
+    pub(crate) fn prune(&mut self) {
+        if self.group.is_some_and(|(g, _)| !sys::group_alive(g)) {
+            self.group = None;
         }
     }
 

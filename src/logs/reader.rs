@@ -43,6 +43,16 @@ const STACK: usize = 128 * 1024;
 struct Pipe {
     file: File,
     framer: Framer,
+    stream: Stream,
+    pid: u32,
+}
+
+/// A child pipe handed over (across `reload`): the descriptor, which stream
+/// of which child it carries.
+pub(crate) struct Handed {
+    pub(crate) file: File,
+    pub(crate) stream: Stream,
+    pub(crate) pid: u32,
 }
 
 /// What the control loop hands the reader thread.
@@ -51,6 +61,8 @@ struct Shared {
     new: Mutex<Vec<Pipe>>,
     /// Read what is buffered now, then stop.
     finish: AtomicBool,
+    /// ... and give the pipes back instead of closing them.
+    detach: AtomicBool,
 }
 
 /// The reader thread and the way to talk to it.
@@ -58,7 +70,7 @@ pub(crate) struct Readers {
     shared: Arc<Shared>,
     /// Writing a byte here wakes the thread from `poll`.
     wake: UnixStream,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Vec<Handed>>>,
 }
 
 impl Readers {
@@ -69,6 +81,7 @@ impl Readers {
         let shared = Arc::new(Shared {
             new: Mutex::new(Vec::new()),
             finish: AtomicBool::new(false),
+            detach: AtomicBool::new(false),
         });
         let theirs = shared.clone();
         let thread = thread::Builder::new()
@@ -91,8 +104,37 @@ impl Readers {
             .push(Pipe {
                 file,
                 framer: Framer::new(stream, pid),
+                stream,
+                pid,
             });
         self.poke();
+    }
+
+    /// Stop reading and give the pipes back, having written what they hold
+    /// now (partial lines end where they are): the supervisor is about to
+    /// re-execute itself and hands them to its new image.
+    pub(crate) fn detach(mut self) -> Vec<Handed> {
+        self.shared.detach.store(true, Ordering::Release);
+        self.shared.finish.store(true, Ordering::Release);
+        self.poke();
+        let mut pipes = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(pipes)) => pipes,
+            _ => Vec::new(),
+        };
+        // Added after the thread stopped looking: handed over unread.
+        let late = std::mem::take(
+            &mut *self
+                .shared
+                .new
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        pipes.extend(late.into_iter().map(|p| Handed {
+            file: p.file,
+            stream: p.stream,
+            pid: p.pid,
+        }));
+        pipes
     }
 
     /// Write what the pipes hold now (and the partial lines), then stop the
@@ -119,7 +161,7 @@ impl Readers {
     }
 }
 
-fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) {
+fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) -> Vec<Handed> {
     let mut pipes: Vec<Pipe> = Vec::new();
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(FLUSH_AT);
@@ -137,7 +179,7 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("cannot wait for the child's output: {e}; it is lost from now on");
-                return;
+                return Vec::new();
             }
         };
         if ready.woken {
@@ -152,7 +194,17 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) {
                 sink.write_batch(&out, lines);
                 out.clear();
             }
-            return;
+            if !shared.detach.load(Ordering::Acquire) {
+                return Vec::new();
+            }
+            return pipes
+                .into_iter()
+                .map(|p| Handed {
+                    file: p.file,
+                    stream: p.stream,
+                    pid: p.pid,
+                })
+                .collect();
         }
         let mut ended = Vec::new();
         for (i, p) in pipes.iter_mut().enumerate() {

@@ -463,3 +463,11 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+pub fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {
+    Ok(Vec::new()) // no launchd here
+}
+
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    f.sync_data()
+}

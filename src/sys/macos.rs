@@ -557,3 +557,52 @@ pub fn send_to_notify(
 ) -> io::Result<usize> {
     sock.send_to(msg, target)
 }
+
+extern "C" {
+    /// liblaunch (part of libSystem), launch(3): the sockets of the job's
+    /// `Sockets` entry `name`, activated; `*fds` is malloc'ed for the caller.
+    fn launch_activate_socket(
+        name: *const libc::c_char,
+        fds: *mut *mut libc::c_int,
+        cnt: *mut libc::size_t,
+    ) -> libc::c_int;
+}
+
+pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
+    // Only a launchd job can have Sockets; launchd names every job it
+    // starts in XPC_SERVICE_NAME ("0" outside one). Asking elsewhere would
+    // cost a round trip to launchd for nothing.
+    if std::env::var("XPC_SERVICE_NAME").is_ok_and(|v| v.is_empty() || v == "0")
+        || std::env::var_os("XPC_SERVICE_NAME").is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in listen.name"))?;
+    let mut fds: *mut libc::c_int = std::ptr::null_mut();
+    let mut cnt: libc::size_t = 0;
+    // SAFETY: launch_activate_socket fills `fds` (malloc'ed, `cnt` long) or
+    // returns an errno; both out-pointers are valid for writing.
+    let r = unsafe { launch_activate_socket(name.as_ptr(), &mut fds, &mut cnt) };
+    if r != 0 {
+        // ESRCH: not managed by launchd; ENOENT: no such Sockets entry.
+        return match r {
+            libc::ESRCH | libc::ENOENT => Ok(Vec::new()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        };
+    }
+    // SAFETY: `fds` points at `cnt` ints, ours to read and then free.
+    let out = unsafe { std::slice::from_raw_parts(fds, cnt).to_vec() };
+    // SAFETY: allocated by liblaunch with malloc, freed once here.
+    unsafe { libc::free(fds.cast()) };
+    Ok(out)
+}
+
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fsync on a descriptor the caller owns.
+    match unsafe { libc::fsync(f.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}

@@ -136,6 +136,13 @@ pub fn resident_bytes(pid: i32) -> Option<u64> {
     imp::resident_bytes(pid)
 }
 
+/// The listening sockets launchd passes to a job through its `Sockets`
+/// entry named `name` (`launch_activate_socket`); none elsewhere, or when
+/// the job has no such entry.
+pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
+    imp::launchd_sockets(name)
+}
+
 /// Make this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`):
 /// orphaned descendants are re-parented to us instead of init, so they can
 /// be recognized and reaped. `false` where there is no such thing (macOS)
@@ -208,6 +215,30 @@ pub unsafe fn reset_signals_after_fork() {
 /// held.
 pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     imp::dup_to(fd, target)
+}
+
+/// Flush a file's data before it is renamed into place (`state.json`).
+/// Linux: `fdatasync`. macOS: plain `fsync`, deliberately not std's
+/// `sync_data`, which is `F_FULLFSYNC` there: a full flush of the drive's
+/// cache that can take tens of milliseconds and would block the event loop
+/// on every state change. The record is advice for `status`; after a power
+/// loss nothing it names is alive anyway (the boot id changes).
+pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+    imp::sync_file(f)
+}
+
+/// Set or clear close-on-exec on `fd` (what `reload` hands to its new
+/// image must survive the exec; everything else must not).
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))
+        .map(|_| ())
+        .map_err(io::Error::from)
 }
 
 /// Ask for a larger pipe buffer (Linux: 1 MiB instead of 64 KiB), so a

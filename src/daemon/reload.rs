@@ -1,0 +1,798 @@
+//! `reload` (SIGUSR2): the supervisor re-executes itself in place — same
+//! pid, same lock, same listening socket, same child — so a new config or
+//! an upgraded binary never closes the port.
+//!
+//! 1. Preflight: the binary at the path we were started from (a replaced
+//!    one, after an upgrade) runs `check-config` on the config; it is told
+//!    the handoff version it would get, and refuses one it cannot read. It
+//!    is our child like any other: reaped by the one reaper, its stderr
+//!    read by the loop, killed after [`PREFLIGHT_TIMEOUT`]. A failure is
+//!    logged and recorded (`supervisor.reload_error`, which `reload`
+//!    prints) and nothing changes.
+//! 2. The handoff: a versioned JSON record ([`Handoff`]) in an unlinked
+//!    file, plus the descriptors it names — the lock, the socket, the
+//!    notify socket, the child's log pipes (the reader thread stops first,
+//!    having written what they held) — made inheritable; every other
+//!    descriptor stays close-on-exec. The handled signals are blocked
+//!    across the exec: one that arrives meanwhile waits until the new
+//!    image has its handlers.
+//! 3. `execve`. If it fails, everything is put back and the old image runs
+//!    on, saying why.
+//! 4. The new image (`commands::run` sees [`HANDOFF_ENV`]) takes the lock
+//!    and descriptors over without taking or releasing anything, restores
+//!    the machine (`Machine::restore`) and compares the config with the one
+//!    the child runs under: `[child]`/`[health]` changed → a graceful
+//!    restart; `[listen]` changed → the new address bound first, the child
+//!    restarted onto it, the old socket closed (if it cannot be bound,
+//!    everything stays as it was); the rest applies live.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tracing::{info, warn};
+
+use super::record::Group;
+use super::{signals, Daemon};
+use crate::child::PROTOCOL_ENV;
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::logs::{Handed, Readers, Stream};
+use crate::policy::{Event, ExitKind, Health, LastExit, Machine, Phase, Snapshot};
+
+use crate::state::{self, AlertsInfo, ReloadError};
+use crate::sys;
+use crate::text::{describe_exit, human};
+
+/// Where the new image finds the handoff: the number of an inherited
+/// descriptor.
+pub(crate) const HANDOFF_ENV: &str = "SUPERVISOR_HANDOFF";
+/// Told to the preflight: the handoff version it would be given.
+pub(crate) const HANDOFF_VERSION_ENV: &str = "SUPERVISOR_HANDOFF_VERSION";
+/// The handoff this build writes and reads.
+pub(crate) const HANDOFF_VERSION: u32 = 1;
+/// A preflight that takes longer is killed and the reload given up.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What of the preflight's stderr is kept for the reason.
+const STDERR_CAP: usize = 4096;
+
+/// Everything the new image needs to carry on. Versioned: an image that
+/// cannot read it says so in the preflight, before anything happens.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Handoff {
+    pub(crate) version: u32,
+    pub(crate) lock_fd: RawFd,
+    pub(crate) listen_fd: Option<RawFd>,
+    pub(crate) inherited: bool,
+    pub(crate) socket_id: Option<u64>,
+    pub(crate) managers: Vec<i32>,
+    pub(crate) notify: Option<NotifyHand>,
+    pub(crate) pipes: Vec<PipeHand>,
+    /// The config the child runs under, as TOML (`check-config`'s output).
+    pub(crate) config: String,
+    /// Unix ms of the first start, and reloads so far.
+    pub(crate) started_at_ms: u64,
+    pub(crate) reloads: u32,
+    pub(crate) machine: MachineHand,
+    pub(crate) group: Option<GroupHand>,
+    pub(crate) child_status: Option<String>,
+    pub(crate) last_exit_at_ms: Option<u64>,
+    pub(crate) alerts: Option<AlertsInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NotifyHand {
+    pub(crate) fd: RawFd,
+    pub(crate) env_value: String,
+    pub(crate) cleanup: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PipeHand {
+    pub(crate) fd: RawFd,
+    pub(crate) stderr: bool,
+    pub(crate) pid: u32,
+}
+
+/// A process group with its leader's start time and session.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GroupHand {
+    pub(crate) pgid: i32,
+    pub(crate) start_time: Option<u64>,
+    pub(crate) sid: Option<i32>,
+    pub(crate) started_at_ms: Option<u64>,
+}
+
+/// The machine's snapshot with its instants as ages (ms before the exec)
+/// or delays (ms after it).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MachineHand {
+    /// "running", "backoff" or "waiting-for-port".
+    pub(crate) phase: String,
+    pub(crate) pid: Option<i32>,
+    /// Running: how long the child has run, and been ready.
+    pub(crate) up_ms: Option<u64>,
+    pub(crate) ready_ms: Option<u64>,
+    /// Backoff / waiting: when the next try is due.
+    pub(crate) due_in_ms: Option<u64>,
+    pub(crate) spawns: u32,
+    pub(crate) streak: u32,
+    pub(crate) bind_failures: u32,
+    pub(crate) port_waiting_ms: Option<u64>,
+    /// (exit code, signal, ms ago)
+    pub(crate) last_exit: Option<(Option<i32>, Option<i32>, u64)>,
+}
+
+/// The preflight under way.
+pub(crate) struct Preflight {
+    pid: i32,
+    exe: PathBuf,
+    deadline: Instant,
+    killed: bool,
+    stderr: Option<pipe::Receiver>,
+    said: Vec<u8>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+impl MachineHand {
+    fn of(s: &Snapshot, now: Instant) -> Option<MachineHand> {
+        let age = |t: Instant| ms(now.saturating_duration_since(t));
+        let due = |t: Instant| ms(t.saturating_duration_since(now));
+        let mut h = MachineHand {
+            phase: String::new(),
+            pid: None,
+            up_ms: None,
+            ready_ms: None,
+            due_in_ms: None,
+            spawns: s.spawns,
+            streak: s.streak,
+            bind_failures: s.bind_failures,
+            port_waiting_ms: s.port_since.map(age),
+            last_exit: s.last_exit.map(|e| match e.kind {
+                ExitKind::Code(c) => (Some(c), None, age(e.at)),
+                ExitKind::Signal(sig) => (None, Some(sig), age(e.at)),
+            }),
+        };
+        match s.phase {
+            Phase::Running { pid, since, health } => {
+                h.phase = "running".into();
+                h.pid = Some(pid);
+                h.up_ms = Some(age(since));
+                h.ready_ms = health.ready_since.map(age);
+            }
+            Phase::Backoff { until } => {
+                h.phase = "backoff".into();
+                h.due_in_ms = Some(due(until));
+            }
+            Phase::WaitingForPort { retry_at, .. } => {
+                h.phase = "waiting-for-port".into();
+                h.due_in_ms = Some(due(retry_at));
+            }
+            _ => return None,
+        }
+        Some(h)
+    }
+
+    fn snapshot(&self, now: Instant) -> Snapshot {
+        let ago = |m: u64| now.checked_sub(Duration::from_millis(m)).unwrap_or(now);
+        let due = |m: Option<u64>| now + Duration::from_millis(m.unwrap_or(0));
+        let phase = match (self.phase.as_str(), self.pid) {
+            ("running", Some(pid)) => Phase::Running {
+                pid,
+                since: ago(self.up_ms.unwrap_or(0)),
+                health: Health {
+                    ready_since: self.ready_ms.map(ago),
+                    probe_failures: 0,
+                    watchdog_until: None,
+                },
+            },
+            ("backoff", _) => Phase::Backoff {
+                until: due(self.due_in_ms),
+            },
+            ("waiting-for-port", _) => Phase::WaitingForPort {
+                since: ago(self.port_waiting_ms.unwrap_or(0)),
+                retry_at: due(self.due_in_ms),
+            },
+            _ => Phase::Starting,
+        };
+        Snapshot {
+            phase,
+            spawns: self.spawns,
+            streak: self.streak,
+            bind_failures: self.bind_failures,
+            port_since: self.port_waiting_ms.map(ago),
+            last_exit: self.last_exit.map(|(code, sig, age)| LastExit {
+                kind: match (code, sig) {
+                    (Some(c), _) => ExitKind::Code(c),
+                    (None, s) => ExitKind::Signal(s.unwrap_or(0)),
+                },
+                at: ago(age),
+            }),
+        }
+    }
+}
+
+impl Daemon {
+    /// SIGUSR2 / `supervisor reload`: run the preflight.
+    pub(super) fn begin_reload(&mut self) {
+        if self.reloading.is_some() {
+            info!("SIGUSR2: a reload is already under way");
+            return;
+        }
+        if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
+            return self.reload_failed(
+                1,
+                format!(
+                    "the supervisor is {} (its child is being stopped or started); try again in a moment",
+                    self.machine.phase().name()
+                ),
+            );
+        }
+        let exe = self.exe.clone();
+        info!(
+            "SIGUSR2: reloading; checking {} with {} check-config",
+            self.cfg.path.display(),
+            exe.display()
+        );
+        match spawn_preflight(&exe, &self.cfg.path) {
+            Ok(p) => self.reloading = Some(p),
+            Err(e) => self.reload_failed(1, format!("cannot run {}: {e}", exe.display())),
+        }
+    }
+
+    /// When the preflight is to be killed, if one runs.
+    pub(super) fn reload_deadline(&self) -> Option<Instant> {
+        self.reloading
+            .as_ref()
+            .filter(|p| !p.killed)
+            .map(|p| p.deadline)
+    }
+
+    pub(super) fn reload_tick(&mut self) {
+        if let Some(p) = self.reloading.as_mut().filter(|p| !p.killed) {
+            if Instant::now() >= p.deadline {
+                p.killed = true;
+                let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// What the preflight printed on stderr (kept for the reason).
+    pub(super) fn preflight_said(&mut self, got: io::Result<Vec<u8>>) {
+        let Some(p) = self.reloading.as_mut() else {
+            return;
+        };
+        match got {
+            Ok(b) if !b.is_empty() => {
+                let room = STDERR_CAP.saturating_sub(p.said.len());
+                p.said.extend_from_slice(&b[..b.len().min(room)]);
+            }
+            _ => p.stderr = None,
+        }
+    }
+
+    /// A reaped pid: the preflight's end, if it is. Whether it was.
+    pub(super) fn preflight_reaped(&mut self, pid: i32, kind: ExitKind) -> bool {
+        if self.reloading.as_ref().map(|p| p.pid) != Some(pid) {
+            return false;
+        }
+        let Some(mut p) = self.reloading.take() else {
+            return false;
+        };
+        // It has exited: what it printed is all in the pipe already (read
+        // it directly: the reactor may not have seen it yet).
+        if let Some(rx) = &p.stderr {
+            let mut buf = [0u8; 1024];
+            while let Ok(n @ 1..) = nix::unistd::read(rx.as_raw_fd(), &mut buf) {
+                let room = STDERR_CAP.saturating_sub(p.said.len());
+                p.said.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+        let said = String::from_utf8_lossy(&p.said).trim().replace('\n', " / ");
+        let said = said.strip_prefix("supervisor: ").unwrap_or(&said);
+        let said = said
+            .strip_prefix("invalid configuration: / ")
+            .unwrap_or(said)
+            .to_owned();
+        match (kind, p.killed) {
+            (ExitKind::Code(0), _) => self.exec_new_image(&p.exe),
+            (ExitKind::Code(78), _) => {
+                self.reload_failed(78, format!("the config is invalid: {said}"))
+            }
+            (_, true) => self.reload_failed(
+                1,
+                format!(
+                    "{} check-config did not finish within {}",
+                    p.exe.display(),
+                    human(PREFLIGHT_TIMEOUT)
+                ),
+            ),
+            (kind, false) => self.reload_failed(
+                1,
+                format!(
+                    "{} check-config {}{}",
+                    p.exe.display(),
+                    describe_exit(kind),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {said}")
+                    }
+                ),
+            ),
+        }
+        true
+    }
+
+    pub(super) fn reload_failed(&mut self, code: i32, message: String) {
+        warn!("reload failed: {message}; carrying on unchanged");
+        self.seen.reload_error = Some(ReloadError {
+            at: state::timestamp_ms(SystemTime::now()),
+            code,
+            message,
+        });
+        self.write_state();
+    }
+
+    /// Hand everything over and `execve` the new image. Returns only if
+    /// the exec failed, with everything put back.
+    fn exec_new_image(&mut self, exe: &Path) {
+        let now = Instant::now();
+        let Some(machine) = MachineHand::of(&self.machine.snapshot(), now) else {
+            return self.reload_failed(
+                1,
+                format!(
+                    "the supervisor became {}; try again",
+                    self.machine.phase().name()
+                ),
+            );
+        };
+        // The log pipes: the reader thread writes what they hold and stops.
+        let pipes: Vec<Handed> = self
+            .logs
+            .readers
+            .take()
+            .map(Readers::detach)
+            .unwrap_or_default();
+        let notify = self.notify.as_ref().map(|n| {
+            let (fd, env_value, cleanup) = n.handover();
+            NotifyHand {
+                fd,
+                env_value,
+                cleanup,
+            }
+        });
+        let handoff = Handoff {
+            version: HANDOFF_VERSION,
+            lock_fd: self.state.lock().raw_fd(),
+            listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
+            inherited: self.seen.inherited,
+            socket_id: self.seen.socket_id,
+            managers: self.managers.clone(),
+            notify,
+            pipes: pipes
+                .iter()
+                .map(|p| PipeHand {
+                    fd: p.file.as_raw_fd(),
+                    stderr: p.stream == Stream::Stderr,
+                    pid: p.pid,
+                })
+                .collect(),
+            config: self.cfg.to_toml(),
+            started_at_ms: unix_ms(self.seen.me.started_at),
+            reloads: self.seen.me.reloads,
+            machine,
+            group: self.seen.group.map(|g| GroupHand {
+                pgid: g.pgid,
+                start_time: g.start_time,
+                sid: g.sid,
+                started_at_ms: g.started_at.map(unix_ms),
+            }),
+            child_status: self.seen.status.clone(),
+            last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
+            alerts: self.seen.alerts.clone(),
+        };
+        let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
+            Ok(file) => {
+                let mut fds: Vec<RawFd> = vec![handoff.lock_fd, file.as_raw_fd()];
+                fds.extend(handoff.listen_fd);
+                fds.extend(handoff.notify.as_ref().map(|n| n.fd));
+                fds.extend(handoff.pipes.iter().map(|p| p.fd));
+                let held = signals::hold();
+                info!(
+                    "reload: executing {} (pid {} stays; handing over {} descriptors)",
+                    exe.display(),
+                    std::process::id(),
+                    fds.len()
+                );
+                let e = exec(exe, &self.cfg.path, file.as_raw_fd(), &fds);
+                // Still here: the exec failed. Put everything back.
+                for fd in &fds {
+                    let _ = sys::set_cloexec(*fd, true);
+                }
+                let _ = held.thread_unblock();
+                drop(file);
+                e
+            }
+            Err(e) => e,
+        };
+        match Readers::start(self.logs.child.clone()) {
+            Ok(readers) => {
+                for p in pipes {
+                    readers.add(p.file, p.stream, p.pid);
+                }
+                self.logs.readers = Some(readers);
+            }
+            Err(e) => {
+                warn!("cannot restart the thread that reads the child's output: {e}; it is lost")
+            }
+        }
+        self.reload_failed(1, format!("cannot execute {}: {error}", exe.display()));
+    }
+
+    /// In the new image: carry on from the handoff. `old` is the config the
+    /// child runs under; `self.cfg` what was read now.
+    pub(super) fn carry_on(&mut self, h: Handoff, old: Config, problems: Vec<(i32, String)>) {
+        let now = Instant::now();
+        self.seen.me.reloads = h.reloads + 1;
+        self.seen.me.started_at = from_unix_ms(h.started_at_ms);
+        self.seen.inherited = h.inherited;
+        self.seen.socket_id = h.socket_id;
+        self.seen.bound = self.listener.as_ref().is_some_and(Listener::is_listening);
+        self.managers = h.managers.clone();
+        self.seen.status = h.child_status.clone();
+        self.seen.last_exit_at = h.last_exit_at_ms.map(from_unix_ms);
+        self.seen.group = h.group.as_ref().map(|g| Group {
+            pgid: g.pgid,
+            start_time: g.start_time,
+            sid: g.sid,
+            started_at: g.started_at_ms.map(from_unix_ms),
+        });
+        let snap = h.machine.snapshot(now);
+        self.machine = Machine::restore(*self.machine.settings(), snap, now);
+        if let Phase::Running { pid, .. } = self.machine.phase() {
+            self.current = Some(pid);
+            let start = self.seen.group.and_then(|g| g.start_time);
+            self.targets = super::targets::Targets::child(pid, start);
+        }
+        if let Some(readers) = &self.logs.readers {
+            for p in &h.pipes {
+                // SAFETY: handed over by the old image for us alone; the
+                // number is checked to be open first.
+                if unsafe { libc::fcntl(p.fd, libc::F_GETFD) } < 0 {
+                    continue;
+                }
+                let file = unsafe { File::from_raw_fd(p.fd) };
+                let _ = sys::set_cloexec(file.as_raw_fd(), true);
+                let stream = if p.stderr {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                readers.add(file, stream, p.pid);
+            }
+        }
+        let streak = self.machine.streak();
+        if let Some(a) = self.alerting.as_mut() {
+            a.resume(streak, h.alerts.as_ref());
+        }
+        info!(
+            "reloaded: supervisor {} now runs {} {} ({}); child {}",
+            std::process::id(),
+            self.exe.display(),
+            env!("CARGO_PKG_VERSION"),
+            crate::text::count(self.seen.me.reloads.into(), "reload"),
+            self.current
+                .map_or("none".into(), |p| format!("{p} carries on"))
+        );
+        for (code, message) in problems {
+            self.reload_failed(code, message);
+        }
+        self.apply_changes(&old);
+        self.write_state();
+    }
+
+    /// What changed in the config since the child started, applied: a
+    /// socket bound for a changed `[listen]` takes over at the next launch
+    /// (the child is restarted onto it); a changed `[child]` or `[health]`
+    /// restarts the child gracefully; the rest is live already.
+    fn apply_changes(&mut self, old: &Config) {
+        let cfg = &self.cfg;
+        if self.next_listener.is_some() {
+            info!(
+                "reload: {} bound; the child moves there from {}",
+                cfg.listen.address, old.listen.address
+            );
+            match self.current {
+                Some(_) => self.feed(Event::Restart),
+                None => self.switch_listener(),
+            }
+        } else if cfg.child != old.child
+            || cfg.health != old.health
+            || cfg.listen.name != old.listen.name
+        {
+            if self.current.is_some() {
+                info!("reload: [child] or [health] changed; restarting the child gracefully");
+                self.feed(Event::Restart);
+            }
+        } else if self.current.is_some() {
+            info!("reload: nothing the child depends on changed; it carries on");
+        }
+    }
+
+    /// Before a launch: a socket bound for a changed `[listen]` replaces
+    /// the old one (closed here, once no child holds it).
+    pub(super) fn switch_listener(&mut self) {
+        let Some(fd) = self.next_listener.take() else {
+            return;
+        };
+        // The old socket closes first: it sits at fd 3, where the new one
+        // goes (and the old Listener must not close the new one later).
+        self.listener = None;
+        match Listener::adopt(fd) {
+            Ok(l) => {
+                self.seen.socket_id = sys::socket_id(l.as_fd());
+                self.listener = Some(l);
+                self.seen.address = self.cfg.listen.address.to_string();
+                self.seen.inherited = false;
+                self.seen.bound = true;
+                self.managers.clear();
+            }
+            Err(e) => warn!("reload: cannot move the new socket into place: {e}"),
+        }
+    }
+}
+
+/// Start `EXE --config CONFIG check-config` in its own process group,
+/// stderr read by the loop; told which handoff it would get.
+fn spawn_preflight(exe: &Path, config: &Path) -> io::Result<Preflight> {
+    let (reader, writer) = io::pipe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("check-config")
+        .env(HANDOFF_VERSION_ENV, HANDOFF_VERSION.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .process_group(0);
+    for var in PROTOCOL_ENV {
+        cmd.env_remove(var);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            sys::reset_signals_after_fork();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(cmd);
+    let pid = child.id() as i32;
+    // Reaped by the driver's one reaper.
+    drop(child);
+    Ok(Preflight {
+        pid,
+        exe: exe.to_owned(),
+        deadline: Instant::now() + PREFLIGHT_TIMEOUT,
+        killed: false,
+        stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok(),
+        said: Vec::new(),
+    })
+}
+
+/// What the running preflight printed; pending without one.
+pub(super) async fn preflight_output(p: Option<&mut Preflight>) -> io::Result<Vec<u8>> {
+    let Some(rx) = p.and_then(|p| p.stderr.as_mut()) else {
+        return std::future::pending().await;
+    };
+    let mut buf = vec![0u8; 1024];
+    let n = rx.read(&mut buf).await?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The handoff in an unlinked file of the state dir (no size limit, no
+/// reader needed while writing), rewound for the new image.
+fn write_handoff(dir: &Path, h: &Handoff) -> io::Result<File> {
+    let text = serde_json::to_vec(h).map_err(io::Error::other)?;
+    let path = dir.join(format!(".handoff.{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    file.write_all(&text)?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// `execve(exe --config CONFIG run)` with `fds` inheritable and the handoff
+/// named in the environment. Returns only on failure.
+fn exec(exe: &Path, config: &Path, handoff: RawFd, fds: &[RawFd]) -> io::Error {
+    let c = |s: OsString| CString::new(s.into_vec()).map_err(|_| io::Error::other("NUL in a path"));
+    let built = (|| -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+        let path = c(exe.as_os_str().to_owned())?;
+        let argv = vec![
+            path.clone(),
+            c("--config".into())?,
+            c(config.as_os_str().to_owned())?,
+            c("run".into())?,
+        ];
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        env.insert(HANDOFF_ENV.into(), handoff.to_string().into());
+        let env = env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut e = k.into_vec();
+                e.push(b'=');
+                e.extend(v.into_vec());
+                CString::new(e).map_err(|_| io::Error::other("NUL in the environment"))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok((path, argv, env))
+    })();
+    let (path, argv, env) = match built {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    for fd in fds {
+        if let Err(e) = sys::set_cloexec(*fd, false) {
+            return e;
+        }
+    }
+    match nix::unistd::execve(&path, &argv, &env) {
+        Err(e) => io::Error::from(e),
+        Ok(never) => match never {},
+    }
+}
+
+/// In a new image: the handoff, if the old one left one (and the variable
+/// leaves the environment). An unreadable one is an error: the lock and
+/// the child are ours, and starting over would orphan the child.
+pub(crate) fn take_handoff() -> Result<Option<Handoff>, String> {
+    let Some(value) = std::env::var_os(HANDOFF_ENV) else {
+        return Ok(None);
+    };
+    // SAFETY: called at start-up, before any other thread exists.
+    unsafe { std::env::remove_var(HANDOFF_ENV) };
+    let fd: RawFd = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{HANDOFF_ENV}={value:?} is not a descriptor number"))?;
+    // SAFETY: the old image handed this descriptor to us alone; it is
+    // checked to be open first.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{HANDOFF_ENV} names fd {fd}, which is not open"));
+    }
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .map_err(|e| format!("cannot read the handoff: {e}"))?;
+    let h: Handoff =
+        serde_json::from_slice(&text).map_err(|e| format!("cannot read the handoff: {e}"))?;
+    if h.version != HANDOFF_VERSION {
+        return Err(format!(
+            "the handoff is version {}, this build reads {HANDOFF_VERSION}",
+            h.version
+        ));
+    }
+    Ok(Some(h))
+}
+
+/// For `check-config` run as a reload's preflight: whether this build can
+/// take over from the handoff version it would be given.
+pub(crate) fn can_take_over() -> Result<(), String> {
+    match std::env::var(HANDOFF_VERSION_ENV) {
+        Ok(v) if v.trim() != HANDOFF_VERSION.to_string() => Err(format!(
+            "this build cannot take over from a supervisor that hands over version {v} \
+             (it reads version {HANDOFF_VERSION}); stop and start it instead"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Health, LastExit};
+
+    #[test]
+    fn the_machine_crosses_the_exec() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let running = Snapshot {
+            phase: Phase::Running {
+                pid: 42,
+                since: t0,
+                health: Health {
+                    ready_since: Some(t0 + ms(100)),
+                    probe_failures: 2,
+                    watchdog_until: None,
+                },
+            },
+            spawns: 3,
+            streak: 1,
+            bind_failures: 0,
+            port_since: None,
+            last_exit: Some(LastExit {
+                kind: ExitKind::Signal(9),
+                at: t0,
+            }),
+        };
+        let later = t0 + ms(5000);
+        let h = MachineHand::of(&running, later).unwrap();
+        let json = serde_json::to_string(&h).unwrap();
+        let back: MachineHand = serde_json::from_str(&json).unwrap();
+        let s = back.snapshot(later);
+        assert_eq!((s.spawns, s.streak), (3, 1));
+        match s.phase {
+            Phase::Running { pid, since, health } => {
+                assert_eq!(pid, 42);
+                assert_eq!(later.duration_since(since), ms(5000));
+                assert_eq!(
+                    health.ready_since.map(|r| later.duration_since(r)),
+                    Some(ms(4900))
+                );
+                assert_eq!(health.probe_failures, 0);
+            }
+            p => panic!("{p:?}"),
+        }
+        assert_eq!(s.last_exit.map(|e| e.kind), Some(ExitKind::Signal(9)));
+        // A backoff keeps what is left of its delay.
+        let backoff = Snapshot {
+            phase: Phase::Backoff {
+                until: t0 + ms(800),
+            },
+            ..running
+        };
+        let s = MachineHand::of(&backoff, t0 + ms(300))
+            .unwrap()
+            .snapshot(t0 + ms(300));
+        assert_eq!(
+            s.phase,
+            Phase::Backoff {
+                until: t0 + ms(800)
+            }
+        );
+        // A stop under way cannot be handed over.
+        let stopping = Snapshot {
+            phase: Phase::Stopping {
+                leader: Some(42),
+                deadline: t0,
+                killed: false,
+                restart_at: t0,
+            },
+            ..running
+        };
+        assert!(MachineHand::of(&stopping, t0).is_none());
+    }
+}
