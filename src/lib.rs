@@ -10,7 +10,10 @@
 //! signal, child exit and timer as an event to the pure restart `policy`,
 //! carrying out the actions it returns and recording each transition in
 //! `state.json` (`state`); with `[health]` it also listens on the notify
-//! socket and runs HTTP probes (`health`). The other subcommands
+//! socket and runs HTTP probes (`health`); with `[alerts]` it tells a
+//! person through the alert command when `alerts` (a pure rule) says so;
+//! on `reload` (SIGUSR2) it re-executes itself in place, handing the lock,
+//! the socket and the child to its new image. The other subcommands
 //! find the running supervisor without taking its lock
 //! (`lock::find_supervisor`), show its record (`status`) and talk to it
 //! through signals; `launchd` and `systemd` write the job files that

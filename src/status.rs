@@ -173,15 +173,23 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
                 let up = ago(at, now)
                     .map(|d| format!(", up {d}"))
                     .unwrap_or_default();
-                out += &format!("child:        pid {pid}{up}, {} restarts\n", c.restarts);
+                out += &format!(
+                    "child:        pid {pid}{up}, {}\n",
+                    crate::text::count(c.restarts.into(), "restart")
+                );
             }
             (Some(pid), None) => {
                 out += &format!(
-                    "child:        pid {pid} (stopping), {} restarts\n",
-                    c.restarts
+                    "child:        pid {pid} (stopping), {}\n",
+                    crate::text::count(c.restarts.into(), "restart")
                 )
             }
-            _ => out += &format!("child:        none, {} restarts\n", c.restarts),
+            _ => {
+                out += &format!(
+                    "child:        none, {}\n",
+                    crate::text::count(c.restarts.into(), "restart")
+                )
+            }
         }
         if let Some(text) = &c.status {
             out += &format!("child status: {text}\n");

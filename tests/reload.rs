@@ -195,6 +195,40 @@ fn a_replaced_binary_is_the_one_executed() {
 }
 
 #[test]
+fn a_link_moved_to_a_new_version_is_followed() {
+    // Homebrew's way: bin/supervisor -> Cellar/<version>/bin/supervisor.
+    let env = Setup::new("http_health.py").build();
+    let (v1, v2) = (env.path("v1"), env.path("v2"));
+    for v in [&v1, &v2] {
+        fs::create_dir(v).unwrap();
+        fs::copy(BIN, v.join("supervisor")).unwrap();
+        fs::set_permissions(v.join("supervisor"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let link = env.path("supervisor-link");
+    std::os::unix::fs::symlink(v1.join("supervisor"), &link).unwrap();
+    let mut sup = run_from(&link.to_string_lossy(), &env);
+    serving(&env);
+    let tmp = env.path("supervisor-link.new");
+    std::os::unix::fs::symlink(v2.join("supervisor"), &tmp).unwrap();
+    fs::rename(&tmp, &link).unwrap();
+    let out = env.cli(&["reload"]);
+    expect_code(&env, &out, 0);
+    let v = env.status_json().1;
+    let runs = v["supervisor"]["executable"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !runs.starts_with(&v2.to_string_lossy().into_owned()) {
+        env.fail(format!(
+            "after the upgrade it runs {runs:?}, not the one in {v2:?}"
+        ));
+    }
+    let out = env.cli(&["stop"]);
+    expect_code(&env, &out, 0);
+    let _ = sup.wait();
+}
+
+#[test]
 fn a_binary_that_fails_its_preflight_is_not_executed() {
     let env = Setup::new("http_health.py").build();
     let bin = own_binary(&env);

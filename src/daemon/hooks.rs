@@ -51,6 +51,8 @@ struct Running {
     event: AlertEvent,
     deadline: Instant,
     killed: bool,
+    /// Killed because the supervisor exits, not for its timeout.
+    cut: bool,
     output: Option<pipe::Receiver>,
     /// Bytes of output logged so far, and the partial last line.
     logged: usize,
@@ -122,6 +124,21 @@ impl Hooks {
         let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
     }
 
+    /// Kill the running hook's process group now, saying why.
+    pub(crate) fn kill_now(&mut self, why: &str) {
+        let Some(r) = self.running.as_mut().filter(|r| !r.killed) else {
+            return;
+        };
+        r.killed = true;
+        r.cut = true;
+        warn!(
+            "alert command for {} still runs; killing its process group {}: {why}",
+            r.event.as_str(),
+            r.pid
+        );
+        let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
+    }
+
     /// Read what the running hook printed; pending while there is nothing
     /// to read (or no hook). Call `output_ready` with the result.
     pub(crate) async fn output(&mut self) -> io::Result<Vec<u8>> {
@@ -182,6 +199,7 @@ impl Hooks {
         }
         let result = match (kind, r.killed) {
             (ExitKind::Code(0), _) => "exited with code 0".to_owned(),
+            (_, true) if r.cut => "killed: the supervisor was exiting".to_owned(),
             (_, true) => format!("killed after the {} timeout", human(self.timeout)),
             (kind, false) => describe_exit(kind),
         };
@@ -276,6 +294,7 @@ impl Hooks {
             event: job.event,
             deadline: Instant::now() + self.timeout,
             killed: false,
+            cut: false,
             output,
             logged: 0,
             partial: Vec::new(),

@@ -6,8 +6,8 @@
 //! Counted: every live member of the child's process group (grandchildren
 //! included) and the single processes the driver would stop with it
 //! ([`Targets`](super::targets::Targets): the child itself, should it have
-//! left its group). Escaped descendants holding our socket count once the
-//! driver tracks them in `Targets`. Each process's RSS is added up, so pages
+//! left its group), and whatever holds our socket outside the group (a
+//! daemonized grandchild serves for the child). Each process's RSS is added up, so pages
 //! shared after a fork count once per process, as `ps` would show them.
 //! Past the ceiling the machine gets `Event::TooBig`, stops the child
 //! gracefully and restarts it under the backoff policy.

@@ -3,20 +3,26 @@
 //!
 //! It turns the world into [`Event`]s for the pure [`Machine`] and carries
 //! out the [`Action`]s it returns. Everything waits in one `select!`: the
-//! signal stream (SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGCHLD), the
-//! machine's single deadline, the notify socket and the HTTP probe (with
-//! `[health]`), a refused state write's retry, the `max_memory` check (only
-//! when it is set), and, only while something other than our own child is
-//! being stopped, a short poll for it to vanish.
-//! With a healthy child nothing is armed, so the supervisor makes no
-//! wake-ups.
+//! signal stream (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 and SIGCHLD),
+//! the machine's single deadline, the notify socket and the HTTP probe
+//! (with `[health]`), a refused state write's retry, the `max_memory` check
+//! (only when it is set), the alert rule's deadlines and the alert
+//! command's output (with `[alerts]`), a reload's preflight, and, only
+//! while something other than our own child is being stopped, a short poll
+//! for it to vanish. With a healthy child nothing is armed, so the
+//! supervisor makes no wake-ups. Every child ends in the one reaper
+//! (`waitpid(-1)`: we are a subreaper), which tells the child's exit, an
+//! alert command's and a preflight's apart.
 //!
-//! The rooms: [`signals`] (the signal stream), [`record`] (what
-//! `state.json` says and writing it), [`probes`] (HTTP probe timing),
-//! [`memory`] (`max_memory` sampling),
-//! [`orphan`] (an earlier supervisor's leftovers), [`targets`] (what stop
-//! signals go to); this file is the loop and the narration of what the
-//! machine decided.
+//! The rooms: this file is the loop, the start (fresh, or carried on after
+//! a reload) and the reaper; [`launch`] brings a child up (the socket, the
+//! rivals holding it, the spawn); [`narrate`] puts the machine's decisions
+//! into words and alerts; [`readiness`] hears probes and notify datagrams;
+//! [`signals`] is the signal stream; [`record`] what `state.json` says and
+//! writing it; [`probes`] HTTP probe timing; [`memory`] `max_memory`
+//! sampling; [`orphan`] an earlier supervisor's leftovers; [`targets`]
+//! what stop signals go to; [`alerting`] and [`hooks`] the alert rule's
+//! side and the alert command; [`reload`] re-executing in place.
 
 mod alerting;
 mod hooks;
@@ -60,6 +66,9 @@ use targets::Targets;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long, at exit, a running alert command may still take (at most its
+/// own timeout).
+pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
@@ -104,7 +113,9 @@ pub(crate) struct Daemon {
     /// Orphaned descendants come back to us (Linux): then whatever holds
     /// our socket descends from us, and looking there is enough.
     subreaper: bool,
-    /// The binary we run, resolved at start: what `reload` runs again.
+    /// The path we were started as (a symlink stays a symlink): `reload`
+    /// resolves it again, so after an upgrade that moved the link (Homebrew)
+    /// the new binary is the one executed.
     exe: PathBuf,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
@@ -126,6 +137,20 @@ pub(crate) enum Start {
         problems: Vec<(i32, String)>,
         next_listener: Option<OwnedFd>,
     },
+}
+
+/// The path this program was started as: `argv[0]` made absolute when it
+/// names a file (a link stays a link), else (found along PATH) the running
+/// executable.
+fn invoked_as() -> PathBuf {
+    let current = || std::env::current_exe().unwrap_or_default();
+    match std::env::args_os().next().map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        Some(p) if p.components().count() > 1 => std::env::current_dir()
+            .map(|cwd| cwd.join(&p))
+            .unwrap_or_else(|_| current()),
+        _ => current(),
+    }
 }
 
 /// The service manager that passed socket `id` (our parent) when it holds
@@ -191,9 +216,7 @@ impl Daemon {
             attrs: crate::attrs::Wanted::of(&cfg.child),
         };
         let me = std::process::id() as i32;
-        let exe = std::env::current_exe()
-            .and_then(std::fs::canonicalize)
-            .unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()));
+        let exe = invoked_as();
         let socket_id = passed.as_ref().and_then(|l| sys::socket_id(l.as_fd()));
         let seen = Observed {
             me: Me {
@@ -202,7 +225,10 @@ impl Daemon {
                 boot_id: sys::boot_id(),
                 started_at: SystemTime::now(),
                 stop_timeout: cfg.child.stop_timeout,
-                executable: exe.display().to_string(),
+                executable: std::fs::canonicalize(&exe)
+                    .unwrap_or_else(|_| exe.clone())
+                    .display()
+                    .to_string(),
                 reloads: 0,
             },
             address: cfg.listen.address.to_string(),
@@ -443,6 +469,13 @@ impl Daemon {
     /// from `initial_backoff` again.
     fn resume_history(&mut self, prev: &state::Record) {
         let Some(child) = &prev.child else { return };
+        // A supervisor that was stopped on request wrote "not-running" on
+        // its way out: a deliberate start afterwards begins afresh. Only
+        // one that died (SIGKILL, a crash, `kickstart -k`) and was started
+        // again carries its crash loop on.
+        if prev.state == "not-running" {
+            return;
+        }
         let recent = prev
             .age(SystemTime::now())
             .is_some_and(|age| age < self.cfg.restart.reset_after + self.cfg.restart.max_backoff);
@@ -599,30 +632,41 @@ impl Daemon {
                 crate::text::count(dropped as u64, "queued alert")
             );
         }
-        let end = Instant::now() + KILL_GRACE;
+        // Not its whole timeout: a stop (and the service manager's budget
+        // for it) must not hang on a slow webhook. The alert has most
+        // likely gone out by then; if not, the log says it was cut short.
+        let cut = Instant::now() + HOOK_AT_EXIT;
+        let give_up = cut + KILL_GRACE;
         while self
             .alerting
             .as_mut()
             .is_some_and(|a| a.hooks().is_running())
+            && Instant::now() < give_up
         {
-            let kill_at = self.alerting.as_ref().and_then(|a| a.deadline());
+            let kill_at = self
+                .alerting
+                .as_ref()
+                .and_then(|a| a.deadline())
+                .map(|d| d.min(cut));
+            // Once killed, wait for its exit (reaped below), not forever:
+            // a process stuck in the kernel holds nothing of ours.
+            let wake = kill_at.unwrap_or(give_up);
             tokio::select! {
                 sig = signals::next(signals) => {
                     if sig == Some(SIGCHLD) {
                         self.reap();
                     }
                 }
-                _ = sleep_until(kill_at) => self.alert_tick(),
+                _ = sleep_until(Some(wake)) => {
+                    if let Some(a) = self.alerting.as_mut() {
+                        a.hooks().kill_now("the supervisor is exiting");
+                    }
+                }
                 out = hook_output(self.alerting.as_mut()) => {
                     if let Some(a) = self.alerting.as_mut() {
                         a.hooks().output_ready(out);
                     }
                 }
-            }
-            // A killed hook that never goes away (a zombie nobody reaps)
-            // holds nothing of ours: give up on it.
-            if kill_at.is_none() && Instant::now() > end {
-                break;
             }
         }
     }

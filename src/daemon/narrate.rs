@@ -64,7 +64,10 @@ impl Daemon {
                 let next = match next {
                     Next::RestartIn(d) => format!("; restarting in {}", human(d)),
                     Next::RestartNow => "; restarting at once".into(),
-                    Next::StopOthers => "; stopping what is left of its process group first".into(),
+                    Next::StopOthers => {
+                        "; stopping what it left behind (its process group, anything holding our socket) first"
+                            .into()
+                    }
                     Next::Exit => String::new(),
                 };
                 let line = format!("child {pid} {how}{lived}{next}");

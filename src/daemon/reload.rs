@@ -253,7 +253,9 @@ impl Daemon {
                 ),
             );
         }
-        let exe = self.exe.clone();
+        // Resolved now: an upgrade may have replaced the file or moved the
+        // link we were started through.
+        let exe = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
         info!(
             "SIGUSR2: reloading; checking {} with {} check-config",
             self.cfg.path.display(),
@@ -430,7 +432,7 @@ impl Daemon {
                     std::process::id(),
                     fds.len()
                 );
-                let e = exec(exe, &self.cfg.path, file.as_raw_fd(), &fds);
+                let e = exec(exe, &self.exe, &self.cfg.path, file.as_raw_fd(), &fds);
                 // Still here: the exec failed. Put everything back.
                 for fd in &fds {
                     let _ = sys::set_cloexec(*fd, true);
@@ -504,7 +506,7 @@ impl Daemon {
         info!(
             "reloaded: supervisor {} now runs {} {} ({}); child {}",
             std::process::id(),
-            self.exe.display(),
+            self.seen.me.executable,
             env!("CARGO_PKG_VERSION"),
             crate::text::count(self.seen.me.reloads.into(), "reload"),
             self.current
@@ -636,13 +638,15 @@ fn write_handoff(dir: &Path, h: &Handoff) -> io::Result<File> {
 }
 
 /// `execve(exe --config CONFIG run)` with `fds` inheritable and the handoff
-/// named in the environment. Returns only on failure.
-fn exec(exe: &Path, config: &Path, handoff: RawFd, fds: &[RawFd]) -> io::Error {
+/// named in the environment; `argv0` is the path we were started as, so
+/// the new image resolves the same link at its own next reload. Returns
+/// only on failure.
+fn exec(exe: &Path, argv0: &Path, config: &Path, handoff: RawFd, fds: &[RawFd]) -> io::Error {
     let c = |s: OsString| CString::new(s.into_vec()).map_err(|_| io::Error::other("NUL in a path"));
     let built = (|| -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
         let path = c(exe.as_os_str().to_owned())?;
         let argv = vec![
-            path.clone(),
+            c(argv0.as_os_str().to_owned())?,
             c("--config".into())?,
             c(config.as_os_str().to_owned())?,
             c("run".into())?,
