@@ -117,6 +117,26 @@ fn a_reload_with_nothing_changed_touches_nothing_and_keeps_the_lock() {
 }
 
 #[test]
+fn health_checks_go_on_after_a_reload() {
+    let env = Setup::new("http_health.py")
+        .set("health", "http", "/healthz")
+        .set("health", "interval", "200ms")
+        .set("health", "timeout", "300ms")
+        .raw("health", "failures", "2")
+        .build();
+    let _sup = env.spawn();
+    let first = serving(&env);
+    let out = env.cli(&["reload"]);
+    expect_code(&env, &out, 0);
+    if env.status_json().1["child"]["ready"] != true {
+        env.fail("the child is not ready any more after the reload");
+    }
+    // A freeze after the reload is still noticed and repaired.
+    fs::write(env.path("freeze"), "").unwrap();
+    env.wait_child(&[first]);
+}
+
+#[test]
 fn sigusr2_reloads_too() {
     let env = Setup::new("http_health.py").build();
     let sup = env.spawn();

@@ -515,6 +515,8 @@ impl Daemon {
         for (code, message) in problems {
             self.reload_failed(code, message);
         }
+        // Health probes of a running child go on from now.
+        self.probes.schedule(self.current.is_some(), now);
         self.apply_changes(&old);
         self.write_state();
     }
