@@ -280,6 +280,24 @@ fn a_supervisor_killed_while_stopping_leftovers_leaves_them_to_the_next() {
     // stop_timeout (30 s) would let the grandchild live through the whole
     // test: a second SIGTERM makes the new supervisor SIGKILL at once.
     let sup2 = env.spawn();
+    // While it stops them, its record has every key (issue 10).
+    let v = env.wait_value("the new supervisor stopping them", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "stopping" && v["supervisor"]["pid"] == sup2.pid()).then_some(v)
+    });
+    for key in [
+        "supervisor",
+        "listen",
+        "child",
+        "next_restart_in_ms",
+        "port_holder",
+    ] {
+        if v.get(key).is_none() {
+            env.fail(format!(
+                "status --json lacks `{key}` while stopping leftovers: {v:#}"
+            ));
+        }
+    }
     env.wait_for("the new supervisor took over", DEADLINE, || {
         std::fs::read_to_string(env.log_dir.join("supervisor.log"))
             .unwrap_or_default()

@@ -263,32 +263,9 @@ impl Hooks {
             .command
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-        let (reader, writer) = io::pipe()?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .process_group(0);
-        for var in PROTOCOL_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.envs(job.env.iter().map(|(k, v)| (k, v)));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                sys::reset_signals_after_fork();
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        // `cmd` holds the pipe's write end in its stdio setup; drop it so
-        // the read end sees EOF when the hook's last holder exits.
-        drop(cmd);
-        let pid = child.id() as i32;
-        // Reaped by the driver's one `waitpid(-1)` loop, never here.
-        drop(child);
-        let output = pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok();
+        cmd.args(args).envs(job.env.iter().map(|(k, v)| (k, v)));
+        let (pid, output) = spawn_helper(cmd, true)?;
         Ok(Running {
             pid,
             event: job.event,
@@ -301,6 +278,46 @@ impl Hooks {
             dropped: 0,
         })
     }
+}
+
+/// Start a helper of ours (an alert command, a reload's preflight): in its
+/// own process group, stdin from /dev/null, none of the protocols'
+/// variables, every signal at its default; its stderr (and stdout, with
+/// `stdout`) into one pipe the loop reads. It is reaped by the driver's one
+/// reaper like every other child, never waited for here.
+pub(super) fn spawn_helper(
+    mut cmd: Command,
+    stdout: bool,
+) -> io::Result<(i32, Option<pipe::Receiver>)> {
+    let (reader, writer) = io::pipe()?;
+    let out = match stdout {
+        true => Stdio::from(writer.try_clone()?),
+        false => Stdio::null(),
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(writer)
+        .process_group(0);
+    for var in PROTOCOL_ENV {
+        cmd.env_remove(var);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            sys::reset_signals_after_fork();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // `cmd` holds the pipe's write end in its stdio setup: drop it, so the
+    // read end sees EOF once the helper's last holder exits.
+    drop(cmd);
+    let pid = child.id() as i32;
+    drop(child);
+    Ok((
+        pid,
+        pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok(),
+    ))
 }
 
 /// One line of a hook's output into supervisor.log, within the cap.

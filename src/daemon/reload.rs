@@ -30,12 +30,11 @@ use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{killpg, Signal};
@@ -47,7 +46,6 @@ use tracing::{info, warn};
 
 use super::record::Group;
 use super::{signals, Daemon};
-use crate::child::PROTOCOL_ENV;
 use crate::config::Config;
 use crate::listener::Listener;
 use crate::logs::{Handed, Readers, Stream};
@@ -575,37 +573,18 @@ impl Daemon {
 /// Start `EXE --config CONFIG check-config` in its own process group,
 /// stderr read by the loop; told which handoff it would get.
 fn spawn_preflight(exe: &Path, config: &Path) -> io::Result<Preflight> {
-    let (reader, writer) = io::pipe()?;
     let mut cmd = Command::new(exe);
     cmd.arg("--config")
         .arg(config)
         .arg("check-config")
-        .env(HANDOFF_VERSION_ENV, HANDOFF_VERSION.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(writer)
-        .process_group(0);
-    for var in PROTOCOL_ENV {
-        cmd.env_remove(var);
-    }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            sys::reset_signals_after_fork();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    drop(cmd);
-    let pid = child.id() as i32;
-    // Reaped by the driver's one reaper.
-    drop(child);
+        .env(HANDOFF_VERSION_ENV, HANDOFF_VERSION.to_string());
+    let (pid, stderr) = super::hooks::spawn_helper(cmd, false)?;
     Ok(Preflight {
         pid,
         exe: exe.to_owned(),
         deadline: Instant::now() + PREFLIGHT_TIMEOUT,
         killed: false,
-        stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok(),
+        stderr,
         said: Vec::new(),
     })
 }
