@@ -16,9 +16,9 @@ use std::io;
 use crate::config::{Limit, Resource};
 
 /// The type of a resource's number in `getrlimit`/`setrlimit`.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 type Which = libc::__rlimit_resource_t;
-#[cfg(target_os = "macos")]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 type Which = libc::c_int;
 
 fn which(r: Resource) -> Which {
