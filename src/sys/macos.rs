@@ -529,3 +529,58 @@ pub fn send_to_notify(
 ) -> io::Result<usize> {
     sock.send_to(msg, target)
 }
+
+// ---------------------------------------------------------------- timers
+
+/// A kqueue of its own holding one periodic `EVFILT_TIMER`: the kqueue's
+/// descriptor reads as readable while an expiration is pending, so tokio's
+/// reactor (a kqueue itself) can wait on it.
+#[derive(Debug)]
+pub struct Ticker(nix::sys::event::Kqueue);
+
+impl Ticker {
+    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+        use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent, Kqueue};
+        let kq = Kqueue::new()?;
+        let usec = isize::try_from(every.as_micros())
+            .unwrap_or(isize::MAX)
+            .max(1);
+        let timer = KEvent::new(
+            0,
+            EventFilter::EVFILT_TIMER,
+            EventFlag::EV_ADD | EventFlag::EV_ENABLE,
+            FilterFlag::NOTE_USECONDS,
+            usec,
+            0,
+        );
+        kq.kevent(&[timer], &mut [], None)?;
+        Ok(Ticker(kq))
+    }
+
+    pub fn take(&self) -> io::Result<u64> {
+        use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent};
+        let mut got = [KEvent::new(
+            0,
+            EventFilter::EVFILT_TIMER,
+            EventFlag::empty(),
+            FilterFlag::empty(),
+            0,
+            0,
+        )];
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // A timer event's data is the count of expirations since the last
+        // time it was returned.
+        match self.0.kevent(&[], &mut got, Some(now))? {
+            0 => Ok(0),
+            _ => Ok(u64::try_from(got[0].data()).unwrap_or(0)),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.0.as_fd().as_raw_fd()
+    }
+}

@@ -287,6 +287,35 @@ pub fn somaxconn() -> Option<u32> {
     imp::somaxconn()
 }
 
+// ---------------------------------------------------------------- timers
+
+/// A kernel timer that fires every `every`, the first time `every` from
+/// now, and makes a descriptor readable (Linux: a timerfd; macOS: a kqueue
+/// holding one `EVFILT_TIMER`). The loop waits on it through tokio's
+/// reactor, so a period costs one wake-up; tokio's own timer wheel parks
+/// twice for a deadline more than 64 ms away (to the coarse slot, then for
+/// the rest).
+#[derive(Debug)]
+pub struct Ticker(imp::Ticker);
+
+impl Ticker {
+    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+        imp::Ticker::new(every).map(Ticker)
+    }
+
+    /// Takes the expirations that made it readable: how many periods ended
+    /// since the last call (0: none, a wake-up for nothing).
+    pub fn take(&self) -> io::Result<u64> {
+        self.0.take()
+    }
+}
+
+impl AsRawFd for Ticker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 // --------------------------------------------------------- notify socket
 
 /// The bound notify socket and what goes with it.
