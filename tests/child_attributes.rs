@@ -35,9 +35,9 @@ fn resources() -> [(&'static str, RawResource); 8] {
     ]
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 type RawResource = libc::__rlimit_resource_t;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 type RawResource = libc::c_int;
 
 /// A limit as the child reports it: a number or "unlimited".
