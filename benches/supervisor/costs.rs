@@ -38,17 +38,24 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             .iter()
             .map(|k| start(*k, &Job::Serve, &RESTART_FAST, &root))
             .collect();
-        svcs.extend(
-            variants
-                .iter()
-                .map(|o| start(Kind::Ours, &Job::Serve, o, &root)),
-        );
+        settle(&svcs);
+        // Memory first, while ours is the only copy of the binary: the
+        // variants would share its pages and shrink its PSS.
         for s in &svcs {
-            if let Some(p) = serving(s.addr, 0, Duration::from_secs(20)) {
-                s.note(p);
-            }
+            let ps = s.cost_pids();
+            let kb: u64 = ps.iter().map(|p| status_kb(*p, "VmRSS:")).sum();
+            rss.entry(s.kind).or_default().push(kb as f64 / 1024.0);
+            let p: u64 = ps.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
+            pss.entry(s.kind).or_default().push(p as f64 / 1024.0);
+            let a: u64 = ps.iter().map(|p| status_kb(*p, "RssAnon:")).sum();
+            anon.entry(s.kind).or_default().push(a as f64 / 1024.0);
         }
-        thread::sleep(Duration::from_secs(1));
+        let variant_svcs: Vec<Svc> = variants
+            .iter()
+            .map(|o| start(Kind::Ours, &Job::Serve, o, &root))
+            .collect();
+        settle(&variant_svcs);
+        svcs.extend(variant_svcs);
         let pids: Vec<Vec<u32>> = svcs.iter().map(|s| s.cost_pids()).collect();
         let c0: Vec<u64> = pids
             .iter()
@@ -59,19 +66,11 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         let secs = t0.elapsed().as_secs_f64();
         for (i, ((s, ps), c0)) in svcs.iter().zip(&pids).zip(c0).enumerate() {
             let c1: u64 = ps.iter().map(|p| ctxt(*p)).sum();
-            if let Some(v) = i.checked_sub(kinds.len()) {
-                variant_wake[v].push((c1 - c0) as f64 / secs);
-                continue;
+            let per_sec = (c1 - c0) as f64 / secs;
+            match i.checked_sub(kinds.len()) {
+                Some(v) => variant_wake[v].push(per_sec),
+                None => wake.entry(s.kind).or_default().push(per_sec),
             }
-            let kb: u64 = ps.iter().map(|p| status_kb(*p, "VmRSS:")).sum();
-            rss.entry(s.kind).or_default().push(kb as f64 / 1024.0);
-            let p: u64 = ps.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
-            pss.entry(s.kind).or_default().push(p as f64 / 1024.0);
-            let a: u64 = ps.iter().map(|p| status_kb(*p, "RssAnon:")).sum();
-            anon.entry(s.kind).or_default().push(a as f64 / 1024.0);
-            wake.entry(s.kind)
-                .or_default()
-                .push((c1 - c0) as f64 / secs);
         }
     }
     let get = |m: &BTreeMap<Kind, Vec<f64>>, k| Stats::new(m.get(&k).cloned().unwrap_or_default());
@@ -132,6 +131,16 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             show(&get(&wake, *k), 2),
         );
     }
+}
+
+/// Waits until each answers on its port, then a second for it to settle.
+fn settle(svcs: &[Svc]) {
+    for s in svcs {
+        if let Some(p) = serving(s.addr, 0, Duration::from_secs(20)) {
+            s.note(p);
+        }
+    }
+    thread::sleep(Duration::from_secs(1));
 }
 
 /// Expected child.log size once all `lines` lines are in: each gains the
