@@ -117,8 +117,6 @@ fn reach(path: &Path) -> Result<(StateLocation, Option<Config>), String> {
 struct Preflight {
     /// Who the child runs as, when that differs from us.
     creds: Option<Creds>,
-    /// Whether the state dir exists already (else `run` creates it).
-    state_dir_exists: bool,
     /// What the child's umask, nice and limits will be, and the facts
     /// that decided it (for `check-config`'s report).
     attributes: (attrs::Plan, attrs::Facts),
@@ -132,9 +130,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     let file = cfg.path.display();
     let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
-    // Hostile folders are refused before anything is created or locked.
-    let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
-    lock::check_dir("log dir", &cfg.log.dir)?;
+    check_dirs(cfg)?;
     let attributes = attributes(cfg)?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -197,10 +193,18 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     }
     Ok(Preflight {
         creds,
-        state_dir_exists,
         attributes,
         warnings,
     })
+}
+
+/// Hostile state and log folders (a link, not ours, writable by others)
+/// are refused before anything is created or locked. Whether the state dir
+/// exists already (else `run` creates it).
+fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
+    let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
+    lock::check_dir("log dir", &cfg.log.dir)?;
+    Ok(state_dir_exists)
 }
 
 /// The child's umask, nice and `[child.limits]` against this system: a
@@ -256,6 +260,13 @@ fn check_config(cfg: &Config) -> Outcome {
 }
 
 /// `supervisor run`: the launchd / systemd entry point.
+///
+/// A copy that loses the race for the lock (launchd starting one at every
+/// login, a second `run` typed by hand) does only what finding the lock
+/// takes: the config, the folders' refusal, the state dir, the lock. The
+/// rest of [`preflight`] (the user database, limits, PATH searches, /proc)
+/// runs once this copy holds the lock; its failure is still 78 with no
+/// child started, the pid file left empty.
 fn run(path: &Path) -> Outcome {
     // Re-executed by `reload`? Then the lock, the socket and the child are
     // ours already.
@@ -266,11 +277,7 @@ fn run(path: &Path) -> Outcome {
     }
     let cfg = Config::load(path)
         .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
-    let pre = preflight(&cfg)?;
-    for w in &pre.warnings {
-        crate::say!("supervisor: warning: {w}");
-    }
-    if !pre.state_dir_exists {
+    if !check_dirs(&cfg)? {
         lock::create_dir("state dir", &cfg.supervisor.state_dir, 0o700)?;
     }
 
@@ -300,8 +307,13 @@ fn run(path: &Path) -> Outcome {
         }
     };
 
-    // From here on we are the one supervisor. A socket the service manager
-    // passed is taken now, while we are the only thread.
+    // From here on we are the one supervisor.
+    let pre = preflight(&cfg)?;
+    for w in &pre.warnings {
+        crate::say!("supervisor: warning: {w}");
+    }
+    // A socket the service manager passed is taken now, while we are the
+    // only thread.
     let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
         .map_err(|e| Fatal::config(format!("{}: {e}; nothing started", cfg.path.display())))?;
     serve(Serve {

@@ -25,12 +25,14 @@
 
 /// `eprintln!` that never panics: a closed or broken stderr (a launchd job
 /// without a log path, a pipe whose reader left) must not turn an exit code
-/// into a panic.
+/// into a panic. The line goes out in one write, whole even where other
+/// processes share the same stderr.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 

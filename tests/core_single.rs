@@ -63,6 +63,38 @@ fn losing_copy_exits_zero_fast_and_changes_no_file() {
     }
 }
 
+/// The losing copy looks at nothing but the folders and the lock: a
+/// config edited since the first copy started (here: a child folder that
+/// is gone, which the holder of the lock would refuse with 78) is not
+/// checked, and no warning is printed.
+#[test]
+fn losing_copy_checks_only_the_lock() {
+    let env = Setup::new("serve.py").build();
+    let first = env.spawn();
+    env.wait_child(&[]);
+    let edited = env.path("edited.toml");
+    let text = env
+        .config_text
+        .replacen("[child]\n", "[child]\ncwd = \"no-such-folder\"\n", 1);
+    std::fs::write(&edited, text).unwrap();
+    let out = env.cli_with(&edited, &["run"], DEADLINE);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    if out.code != Some(0) || lines.len() != 1 || !numbers(lines[0]).contains(&(first.pid() as i64))
+    {
+        env.fail(format!(
+            "want exit 0 and one line naming pid {} from a losing copy\n{out}",
+            first.pid()
+        ));
+    }
+    // The same file is refused by the copy that holds the lock.
+    let check = env.cli_with(&edited, &["check-config"], DEADLINE);
+    if check.code != Some(78) || !check.stderr.contains("child.cwd") {
+        env.fail(format!(
+            "check-config should refuse the edited file\n{check}"
+        ));
+    }
+}
+
 #[test]
 fn thirty_copies_at_once_leave_one_supervisor_and_one_child() {
     let env = Setup::new("serve.py").build();

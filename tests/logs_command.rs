@@ -16,8 +16,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -80,15 +79,7 @@ fn oldest_first(dir: &Path, name: &str) -> Vec<PathBuf> {
 /// Sends one command line to the child and returns the next number it
 /// will print.
 fn ask(env: &Env, cmd: &str) -> u64 {
-    let reply = (|| -> std::io::Result<String> {
-        let t = Duration::from_secs(10);
-        let mut s = TcpStream::connect_timeout(&env.addr(), t)?;
-        s.set_read_timeout(Some(t))?;
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf)
-    })();
+    let reply = exchange(env.addr(), cmd, Duration::from_secs(10));
     let next = reply
         .as_ref()
         .ok()
@@ -134,23 +125,7 @@ fn run_raw(env: &Env, args: &[&str]) -> Raw {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| env.fail(format!("cannot spawn logs {args:?}: {e}")));
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(Ok(o)) => Raw {
-            status: o.status,
-            stdout: o.stdout,
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        },
-        Ok(Err(e)) => env.fail(format!("{args:?}: wait failed: {e}")),
-        Err(_) => {
-            kill(pid, libc::SIGKILL);
-            env.fail(format!("{args:?} still running after {DEADLINE:?}; killed"))
-        }
-    }
+    wait_output(env, child, &format!("{args:?}"))
 }
 
 /// Copies what a pipe delivers into a shared buffer until end of file.
@@ -667,7 +642,7 @@ fn a_reader_that_leaves_early_is_not_an_error() {
         } else {
             drop(stdout);
         }
-        let out = wait_output(&env, child);
+        let out = wait_output(&env, child, "logs -n 3000");
         if out.status.code() != Some(0) || !out.stderr.is_empty() {
             env.fail(format!(
                 "logs with a reader gone (read first line: {read_first}): {}, stderr {:?}",
@@ -701,7 +676,7 @@ fn a_reader_that_leaves_early_is_not_an_error() {
         kill(child.id() as i32, libc::SIGKILL);
         env.fail(format!("logs -f -n 1 printed {first:?}"));
     }
-    let out = wait_output(&env, child);
+    let out = wait_output(&env, child, "logs -f");
     if out.status.code() != Some(0) || !out.stderr.is_empty() {
         env.fail(format!(
             "logs -f after its reader left: {}, stderr {:?}",
@@ -711,8 +686,9 @@ fn a_reader_that_leaves_early_is_not_an_error() {
     stop(&env, &sup);
 }
 
-/// Waits for a spawned command (stdout already taken) with a deadline.
-fn wait_output(env: &Env, child: Child) -> Raw {
+/// Waits for a spawned command (`what` in messages) with a deadline;
+/// whatever of its stdout and stderr was not taken is returned.
+fn wait_output(env: &Env, child: Child, what: &str) -> Raw {
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -724,10 +700,10 @@ fn wait_output(env: &Env, child: Child) -> Raw {
             stdout: o.stdout,
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         },
-        Ok(Err(e)) => env.fail(format!("wait failed: {e}")),
+        Ok(Err(e)) => env.fail(format!("{what}: wait failed: {e}")),
         Err(_) => {
             kill(pid, libc::SIGKILL);
-            env.fail(format!("still running after {DEADLINE:?}; killed"))
+            env.fail(format!("{what} still running after {DEADLINE:?}; killed"))
         }
     }
 }

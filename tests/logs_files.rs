@@ -22,8 +22,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,17 +122,7 @@ fn oldest_first(dir: &Path, name: &str) -> Vec<PathBuf> {
 
 /// Sends one command line to the child and returns its `PID NEXT` reply.
 fn ask(env: &Env, cmd: &str) -> (i32, u64) {
-    let reply = (|| -> std::io::Result<String> {
-        let t = Duration::from_secs(10);
-        let mut s = TcpStream::connect_timeout(&env.addr(), t)?;
-        s.set_read_timeout(Some(t))?;
-        // One write: the child reads one segment, and unread bytes left at
-        // its close would reset the connection.
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf)
-    })();
+    let reply = exchange(env.addr(), cmd, Duration::from_secs(10));
     let parsed = reply.as_ref().ok().and_then(|r| {
         let (pid, next) = r.trim().split_once(' ')?;
         Some((pid.parse().ok()?, next.parse().ok()?))

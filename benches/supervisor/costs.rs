@@ -3,7 +3,8 @@
 
 use crate::procs::{cpu_secs, ctxt, rollup_kb, status_kb};
 use crate::services::{
-    exe, root, serving, start, wait_for, Job, Kind, OurOpts, Peers, Svc, RESTART_FAST,
+    exe, root, serving, start, wait_for, Job, Kind, OurOpts, Peers, Svc, ALERTS_IDLE,
+    MEMORY_CHECKED, RESTART_FAST,
 };
 use crate::table::{show, Stats, Table};
 use crate::{Counts, CAPPED_PER_HOUR, LINE};
@@ -26,19 +27,35 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
     let mut wake: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut pss: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut anon: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
+    // Ours again with `max_memory` (one check a second) and with
+    // `[alerts]`: their wake-ups only.
+    let variants = [&MEMORY_CHECKED, &ALERTS_IDLE];
+    let mut variant_wake: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..n.idle_runs {
         // All side by side: each has its own process, so they do not
         // disturb each other's counts.
-        let svcs: Vec<Svc> = kinds
+        let mut svcs: Vec<Svc> = kinds
             .iter()
             .map(|k| start(*k, &Job::Serve, &RESTART_FAST, &root))
             .collect();
+        settle(&svcs);
+        // Memory first, while ours is the only copy of the binary: the
+        // variants would share its pages and shrink its PSS.
         for s in &svcs {
-            if let Some(p) = serving(s.addr, 0, Duration::from_secs(20)) {
-                s.note(p);
-            }
+            let ps = s.cost_pids();
+            let kb: u64 = ps.iter().map(|p| status_kb(*p, "VmRSS:")).sum();
+            rss.entry(s.kind).or_default().push(kb as f64 / 1024.0);
+            let p: u64 = ps.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
+            pss.entry(s.kind).or_default().push(p as f64 / 1024.0);
+            let a: u64 = ps.iter().map(|p| status_kb(*p, "RssAnon:")).sum();
+            anon.entry(s.kind).or_default().push(a as f64 / 1024.0);
         }
-        thread::sleep(Duration::from_secs(1));
+        let variant_svcs: Vec<Svc> = variants
+            .iter()
+            .map(|o| start(Kind::Ours, &Job::Serve, o, &root))
+            .collect();
+        settle(&variant_svcs);
+        svcs.extend(variant_svcs);
         let pids: Vec<Vec<u32>> = svcs.iter().map(|s| s.cost_pids()).collect();
         let c0: Vec<u64> = pids
             .iter()
@@ -47,17 +64,13 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         let t0 = Instant::now();
         thread::sleep(n.idle_window);
         let secs = t0.elapsed().as_secs_f64();
-        for ((s, ps), c0) in svcs.iter().zip(&pids).zip(c0) {
+        for (i, ((s, ps), c0)) in svcs.iter().zip(&pids).zip(c0).enumerate() {
             let c1: u64 = ps.iter().map(|p| ctxt(*p)).sum();
-            let kb: u64 = ps.iter().map(|p| status_kb(*p, "VmRSS:")).sum();
-            rss.entry(s.kind).or_default().push(kb as f64 / 1024.0);
-            let p: u64 = ps.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
-            pss.entry(s.kind).or_default().push(p as f64 / 1024.0);
-            let a: u64 = ps.iter().map(|p| status_kb(*p, "RssAnon:")).sum();
-            anon.entry(s.kind).or_default().push(a as f64 / 1024.0);
-            wake.entry(s.kind)
-                .or_default()
-                .push((c1 - c0) as f64 / secs);
+            let per_sec = (c1 - c0) as f64 / secs;
+            match i.checked_sub(kinds.len()) {
+                Some(v) => variant_wake[v].push(per_sec),
+                None => wake.entry(s.kind).or_default().push(per_sec),
+            }
         }
     }
     let get = |m: &BTreeMap<Kind, Vec<f64>>, k| Stats::new(m.get(&k).cloned().unwrap_or_default());
@@ -84,6 +97,21 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         "0",
         w.as_ref().map(|s| s.median() == 0.0),
     );
+    let [memory, alerts] = [0, 1].map(|v| Stats::new(variant_wake[v].clone()));
+    table.add(
+        &format!("idle wake-ups/s with max_memory, checked every 1 s (over {window})"),
+        show(&memory, 2),
+        "—".into(),
+        "1 (one per check)",
+        memory.as_ref().map(|s| (0.8..=1.3).contains(&s.median())),
+    );
+    table.add(
+        &format!("idle wake-ups/s with [alerts] configured (over {window})"),
+        show(&alerts, 2),
+        "—".into(),
+        "0",
+        alerts.as_ref().map(|s| s.median() == 0.0),
+    );
     for k in kinds.iter().skip(1) {
         let note = match k {
             Kind::Runsv => " (runsv + svlogd)",
@@ -103,6 +131,16 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             show(&get(&wake, *k), 2),
         );
     }
+}
+
+/// Waits until each answers on its port, then a second for it to settle.
+fn settle(svcs: &[Svc]) {
+    for s in svcs {
+        if let Some(p) = serving(s.addr, 0, Duration::from_secs(20)) {
+            s.note(p);
+        }
+    }
+    thread::sleep(Duration::from_secs(1));
 }
 
 /// Expected child.log size once all `lines` lines are in: each gains the
@@ -298,6 +336,7 @@ pub(crate) fn crash_loop(n: &Counts, peers: &Peers, table: &mut Table) {
         initial_backoff: "20ms",
         max_backoff: "100ms",
         reset_after: "60s",
+        ..RESTART_FAST
     };
     let kinds: Vec<Kind> = std::iter::once(Kind::Ours)
         .chain(peers.each(&[Kind::Supervisord, Kind::Runsv, Kind::S6]))

@@ -204,12 +204,30 @@ pub(crate) struct OurOpts {
     pub(crate) initial_backoff: &'static str,
     pub(crate) max_backoff: &'static str,
     pub(crate) reset_after: &'static str,
+    /// More `[child]` lines.
+    pub(crate) child_extra: &'static str,
+    /// More sections, after `[log]`.
+    pub(crate) sections: &'static str,
 }
 
 pub(crate) const RESTART_FAST: OurOpts = OurOpts {
     initial_backoff: "1ms",
     max_backoff: "1s",
     reset_after: "100ms",
+    child_extra: "",
+    sections: "",
+};
+
+/// With a memory ceiling the child never reaches: one check a second.
+pub(crate) const MEMORY_CHECKED: OurOpts = OurOpts {
+    child_extra: "max_memory = \"1GiB\"\nmax_memory_check = \"1s\"\n",
+    ..RESTART_FAST
+};
+
+/// With alerts configured; a healthy child gives them nothing to say.
+pub(crate) const ALERTS_IDLE: OurOpts = OurOpts {
+    sections: "\n[alerts]\ncommand = [\"/bin/true\"]\n",
+    ..RESTART_FAST
 };
 
 /// Start `kind` supervising `job` in a fresh temp dir.
@@ -246,13 +264,15 @@ fn prepare(kind: Kind, job: &Job, opts: &OurOpts, dir: &Path, addr: SocketAddr) 
             let argv: Vec<String> = job.argv(true, addr).iter().map(|s| q(s)).collect();
             let cfg = format!(
                 "[supervisor]\nstate_dir = \"run\"\n\n[listen]\naddress = \"{addr}\"\n\n\
-                 [child]\ncommand = [{}]\nstop_timeout = \"2s\"\nallow_root = true\n\n\
+                 [child]\ncommand = [{}]\nstop_timeout = \"2s\"\nallow_root = true\n{}\n\
                  [restart]\ninitial_backoff = \"{}\"\nmax_backoff = \"{}\"\nreset_after = \"{}\"\n\n\
-                 [log]\ndir = \"logs\"\nmax_bytes = \"100GB\"\n",
+                 [log]\ndir = \"logs\"\nmax_bytes = \"100GB\"\n{}",
                 argv.join(", "),
+                opts.child_extra,
                 opts.initial_backoff,
                 opts.max_backoff,
-                opts.reset_after
+                opts.reset_after,
+                opts.sections
             );
             fs::write(dir.join("supervisor.toml"), cfg).unwrap();
         }

@@ -252,12 +252,7 @@ pub(super) fn limit(item: &Item, resource: Resource) -> Parsed<Limit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `text` as the value of a key, the way the checker sees it.
-    fn item(text: &str) -> Item {
-        let doc = toml_edit::ImDocument::parse(format!("k = {text}")).expect(text);
-        doc.get("k").cloned().expect("k")
-    }
+    use crate::config::tests::item;
 
     #[test]
     fn sizes() {

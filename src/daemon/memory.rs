@@ -2,7 +2,11 @@
 //! process group, sampled every `child.max_memory_check`.
 //!
 //! A timer is armed only while a child runs *and* `max_memory` is set, so a
-//! supervisor without it still makes no wake-ups; with it, one per check.
+//! supervisor without it still makes no wake-ups; with it, one per check:
+//! the timer is the kernel's ([`sys::Ticker`], periodic, read through
+//! tokio's reactor), since tokio's timer wheel would wake the loop twice
+//! for each check more than 64 ms away. Where none can be made, tokio's
+//! timer does the job.
 //! Counted: every live member of the child's process group (grandchildren
 //! included) and the single processes the driver would stop with it
 //! ([`Targets`](super::targets::Targets): the child itself, should it have
@@ -14,6 +18,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tracing::warn;
 
 use super::Daemon;
@@ -21,15 +27,26 @@ use crate::policy::{Event, Phase};
 use crate::sys;
 
 /// When the next sample is due, for which child.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Sampler {
     /// `child.max_memory` in bytes; `None`: never sample.
     max: Option<u64>,
     every: Duration,
-    /// The child being watched and its next check.
-    next: Option<(i32, Instant)>,
+    /// Whether to ask the kernel for the timer (always, but in the tables).
+    kernel: bool,
+    /// The child being watched and what says its next check is due.
+    next: Option<(i32, Next)>,
     /// Said once that the memory cannot be read here.
     warned: bool,
+}
+
+/// What wakes the loop for the next check.
+#[derive(Debug)]
+enum Next {
+    /// A periodic kernel timer started with the child.
+    Ticker(AsyncFd<sys::Ticker>),
+    /// tokio's timer: the instant of the next check.
+    At(Instant),
 }
 
 impl Sampler {
@@ -37,6 +54,7 @@ impl Sampler {
         Sampler {
             max,
             every,
+            kernel: true,
             next: None,
             warned: false,
         }
@@ -47,28 +65,62 @@ impl Sampler {
         self.max
     }
 
-    /// When the next check is due: `every` after a child starts running,
-    /// then `every` after each check; `None` while no child runs or without
-    /// `max_memory` (then nothing is armed).
-    pub(crate) fn due(&mut self, running: Option<i32>, now: Instant) -> Option<Instant> {
+    /// Arms the timer when a child starts running (the first check `every`
+    /// later, then one every `every`), keeps it while the same child runs,
+    /// and disarms it while none runs or without `max_memory` (then
+    /// nothing is armed). Whether it is armed.
+    pub(crate) fn arm(&mut self, running: Option<i32>, now: Instant) -> bool {
         let (Some(_), Some(pid)) = (self.max, running) else {
             self.next = None;
-            return None;
+            return false;
         };
-        match self.next {
-            Some((watched, at)) if watched == pid => Some(at),
-            _ => {
-                let at = now + self.every;
-                self.next = Some((pid, at));
-                Some(at)
+        if !matches!(&self.next, Some((watched, _)) if *watched == pid) {
+            let ticker = self.kernel.then(|| kernel_timer(self.every)).flatten();
+            let next = ticker.map_or(Next::At(now + self.every), Next::Ticker);
+            self.next = Some((pid, next));
+        }
+        true
+    }
+
+    /// Resolves when the armed check is due; never while none is armed.
+    pub(crate) async fn elapsed(&self) {
+        let at = match &self.next {
+            Some((_, Next::At(at))) => *at,
+            Some((_, Next::Ticker(fd))) => loop {
+                let Ok(mut ready) = fd.readable().await else {
+                    // The reactor is gone: only at exit.
+                    return std::future::pending().await;
+                };
+                let taken = ready.get_inner().take();
+                ready.clear_ready();
+                // 0: woken for nothing; an error: check anyway (the next
+                // expiration wakes the loop again).
+                if !matches!(taken, Ok(0)) {
+                    return;
+                }
+            },
+            None => return std::future::pending().await,
+        };
+        tokio::time::sleep_until(at.into()).await
+    }
+
+    /// A check was made at `now`: with tokio's timer the next one is
+    /// `every` later; the kernel's keeps its period by itself.
+    fn checked(&mut self, pid: i32, now: Instant) {
+        if let Some((watched, Next::At(at))) = &mut self.next {
+            if *watched == pid {
+                *at = now + self.every;
             }
         }
     }
+}
 
-    /// A check was made at `now`: the next one is `every` later.
-    fn checked(&mut self, pid: i32, now: Instant) {
-        self.next = Some((pid, now + self.every));
-    }
+/// A periodic kernel timer on tokio's reactor, if this system makes one.
+fn kernel_timer(every: Duration) -> Option<AsyncFd<sys::Ticker>> {
+    let ticker = sys::Ticker::new(every).ok()?;
+    // SAFETY: the ticker owns its descriptor for as long as it lives and
+    // always names that one; the AsyncFd owns the ticker.
+    unsafe { AsyncFd::register_with_interest(ticker, Interest::READABLE) }.ok()
 }
 
 /// The summed RSS of `pids` (each counted once), in bytes. A process that
@@ -141,14 +193,26 @@ impl Daemon {
 mod tests {
     use super::*;
 
+    /// The next check of tokio's timer, as armed for `running` at `now`.
+    fn due(s: &mut Sampler, running: Option<i32>, now: Instant) -> Option<Instant> {
+        if !s.arm(running, now) {
+            return None;
+        }
+        match &s.next {
+            Some((_, Next::At(at))) => Some(*at),
+            other => panic!("not tokio's timer: {other:?}"),
+        }
+    }
+
     #[test]
     fn armed_only_for_a_running_child_with_a_ceiling() {
         let t0 = Instant::now();
         let every = Duration::from_millis(250);
         let mut off = Sampler::new(None, every);
-        assert_eq!(off.due(Some(100), t0), None);
+        assert!(!off.arm(Some(100), t0));
 
         let mut s = Sampler::new(Some(64 << 20), every);
+        s.kernel = false;
         // (running child, now, due)
         let table = [
             (None, 0, None),
@@ -158,15 +222,49 @@ mod tests {
             (None, 400, None),
             (Some(101), 500, Some(750)),
         ];
-        for (running, now, due) in table {
+        for (running, now, want) in table {
             let ms = |m: u64| t0 + Duration::from_millis(m);
-            assert_eq!(s.due(running, ms(now)), due.map(ms), "{running:?} at {now}");
+            assert_eq!(
+                due(&mut s, running, ms(now)),
+                want.map(ms),
+                "{running:?} at {now}"
+            );
         }
         s.checked(101, t0 + Duration::from_millis(760));
         assert_eq!(
-            s.due(Some(101), t0 + Duration::from_millis(761)),
+            due(&mut s, Some(101), t0 + Duration::from_millis(761)),
             Some(t0 + Duration::from_millis(1010))
         );
+    }
+
+    #[test]
+    fn the_kernel_timer_fires_every_period() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let every = Duration::from_millis(30);
+            let mut s = Sampler::new(Some(64 << 20), every);
+            let t0 = Instant::now();
+            assert!(s.arm(Some(100), t0));
+            assert!(
+                matches!(s.next, Some((100, Next::Ticker(_)))),
+                "{:?}",
+                s.next
+            );
+            for n in 1..=3 {
+                tokio::time::timeout(Duration::from_secs(10), s.elapsed())
+                    .await
+                    .expect("the timer never fired");
+                assert!(t0.elapsed() >= every * n, "check {n} came early");
+            }
+            // Another child: a new timer; none: disarmed.
+            assert!(s.arm(Some(101), Instant::now()));
+            assert!(matches!(s.next, Some((101, Next::Ticker(_)))));
+            assert!(!s.arm(None, Instant::now()));
+            assert!(s.next.is_none());
+        });
     }
 
     #[test]

@@ -333,7 +333,7 @@ impl Daemon {
                 Phase::Running { pid, .. } => Some(pid),
                 _ => None,
             };
-            let memory_due = self.memory.due(running, Instant::now());
+            let memory_armed = self.memory.arm(running, Instant::now());
             let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
             let reload_due = self.reload_deadline();
             let wake = tokio::select! {
@@ -344,7 +344,7 @@ impl Daemon {
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
-                _ = sleep_until(memory_due), if memory_due.is_some() => Wake::MemoryCheck,
+                _ = self.memory.elapsed(), if memory_armed => Wake::MemoryCheck,
                 _ = sleep_until(alert_due), if alert_due.is_some() => Wake::AlertTick,
                 out = hook_output(self.alerting.as_mut()) => Wake::HookOutput(out),
                 _ = sleep_until(reload_due), if reload_due.is_some() => Wake::ReloadTick,

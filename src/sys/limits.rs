@@ -16,9 +16,9 @@ use std::io;
 use crate::config::{Limit, Resource};
 
 /// The type of a resource's number in `getrlimit`/`setrlimit`.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 type Which = libc::__rlimit_resource_t;
-#[cfg(target_os = "macos")]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 type Which = libc::c_int;
 
 fn which(r: Resource) -> Which {
@@ -193,26 +193,14 @@ mod imp {
 #[cfg(target_os = "macos")]
 mod imp {
     use super::NofileCeiling;
-    use std::mem;
 
     pub fn may_raise_hard_limits() -> bool {
         nix::unistd::Uid::effective().is_root()
     }
 
     pub fn nofile_ceiling() -> Option<NofileCeiling> {
-        let mut n: libc::c_int = 0;
-        let mut size = mem::size_of::<libc::c_int>();
-        // SAFETY: sysctlbyname writes at most `size` bytes into `n`.
-        let r = unsafe {
-            libc::sysctlbyname(
-                c"kern.maxfilesperproc".as_ptr(),
-                &mut n as *mut libc::c_int as *mut libc::c_void,
-                &mut size,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        (r == 0 && n > 0).then_some(NofileCeiling {
+        let n = crate::sys::macos::sysctl_int(c"kern.maxfilesperproc").filter(|n| *n > 0)?;
+        Some(NofileCeiling {
             max: n as u64,
             name: "kern.maxfilesperproc",
         })

@@ -471,3 +471,37 @@ pub fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {
 pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
     f.sync_data()
 }
+
+// ---------------------------------------------------------------- timers
+
+#[derive(Debug)]
+pub struct Ticker(nix::sys::timerfd::TimerFd);
+
+impl Ticker {
+    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let period = TimeSpec::from_duration(every);
+        fd.set(Expiration::Interval(period), TimerSetTimeFlags::empty())?;
+        Ok(Ticker(fd))
+    }
+
+    pub fn take(&self) -> io::Result<u64> {
+        // A timerfd reads as the count of expirations since the last read.
+        let mut count = [0u8; 8];
+        match nix::unistd::read(self.as_raw_fd(), &mut count) {
+            Ok(8) => Ok(u64::from_ne_bytes(count)),
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.0.as_fd().as_raw_fd()
+    }
+}

@@ -36,67 +36,77 @@ fn my_pid() -> i32 {
 
 // ---------------------------------------------------------------- sysctl
 
-/// A sysctl answer of unknown size: ask for the size, then read, again if
-/// it grew in between (ENOMEM: the kernel copies whole records only).
-fn sysctl_bytes(mib: &[libc::c_int]) -> io::Result<Vec<u8>> {
-    let mut mib = mib.to_vec();
-    for _ in 0..5 {
-        let mut len: libc::size_t = 0;
-        // SAFETY: a size query: no buffer; `len` receives the size needed.
-        let r = unsafe {
-            libc::sysctl(
-                mib.as_mut_ptr(),
-                mib.len() as libc::c_uint,
-                ptr::null_mut(),
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Some slack beyond the kernel's own (KERN_PROCSLOP): processes
-        // start between the two calls.
-        let mut buf = vec![0u8; len + len / 8 + 4096];
-        let mut got = buf.len();
-        // SAFETY: `buf` has `got` writable bytes.
-        let r = unsafe {
-            libc::sysctl(
-                mib.as_mut_ptr(),
-                mib.len() as libc::c_uint,
-                buf.as_mut_ptr().cast(),
-                &mut got,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        if r == 0 {
-            buf.truncate(got.min(buf.len()));
-            return Ok(buf);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOMEM) {
-            return Err(e);
-        }
+/// One `sysctl(mib)` read into `buf`, or with `None` only the size it
+/// would take: the bytes written (or needed).
+fn sysctl_read(mib: &[libc::c_int], buf: Option<&mut [u8]>) -> io::Result<usize> {
+    let (out, cap) = match buf {
+        Some(b) => (b.as_mut_ptr().cast(), b.len()),
+        None => (ptr::null_mut(), 0),
+    };
+    let mut len = cap;
+    // SAFETY: `out` is null (a size query) or has `len` writable bytes.
+    // The name is only read (sysctl in bsd/kern/kern_sysctl.c copies it
+    // in), whatever the prototype's `int *` says.
+    let r = unsafe {
+        libc::sysctl(
+            mib.as_ptr().cast_mut(),
+            mib.len() as libc::c_uint,
+            out,
+            &mut len,
+            ptr::null_mut(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Err(io::Error::from_raw_os_error(libc::ENOMEM))
+    Ok(if out.is_null() { len } else { len.min(cap) })
 }
 
-fn sysctl_int(name: &std::ffi::CStr) -> Option<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut size = mem::size_of::<libc::c_int>();
-    // SAFETY: sysctlbyname writes at most `size` bytes into the int.
+/// `sysctlbyname(name)` read into `buf`: the bytes written.
+fn sysctl_read_name(name: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let mut size = buf.len();
+    // SAFETY: sysctlbyname writes at most `size` bytes into `buf`.
     let r = unsafe {
         libc::sysctlbyname(
             name.as_ptr(),
-            (&mut value as *mut libc::c_int).cast(),
+            buf.as_mut_ptr().cast(),
             &mut size,
             ptr::null_mut(),
             0,
         )
     };
-    (r == 0 && size == mem::size_of::<libc::c_int>()).then_some(value)
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size.min(buf.len()))
+}
+
+/// A sysctl answer of unknown size: ask for the size, then read, again if
+/// it grew in between (ENOMEM: the kernel copies whole records only).
+fn sysctl_bytes(mib: &[libc::c_int]) -> io::Result<Vec<u8>> {
+    for _ in 0..5 {
+        let len = sysctl_read(mib, None)?;
+        // Some slack beyond the kernel's own (KERN_PROCSLOP): processes
+        // start between the two calls.
+        let mut buf = vec![0u8; len + len / 8 + 4096];
+        match sysctl_read(mib, Some(&mut buf)) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOMEM))
+}
+
+/// An `int` sysctl by name (`kern.argmax`, `kern.ipc.somaxconn`).
+pub(super) fn sysctl_int(name: &std::ffi::CStr) -> Option<libc::c_int> {
+    let mut value = [0u8; mem::size_of::<libc::c_int>()];
+    let n = sysctl_read_name(name, &mut value).ok()?;
+    (n == value.len()).then(|| libc::c_int::from_ne_bytes(value))
 }
 
 /// `kinfo_proc` records for a `KERN_PROC` query (`KERN_PROC_PGRP`, ...).
@@ -136,23 +146,12 @@ pub fn is_zombie(pid: i32) -> bool {
     // One record, so one call with a buffer of exactly that size (the
     // stop loops ask this often).
     let mut buf = [0u8; mem::size_of::<darwin::KinfoProc>()];
-    let mut len = buf.len();
-    let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
-    // SAFETY: `buf` has `len` writable bytes.
-    let r = unsafe {
-        libc::sysctl(
-            mib.as_mut_ptr(),
-            mib.len() as libc::c_uint,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-            ptr::null_mut(),
-            0,
-        )
-    };
-    r == 0
-        && darwin::parse_kinfo_procs(&buf[..len.min(buf.len())])
+    let mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
+    sysctl_read(&mib, Some(&mut buf)).is_ok_and(|len| {
+        darwin::parse_kinfo_procs(&buf[..len])
             .iter()
             .any(|e| e.pid == pid && e.zombie)
+    })
 }
 
 pub fn group_members(pgid: i32) -> Vec<i32> {
@@ -201,23 +200,9 @@ fn procargs(pid: i32) -> Option<Vec<String>> {
         .filter(|n| *n > 0)
         .unwrap_or(1 << 20);
     let mut buf = vec![0u8; argmax];
-    let mut len = buf.len();
-    let mut mib = [libc::CTL_KERN, libc::KERN_PROCARGS2, pid];
-    // SAFETY: `buf` has `len` writable bytes.
-    let r = unsafe {
-        libc::sysctl(
-            mib.as_mut_ptr(),
-            mib.len() as libc::c_uint,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-            ptr::null_mut(),
-            0,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    darwin::parse_procargs2(&buf[..len.min(buf.len())])
+    let mib = [libc::CTL_KERN, libc::KERN_PROCARGS2, pid];
+    let len = sysctl_read(&mib, Some(&mut buf)).ok()?;
+    darwin::parse_procargs2(&buf[..len])
 }
 
 pub fn boot_id() -> Option<String> {
@@ -225,21 +210,8 @@ pub fn boot_id() -> Option<String> {
     // kern.boottime is not an identity: clock_set_calendar_microtime in
     // osfmk/kern/clock.c shifts it on every clock step.
     let mut buf = [0u8; 64];
-    let mut size = buf.len();
-    // SAFETY: sysctlbyname writes at most `size` bytes into buf.
-    let r = unsafe {
-        libc::sysctlbyname(
-            c"kern.bootsessionuuid".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            &mut size,
-            ptr::null_mut(),
-            0,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    let text = &buf[..size.min(buf.len())];
+    let size = sysctl_read_name(c"kern.bootsessionuuid", &mut buf).ok()?;
+    let text = &buf[..size];
     let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
     let id = String::from_utf8_lossy(&text[..end]).trim().to_owned();
     (!id.is_empty()).then_some(id)
@@ -604,5 +576,60 @@ pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
     match unsafe { libc::fsync(f.as_raw_fd()) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+// ---------------------------------------------------------------- timers
+
+/// A kqueue of its own holding one periodic `EVFILT_TIMER`: the kqueue's
+/// descriptor reads as readable while an expiration is pending, so tokio's
+/// reactor (a kqueue itself) can wait on it.
+#[derive(Debug)]
+pub struct Ticker(nix::sys::event::Kqueue);
+
+impl Ticker {
+    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+        use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent, Kqueue};
+        let kq = Kqueue::new()?;
+        let usec = isize::try_from(every.as_micros())
+            .unwrap_or(isize::MAX)
+            .max(1);
+        let timer = KEvent::new(
+            0,
+            EventFilter::EVFILT_TIMER,
+            EventFlag::EV_ADD | EventFlag::EV_ENABLE,
+            FilterFlag::NOTE_USECONDS,
+            usec,
+            0,
+        );
+        kq.kevent(&[timer], &mut [], None)?;
+        Ok(Ticker(kq))
+    }
+
+    pub fn take(&self) -> io::Result<u64> {
+        use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent};
+        let mut got = [KEvent::new(
+            0,
+            EventFilter::EVFILT_TIMER,
+            EventFlag::empty(),
+            FilterFlag::empty(),
+            0,
+            0,
+        )];
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // A timer event's data is the count of expirations since the last
+        // time it was returned.
+        match self.0.kevent(&[], &mut got, Some(now))? {
+            0 => Ok(0),
+            _ => Ok(u64::try_from(got[0].data()).unwrap_or(0)),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.0.as_fd().as_raw_fd()
     }
 }

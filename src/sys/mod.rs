@@ -318,6 +318,35 @@ pub fn somaxconn() -> Option<u32> {
     imp::somaxconn()
 }
 
+// ---------------------------------------------------------------- timers
+
+/// A kernel timer that fires every `every`, the first time `every` from
+/// now, and makes a descriptor readable (Linux: a timerfd; macOS: a kqueue
+/// holding one `EVFILT_TIMER`). The loop waits on it through tokio's
+/// reactor, so a period costs one wake-up; tokio's own timer wheel parks
+/// twice for a deadline more than 64 ms away (to the coarse slot, then for
+/// the rest).
+#[derive(Debug)]
+pub struct Ticker(imp::Ticker);
+
+impl Ticker {
+    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+        imp::Ticker::new(every).map(Ticker)
+    }
+
+    /// Takes the expirations that made it readable: how many periods ended
+    /// since the last call (0: none, a wake-up for nothing).
+    pub fn take(&self) -> io::Result<u64> {
+        self.0.take()
+    }
+}
+
+impl AsRawFd for Ticker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 // --------------------------------------------------------- notify socket
 
 /// The bound notify socket and what goes with it.
@@ -575,254 +604,4 @@ pub fn addresses_overlap(ours: IpAddr, ours_dual: bool, theirs: IpAddr, theirs_d
 mod process_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_are_shown_on_one_short_line() {
-        let table = [
-            (
-                "python3 -c \nimport x\n\tx.run()",
-                "python3 -c import x x.run()",
-            ),
-            ("a\u{7}b", "a b"),
-            ("plain", "plain"),
-        ];
-        for (raw, want) in table {
-            assert_eq!(one_line(raw, 400), want);
-        }
-        assert_eq!(one_line("abcdef", 3), "abc…");
-    }
-
-    #[test]
-    fn overlapping_addresses() {
-        // (ours, ours dual-stack, theirs, theirs dual-stack, overlap)
-        let table: [(&str, bool, &str, bool, bool); 18] = [
-            ("127.0.0.1", false, "127.0.0.1", false, true),
-            ("127.0.0.1", false, "0.0.0.0", false, true),
-            ("0.0.0.0", false, "127.0.0.1", false, true),
-            ("127.0.0.1", false, "127.0.0.2", false, false),
-            ("127.0.0.1", false, "::", true, true),
-            ("127.0.0.1", false, "::", false, false),
-            ("0.0.0.0", false, "::", true, true),
-            ("::", true, "10.0.0.1", false, true),
-            ("::", false, "10.0.0.1", false, false),
-            ("::1", false, "::", false, true),
-            ("::1", false, "::1", false, true),
-            ("::1", false, "127.0.0.1", false, false),
-            ("::1", false, "0.0.0.0", false, false),
-            ("::ffff:127.0.0.1", false, "127.0.0.1", false, true),
-            ("::ffff:127.0.0.1", false, "0.0.0.0", false, true),
-            ("127.0.0.1", false, "::ffff:0.0.0.0", false, true),
-            ("::ffff:127.0.0.1", false, "::1", false, false),
-            ("fe80::1", false, "fe80::2", false, false),
-        ];
-        for (a, ad, b, bd, want) in table {
-            let got = addresses_overlap(a.parse().unwrap(), ad, b.parse().unwrap(), bd);
-            assert_eq!(got, want, "{a} (dual {ad}) vs {b} (dual {bd})");
-        }
-    }
-
-    #[test]
-    fn folder_names_are_stable() {
-        // FNV-1a's published test vectors.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn where_the_notify_socket_file_goes() {
-        let tmp = Path::new("/tmp");
-        let short = Path::new("/srv/app/run");
-        let long = PathBuf::from(format!("/Users/someone/{}/run", "deep/".repeat(20)));
-        let private = |dir: &Path, me: u32| {
-            tmp.join(format!(
-                "supervisor-{me}-{:016x}",
-                fnv1a(dir.as_os_str().as_encoded_bytes())
-            ))
-        };
-        // (state dir, our uid, child uid, want private dir mode)
-        let table: [(&Path, u32, Option<u32>, Option<u32>); 5] = [
-            (short, 501, None, None),
-            (short, 501, Some(501), None),
-            (short, 0, Some(501), Some(0o711)),
-            (&long, 501, None, Some(0o700)),
-            (&long, 0, Some(70), Some(0o711)),
-        ];
-        for (state_dir, me, child, mode) in table {
-            let got = notify_place(state_dir, tmp, me, child);
-            let want = match mode {
-                None => NotifyPlace {
-                    path: state_dir.join("notify.sock"),
-                    private_dir: None,
-                },
-                Some(mode) => NotifyPlace {
-                    path: private(state_dir, me).join("notify.sock"),
-                    private_dir: Some((private(state_dir, me), mode)),
-                },
-            };
-            assert_eq!(got, want, "{state_dir:?} {me} {child:?}");
-            assert!(fits_sun_path(&got.path), "{got:?}");
-        }
-    }
-
-    #[test]
-    fn private_folders_must_be_ours() {
-        use std::os::unix::fs::PermissionsExt;
-        let base = tempfile::tempdir().unwrap();
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-
-        let fresh = base.path().join("fresh");
-        make_private_dir(&fresh, me, 0o700).unwrap();
-        assert_eq!(mode(&fresh), 0o700);
-        // Ours already, too open: tightened (or opened to a child's uid).
-        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
-        make_private_dir(&fresh, me, 0o711).unwrap();
-        assert_eq!(mode(&fresh), 0o711);
-
-        let planted_link = base.path().join("link");
-        std::os::unix::fs::symlink(&fresh, &planted_link).unwrap();
-        let e = make_private_dir(&planted_link, me, 0o700).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-
-        let planted_file = base.path().join("file");
-        std::fs::write(&planted_file, b"").unwrap();
-        assert!(make_private_dir(&planted_file, me, 0o700).is_err());
-
-        // Someone else's folder (uid 0 is us only when the test runs as
-        // root; then pretend we are another uid).
-        let theirs = base.path().join("theirs");
-        std::fs::create_dir(&theirs).unwrap();
-        let e = make_private_dir(&theirs, me.wrapping_add(1), 0o700).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
-        assert!(e.to_string().contains("not a folder of ours"), "{e}");
-    }
-
-    /// A pipe whose read end is passed in a datagram; once our own copy is
-    /// dropped, `closed_everywhere` tells whether the receiver closed its.
-    struct Probe {
-        read: Option<std::os::fd::OwnedFd>,
-        write: std::fs::File,
-    }
-
-    impl Probe {
-        fn new() -> Probe {
-            let (read, write) = nix::unistd::pipe().unwrap();
-            Probe {
-                read: Some(read),
-                write: std::fs::File::from(write),
-            }
-        }
-
-        fn read_fd(&self) -> RawFd {
-            self.read.as_ref().map_or(-1, |r| r.as_raw_fd())
-        }
-
-        fn closed_everywhere(&mut self) -> bool {
-            use std::io::Write;
-            self.read = None;
-            // Rust ignores SIGPIPE, so a pipe without readers says EPIPE.
-            matches!(self.write.write(b"x"), Err(e) if e.raw_os_error() == Some(libc::EPIPE))
-        }
-    }
-
-    fn send_with_fds(to: &std::os::unix::net::UnixDatagram, payload: &[u8], fds: &[RawFd]) {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let iov = [std::io::IoSlice::new(payload)];
-        let cmsg = [ControlMessage::ScmRights(fds)];
-        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-        sendmsg::<()>(to.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
-    }
-
-    #[test]
-    fn notify_datagrams_with_descriptors_are_read_and_the_descriptors_closed() {
-        use std::os::fd::AsFd;
-        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        #[cfg(target_os = "linux")]
-        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::PassCred, &true).unwrap();
-        let mut buf = [0u8; 4097];
-
-        // A plain message.
-        send_with_fds(&theirs, b"READY=1", &[]);
-        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
-        assert_eq!(
-            (&buf[..d.len], d.truncated, d.fds),
-            (&b"READY=1"[..], false, 0)
-        );
-        if cfg!(target_os = "linux") {
-            assert_eq!(d.sender, Some(std::process::id() as i32));
-        }
-
-        // Two pipes' read ends and a barrier's write end, as a client
-        // passing descriptors and systemd-notify's sd_notify_barrier do.
-        let mut probes: Vec<Probe> = (0..2).map(|_| Probe::new()).collect();
-        let fds: Vec<RawFd> = probes.iter().map(Probe::read_fd).collect();
-        send_with_fds(&theirs, b"READY=1\nSTATUS=two fds", &fds);
-        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
-        assert_eq!(&buf[..d.len], b"READY=1\nSTATUS=two fds");
-        assert_eq!((d.fds, d.control_truncated), (2, false));
-        for p in &mut probes {
-            assert!(p.closed_everywhere(), "a passed descriptor is still open");
-        }
-
-        // As many descriptors as one datagram can carry (Linux SCM_MAX_FD).
-        let mut many = Probe::new();
-        let fds = vec![many.read_fd(); 253];
-        send_with_fds(&theirs, b"FDSTORE=1", &fds);
-        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
-        assert_eq!((&buf[..d.len], d.fds), (&b"FDSTORE=1"[..], 253));
-        assert!(many.closed_everywhere());
-
-        // Larger than the buffer: cut, and said so.
-        send_with_fds(&theirs, &[b'A'; 6000], &[]);
-        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
-        assert!(d.truncated);
-        assert_eq!(d.len, buf.len());
-
-        // Nothing queued: EAGAIN, and the socket still works after all that.
-        let e = recv_notify(ours.as_fd(), &mut buf).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        send_with_fds(&theirs, b"WATCHDOG=1", &[]);
-        let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
-        assert_eq!(&buf[..d.len], b"WATCHDOG=1");
-    }
-
-    #[test]
-    fn socket_paths_that_fit() {
-        let room = if cfg!(target_os = "macos") { 104 } else { 108 };
-        assert!(fits_sun_path(Path::new(&"a".repeat(room - 1))));
-        assert!(!fits_sun_path(Path::new(&"a".repeat(room))));
-    }
-
-    #[test]
-    fn executables_are_compared_after_resolving_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("supervisor");
-        std::fs::write(&real, b"").unwrap();
-        let link = dir.path().join("bin-link");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let other = dir.path().join("other");
-        std::fs::write(&other, b"").unwrap();
-        assert!(same_file_path(&link, &real));
-        assert!(same_file_path(&real, &real));
-        assert!(!same_file_path(&link, &other));
-        // A path that no longer exists is compared as written.
-        let gone = dir.path().join("gone");
-        assert!(same_file_path(&gone, &gone));
-        assert!(!same_file_path(&gone, &real));
-    }
-
-    #[test]
-    fn our_own_start_time_and_memory_are_known() {
-        let me = std::process::id() as i32;
-        assert!(process_start_time(me).is_some());
-        assert!(resident_bytes(me).is_some_and(|b| b > 0));
-        assert!(is_alive(me));
-        assert!(!is_alive(0));
-        assert!(boot_id().is_some_and(|b| !b.is_empty()));
-        assert!(somaxconn().is_some_and(|n| n > 0));
-    }
-}
+mod tests;

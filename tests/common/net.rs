@@ -10,12 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// One request: connect, send a line, read the reply to EOF.
+/// One request: connect, send `ping`, read the reply to EOF.
 pub fn request(addr: SocketAddr, timeout: Duration) -> io::Result<String> {
+    exchange(addr, "ping", timeout)
+}
+
+/// Connect, send `line` and a newline in one write (a child reads one
+/// segment, and bytes it leaves unread at its close would reset the
+/// connection), read the reply to EOF.
+pub fn exchange(addr: SocketAddr, line: &str, timeout: Duration) -> io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    s.write_all(b"ping\n")?;
+    s.write_all(format!("{line}\n").as_bytes())?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf)

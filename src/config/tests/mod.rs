@@ -12,6 +12,13 @@ mod problems;
 const FILE: &str = "/etc/sv/supervisor.toml";
 const MINIMAL: &str = "[listen]\naddress = \"127.0.0.1:8420\"\n[child]\ncommand = [\"app\"]\n";
 
+/// `text` as the value of a key, the way the checker sees it (for the
+/// value parsers' own tables).
+pub(super) fn item(text: &str) -> toml_edit::Item {
+    let doc = toml_edit::ImDocument::parse(format!("k = {text}")).expect(text);
+    doc.get("k").cloned().expect("k")
+}
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new(FILE))
 }

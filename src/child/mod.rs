@@ -22,15 +22,23 @@
 //! setpriority: Permission denied"), every step that can fail has a label
 //! made before fork, and the child writes the failing step's number into a
 //! close-on-exec pipe of ours before returning the errno.
+//!
+//! The rooms: `identity` (the user and the environment), `program`
+//! (finding it along PATH, explaining a failed start); this file builds
+//! the exec image and forks.
+
+mod identity;
+mod program;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,6 +47,9 @@ use std::time::Duration;
 use crate::attrs::{self, Plan};
 use crate::listener::LISTEN_FD;
 use crate::sys;
+pub(crate) use identity::{credentials, environment, Creds, PROTOCOL_ENV};
+pub(crate) use program::resolve_program;
+use program::why_not_started;
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 /// Enough digits for any pid (pid_t is 32-bit).
@@ -65,197 +76,12 @@ pub(crate) struct Recipe {
     pub(crate) attrs: attrs::Wanted,
 }
 
-/// The variables of the socket-activation and notify protocols: whatever
-/// our own service manager set for *us* must never reach the child, and
-/// only the supervisor sets them for the child.
-pub(crate) const PROTOCOL_ENV: &[&str] = &[
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-];
-
-/// The child's environment, without `LISTEN_PID` (its pid exists only
-/// after fork): the inherited variables minus the protocols' own, what
-/// login would set for a dropped user, `child.env`, then the protocols'
-/// variables. Sorted by name.
-pub(crate) fn environment(
-    recipe: &Recipe,
-    inherited: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    let mut vars: BTreeMap<OsString, OsString> = inherited
-        .into_iter()
-        .filter(|(k, _)| !PROTOCOL_ENV.iter().any(|p| k.as_bytes() == p.as_bytes()))
-        .collect();
-    if let Some(c) = &recipe.creds {
-        // What login would set, so the child does not write into root's home.
-        vars.insert("USER".into(), c.name.clone().into());
-        vars.insert("LOGNAME".into(), c.name.clone().into());
-        vars.insert("HOME".into(), c.home.clone().into());
-    }
-    for (k, v) in &recipe.env {
-        vars.insert(k.into(), v.into());
-    }
-    vars.insert("LISTEN_FDS".into(), "1".into());
-    vars.insert("LISTEN_FDNAMES".into(), recipe.fd_name.clone().into());
-    if let Some(socket) = &recipe.notify_socket {
-        vars.insert("NOTIFY_SOCKET".into(), socket.into());
-        if let Some(w) = recipe.watchdog {
-            vars.insert("WATCHDOG_USEC".into(), w.as_micros().to_string().into());
-        }
-    }
-    vars.into_iter().collect()
-}
-
-/// Who the child runs as, when that differs from the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Creds {
-    pub(crate) name: String,
-    pub(crate) uid: libc::uid_t,
-    pub(crate) gid: libc::gid_t,
-    pub(crate) home: PathBuf,
-}
-
-/// Decide who the child runs as: `Ok(None)` to keep our own identity.
-/// A child never runs as root by accident: as root, the config must name a
-/// `child.user` to drop to, or say `child.allow_root = true`.
-pub(crate) fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option<Creds>, String> {
-    use nix::unistd::{Uid, User};
-    let euid = Uid::effective();
-    let refuse_root = || {
-        "refusing to run the child as root: set child.user to drop privileges, \
-         or child.allow_root = true to run it as root on purpose"
-            .to_owned()
-    };
-    let Some(name) = user else {
-        return if euid.is_root() && !allow_root {
-            Err(refuse_root())
-        } else {
-            Ok(None)
-        };
-    };
-    let found = match name.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-        Err(_) => User::from_name(name),
-    };
-    let u = match found {
-        Ok(Some(u)) => u,
-        Ok(None) => return Err(format!("child.user: no user {name:?} on this machine")),
-        Err(e) => return Err(format!("child.user: cannot look up {name:?}: {e}")),
-    };
-    if u.uid.is_root() && !allow_root {
-        return Err(refuse_root());
-    }
-    if u.uid == euid {
-        return Ok(None);
-    }
-    if !euid.is_root() {
-        return Err(format!(
-            "child.user = {name:?} needs the supervisor to run as root (it runs as uid {euid})"
-        ));
-    }
-    Ok(Some(Creds {
-        name: u.name,
-        uid: u.uid.as_raw(),
-        gid: u.gid.as_raw(),
-        home: u.dir,
-    }))
-}
-
 /// A started child: its pid (also its process group) and its output pipes.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) pid: i32,
     pub(crate) stdout: File,
     pub(crate) stderr: File,
-}
-
-/// Find `program` the way a shell would: as given when it has a slash
-/// (relative to the child's folder), else along `path`.
-pub(crate) fn resolve_program(
-    program: &str,
-    path: Option<&OsStr>,
-    cwd: &Path,
-) -> io::Result<PathBuf> {
-    if program.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "empty command"));
-    }
-    if program.contains('/') {
-        let p = cwd.join(program);
-        return if is_executable(&p) {
-            Ok(p)
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not an executable file", p.display()),
-            ))
-        };
-    }
-    let path = path.unwrap_or(OsStr::new("/usr/bin:/bin"));
-    for dir in std::env::split_paths(path) {
-        let dir = if dir.as_os_str().is_empty() {
-            cwd.to_owned()
-        } else {
-            cwd.join(dir)
-        };
-        let candidate = dir.join(program);
-        if is_executable(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{program:?} not found in PATH ({})", path.to_string_lossy()),
-    ))
-}
-
-/// Why `execve` of `program` failed, naming the right thing: the folder
-/// it was to run in, the program, or the interpreter of a script (the
-/// kernel reports a missing interpreter as the script being missing).
-fn why_not_started(e: &io::Error, program: &Path, cwd: &Path) -> String {
-    let program_text = program.display();
-    if !cwd.is_dir() {
-        return format!(
-            "cannot start the child: its folder (child.cwd) {} does not exist or is not a folder",
-            cwd.display()
-        );
-    }
-    match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::EACCES) | Some(libc::ENOEXEC) => {
-            if let Some(interp) = interpreter(program) {
-                if !is_executable(&interp) {
-                    return format!(
-                        "cannot start {program_text}: the interpreter its #! line names, {}, \
-                         does not exist or is not executable",
-                        interp.display()
-                    );
-                }
-            } else if e.raw_os_error() == Some(libc::ENOEXEC) {
-                return format!(
-                    "cannot start {program_text}: not a program this machine can run \
-                     (a script needs a #! line naming its interpreter)"
-                );
-            }
-            format!("cannot start {program_text}: {e}")
-        }
-        _ => format!("cannot start {program_text}: {e}"),
-    }
-}
-
-/// The interpreter a script's `#!` line names, if it has one.
-fn interpreter(program: &Path) -> Option<PathBuf> {
-    let mut head = [0u8; 256];
-    let n = File::open(program).ok()?.read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
-    let line = line.split(|b| *b == b'\n').next()?;
-    let text = std::str::from_utf8(line).ok()?;
-    text.split_whitespace().next().map(PathBuf::from)
-}
-
-fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn cstring(bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
@@ -623,262 +449,5 @@ fn errno_words(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
         None => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn programs_resolve_like_a_shell() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let tool = bin.join("tool");
-        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let plain = bin.join("plain");
-        std::fs::write(&plain, "").unwrap();
-        let path = OsString::from(format!("/nonexistent:{}", bin.display()));
-        let cwd = dir.path();
-        assert_eq!(resolve_program("tool", Some(&path), cwd).unwrap(), tool);
-        assert_eq!(
-            resolve_program("bin/tool", Some(&path), cwd).unwrap(),
-            cwd.join("bin/tool")
-        );
-        assert_eq!(
-            resolve_program(&tool.to_string_lossy(), None, cwd).unwrap(),
-            tool
-        );
-        for bad in ["plain", "nope", "bin/plain", ""] {
-            assert!(resolve_program(bad, Some(&path), cwd).is_err(), "{bad}");
-        }
-        // Relative PATH entries resolve against the child's folder.
-        let rel = OsString::from("bin");
-        assert_eq!(
-            resolve_program("tool", Some(&rel), cwd).unwrap(),
-            cwd.join("bin/tool")
-        );
-    }
-
-    fn recipe() -> Recipe {
-        Recipe {
-            command: vec!["app".into()],
-            cwd: PathBuf::from("/"),
-            env: BTreeMap::from([("APP".into(), "1".into()), ("PATH".into(), "/opt".into())]),
-            fd_name: "web".into(),
-            notify_socket: None,
-            watchdog: None,
-            death_signal: libc::SIGTERM,
-            creds: None,
-            attrs: attrs::Wanted::default(),
-        }
-    }
-
-    #[test]
-    fn the_environment_contract() {
-        let inherited = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
-            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
-        };
-        let names = |env: &[(OsString, OsString)]| -> Vec<String> {
-            env.iter()
-                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
-                .collect()
-        };
-        let from_manager = inherited(&[
-            ("HOME", "/root"),
-            ("LISTEN_PID", "1"),
-            ("LISTEN_FDS", "4"),
-            ("NOTIFY_SOCKET", "/run/systemd/notify"),
-            ("WATCHDOG_USEC", "1"),
-            ("WATCHDOG_PID", "1"),
-            ("PATH", "/usr/bin"),
-        ]);
-        // (recipe, inherited, the child's environment)
-        let mut notify = recipe();
-        notify.notify_socket = Some("@sv".into());
-        notify.watchdog = Some(Duration::from_millis(1500));
-        let mut dropped = recipe();
-        dropped.creds = Some(Creds {
-            name: "app".into(),
-            uid: 1000,
-            gid: 1000,
-            home: "/home/app".into(),
-        });
-        type Case<'a> = (Recipe, Vec<(OsString, OsString)>, &'a [&'a str]);
-        let table: [Case; 3] = [
-            (
-                recipe(),
-                from_manager.clone(),
-                &[
-                    "APP=1",
-                    "HOME=/root",
-                    "LISTEN_FDNAMES=web",
-                    "LISTEN_FDS=1",
-                    "PATH=/opt",
-                ],
-            ),
-            (
-                notify,
-                from_manager,
-                &[
-                    "APP=1",
-                    "HOME=/root",
-                    "LISTEN_FDNAMES=web",
-                    "LISTEN_FDS=1",
-                    "NOTIFY_SOCKET=@sv",
-                    "PATH=/opt",
-                    "WATCHDOG_USEC=1500000",
-                ],
-            ),
-            (
-                dropped,
-                inherited(&[("HOME", "/root"), ("USER", "root")]),
-                &[
-                    "APP=1",
-                    "HOME=/home/app",
-                    "LISTEN_FDNAMES=web",
-                    "LISTEN_FDS=1",
-                    "LOGNAME=app",
-                    "PATH=/opt",
-                    "USER=app",
-                ],
-            ),
-        ];
-        for (r, inherited, want) in table {
-            assert_eq!(names(&environment(&r, inherited)), want);
-        }
-    }
-
-    #[test]
-    fn the_pid_slot() {
-        let (mut image, _) =
-            ExecImage::new(Path::new("/bin/true"), &recipe(), &Plan::default()).unwrap();
-        for (pid, want) in [(7u32, "7"), (4242, "4242"), (u32::MAX, "4294967295")] {
-            image.write_pid(pid);
-            let end = image.slot.iter().position(|b| *b == 0).unwrap();
-            assert_eq!(&image.slot[..end], format!("LISTEN_PID={want}").as_bytes());
-        }
-        // The envp entry is the slot itself.
-        let last = image.env_ptrs[image.env_ptrs.len() - 2];
-        assert_eq!(last, image.slot.as_ptr().cast());
-    }
-
-    #[test]
-    fn spawn_failures_name_the_right_thing() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = |name: &str, text: &str| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, text).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            p.to_string_lossy().into_owned()
-        };
-        let bad_shebang = script("bad", "#!/nonexistent/python3 -u\nprint(1)\n");
-        let no_shebang = script("plain", "\x7fnot really a program\n");
-        // Failures found before fork: (command, cwd, words the error must contain).
-        let missing = dir.path().join("missing");
-        let cases: [(&str, &Path, &[&str]); 2] = [
-            (
-                "/bin/sh",
-                &missing,
-                &["child.cwd", "missing", "does not exist"],
-            ),
-            (
-                "no-such-program-xyz",
-                dir.path(),
-                &["no-such-program-xyz", "not found"],
-            ),
-        ];
-        for (command, cwd, words) in cases {
-            let mut r = recipe();
-            r.command = vec![command.into()];
-            r.cwd = cwd.to_owned();
-            let e = spawn(&r).map(|s| s.pid).unwrap_err().to_string();
-            for w in words {
-                assert!(e.contains(w), "{command}: {e:?} lacks {w:?}");
-            }
-        }
-        // What execve said: (errno, program, words).
-        let cases: [(i32, &str, &[&str]); 3] = [
-            (
-                libc::ENOENT,
-                &bad_shebang,
-                &["interpreter", "/nonexistent/python3"],
-            ),
-            (libc::ENOEXEC, &no_shebang, &["plain", "#!"]),
-            (
-                libc::E2BIG,
-                &no_shebang,
-                &["plain", "Argument list too long"],
-            ),
-        ];
-        for (errno, program, words) in cases {
-            let e = io::Error::from_raw_os_error(errno);
-            let why = why_not_started(&e, Path::new(program), dir.path());
-            for w in words {
-                assert!(why.contains(w), "{program}: {why:?} lacks {w:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_step_that_fails_after_fork_is_named() {
-        use crate::config::{Limit, Resource};
-        use crate::sys::Rlimit;
-        // A soft limit above the hard one: setrlimit refuses it (EINVAL)
-        // whoever runs the test.
-        let bad = Rlimit {
-            soft: Limit::Value(10),
-            hard: Limit::Value(5),
-        };
-        let step = attrs::LimitStep {
-            resource: Resource::Core,
-            inherited: bad,
-            raise: None,
-            set: bad,
-        };
-        let plan = Plan {
-            limits: vec![step],
-            ..Plan::default()
-        };
-        let e = start(&recipe(), Path::new("/bin/true"), &plan)
-            .map(|s| s.pid)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "cannot start the child: child.limits.core = 10: setrlimit: Invalid argument"
-        );
-        // The labels: each step that can fail has its own.
-        let mut r = recipe();
-        r.creds = Some(Creds {
-            name: "app".into(),
-            uid: 1000,
-            gid: 1000,
-            home: "/home/app".into(),
-        });
-        let plan = Plan {
-            limits: vec![attrs::LimitStep {
-                raise: Some(bad),
-                ..step
-            }],
-            nice: Some(-5),
-            umask: Some(0o027),
-        };
-        let (image, labels) = ExecImage::new(Path::new("/bin/true"), &r, &plan).unwrap();
-        let named = |n: u8| labels[usize::from(n)].as_str();
-        assert_eq!(
-            named(image.creds.unwrap().2),
-            "child.user = \"app\": switching to uid 1000 and gid 1000 (setgroups, setgid, setuid)"
-        );
-        assert_eq!(
-            named(image.raise[0].1),
-            "child.limits.core = 10: setrlimit (raising the hard limit, as root)"
-        );
-        assert_eq!(named(image.nice.unwrap().1), "child.nice = -5: setpriority");
-        assert_eq!(named(image.set[0].1), "child.limits.core = 10: setrlimit");
-        assert_eq!(image.umask, Some(0o027));
-        assert!(named(STEP_FD3).contains("fd 3"));
     }
 }

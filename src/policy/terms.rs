@@ -1,0 +1,232 @@
+//! The words the machine and the driver share: the settings it is built
+//! from, the [`Event`]s it is fed, the [`Action`]s and [`Note`]s it
+//! returns, and the [`Phase`] and [`Want`] it is in.
+
+use std::time::{Duration, Instant};
+
+/// The numbers the policy needs from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) reset_after: Duration,
+    pub(crate) stop_timeout: Duration,
+    /// How long to wait after SIGKILL for leftovers to vanish before going
+    /// on without them (a process in uninterruptible sleep, or a zombie that
+    /// a careless init never reaps).
+    pub(crate) kill_grace: Duration,
+    pub(crate) health: HealthPolicy,
+}
+
+/// Readiness and liveness rules (`[health]`); the default has none: a
+/// child is ready the moment it is spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct HealthPolicy {
+    /// A spawned child is `starting` until `Ready` (or, with `probe_ready`,
+    /// its first good probe).
+    pub(crate) readiness: bool,
+    /// Readiness comes from the HTTP probe rather than READY=1.
+    pub(crate) probe_ready: bool,
+    pub(crate) start_timeout: Duration,
+    /// Consecutive failed probes that make a ready child unhealthy.
+    pub(crate) failures: u32,
+    /// A ready child must ping at least this often.
+    pub(crate) watchdog: Option<Duration>,
+}
+
+/// What a running child has shown of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Health {
+    /// Since when it has been ready; `None` while it is still starting.
+    pub(crate) ready_since: Option<Instant>,
+    pub(crate) probe_failures: u32,
+    /// The next watchdog ping is due by then.
+    pub(crate) watchdog_until: Option<Instant>,
+}
+
+/// Why a live child is given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Not ready within `start_timeout`.
+    StartTimeout,
+    /// `failures` probes in a row failed.
+    Probes,
+    /// No WATCHDOG=1 within the watchdog interval.
+    Watchdog,
+    /// The child's resident memory passed `max_memory` (bytes seen).
+    Memory(u64),
+}
+
+/// How a child ended, as `waitpid` told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitKind {
+    Code(i32),
+    Signal(i32),
+}
+
+/// The last exit of a child, with when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastExit {
+    pub(crate) kind: ExitKind,
+    pub(crate) at: Instant,
+}
+
+/// What the operator wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Keep a child running.
+    Up,
+    /// Stop everything and exit.
+    Down,
+}
+
+/// What *is*, each state with the data only it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Lock held; the port is being bound and a child started (transient:
+    /// the driver answers `Launch` at once).
+    Starting,
+    /// The port could not be bound since `since`; the next try is at `retry_at`.
+    WaitingForPort { since: Instant, retry_at: Instant },
+    /// A child is alive (`starting` until ready, when readiness is configured).
+    Running {
+        pid: i32,
+        since: Instant,
+        health: Health,
+    },
+    /// No child; the next one starts at `until`.
+    Backoff { until: Instant },
+    /// Stop signals went out. `leader` is the child while it is alive (its
+    /// exit is reaped); once it is gone, or when there was none (leftovers
+    /// of an earlier supervisor, a rival holding our socket), the driver
+    /// reports `OthersGone` when everything it is stopping has vanished.
+    /// Then the next child starts, not before `restart_at`, unless the
+    /// operator wants the supervisor down.
+    Stopping {
+        leader: Option<i32>,
+        deadline: Instant,
+        killed: bool,
+        restart_at: Instant,
+    },
+    /// Done: the driver exits.
+    Exited,
+}
+
+impl Phase {
+    /// The state name of SPEC.md.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForPort { .. } => "waiting-for-port",
+            Phase::Running { health, .. } if health.ready_since.is_none() => "starting",
+            Phase::Running { .. } => "running",
+            Phase::Backoff { .. } => "backoff",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Exited => "not-running",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The lock is held and the driver is ready.
+    Start,
+    /// Answers to `Launch`: a child runs; it could not be started; the port
+    /// could not be bound; processes outside the last child's process group
+    /// hold our socket and must be stopped first.
+    Spawned {
+        pid: i32,
+    },
+    SpawnFailed,
+    BindFailed,
+    RivalsFound,
+    /// The child was reaped; `others_left` says processes it leaves behind
+    /// (its process group, anything holding our socket) are still alive.
+    ChildExited {
+        kind: ExitKind,
+        others_left: bool,
+    },
+    /// Everything being stopped besides the child is gone.
+    OthersGone,
+    /// A timer fired; the machine checks its own deadline.
+    Tick,
+    /// SIGUSR1 / `supervisor restart`.
+    Restart,
+    /// The child said READY=1.
+    Ready,
+    /// An HTTP probe answered 2xx / failed.
+    ProbeOk,
+    ProbeFailed,
+    /// The child said WATCHDOG=1.
+    WatchdogPing,
+    /// The child's process group uses more memory than allowed (bytes).
+    TooBig(u64),
+    /// SIGTERM / SIGINT / `supervisor stop`; a second one kills at once.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Make sure the port is ours and listening, look for rivals holding
+    /// our socket, and start a child; answer with the event that says how.
+    Launch,
+    /// Send the stop signal (`kill == false`) or SIGKILL to everything
+    /// being stopped: the child's process group, the child itself if it
+    /// left the group, and whatever else holds our socket.
+    Signal {
+        kill: bool,
+    },
+    Exit,
+    /// Something for the log (and for alerts); nothing to do.
+    Note(Note),
+}
+
+/// What happens after a child's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    RestartNow,
+    RestartIn(Duration),
+    /// Processes it left behind are stopped first (the restart follows,
+    /// after the backoff counted from the exit).
+    StopOthers,
+    Exit,
+}
+
+/// What the driver is told, for people and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Note {
+    ChildExited {
+        pid: i32,
+        kind: ExitKind,
+        lived: Duration,
+        /// Stopped on request (a stop, a restart, a failed health rule)
+        /// rather than dying on its own.
+        expected: bool,
+        /// Early deaths in a row, this one included (0 after a healthy run).
+        streak: u32,
+        next: Next,
+    },
+    SpawnFailed {
+        streak: u32,
+        retry_in: Duration,
+    },
+    WaitingForPort {
+        since: Instant,
+        failures: u32,
+        retry_in: Duration,
+    },
+    /// Stop signals go to processes outside the last child's group that
+    /// hold our socket, before a child is started.
+    StoppingRivals,
+    /// A live child broke a health rule and is being stopped gracefully.
+    Unhealthy {
+        pid: i32,
+        why: Failure,
+    },
+    /// The child became ready (tell systemd, if it listens).
+    Ready {
+        pid: i32,
+    },
+    /// Leftovers did not vanish after SIGKILL; going on without them.
+    GaveUp,
+}
