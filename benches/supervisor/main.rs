@@ -15,17 +15,19 @@
 //! supervisor, its peers and the plain loops, and probes the port;
 //! `procs` reads process costs from /proc (the bench measures on Linux);
 //! `table` holds the statistics and renders the table; `restarts` and
-//! `costs` are the figures.
+//! `costs` are the figures, `reload` the reload one.
 
 mod child;
 mod costs;
 mod procs;
+mod reload;
 mod restarts;
 mod services;
 mod table;
 
 use child::child_main;
 use costs::{crash_loop, idle, log_throughput};
+use reload::reload;
 use restarts::{losing_copy, refused, restart_latency};
 use services::{root, Peers};
 use std::fs;
@@ -58,6 +60,7 @@ fn main() {
     losing_copy(&n, &peers, &mut table);
     restart_latency(&n, &peers, &mut table);
     refused(&n, &peers, &mut table);
+    reload(&n, &mut table);
     idle(&n, &peers, &mut table);
     log_throughput(&n, &peers, &mut table);
     crash_loop(&n, &peers, &mut table);
@@ -82,6 +85,8 @@ pub(crate) struct Counts {
     pub(crate) peer_latency: usize,
     pub(crate) refused: usize,
     pub(crate) peer_refused: usize,
+    pub(crate) reloads: usize,
+    pub(crate) kickstarts: usize,
     pub(crate) idle_runs: usize,
     pub(crate) idle_window: Duration,
     pub(crate) log_bytes: usize,
@@ -99,6 +104,8 @@ impl Counts {
                 peer_latency: 2,
                 refused: 20,
                 peer_refused: 2,
+                reloads: 5,
+                kickstarts: 2,
                 idle_runs: 1,
                 idle_window: Duration::from_secs(2),
                 log_bytes: 20_000_000,
@@ -113,6 +120,8 @@ impl Counts {
                 peer_latency: 5,
                 refused: 100,
                 peer_refused: 10,
+                reloads: 20,
+                kickstarts: 5,
                 idle_runs: 3,
                 idle_window: Duration::from_secs(10),
                 log_bytes: 200_000_000,
@@ -132,6 +141,7 @@ Notes:
 - Peers' restart figures kill a child that has run 1.1 s: runsv and s6-supervise wait 1 s before restarting a younger child.
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
+- Reload: `supervisor reload` with nothing changed, n times in a row, a client connecting every ~1 ms throughout; the time is the command's, which returns once the new image has recorded itself in state.json; child restarts = distinct pids that answered, minus one. Beside it, `supervisor stop` then a new `supervisor run` (what `launchctl kickstart -k` or `systemctl restart` do), timed until the new child's first answer.
 - Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its log-reader thread); wake-ups are voluntary + nonvoluntary context switches of all their threads per second. RSS, PSS and anonymous RSS are read 1 s after each answers, before two more of ours start beside them for the wake-ups only: one with max_memory = "1GiB" and max_memory_check = "1s" (never reached; one wake-up per check is the target), one with [alerts] command = ["/bin/true"] (nothing to say while the child is healthy: 0).
 - Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
 - Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).
