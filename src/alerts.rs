@@ -60,6 +60,9 @@ pub(crate) struct Alerts {
     streak: u32,
     /// Since when the port has been refused, while it is.
     port_since: Option<Instant>,
+    /// This wait for the port has been decided: told, or held back by
+    /// `min_interval`. One `port-busy` per wait, and no deadline after it.
+    port_told: bool,
     /// A problem was told; `recovered` is owed once the child is up.
     owed: bool,
     /// Since when the child has been ready, while it is.
@@ -75,6 +78,7 @@ impl Alerts {
             held: BTreeMap::new(),
             streak: 0,
             port_since: None,
+            port_told: false,
             owed: false,
             ready_since: None,
         }
@@ -107,7 +111,7 @@ impl Alerts {
         let port = self
             .port_since
             .map(|s| s + self.rules.port_busy_after)
-            .filter(|_| self.wants(AlertEvent::PortBusy));
+            .filter(|_| !self.port_told && self.wants(AlertEvent::PortBusy));
         let recovery = self
             .ready_since
             .filter(|_| self.owed && self.wants(AlertEvent::Recovered))
@@ -121,7 +125,7 @@ impl Alerts {
     pub(crate) fn see(&mut self, seen: Seen, now: Instant) -> Vec<Fire> {
         let mut out = Vec::new();
         match seen {
-            Seen::Spawned => self.port_since = None,
+            Seen::Spawned => self.port_freed(),
             Seen::Ready => self.ready_since = Some(now),
             Seen::ChildExited { expected, streak } => {
                 self.ready_since = None;
@@ -131,14 +135,15 @@ impl Alerts {
                 out.extend(self.streak_is(streak, now));
             }
             Seen::SpawnFailed { streak } => {
-                self.port_since = None;
+                self.port_freed();
                 out.extend(self.streak_is(streak, now));
             }
             Seen::WaitingForPort { since } => {
-                self.port_since = Some(since);
-                if now >= since + self.rules.port_busy_after {
-                    out.extend(self.want(AlertEvent::PortBusy, now));
+                if self.port_since != Some(since) {
+                    self.port_since = Some(since);
+                    self.port_told = false;
                 }
+                out.extend(self.port_busy(now));
             }
             Seen::Unhealthy => {
                 self.ready_since = None;
@@ -156,13 +161,7 @@ impl Alerts {
     /// has been up long enough to call it recovered.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Fire> {
         let mut out = Vec::new();
-        if let Some(since) = self.port_since {
-            if now >= since + self.rules.port_busy_after
-                && !self.sent_since(AlertEvent::PortBusy, since)
-            {
-                out.extend(self.want(AlertEvent::PortBusy, now));
-            }
-        }
+        out.extend(self.port_busy(now));
         if let Some(ready) = self.ready_since {
             if self.owed && now >= ready + self.reset_after {
                 self.owed = false;
@@ -184,8 +183,21 @@ impl Alerts {
         self.rules.events.contains(&event)
     }
 
-    fn sent_since(&self, event: AlertEvent, t: Instant) -> bool {
-        self.sent.get(&event).is_some_and(|s| *s >= t)
+    /// The port has been ours again (a child started, or a start failed
+    /// after the bind): the next wait is a new one.
+    fn port_freed(&mut self) {
+        self.port_since = None;
+        self.port_told = false;
+    }
+
+    /// `port-busy`, once per wait, when it has lasted `port_busy_after`.
+    fn port_busy(&mut self, now: Instant) -> Option<Fire> {
+        let since = self.port_since?;
+        if self.port_told || now < since + self.rules.port_busy_after {
+            return None;
+        }
+        self.port_told = true;
+        self.want(AlertEvent::PortBusy, now)
     }
 
     /// Send `event` now, unless it is not asked for or one went out less
@@ -306,8 +318,14 @@ mod tests {
         assert_eq!(a.deadline(), Some(t0 + ms(30_000)));
         assert_eq!(fired(a.tick(t0 + ms(29_999))), []);
         assert_eq!(fired(a.tick(t0 + ms(30_000))), [(AlertEvent::PortBusy, 0)]);
-        // No second one for the same wait at the next tick.
+        // No second one for the same wait: no deadline left for it (the
+        // driver would otherwise wake at once, over and over), nothing at
+        // the next tick or bind retry.
+        assert_eq!(a.deadline(), None);
         assert_eq!(fired(a.tick(t0 + ms(30_001))), []);
+        let retry = Seen::WaitingForPort { since: t0 };
+        assert_eq!(fired(a.see(retry, t0 + ms(31_000))), []);
+        assert_eq!(a.deadline(), None);
         // Freed: the child starts and is up for reset_after.
         let t1 = t0 + ms(40_000);
         a.see(Seen::Spawned, t1);
@@ -318,6 +336,35 @@ mod tests {
         // Once.
         assert_eq!(a.deadline(), None);
         assert_eq!(fired(a.tick(t1 + ms(120_000))), []);
+    }
+
+    #[test]
+    fn a_busy_port_held_back_is_counted_once_per_wait() {
+        let t0 = Instant::now();
+        let mut a = alerts();
+        let wait = |since| Seen::WaitingForPort { since };
+        a.see(wait(t0), t0);
+        assert_eq!(fired(a.tick(t0 + ms(30_000))), [(AlertEvent::PortBusy, 0)]);
+        a.see(Seen::Spawned, t0 + ms(31_000));
+        // A second wait within min_interval: held back once, however many
+        // bind retries and ticks it lasts.
+        let t1 = t0 + ms(40_000);
+        a.see(wait(t1), t1);
+        assert_eq!(a.deadline(), Some(t1 + ms(30_000)));
+        for n in 0..5 {
+            let now = t1 + ms(30_000 + n * 1000);
+            assert_eq!(fired(a.see(wait(t1), now)), []);
+            assert_eq!(fired(a.tick(now)), []);
+        }
+        assert_eq!(a.deadline(), None);
+        a.see(Seen::SpawnFailed { streak: 1 }, t1 + ms(60_000));
+        // A third wait after min_interval: told, with the one held back.
+        let t2 = t0 + ms(1_000_000);
+        assert_eq!(
+            fired(a.see(wait(t2), t2 + ms(30_000))),
+            [(AlertEvent::PortBusy, 1)]
+        );
+        assert_eq!(a.deadline(), None);
     }
 
     #[test]

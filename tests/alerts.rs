@@ -168,7 +168,7 @@ fn a_busy_port_is_told_with_its_holder_then_recovery() {
     add_alerts(&mut env, &hook, &[("port_busy_after", "\"1s\"")]);
     let squatter = std::net::TcpListener::bind(env.addr()).expect("squat the port");
     let me = std::process::id().to_string();
-    let _sup = env.spawn();
+    let sup = env.spawn();
     env.wait_for("a port-busy alert", DEADLINE, || {
         !of_kind(&env, "port-busy").is_empty()
     });
@@ -180,6 +180,21 @@ fn a_busy_port_is_told_with_its_holder_then_recovery() {
     {
         env.fail(format!(
             "the alert should name the holder (pid {me}): {busy:#}"
+        ));
+    }
+    // Told once, the rule has nothing more to decide for this wait: the
+    // supervisor goes back to sleep between its bind retries. A loop that
+    // kept waking for the passed deadline would use a core; measured over
+    // a window rather than waited for, so the bound is loose.
+    let pid = sup.pid();
+    let before = cpu_time(pid).expect("the supervisor's CPU time");
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(pid).expect("the supervisor's CPU time") - before;
+    if used > window.elapsed() / 4 {
+        env.fail(format!(
+            "the supervisor used {used:?} of CPU in {:?} while the port stayed busy",
+            window.elapsed()
         ));
     }
     drop(squatter);

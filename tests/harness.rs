@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A `sleep` in its own process group, SIGKILLed and reaped when dropped.
 struct Sleeper(Child);
@@ -98,6 +99,22 @@ fn lsof_field_output_parses_into_descriptors_and_ports() {
 }
 
 #[test]
+fn ps_cpu_times_parse() {
+    let s = Duration::from_secs_f64;
+    for (text, want) in [
+        ("0:00.05\n", Some(s(0.05))),
+        ("  12:34.50", Some(s(754.5))),
+        ("1:02:03.45", Some(s(3723.45))),
+        ("2-01:00:00.00", Some(s(2.0 * 86_400.0 + 3600.0))),
+        ("", None),
+        ("abc", None),
+        ("1:2:3:4.0", None),
+    ] {
+        assert_eq!(parse_ps_time(text), want, "{text:?}");
+    }
+}
+
+#[test]
 fn a_live_process_is_seen_whole() {
     let me = std::process::id() as i32;
     let sleeper = Sleeper::start();
@@ -128,6 +145,7 @@ fn a_live_process_is_seen_whole() {
         "we started before our child"
     );
     assert!(rss_kib(me) > 0, "our own resident size");
+    assert!(cpu_time(me).is_some(), "our own CPU time");
     let boot = boot_time().expect("boot time");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

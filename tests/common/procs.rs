@@ -166,6 +166,15 @@ pub fn rss_kib(pid: i32) -> u64 {
     os::rss_kib(pid)
 }
 
+/// CPU time (user + system) the process has used so far, if it can be
+/// read.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    if pid <= 0 {
+        return None;
+    }
+    os::cpu_time(pid)
+}
+
 /// When the process started, in the unit the supervisor records as
 /// `start_time` in `state.json` on this system (Linux: clock ticks since
 /// boot, `/proc/PID/stat` field 22; macOS: microseconds since the epoch).
@@ -203,6 +212,25 @@ pub fn parse_procargs(buf: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
     }
     let env = strings.take_while(|s| !s.is_empty()).map(text).collect();
     Some((argv, env))
+}
+
+/// `ps -o time=` as macOS prints it: `[[dd-]hh:]mm:ss.ss`, e.g. `0:00.05`
+/// or `1:02:03.45`.
+pub fn parse_ps_time(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (days, clock) = match text.split_once('-') {
+        Some((d, rest)) => (d.parse::<u64>().ok()?, rest),
+        None => (0, text),
+    };
+    let mut seconds = (days * 86_400) as f64;
+    let mut parts = clock.rsplit(':');
+    let secs: f64 = parts.next()?.parse().ok()?;
+    seconds += secs;
+    for (i, part) in parts.enumerate() {
+        let unit = [60.0, 3600.0].get(i)?;
+        seconds += part.parse::<u64>().ok()? as f64 * unit;
+    }
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// `lsof -F fn` output as (descriptor, name) pairs: `f` lines open a file

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::time::Duration;
 
 /// `/proc/PID/stat`, split after the command name (which may hold spaces
 /// and parentheses): field 3 (state) is the first word.
@@ -109,6 +110,15 @@ pub fn rss_kib(pid: i32) -> u64 {
 }
 
 /// Field 22 of /proc/PID/stat: clock ticks since boot.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    // utime and stime, fields 14 and 15, in clock ticks.
+    let f = stat_fields(pid)?;
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    (hz > 0).then(|| Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
 pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }

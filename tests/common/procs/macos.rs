@@ -186,6 +186,19 @@ pub fn rss_kib(pid: i32) -> u64 {
     info.map_or(0, |i| i.pti_resident_size / 1024)
 }
 
+/// From `ps`: libproc's task times are in Mach ticks on Apple silicon,
+/// and converting them needs `mach_timebase_info`, which libc deprecates.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    let argv = [
+        "-o".to_string(),
+        "time=".to_string(),
+        "-p".to_string(),
+        pid.to_string(),
+    ];
+    let out = run_cmd("/bin/ps", &argv, Duration::from_secs(20)).ok()?;
+    super::parse_ps_time(&out.stdout)
+}
+
 /// Microseconds since the epoch, as src/sys/macos.rs records it.
 pub fn start_time(pid: i32) -> Option<u64> {
     let i = bsdinfo(pid)?;
