@@ -87,6 +87,11 @@ impl Alerting {
         }
     }
 
+    /// When the running alert command's timeout ends, if one runs.
+    pub(crate) fn hook_deadline(&self) -> Option<Instant> {
+        self.hooks.deadline()
+    }
+
     /// A deadline passed; `message` says what the tick may be about.
     pub(crate) fn tick(&mut self, message: impl Fn(AlertEvent) -> String, ctx: &Context) {
         let now = Instant::now();

@@ -646,7 +646,7 @@ impl Daemon {
             let kill_at = self
                 .alerting
                 .as_ref()
-                .and_then(|a| a.deadline())
+                .and_then(alerting::Alerting::hook_deadline)
                 .map(|d| d.min(cut));
             // Once killed, wait for its exit (reaped below), not forever:
             // a process stuck in the kernel holds nothing of ours.
