@@ -64,16 +64,7 @@ impl Listener {
     /// `SO_REUSEADDR` is used), then move the socket to fd 3, close-on-exec
     /// until a child needs it.
     pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
-        let fd = bind_socket(addr, backlog)?;
-        if fd.as_raw_fd() == LISTEN_FD {
-            return Ok(Listener { fd });
-        }
-        sys::dup_to(fd.as_raw_fd(), LISTEN_FD)?;
-        drop(fd);
-        // SAFETY: fd 3 now holds our socket and nothing else owns it (the
-        // /dev/null placeholder it replaced was never wrapped in an owner).
-        let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
-        Ok(Listener { fd })
+        Listener::adopt(bind_socket(addr, backlog)?)
     }
 
     /// Children (asyncio, tokio) set O_NONBLOCK, which lives on the shared
@@ -98,6 +89,31 @@ impl Listener {
     }
 }
 
+/// fd 3 is never free: dropping the listener puts the /dev/null
+/// placeholder back in its place, closing the socket in the same `dup2`.
+/// A free fd 3 would be taken by the next file anything opens (the log
+/// reader thread rotating child.log), and the next socket moved into place
+/// would silently close that file.
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if self.fd.as_raw_fd() != LISTEN_FD {
+            return;
+        }
+        let Ok(null) = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        else {
+            return;
+        };
+        if sys::dup_to(null.as_raw_fd(), LISTEN_FD).is_ok() {
+            // fd 3 is the placeholder now, owned by nothing (as at start);
+            // what closes with this listener is the extra /dev/null.
+            std::mem::forget(std::mem::replace(&mut self.fd, OwnedFd::from(null)));
+        }
+    }
+}
+
 impl std::os::fd::AsFd for Listener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
@@ -110,6 +126,12 @@ impl Listener {
     /// socket still serves; `adopt` moves it into place later.
     pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
         bind_socket(addr, backlog)
+    }
+
+    /// Put the socket `fd` in place of ours at fd 3; the old one closes in
+    /// the same `dup2` (a changed `[listen]` after `reload`).
+    pub(crate) fn replace(&mut self, fd: OwnedFd) -> io::Result<()> {
+        sys::dup_to(fd.as_raw_fd(), LISTEN_FD)
     }
 
     /// Adopt a socket passed to us at `fd` (by a service manager, or across

@@ -553,19 +553,24 @@ impl Daemon {
         let Some(fd) = self.next_listener.take() else {
             return;
         };
-        // The old socket closes first: it sits at fd 3, where the new one
-        // goes (and the old Listener must not close the new one later).
-        self.listener = None;
-        match Listener::adopt(fd) {
-            Ok(l) => {
-                self.seen.socket_id = sys::socket_id(l.as_fd());
-                self.listener = Some(l);
+        // The new socket takes fd 3 and the old one closes in one step:
+        // fd 3 is never free for another file to land on.
+        let moved = match self.listener.as_mut() {
+            Some(l) => l.replace(fd),
+            None => Listener::adopt(fd).map(|l| self.listener = Some(l)),
+        };
+        match moved.map(|()| self.listener.as_ref().map(|l| sys::socket_id(l.as_fd()))) {
+            Ok(id) => {
+                self.seen.socket_id = id.flatten();
                 self.seen.address = self.cfg.listen.address.to_string();
                 self.seen.inherited = false;
                 self.seen.bound = true;
                 self.managers.clear();
             }
-            Err(e) => warn!("reload: cannot move the new socket into place: {e}"),
+            Err(e) => warn!(
+                "reload: cannot move the socket for {} into place ({e}); the child keeps the old one",
+                self.cfg.listen.address
+            ),
         }
     }
 }
