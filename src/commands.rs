@@ -354,14 +354,31 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
         ));
         cfg = old.clone();
     }
-    let pre = match preflight(&cfg) {
-        Ok(pre) => pre,
-        Err(f) if cfg != old => {
-            problems.push((f.code, f.message));
-            cfg = old.clone();
-            preflight(&cfg)?
+    // The running service is ours now: a check that fails even for the
+    // config it runs under (the child's cwd or user gone since it started)
+    // fails the reload and leaves it running as it is, with the identity
+    // the old image used.
+    let mut refused = |f: Fatal| {
+        let message = f.message.trim_end_matches("; nothing started");
+        problems.push((f.code, message.to_owned()));
+    };
+    let creds = match preflight(&cfg) {
+        Ok(pre) => pre.creds,
+        Err(f) => {
+            refused(f);
+            let again = (cfg != old).then(|| {
+                cfg = old.clone();
+                preflight(&cfg)
+            });
+            match again {
+                Some(Ok(pre)) => pre.creds,
+                Some(Err(f)) => {
+                    refused(f);
+                    handoff.creds.clone()
+                }
+                None => handoff.creds.clone(),
+            }
         }
-        Err(f) => return Err(f),
     };
     let mut next_listener = None;
     if cfg.listen.address != old.listen.address || cfg.listen.backlog != old.listen.backlog {
@@ -406,7 +423,7 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
             next_listener,
         },
         cfg,
-        creds: pre.creds,
+        creds,
         lock,
         passed,
         notify,

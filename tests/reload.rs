@@ -271,6 +271,54 @@ fn a_binary_that_fails_its_preflight_is_not_executed() {
 }
 
 #[test]
+fn a_new_image_that_cannot_check_the_running_config_carries_on() {
+    // The race the preflight cannot close: check-config passes, then the
+    // child's cwd goes before the new image checks the same config. The
+    // new image holds the lock, the socket and a live child by then: it
+    // must report the reload as failed and keep all three.
+    let env = Setup::new("http_health.py").build();
+    let work = env.path("work");
+    fs::create_dir(&work).unwrap();
+    let text = env.config_text.replace(
+        "[child]\n",
+        &format!("[child]\ncwd = {:?}\n", work.to_string_lossy()),
+    );
+    fs::write(&env.config, &text).unwrap();
+    let bin = own_binary(&env);
+    let real = env.path("supervisor-real");
+    fs::copy(&bin, &real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sup = run_from(&bin, &env);
+    serving(&env);
+    let before = child(&env);
+    // The preflight (`--config C check-config`) passes; the exec (`run`)
+    // removes the folder first.
+    replace(
+        &bin,
+        format!(
+            "#!/bin/sh\n[ \"$3\" = run ] && rmdir '{}'\nexec '{}' \"$@\"\n",
+            work.display(),
+            real.display()
+        )
+        .as_bytes(),
+    );
+    let out = env.cli(&["reload"]);
+    if out.code != Some(78) || !out.stderr.contains("child.cwd") {
+        env.fail(format!("the reload should fail naming child.cwd\n{out}"));
+    }
+    let (pid, reloads) = supervisor(&env);
+    if pid != sup.id() as i64 || reloads != 1 || child(&env) != before {
+        env.fail(format!(
+            "the new image should carry on with the same child (supervisor {pid}, reloads {reloads})"
+        ));
+    }
+    serving(&env);
+    let out = env.cli(&["stop"]);
+    expect_code(&env, &out, 0);
+    let _ = sup.wait();
+}
+
+#[test]
 fn an_invalid_config_is_refused_and_the_old_image_runs_on() {
     let env = Setup::new("http_health.py").build();
     let _sup = env.spawn();

@@ -53,8 +53,9 @@ pub(crate) fn environment(
     vars.into_iter().collect()
 }
 
-/// Who the child runs as, when that differs from the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who the child runs as, when that differs from the supervisor (handed
+/// to the image `reload` executes, which runs the child as the same).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Creds {
     pub(crate) name: String,
     pub(crate) uid: libc::uid_t,

@@ -89,6 +89,10 @@ pub(crate) struct Handoff {
     pub(crate) child_status: Option<String>,
     pub(crate) last_exit_at_ms: Option<u64>,
     pub(crate) alerts: Option<AlertsInfo>,
+    /// Who the child runs as: the new image keeps it if it cannot
+    /// resolve `child.user` again.
+    #[serde(default)]
+    pub(crate) creds: Option<crate::child::Creds>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -416,6 +420,7 @@ impl Daemon {
             child_status: self.seen.status.clone(),
             last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
             alerts: self.seen.alerts.clone(),
+            creds: self.recipe.creds.clone(),
         };
         let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
@@ -517,6 +522,10 @@ impl Daemon {
         self.probes.schedule(self.current.is_some(), now);
         self.apply_changes(&old);
         self.write_state();
+        // A child that ended while the old image handed over is a zombie
+        // whose SIGCHLD went to the old image: reap it now, not at the
+        // next one (which might never come).
+        self.reap();
     }
 
     /// What changed in the config since the child started, applied: a
