@@ -559,8 +559,10 @@ fn reload(loc: &StateLocation) -> Outcome {
             .and_then(|r| r.supervisor)
             .filter(|s| s.pid == pid)
     };
-    let before = record().map_or(0, |s| s.reloads);
-    let asked = std::time::SystemTime::now();
+    // The answer is a change: more reloads, or a reload error other than
+    // the one recorded before asking (its time stamp has only
+    // milliseconds, so comparing it with the clock could miss a fast one).
+    let (before, old_error) = record().map_or((0, None), |s| (s.reloads, s.reload_error));
     match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
         Ok(()) => {}
         Err(Errno::ESRCH) => {
@@ -578,9 +580,7 @@ fn reload(loc: &StateLocation) -> Outcome {
     let deadline = Instant::now() + RELOAD_WAIT;
     loop {
         if let Some(s) = record() {
-            let failed = s
-                .reload_error
-                .filter(|e| crate::state::parse_timestamp(&e.at).is_some_and(|at| at >= asked));
+            let failed = s.reload_error.filter(|e| Some(e) != old_error.as_ref());
             if let Some(e) = failed {
                 return Err(Fatal::with_code(
                     e.code,

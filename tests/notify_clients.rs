@@ -131,11 +131,13 @@ struct Probe {
 }
 
 impl Probe {
+    /// Close-on-exec: a supervisor another test starts meanwhile must not
+    /// inherit the read end and keep it open.
     fn new() -> Probe {
-        let (read, write) = nix::unistd::pipe().unwrap();
+        let (read, write) = std::io::pipe().unwrap();
         Probe {
-            read: Some(read),
-            write: std::fs::File::from(write),
+            read: Some(OwnedFd::from(read)),
+            write: std::fs::File::from(OwnedFd::from(write)),
         }
     }
 

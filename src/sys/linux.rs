@@ -289,28 +289,54 @@ fn read_proc_at_once(path: &str) -> Option<String> {
 }
 
 pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
-    // /proc/locks: "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"
     let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
     let (ino, dev) = (meta.ino(), meta.dev());
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let text = read_proc_at_once("/proc/locks")?;
-    Some(text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // A "->" marks a waiter, not a holder.
-        if f.get(1) != Some(&"FLOCK") || f.contains(&"->") {
-            return None;
-        }
-        let id: Vec<&str> = f.get(5)?.split(':').collect();
-        let same = id.len() == 3
-            && u32::from_str_radix(id[0], 16).ok()? == major
-            && u32::from_str_radix(id[1], 16).ok()? == minor
-            && id[2].parse::<u64>().ok()? == ino;
-        if same {
-            f.get(4)?.parse().ok()
-        } else {
-            None
-        }
-    }))
+    let holders = flock_lines(&text, ino);
+    if holders.is_empty() {
+        // Any holder's line carries the file's inode: nobody holds it.
+        return Some(None);
+    }
+    // /proc/locks names the superblock's device, which `stat` does not
+    // always report (btrfs subvolumes, overlayfs): where the numbers
+    // disagree, the holder must have the very file open.
+    let exact = (libc::major(dev), libc::minor(dev));
+    holders
+        .iter()
+        .find(|h| h.1 == exact)
+        .or_else(|| holders.iter().find(|h| holds_file(h.0, dev, ino)))
+        .map(|h| Some(h.0))
+}
+
+/// The FLOCK holders in `/proc/locks` text of a file with inode `ino`, as
+/// (pid, (major, minor)): "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF".
+/// A line with "->" is a waiter, not a holder.
+pub(crate) fn flock_lines(text: &str, ino: u64) -> Vec<(i32, (u32, u32))> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(1) != Some(&"FLOCK") || f.contains(&"->") {
+                return None;
+            }
+            let mut id = f.get(5)?.split(':');
+            let major = u32::from_str_radix(id.next()?, 16).ok()?;
+            let minor = u32::from_str_radix(id.next()?, 16).ok()?;
+            let file = id.next()?.parse::<u64>().ok()?;
+            if id.next().is_some() || file != ino {
+                return None;
+            }
+            Some((f.get(4)?.parse().ok()?, (major, minor)))
+        })
+        .collect()
+}
+
+/// Whether `pid` has a descriptor open on the file (`dev`, `ino`).
+fn holds_file(pid: i32, dev: u64, ino: u64) -> bool {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    dir.flatten()
+        .any(|e| fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
 }
 
 pub fn cloexec_from(from: RawFd) {

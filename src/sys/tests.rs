@@ -130,16 +130,18 @@ fn private_folders_must_be_ours() {
 /// A pipe whose read end is passed in a datagram; once our own copy is
 /// dropped, `closed_everywhere` tells whether the receiver closed its.
 struct Probe {
-    read: Option<std::os::fd::OwnedFd>,
-    write: std::fs::File,
+    read: Option<std::io::PipeReader>,
+    write: std::io::PipeWriter,
 }
 
 impl Probe {
+    /// Close-on-exec, like every descriptor the supervisor makes: a
+    /// process another test starts meanwhile must not keep the read end.
     fn new() -> Probe {
-        let (read, write) = nix::unistd::pipe().unwrap();
+        let (read, write) = std::io::pipe().unwrap();
         Probe {
             read: Some(read),
-            write: std::fs::File::from(write),
+            write,
         }
     }
 
@@ -250,4 +252,41 @@ fn our_own_start_time_and_memory_are_known() {
     assert!(!is_alive(0));
     assert!(boot_id().is_some_and(|b| !b.is_empty()));
     assert!(somaxconn().is_some_and(|n| n > 0));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn proc_locks_lines_name_the_holders_of_one_inode() {
+    let text = "\
+1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF
+2: FLOCK  ADVISORY  WRITE 77 00:2f:1234 0 EOF
+3: POSIX  ADVISORY  WRITE 99 fd:01:1234 0 EOF
+4: -> FLOCK  ADVISORY  WRITE 5 fd:01:1234 0 EOF
+5: FLOCK  ADVISORY  WRITE 6 fd:01:12345 0 EOF
+6: FLOCK  ADVISORY  WRITE x fd:01:1234 0 EOF
+7: FLOCK  ADVISORY  WRITE 8 fd:01:1234:9 0 EOF
+garbage
+";
+    assert_eq!(
+        imp::flock_lines(text, 1234),
+        [(4242, (0xfd, 1)), (77, (0, 0x2f))]
+    );
+    assert!(imp::flock_lines(text, 1).is_empty());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_holder_of_our_own_lock_is_us() {
+    let dir = std::env::temp_dir().join(format!("sup-flock-{}", std::process::id()));
+    let _ = std::fs::create_dir(&dir);
+    let path = dir.join("lock");
+    let file = std::fs::File::create(&path).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // Nobody (or, should another file system hold a lock on the same
+    // inode number, "cannot tell"), never a holder.
+    assert!(!matches!(flock_holder(fd), Some(Some(_))));
+    file.try_lock().unwrap();
+    assert_eq!(flock_holder(fd), Some(Some(std::process::id() as i32)));
+    drop(file);
+    let _ = std::fs::remove_dir_all(&dir);
 }
