@@ -147,14 +147,23 @@ pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
 }
 
 pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
-    // Listening sockets first, then ones bound but not listening (yet).
+    // Listening sockets first, then ones bound but not listening (yet);
+    // only one on an overlapping address can have refused our bind (the
+    // tables do not show IPV6_V6ONLY: an IPv6 wildcard counts as both).
     let table = tcp_table().ok()?;
+    let dual = addr.is_ipv6() && addr.ip().is_unspecified();
+    let overlaps = |e: &procnet::TcpEntry| {
+        let theirs_dual = e.local.is_ipv6() && e.local.ip().is_unspecified();
+        e.local.port() == addr.port()
+            && e.inode != 0
+            && super::addresses_overlap(addr.ip(), dual, e.local.ip(), theirs_dual)
+    };
     let mut inodes: Vec<u64> = Vec::new();
     for state in [procnet::LISTEN, procnet::CLOSE] {
         inodes.extend(
             table
                 .iter()
-                .filter(|e| e.state == state && e.local.port() == addr.port() && e.inode != 0)
+                .filter(|e| e.state == state && overlaps(e))
                 .map(|e| e.inode),
         );
     }

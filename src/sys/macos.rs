@@ -465,10 +465,15 @@ pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
     let me = my_pid();
     let mut pids = all_pids();
     pids.sort_unstable();
+    let dual = addr.is_ipv6() && addr.ip().is_unspecified();
+    // Only a listener on an overlapping address can have refused our bind.
     pids.into_iter().filter(|p| *p != me).find(|pid| {
         sockets_of(*pid)
             .filter_map(|s| darwin::tcp_listening(&s))
-            .any(|l| l.local.port() == addr.port())
+            .any(|l| {
+                l.local.port() == addr.port()
+                    && super::addresses_overlap(addr.ip(), dual, l.local.ip(), l.dual_stack)
+            })
     })
 }
 
