@@ -36,10 +36,7 @@ impl Daemon {
         }
         let rivals = self.rivals();
         if !rivals.is_empty() {
-            warn!(
-                "processes {rivals:?} hold our listening socket but are not our child's; \
-                 stopping them before a child starts"
-            );
+            // Said once, by the machine's StoppingRivals note.
             self.targets = Targets::pids(&rivals);
             return Event::RivalsFound;
         }

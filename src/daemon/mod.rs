@@ -157,11 +157,7 @@ fn invoked_as() -> PathBuf {
 /// it: excluded from the rivals for good.
 fn manager_pids(id: Option<u64>) -> Vec<i32> {
     let Some(id) = id else { return Vec::new() };
-    let parent = nix::unistd::getppid().as_raw();
-    sys::socket_holders(id, sys::Scope::All)
-        .into_iter()
-        .filter(|p| *p == parent)
-        .collect()
+    sys::socket_holders(id, sys::Scope::Only(nix::unistd::getppid().as_raw()))
 }
 
 /// What woke the driver.

@@ -112,7 +112,11 @@ impl Daemon {
                 });
             }
             Note::StoppingRivals => {
-                warn!("other processes hold our listening socket; stopping them before a child starts");
+                let pids: Vec<i32> = self.targets.singles().collect();
+                warn!(
+                    "processes {pids:?} hold our listening socket but are not our child's; \
+                     stopping them before a child starts"
+                );
             }
             Note::Unhealthy {
                 pid,
@@ -183,6 +187,9 @@ impl Daemon {
 
     /// Tell alerts what was seen; `message` words the alert it may fire.
     pub(super) fn alert(&mut self, seen: Seen, message: impl Fn(AlertEvent) -> String) {
+        if self.alerting.is_none() {
+            return;
+        }
         let ctx = self.alert_context();
         if let Some(a) = self.alerting.as_mut() {
             a.see(seen, message, &ctx);

@@ -194,6 +194,7 @@ pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     let candidates = match scope {
         Scope::All => all_pids(),
         Scope::DescendantsOf(root) => descendants(root),
+        Scope::Only(pid) => vec![pid],
     };
     candidates
         .into_iter()

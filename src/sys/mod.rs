@@ -271,6 +271,9 @@ pub enum Scope {
     /// us: on Linux with `set_child_subreaper`; on macOS, which has no
     /// subreaper, orphans go to launchd and only `All` finds them.
     DescendantsOf(i32),
+    /// That one process: whether it holds the socket (the manager that
+    /// passed it to us).
+    Only(i32),
 }
 
 /// The processes, other than this one, that hold socket `id` open, in no
