@@ -337,7 +337,7 @@ fn print_all(bytes: &[u8]) -> Result<(), Fatal> {
     let mut out = io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())
-        .map_err(|e| Fatal::with_code(exit::FAILURE, format!("cannot write to stdout: {e}")))
+        .map_err(|e| Fatal::failure(format!("cannot write to stdout: {e}")))
 }
 
 #[cfg(test)]

@@ -254,8 +254,7 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
         force,
     } = action;
     let (spec, _) = JobSpec::resolve(config)?;
-    check_program(&spec.program.display().to_string())
-        .map_err(|e| Fatal::with_code(exit::FAILURE, e))?;
+    check_program(&spec.program.display().to_string()).map_err(Fatal::failure)?;
     let unit = unit.map(|u| u.strip_suffix(".service").map_or(u.clone(), str::to_owned));
     let name = choose_name("unit name", "--unit", unit.as_deref(), '-', &spec)?;
     let scope = match user {

@@ -6,7 +6,7 @@ use std::path::Path;
 use plist::{Dictionary, Value};
 
 use super::super::{stop_budget_secs, JobSpec};
-use crate::exit::{self, Fatal};
+use crate::exit::Fatal;
 
 /// launchd spawns the job at most once per this many seconds. It only
 /// matters when the supervisor itself exits within that time of starting
@@ -104,7 +104,7 @@ pub fn render(d: &Dictionary) -> Result<Vec<u8>, Fatal> {
     let mut out = Vec::new();
     Value::Dictionary(d.clone())
         .to_writer_xml(&mut out)
-        .map_err(|e| Fatal::with_code(exit::FAILURE, format!("cannot encode the plist: {e}")))?;
+        .map_err(|e| Fatal::failure(format!("cannot encode the plist: {e}")))?;
     if !out.ends_with(b"\n") {
         out.push(b'\n');
     }

@@ -247,7 +247,7 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
                 job.label
             ),
         };
-        Fatal::with_code(exit::FAILURE, why)
+        Fatal::failure(why)
     })?;
 
     if dry_run {
@@ -387,7 +387,7 @@ fn uninstall(config: &Path, label: Option<&str>, dry_run: bool) -> Result<(), Fa
     let file = on_disk(&job);
     let loaded = loaded(&job)?;
     let steps = plan_uninstall(&file, loaded)
-        .map_err(|why| Fatal::with_code(exit::FAILURE, format!("{why}; nothing was changed")))?;
+        .map_err(|why| Fatal::failure(format!("{why}; nothing was changed")))?;
 
     if dry_run {
         crate::out!("dry run: nothing is changed. `launchd uninstall` would:\n");
