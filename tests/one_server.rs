@@ -376,3 +376,90 @@ fn spawn_errors_say_what_is_wrong_in_status() {
         }
     }
 }
+
+/// As PID 1 of a PID namespace (a container's init), every orphan comes
+/// back to the supervisor: it must reap them all, or they stay zombies
+/// for the namespace's life. Linux only (PID namespaces); skipped, saying
+/// so, where this user may not create one.
+#[cfg(target_os = "linux")]
+#[test]
+fn as_pid_1_in_a_container_orphans_are_reaped() {
+    use std::process::{Command, Stdio};
+    let unshare = ["-fp", "--mount-proc"];
+    let can = Command::new("unshare")
+        .args(unshare)
+        .arg("true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipped: `unshare -fp --mount-proc` is not permitted here");
+        return;
+    }
+    // Five orphans that outlive their parent by 50 ms (without our
+    // socket), then the server.
+    let env = Setup::new("serve.py")
+        .prelude(&[
+            "/bin/sh",
+            "-c",
+            "for i in 1 2 3 4 5; do (sleep 0.05 3>&- &); done; exec \"$@\"",
+            "sh",
+        ])
+        .build();
+    let mut outer = Command::new("unshare")
+        .args(unshare)
+        .arg(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unshare");
+    let outer_pid = outer.id() as i32;
+    let mut sup = 0;
+    env.wait_for("the supervisor inside the namespace", DEADLINE, || {
+        sup = all_pids()
+            .into_iter()
+            .find(|p| proc_stat(*p).is_some_and(|(_, ppid, _)| ppid == outer_pid))
+            .unwrap_or(0);
+        sup > 0
+    });
+    env.wait_for("the child to answer", DEADLINE, || {
+        request(env.addr(), Duration::from_secs(2)).is_ok_and(|a| !a.is_empty())
+    });
+    let zombies = || {
+        all_pids()
+            .into_iter()
+            .filter(|p| proc_stat(*p).is_some_and(|(s, ppid, _)| ppid == sup && s == 'Z'))
+            .count()
+    };
+    let orphans = || {
+        all_pids()
+            .into_iter()
+            .filter(|p| {
+                cmdline(*p) == ["sleep", "0.05"]
+                    && proc_stat(*p).is_some_and(|(_, ppid, _)| ppid == sup)
+            })
+            .count()
+    };
+    let settled = wait_until(DEADLINE, || orphans() == 0 && zombies() == 0);
+    let left = (orphans(), zombies());
+    kill(sup, libc::SIGTERM);
+    let ended = wait_until(DEADLINE, || matches!(outer.try_wait(), Ok(Some(_))));
+    if ended.is_err() {
+        kill(outer_pid, libc::SIGKILL);
+        let _ = outer.wait();
+    }
+    if settled.is_err() {
+        env.fail(format!(
+            "as PID 1 the supervisor left {} orphans running and {} zombies",
+            left.0, left.1
+        ));
+    }
+    if ended.is_err() {
+        env.fail("the supervisor did not end on SIGTERM as PID 1");
+    }
+}
