@@ -286,14 +286,13 @@ fn install_and_uninstall_dry_runs_print_the_launchctl_commands_and_write_nothing
     let config = env.config.display().to_string();
     let label = format!("supervisor.http.{}", env.port);
     let plist = home.join(format!("Library/LaunchAgents/{label}.plist"));
+    // `supervisor --config CONFIG launchd ARGS...` with HOME in the temp dir.
+    let launchd = |args: &[&str]| {
+        let argv = [&["--config", config.as_str(), "launchd"], args].concat();
+        sh(&env, &env.dir, &vars, BIN, &argv)
+    };
 
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &["--config", &config, "launchd", "install", "--dry-run"],
-    );
+    let out = launchd(&["install", "--dry-run"]);
     assert_eq!(out.code, Some(0), "{out}");
     let bootstrap = format!("$ launchctl bootstrap gui/{} {}", uid(), plist.display());
     assert!(
@@ -305,13 +304,7 @@ fn install_and_uninstall_dry_runs_print_the_launchctl_commands_and_write_nothing
         "{out}"
     );
 
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &["--config", &config, "launchd", "uninstall", "--dry-run"],
-    );
+    let out = launchd(&["uninstall", "--dry-run"]);
     assert_eq!(out.code, Some(0), "{out}");
     let bootout = format!("$ launchctl bootout gui/{}/{label}", uid());
     assert!(out.stdout.contains(&bootout), "wanted {bootout:?}\n{out}");
@@ -331,43 +324,18 @@ fn install_and_uninstall_dry_runs_print_the_launchctl_commands_and_write_nothing
     fs::create_dir_all(plist.parent().unwrap()).unwrap();
     let printed = env.cli(&["launchd", "print"]).stdout;
     fs::write(&plist, &printed).unwrap();
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &["--config", &config, "launchd", "install", "--dry-run"],
-    );
+    let out = launchd(&["install", "--dry-run"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(!out.stdout.contains("write "), "identical file: {out}");
     assert!(out.stdout.contains(&bootstrap), "{out}");
     fs::write(&plist, printed.replace("run", "rum")).unwrap();
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &["--config", &config, "launchd", "install", "--dry-run"],
-    );
+    let out = launchd(&["install", "--dry-run"]);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stderr.contains("--force") && out.stdout.is_empty(),
         "{out}"
     );
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &[
-            "--config",
-            &config,
-            "launchd",
-            "install",
-            "--dry-run",
-            "--force",
-        ],
-    );
+    let out = launchd(&["install", "--dry-run", "--force"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("write "), "{out}");
     fs::remove_dir_all(home.join("Library")).unwrap();
@@ -376,13 +344,7 @@ fn install_and_uninstall_dry_runs_print_the_launchctl_commands_and_write_nothing
     // job): install refuses, since the job's copy would exit 0 for good.
     let sup = env.spawn();
     env.wait_child(&[]);
-    let out = sh(
-        &env,
-        &env.dir,
-        &vars,
-        BIN,
-        &["--config", &config, "launchd", "install", "--dry-run"],
-    );
+    let out = launchd(&["install", "--dry-run"]);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stderr.contains(&format!("pid {}", sup.pid())) && out.stderr.contains("stop"),

@@ -437,17 +437,23 @@ fn follow_across_reopen_logs_after_the_log_was_renamed_away() {
     let next = print_lines(&env, 10, 60);
     f.wait_for(&env, next - 1);
 
+    // logrotate's `create`: each file moves one number up, and an empty
+    // child.log takes the name.
+    let rotate_by_rename = || {
+        fs::rename(
+            env.log_dir.join("child.log.1"),
+            env.log_dir.join("child.log.2"),
+        )
+        .unwrap();
+        fs::rename(&child_log, env.log_dir.join("child.log.1")).unwrap();
+        fs::File::create(&child_log).unwrap();
+    };
+
     // 2. Renamed away and an empty file created in its place (logrotate
     // `create`), all while the follower is paused: lines still go to the
     // old file, then after reopen-logs to the new one. Old ones first.
     f.pause();
-    fs::rename(
-        env.log_dir.join("child.log.1"),
-        env.log_dir.join("child.log.2"),
-    )
-    .unwrap();
-    fs::rename(&child_log, env.log_dir.join("child.log.1")).unwrap();
-    fs::File::create(&child_log).unwrap();
+    rotate_by_rename();
     print_lines_to(&env, 10, &env.log_dir.join("child.log.1"));
     reopen(2);
     let next = print_lines(&env, 10, 60);
@@ -458,13 +464,7 @@ fn follow_across_reopen_logs_after_the_log_was_renamed_away() {
     // make it leave the old one early. Once it has shown the first batch it
     // has looked since the new file appeared; the second batch then proves
     // it stayed.
-    fs::rename(
-        env.log_dir.join("child.log.1"),
-        env.log_dir.join("child.log.2"),
-    )
-    .unwrap();
-    fs::rename(&child_log, env.log_dir.join("child.log.1")).unwrap();
-    fs::File::create(&child_log).unwrap();
+    rotate_by_rename();
     for _ in 0..2 {
         let next = print_lines_to(&env, 10, &env.log_dir.join("child.log.1"));
         f.wait_for(&env, next - 1);
