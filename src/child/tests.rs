@@ -212,8 +212,14 @@ fn a_step_that_fails_after_fork_is_named() {
         raise: None,
         set: bad,
     };
+    // The raising step runs first, before fd 3 is handed over: this test
+    // process's fd 3 is whatever a test running beside it has open (or
+    // nothing), so a later step could fail on fd 3 instead.
     let plan = Plan {
-        limits: vec![step],
+        limits: vec![attrs::LimitStep {
+            raise: Some(bad),
+            ..step
+        }],
         ..Plan::default()
     };
     let e = start(&recipe(), Path::new("/bin/true"), &plan)
@@ -222,7 +228,8 @@ fn a_step_that_fails_after_fork_is_named() {
         .to_string();
     assert_eq!(
         e,
-        "cannot start the child: child.limits.core = 10: setrlimit: Invalid argument"
+        "cannot start the child: child.limits.core = 10: \
+         setrlimit (raising the hard limit, as root): Invalid argument"
     );
     // The labels: each step that can fail has its own.
     let mut r = recipe();
