@@ -55,7 +55,8 @@ impl Daemon {
             false => sys::Scope::All,
         };
         let mut holders = sys::socket_holders(id, scope);
-        holders.retain(|p| Some(*p) != self.current && !self.managers.contains(p));
+        let child = self.machine.child_pid();
+        holders.retain(|p| Some(*p) != child && !self.managers.contains(p));
         // Machine-wide (no subreaper), a stranger forked by a holder can be
         // caught between its fork and its exec: look again.
         if scope == sys::Scope::All && !holders.is_empty() {
@@ -124,7 +125,6 @@ impl Daemon {
                 self.seen.status = None;
                 self.seen.last_probe = None;
                 self.seen.spawn_error = None;
-                self.current = Some(pid);
                 self.targets = Targets::child(pid, start_time);
                 self.seen.group = Some(Group {
                     pgid: pid,

@@ -88,8 +88,6 @@ pub(crate) struct Daemon {
     listener: Option<Listener>,
     /// The service manager holding our socket too (a passed one).
     managers: Vec<i32>,
-    /// The pid of the child that is alive now.
-    current: Option<i32>,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
     /// Our session: children start in it, which identifies their leftovers.
@@ -258,7 +256,6 @@ impl Daemon {
                 None => Vec::new(),
             },
             listener: passed,
-            current: None,
             targets: Targets::default(),
             sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
@@ -532,7 +529,7 @@ impl Daemon {
             };
             self.targets.forget(pid);
             self.targets.prune();
-            if self.current == Some(pid) {
+            if self.machine.child_pid() == Some(pid) {
                 self.child_exited(kind);
             } else if self.preflight_reaped(pid, kind) {
             } else if let Some(a) = self.alerting.as_mut() {
@@ -544,7 +541,6 @@ impl Daemon {
     }
 
     fn child_exited(&mut self, kind: ExitKind) {
-        self.current = None;
         self.seen.last_exit_at = Some(SystemTime::now());
         // A child may have shut the socket down for everyone: say so until
         // it is re-armed before the next spawn.

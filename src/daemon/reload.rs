@@ -481,7 +481,6 @@ impl Daemon {
         let snap = h.machine.snapshot(now);
         self.machine = Machine::restore(*self.machine.settings(), snap, now);
         if let Phase::Running { pid, .. } = self.machine.phase() {
-            self.current = Some(pid);
             let start = self.seen.group.and_then(|g| g.start_time);
             self.targets = super::targets::Targets::child(pid, start);
         }
@@ -512,14 +511,16 @@ impl Daemon {
             self.seen.me.executable,
             env!("CARGO_PKG_VERSION"),
             crate::text::count(self.seen.me.reloads.into(), "reload"),
-            self.current
+            self.machine
+                .child_pid()
                 .map_or("none".into(), |p| format!("{p} carries on"))
         );
         for (code, message) in problems {
             self.reload_failed(code, message);
         }
         // Health probes of a running child go on from now.
-        self.probes.schedule(self.current.is_some(), now);
+        self.probes
+            .schedule(self.machine.child_pid().is_some(), now);
         self.apply_changes(&old);
         self.write_state();
         // A child that ended while the old image handed over is a zombie
@@ -539,7 +540,7 @@ impl Daemon {
                 "reload: {} bound; the child moves there from {}",
                 cfg.listen.address, old.listen.address
             );
-            match self.current {
+            match self.machine.child_pid() {
                 Some(_) => self.feed(Event::Restart),
                 None => self.switch_listener(),
             }
@@ -547,11 +548,11 @@ impl Daemon {
             || cfg.health != old.health
             || cfg.listen.name != old.listen.name
         {
-            if self.current.is_some() {
+            if self.machine.child_pid().is_some() {
                 info!("reload: [child] or [health] changed; restarting the child gracefully");
                 self.feed(Event::Restart);
             }
-        } else if self.current.is_some() {
+        } else if self.machine.child_pid().is_some() {
             info!("reload: nothing the child depends on changed; it carries on");
         }
     }
