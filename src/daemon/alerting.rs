@@ -75,7 +75,7 @@ impl Alerting {
     ) {
         for fire in self.rules.see(seen, Instant::now()) {
             let text = message(fire.event);
-            self.send(vec![fire], &text, ctx);
+            self.send(fire, &text, ctx);
         }
     }
 
@@ -98,7 +98,7 @@ impl Alerting {
         self.hooks.tick(now);
         for fire in self.rules.tick(now) {
             let text = message(fire.event);
-            self.send(vec![fire], &text, ctx);
+            self.send(fire, &text, ctx);
         }
     }
 
@@ -121,21 +121,19 @@ impl Alerting {
         }
     }
 
-    fn send(&mut self, fires: Vec<Fire>, message: &str, ctx: &Context) {
-        for fire in fires {
-            self.sent_at.insert(fire.event, SystemTime::now());
-            let job = Job {
-                event: fire.event,
-                env: environment(fire, message, ctx),
-            };
-            if let Err(event) = self.hooks.push(job) {
-                warn!(
-                    "alert {}: {} alerts wait already; this one is counted, not sent",
-                    event.as_str(),
-                    super::hooks::QUEUE
-                );
-                self.rules.dropped(event);
-            }
+    fn send(&mut self, fire: Fire, message: &str, ctx: &Context) {
+        self.sent_at.insert(fire.event, SystemTime::now());
+        let job = Job {
+            event: fire.event,
+            env: environment(fire, message, ctx),
+        };
+        if let Err(event) = self.hooks.push(job) {
+            warn!(
+                "alert {}: {} alerts wait already; this one is counted, not sent",
+                event.as_str(),
+                super::hooks::QUEUE
+            );
+            self.rules.dropped(event);
         }
     }
 }

@@ -180,10 +180,7 @@ impl Hooks {
     /// A reaped pid: if it is the running hook, record how it ended and
     /// start the next one. Whether it was ours.
     pub(crate) fn reaped(&mut self, pid: i32, kind: ExitKind) -> bool {
-        if self.running.as_ref().map(|r| r.pid) != Some(pid) {
-            return false;
-        }
-        let Some(mut r) = self.running.take() else {
+        let Some(mut r) = self.running.take_if(|r| r.pid == pid) else {
             return false;
         };
         // Whatever of its output is still buffered is dropped with the

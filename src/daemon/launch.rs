@@ -20,7 +20,18 @@ use crate::sys;
 /// A process that holds a socket only because it was just forked by one
 /// that holds it drops it at its exec, within milliseconds: holders seen
 /// machine-wide are looked at twice, this far apart, before they count.
-pub(super) const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// `holders` that are still among `look()` after [`SETTLE`] (none looked
+/// for when there are none).
+pub(super) fn settled(mut holders: Vec<i32>, look: impl Fn() -> Vec<i32>) -> Vec<i32> {
+    if !holders.is_empty() {
+        std::thread::sleep(SETTLE);
+        let again = look();
+        holders.retain(|p| again.contains(p));
+    }
+    holders
+}
 
 impl Daemon {
     /// Make sure the port is ours and listening and nothing else holds our
@@ -59,12 +70,10 @@ impl Daemon {
         holders.retain(|p| Some(*p) != child && !self.managers.contains(p));
         // Machine-wide (no subreaper), a stranger forked by a holder can be
         // caught between its fork and its exec: look again.
-        if scope == sys::Scope::All && !holders.is_empty() {
-            std::thread::sleep(SETTLE);
-            let again = sys::socket_holders(id, scope);
-            holders.retain(|p| again.contains(p));
+        match scope {
+            sys::Scope::All => settled(holders, || sys::socket_holders(id, scope)),
+            _ => holders,
         }
-        holders
     }
 
     /// A child may have shut the listening socket down (`shutdown(2)` on

@@ -416,11 +416,9 @@ impl Daemon {
         // for a moment before its exec closes it: only those still holding
         // it a little later are leftovers.
         holders.retain(|p| !self.managers.contains(p));
-        if !holders.is_empty() {
-            std::thread::sleep(launch::SETTLE);
-            let again = orphan::socket_holders(&prev, port, &orphan::System);
-            holders.retain(|p| again.contains(p));
-        }
+        let holders = launch::settled(holders, || {
+            orphan::socket_holders(&prev, port, &orphan::System)
+        });
         if left.is_none() && holders.is_empty() {
             self.feed(Event::Start);
             return;

@@ -302,10 +302,7 @@ impl Daemon {
 
     /// A reaped pid: the preflight's end, if it is. Whether it was.
     pub(super) fn preflight_reaped(&mut self, pid: i32, kind: ExitKind) -> bool {
-        if self.reloading.as_ref().map(|p| p.pid) != Some(pid) {
-            return false;
-        }
-        let Some(mut p) = self.reloading.take() else {
+        let Some(mut p) = self.reloading.take_if(|p| p.pid == pid) else {
             return false;
         };
         // It has exited: what it printed is all in the pipe already (read
