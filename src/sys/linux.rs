@@ -28,17 +28,26 @@ pub fn is_zombie(pid: i32) -> bool {
 }
 
 pub fn group_has_live_member(pgid: i32) -> bool {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return true;
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat_fields)
-        .any(|f| {
-            let state = f.first().map(String::as_str);
-            let pgrp = f.get(2).and_then(|s| s.parse::<i32>().ok());
-            pgrp == Some(pgid) && !matches!(state, Some("Z") | Some("X"))
-        })
+    // Without /proc, assume someone is left: the caller keeps signalling.
+    live_members(pgid).is_none_or(|m| !m.is_empty())
+}
+
+/// The live (not zombie) members of process group `pgid`; `None` when
+/// `/proc` cannot be listed.
+fn live_members(pgid: i32) -> Option<Vec<i32>> {
+    let dir = fs::read_dir("/proc").ok()?;
+    Some(
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // State, ppid, pgrp: the first three fields after the name.
+                stat_fields(*pid).is_some_and(|f| {
+                    f.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
+                        && !matches!(f.first().map(String::as_str), Some("Z" | "X"))
+                })
+            })
+            .collect(),
+    )
 }
 
 pub fn process_command(pid: i32) -> Option<String> {
@@ -485,19 +494,7 @@ pub fn boot_id() -> Option<String> {
 }
 
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            stat_fields(*pid).is_some_and(|f| {
-                let state = f.first().map(String::as_str);
-                f.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
-                    && !matches!(state, Some("Z") | Some("X"))
-            })
-        })
-        .collect()
+    live_members(pgid).unwrap_or_default()
 }
 
 pub fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {

@@ -155,22 +155,27 @@ pub fn is_zombie(pid: i32) -> bool {
 }
 
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    procs(libc::KERN_PROC_PGRP, pgid)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.pgid == pgid && !e.zombie && e.pid > 0)
-        .map(|e| e.pid)
-        .collect()
+    live_members(pgid).unwrap_or_default()
 }
 
 pub fn group_has_live_member(pgid: i32) -> bool {
-    // Zombies stay in their group until reaped (pgrp_leave in
-    // reap_child_locked, bsd/kern/kern_exit.c), so kill(-pgid, 0) answers
-    // for a group of zombies: look at each member.
-    match procs(libc::KERN_PROC_PGRP, pgid) {
-        Ok(members) => members.iter().any(|e| e.pgid == pgid && !e.zombie),
-        Err(_) => true, // cannot tell: do not declare it gone
-    }
+    // Cannot tell: do not declare it gone.
+    live_members(pgid).is_none_or(|m| !m.is_empty())
+}
+
+/// The live members of process group `pgid`; `None` when the sysctl
+/// fails. Zombies stay in their group until reaped (pgrp_leave in
+/// reap_child_locked, bsd/kern/kern_exit.c), so kill(-pgid, 0) answers for
+/// a group of zombies: look at each member.
+fn live_members(pgid: i32) -> Option<Vec<i32>> {
+    let members = procs(libc::KERN_PROC_PGRP, pgid).ok()?;
+    Some(
+        members
+            .into_iter()
+            .filter(|e| e.pgid == pgid && !e.zombie && e.pid > 0)
+            .map(|e| e.pid)
+            .collect(),
+    )
 }
 
 pub fn executable(pid: i32) -> Option<PathBuf> {
