@@ -124,7 +124,10 @@ impl Daemon {
     fn spawn(&mut self) -> Event {
         if let Some(l) = &self.listener {
             if let Err(e) = l.make_blocking() {
-                warn!("cannot make the listening socket blocking again: {e}");
+                warn!(
+                    "cannot make the listening socket blocking again ({e}); \
+                     a child that calls a blocking accept may get EAGAIN"
+                );
             }
         }
         match child::spawn(&self.recipe) {

@@ -201,7 +201,11 @@ impl StateFile {
                 "{} had been removed; recreated it and took the lock again",
                 self.lock.path().display()
             ),
-            Err(e) => error!("the instance lock is lost: {e}"),
+            Err(e) => error!(
+                "the instance lock on {} is lost ({e}); a second supervisor for this config could start now; \
+                 this one carries on and tries again at the next state write",
+                self.lock.path().display()
+            ),
         }
         rec.next_restart_in_ms = countdown;
         rec.updated_at = Some(state::timestamp_ms(wall));
