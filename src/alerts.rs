@@ -35,6 +35,8 @@ pub(crate) enum Seen {
     Unhealthy,
     /// `max_memory` stopped the child.
     Memory,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
 }
 
 /// One alert to send now, with how many of its kind were held back since
@@ -153,6 +155,7 @@ impl Alerts {
                 self.ready_since = None;
                 out.extend(self.want(AlertEvent::Memory, now));
             }
+            Seen::HandoverFailed => out.extend(self.want(AlertEvent::HandoverFailed, now)),
         }
         out
     }

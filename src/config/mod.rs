@@ -109,6 +109,9 @@ pub struct RestartSection {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub reset_after: Duration,
+    /// A requested restart of a ready child starts the new child first
+    /// (a handover); needs a readiness signal.
+    pub overlap: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,24 +171,28 @@ pub enum AlertEvent {
     Memory,
     Recovered,
     Exit,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 6] = [
+    pub const ALL: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
         AlertEvent::Exit,
+        AlertEvent::HandoverFailed,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 5] = [
+    pub const DEFAULT: [AlertEvent; 6] = [
         AlertEvent::CrashLoop,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
+        AlertEvent::HandoverFailed,
     ];
 
     /// The name in the config file and in `SUPERVISOR_EVENT`.
@@ -197,6 +204,7 @@ impl AlertEvent {
             AlertEvent::Memory => "memory",
             AlertEvent::Recovered => "recovered",
             AlertEvent::Exit => "exit",
+            AlertEvent::HandoverFailed => "handover-failed",
         }
     }
 
@@ -379,6 +387,7 @@ impl Config {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
+                overlap: false,
             },
             log: LogSection {
                 dir: folder.join("logs"),

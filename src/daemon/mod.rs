@@ -190,6 +190,8 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
+            // Not carried out by this driver yet: every restart stops first.
+            overlap: false,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
                 probe_ready: !cfg.health.notify && cfg.health.http.is_some(),
@@ -605,6 +607,9 @@ impl Daemon {
                 None
             }
             Action::Exit => None,
+            // Never asked for while `overlap` is off.
+            Action::SpawnNew => Some(Event::NewSpawnFailed),
+            Action::SignalSecond { .. } | Action::StopAlso { .. } => None,
         }
     }
 
