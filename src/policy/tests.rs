@@ -175,7 +175,8 @@ fn a_missed_watchdog_ping_stops_the_child() {
 fn one_missed_watchdog_ping_restarts_whatever_failures_says() {
     let unhealthy = |why| Action::Note(Note::Unhealthy { pid: 100, why });
     // (failures, events after ready at t0: (at ms, event), gives up why)
-    let table: [(u32, &[(u64, Event)], Option<Failure>); 5] = [
+    type Row<'a> = (u32, &'a [(u64, Event)], Option<Failure>);
+    let table: [Row; 5] = [
         // Pings every 1.5 s: alive.
         (
             3,
