@@ -112,6 +112,9 @@ pub struct RestartSection {
     /// A requested restart of a ready child starts the new child first
     /// (a handover); needs a readiness signal.
     pub overlap: bool,
+    /// Failed starts in a row after which the supervisor stops and exits 1
+    /// (an orchestrator's restart policy takes over); 0: never.
+    pub give_up_after: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +169,9 @@ pub struct AlertsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AlertEvent {
     CrashLoop,
+    /// `restart.give_up_after` failed starts in a row: the supervisor stops
+    /// and exits 1.
+    GaveUp,
     PortBusy,
     Unhealthy,
     Memory,
@@ -176,8 +182,9 @@ pub enum AlertEvent {
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 7] = [
+    pub const ALL: [AlertEvent; 8] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
@@ -186,8 +193,9 @@ impl AlertEvent {
         AlertEvent::HandoverFailed,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 6] = [
+    pub const DEFAULT: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
@@ -199,6 +207,7 @@ impl AlertEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertEvent::CrashLoop => "crash-loop",
+            AlertEvent::GaveUp => "gave-up",
             AlertEvent::PortBusy => "port-busy",
             AlertEvent::Unhealthy => "unhealthy",
             AlertEvent::Memory => "memory",
@@ -388,6 +397,7 @@ impl Config {
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
                 overlap: false,
+                give_up_after: 0,
             },
             log: LogSection {
                 dir: folder.join("logs"),

@@ -42,6 +42,7 @@ fn overlap_settings() -> Settings {
             watchdog: None,
         },
         overlap: true,
+        give_up_after: 0,
     }
 }
 

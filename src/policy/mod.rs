@@ -63,6 +63,8 @@ pub(crate) struct Machine {
     /// A restart was asked for (`restart`, SIGUSR1) and its outcome
     /// (`Note::Restarted`) is not told yet.
     asked: bool,
+    /// The crash streak reached `give_up_after`.
+    surrendered: bool,
 }
 
 impl Machine {
@@ -78,6 +80,7 @@ impl Machine {
             last_exit: None,
             handover: None,
             asked: false,
+            surrendered: false,
         }
     }
 
@@ -145,6 +148,7 @@ impl Machine {
             last_exit: s.last_exit,
             handover: None,
             asked: false,
+            surrendered: false,
         }
     }
 
@@ -304,6 +308,10 @@ impl Machine {
                     retry_in,
                 })];
                 actions.extend(self.outcome(Err(Unmet::SpawnFailed)));
+                if let Some(note) = self.surrender() {
+                    actions.push(note);
+                    actions.extend(self.stop(now));
+                }
                 actions
             }
             (Phase::Starting, Event::BindFailed) => {
@@ -416,6 +424,7 @@ impl Machine {
                 }
                 let delay = self.next_delay(health, now);
                 let restart_at = now + delay;
+                let surrender = self.surrender();
                 let next = match (others_left, self.want) {
                     (true, _) => Next::StopOthers,
                     (false, Want::Down) => Next::Exit,
@@ -431,6 +440,7 @@ impl Machine {
                     next,
                 })];
                 actions.extend(merged);
+                actions.extend(surrender);
                 actions.extend(if others_left {
                     // Leftovers would hold fd 3 and the log pipe: clear them first.
                     self.stop_others(None, now, restart_at)
@@ -572,6 +582,20 @@ impl Machine {
         }
     }
 
+    /// The streak just grew: at `give_up_after` the operator's wish turns
+    /// to down (what follows stops everything and exits), said once.
+    fn surrender(&mut self) -> Option<Action> {
+        let limit = self.settings.give_up_after;
+        if limit == 0 || self.streak < limit || self.surrendered {
+            return None;
+        }
+        self.surrendered = true;
+        self.want = Want::Down;
+        Some(Action::Note(Note::Surrender {
+            streak: self.streak,
+        }))
+    }
+
     fn become_ready(&mut self, pid: i32, since: Instant, now: Instant) -> Vec<Action> {
         self.phase = Phase::Running {
             pid,
@@ -601,6 +625,7 @@ impl Machine {
             actions.extend(self.outcome(Err(Unmet::NotReady)));
         }
         actions.extend(self.merge_handover(None));
+        actions.extend(self.surrender());
         actions.extend(self.stop_child(pid, now, restart_at));
         actions
     }

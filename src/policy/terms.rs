@@ -19,6 +19,9 @@ pub(crate) struct Settings {
     /// `[restart] overlap`: a requested restart of a ready child starts
     /// the new child first and stops the old one once the new is ready.
     pub(crate) overlap: bool,
+    /// Failed starts in a row after which the supervisor stops for good
+    /// (`restart.give_up_after`); 0: never.
+    pub(crate) give_up_after: u32,
 }
 
 /// Readiness and liveness rules (`[health]`); the default has none: a
@@ -361,4 +364,10 @@ pub(crate) enum Note {
     /// The outcome of the last requested restart (`restart`, SIGUSR1):
     /// the new child ready (its pid), or why not.
     Restarted(Result<i32, Unmet>),
+    /// The crash streak reached `give_up_after`: everything is stopped and
+    /// the supervisor exits (1), so that an orchestrator's restart policy
+    /// takes over. Comes right after the note on the start that failed.
+    Surrender {
+        streak: u32,
+    },
 }
