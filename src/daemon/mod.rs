@@ -122,6 +122,8 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// Why the handover under way failed, for the restart's outcome.
+    handover_failure: Option<String>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
@@ -247,6 +249,9 @@ impl Daemon {
             bind_error: None,
             alerts: None,
             reload_error: None,
+            restart: None,
+            second: None,
+            handover_at: None,
         };
         let readers = Readers::start(child_log.clone()).map_err(|e| {
             Fatal::failure(format!(
@@ -290,6 +295,7 @@ impl Daemon {
             exe,
             gave_up: None,
             reloading: None,
+            handover_failure: None,
             next_listener: None,
             cfg,
         })
@@ -312,6 +318,12 @@ impl Daemon {
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
         self.subreaper = sys::set_child_subreaper();
+        // `restart` tells outcomes apart by their number: carry it on.
+        self.seen.restart = state::read(&self.cfg.state_path())
+            .ok()
+            .flatten()
+            .and_then(|r| r.supervisor)
+            .and_then(|s| s.restart);
         match start {
             Start::Fresh => self.take_over(),
             Start::Reloaded {

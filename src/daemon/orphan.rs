@@ -182,6 +182,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             child: Some(ChildInfo {
                 pid,
