@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::attrs;
 use crate::child::{self, Creds};
-use crate::cli::{Cli, Command};
+use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
@@ -33,7 +33,10 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json } => Ok(status::run(reach(&path).map(|(loc, _)| loc), json)),
+        Command::Status { json, check } => Ok(match check {
+            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+            None => status::run(reach(&path).map(|(loc, _)| loc), json),
+        }),
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
@@ -47,6 +50,10 @@ pub fn main(cli: Cli) -> i32 {
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::HandoffVersion => {
+            crate::out!("{}", reload::handoff_answer());
+            Ok(exit::OK)
+        }
         Command::Logs {
             follow,
             lines,
@@ -285,6 +292,16 @@ fn run(path: &Path) -> Outcome {
     let held = daemon::signals::hold();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
+        Ok(Err(held)) if held.pid == Some(std::process::id() as i32) => {
+            // Our own pid holds it: a reload executed this image and the
+            // handoff did not come with it. The service is ours and we
+            // cannot carry it on: fail, so the service manager restarts it.
+            return Err(Fatal::failure(format!(
+                "this process (pid {}) holds the lock {} already: a reload executed it without a handoff; exiting",
+                std::process::id(),
+                pid_path.display()
+            )));
+        }
         Ok(Err(held)) => {
             // The deliberate exit 0: launchd's SuccessfulExit=false keeps
             // this copy from being respawned. Nothing was written.
