@@ -267,6 +267,13 @@ pub(super) static KEYS: &[KeyDef] = &[
         |c| Some(r::duration(c.restart.reset_after)),
     ),
     key(
+        "restart",
+        "give_up_after",
+        "failed starts in a row after which the supervisor stops and exits 1 (0: never)",
+        |c, i, _| set(&mut c.restart.give_up_after, a::int_in(i, 0, 1_000_000)),
+        |c| Some(r::int(c.restart.give_up_after)),
+    ),
+    key(
         "log",
         "dir",
         "supervisor.log and child.log",

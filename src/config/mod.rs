@@ -110,6 +110,9 @@ pub struct RestartSection {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub reset_after: Duration,
+    /// Failed starts in a row after which the supervisor stops and exits 1
+    /// (an orchestrator's restart policy takes over); 0: never.
+    pub give_up_after: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +167,9 @@ pub struct AlertsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AlertEvent {
     CrashLoop,
+    /// `restart.give_up_after` failed starts in a row: the supervisor stops
+    /// and exits 1.
+    GaveUp,
     PortBusy,
     Unhealthy,
     Memory,
@@ -172,8 +178,9 @@ pub enum AlertEvent {
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 6] = [
+    pub const ALL: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
@@ -181,8 +188,9 @@ impl AlertEvent {
         AlertEvent::Exit,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 5] = [
+    pub const DEFAULT: [AlertEvent; 6] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
@@ -193,6 +201,7 @@ impl AlertEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertEvent::CrashLoop => "crash-loop",
+            AlertEvent::GaveUp => "gave-up",
             AlertEvent::PortBusy => "port-busy",
             AlertEvent::Unhealthy => "unhealthy",
             AlertEvent::Memory => "memory",
@@ -384,6 +393,7 @@ impl Config {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
+                give_up_after: 0,
             },
             log: LogSection {
                 dir: folder.join("logs"),
