@@ -30,6 +30,7 @@ mod lenient;
 mod render;
 #[cfg(test)]
 mod tests;
+mod usable;
 mod values;
 
 pub use keys::schema;
@@ -367,7 +368,11 @@ impl Config {
                 path.display()
             ))
         })?;
-        Config::parse(&text, &path)
+        let cfg = Config::parse(&text, &path)?;
+        match usable::problems(&cfg) {
+            problems if problems.is_empty() => Ok(cfg),
+            problems => Err(ConfigError { problems }),
+        }
     }
 
     /// Validates `text` as if read from `path`: relative paths in it resolve
