@@ -742,7 +742,10 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         )));
     }
     let sup = rec.and_then(|r| r.supervisor);
-    let before = sup.as_ref().and_then(|s| s.restart.as_ref()).map_or(0, |r| r.seq);
+    let before = sup
+        .as_ref()
+        .and_then(|s| s.restart.as_ref())
+        .map_or(0, |r| r.seq);
     let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let start = ms(sup.as_ref().and_then(|s| s.start_timeout_ms))
         .or(cfg.map(|c| c.health.start_timeout))
