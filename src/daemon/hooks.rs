@@ -212,12 +212,13 @@ impl Hooks {
         true
     }
 
-    /// Give up on what is queued (at exit); the running hook keeps its own
-    /// deadline.
-    pub(crate) fn drop_queue(&mut self) -> usize {
+    /// Give up on what is queued (at exit) but `keep` (the alert that says
+    /// why the supervisor exits, started next); the running hook keeps its
+    /// own deadline.
+    pub(crate) fn drop_queue(&mut self, keep: AlertEvent) -> usize {
         let n = self.queue.len();
-        self.queue.clear();
-        n
+        self.queue.retain(|job| job.event == keep);
+        n - self.queue.len()
     }
 
     fn start_next(&mut self) {

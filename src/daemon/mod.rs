@@ -117,6 +117,9 @@ pub(crate) struct Daemon {
     /// resolves it again, so after an upgrade that moved the link (Homebrew)
     /// the new binary is the one executed.
     exe: PathBuf,
+    /// Why the supervisor gave up (`restart.give_up_after`): it exits 1
+    /// with this as its last line once everything is stopped.
+    gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
@@ -195,6 +198,7 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
+            give_up_after: cfg.restart.give_up_after,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
                 probe_ready: !cfg.health.notify && cfg.health.http.is_some(),
@@ -287,6 +291,7 @@ impl Daemon {
                 .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after)),
             subreaper: false,
             exe,
+            gave_up: None,
             reloading: None,
             next_listener: None,
             carried: state::Counters::default(),
@@ -399,7 +404,10 @@ impl Daemon {
         if let Err(e) = self.state.lock().clear_pid() {
             warn!("cannot empty {}: {e}", self.cfg.pid_path().display());
         }
-        Ok(())
+        match self.gave_up.take() {
+            Some(why) => Err(Fatal::failure(format!("{why}; everything is stopped"))),
+            None => Ok(()),
+        }
     }
 
     /// Continue where an earlier supervisor left off: its crash streak, and
@@ -623,7 +631,7 @@ impl Daemon {
         let Some(a) = self.alerting.as_mut() else {
             return;
         };
-        let dropped = a.hooks().drop_queue();
+        let dropped = a.hooks().drop_queue(crate::config::AlertEvent::GaveUp);
         if dropped > 0 {
             warn!(
                 "exiting: {} not sent",

@@ -138,8 +138,10 @@ impl Daemon {
                         h.failures,
                         self.probes.path()
                     ),
+                    // One miss is enough, as under systemd: `failures`
+                    // counts HTTP probes only (README "[health]").
                     Failure::Watchdog => format!(
-                        "no WATCHDOG=1 within {}",
+                        "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
                     Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
@@ -165,6 +167,25 @@ impl Daemon {
                     std::process::id()
                 ));
                 self.alert(Seen::Ready, |_| String::new());
+            }
+            Note::Surrender { streak } => {
+                let last = match (&self.seen.spawn_error, self.machine.last_exit()) {
+                    (Some(e), _) => format!("; the last: {e}"),
+                    (None, Some(e)) => format!("; the last child {}", describe_exit(e.kind)),
+                    (None, None) => String::new(),
+                };
+                let why = format!(
+                    "gave up: {} in a row (restart.give_up_after = {}){last}",
+                    count(streak.into(), "failed start"),
+                    self.cfg.restart.give_up_after
+                );
+                error!(
+                    "{why}; stopping everything, then exiting 1 for the orchestrator to restart"
+                );
+                self.alert(Seen::GaveUp, |_| {
+                    format!("{addr}: {why}; the supervisor exits 1")
+                });
+                self.gave_up = Some(why);
             }
             Note::GaveUp => error!(
                 "what was being stopped is still alive {} after SIGKILL; going on without it",

@@ -254,6 +254,7 @@ mod tests {
 
     fn machine() -> Machine {
         Machine::new(Settings {
+            give_up_after: 0,
             initial_backoff: ms(1000),
             max_backoff: ms(8000),
             reset_after: ms(60_000),

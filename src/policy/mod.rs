@@ -53,6 +53,8 @@ pub(crate) struct Machine {
     bind_failures: u32,
     port_since: Option<Instant>,
     last_exit: Option<LastExit>,
+    /// The crash streak reached `give_up_after`.
+    surrendered: bool,
 }
 
 impl Machine {
@@ -66,6 +68,7 @@ impl Machine {
             bind_failures: 0,
             port_since: None,
             last_exit: None,
+            surrendered: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl Machine {
             bind_failures: s.bind_failures,
             port_since: s.port_since,
             last_exit: s.last_exit,
+            surrendered: false,
         }
     }
 
@@ -241,10 +245,15 @@ impl Machine {
                 self.phase = Phase::Backoff {
                     until: now + retry_in,
                 };
-                vec![Action::Note(Note::SpawnFailed {
+                let mut actions = vec![Action::Note(Note::SpawnFailed {
                     streak: self.streak,
                     retry_in,
-                })]
+                })];
+                if let Some(note) = self.surrender() {
+                    actions.push(note);
+                    actions.extend(self.stop(now));
+                }
+                actions
             }
             (Phase::Starting, Event::BindFailed) => {
                 self.bind_failures = self.bind_failures.saturating_add(1);
@@ -336,6 +345,7 @@ impl Machine {
                 self.last_exit = Some(LastExit { kind, at: now });
                 let delay = self.next_delay(health, now);
                 let restart_at = now + delay;
+                let surrender = self.surrender();
                 let next = match (others_left, self.want) {
                     (true, _) => Next::StopOthers,
                     (false, Want::Down) => Next::Exit,
@@ -350,6 +360,7 @@ impl Machine {
                     streak: self.streak,
                     next,
                 })];
+                actions.extend(surrender);
                 actions.extend(if others_left {
                     // Leftovers would hold fd 3 and the log pipe: clear them first.
                     self.stop_others(None, now, restart_at)
@@ -483,6 +494,20 @@ impl Machine {
         }
     }
 
+    /// The streak just grew: at `give_up_after` the operator's wish turns
+    /// to down (what follows stops everything and exits), said once.
+    fn surrender(&mut self) -> Option<Action> {
+        let limit = self.settings.give_up_after;
+        if limit == 0 || self.streak < limit || self.surrendered {
+            return None;
+        }
+        self.surrendered = true;
+        self.want = Want::Down;
+        Some(Action::Note(Note::Surrender {
+            streak: self.streak,
+        }))
+    }
+
     fn become_ready(&mut self, pid: i32, since: Instant, now: Instant) -> Vec<Action> {
         self.phase = Phase::Running {
             pid,
@@ -501,6 +526,7 @@ impl Machine {
     fn give_up(&mut self, pid: i32, health: Health, why: Failure, now: Instant) -> Vec<Action> {
         let restart_at = now + self.next_delay(health, now);
         let mut actions = vec![Action::Note(Note::Unhealthy { pid, why })];
+        actions.extend(self.surrender());
         actions.extend(self.stop_child(pid, now, restart_at));
         actions
     }

@@ -16,6 +16,9 @@ pub(crate) struct Settings {
     /// a careless init never reaps).
     pub(crate) kill_grace: Duration,
     pub(crate) health: HealthPolicy,
+    /// Failed starts in a row after which the supervisor stops for good
+    /// (`restart.give_up_after`); 0: never.
+    pub(crate) give_up_after: u32,
 }
 
 /// Readiness and liveness rules (`[health]`); the default has none: a
@@ -229,4 +232,10 @@ pub(crate) enum Note {
     },
     /// Leftovers did not vanish after SIGKILL; going on without them.
     GaveUp,
+    /// The crash streak reached `give_up_after`: everything is stopped and
+    /// the supervisor exits (1), so that an orchestrator's restart policy
+    /// takes over. Comes right after the note on the start that failed.
+    Surrender {
+        streak: u32,
+    },
 }
