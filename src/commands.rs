@@ -60,6 +60,10 @@ pub fn main(cli: Cli) -> i32 {
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::HandoffVersion => {
+            crate::out!("{}", reload::handoff_answer());
+            Ok(exit::OK)
+        }
         Command::Logs {
             follow,
             lines,
@@ -298,6 +302,16 @@ fn run(path: &Path) -> Outcome {
     let held = daemon::signals::hold();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
+        Ok(Err(held)) if held.pid == Some(std::process::id() as i32) => {
+            // Our own pid holds it: a reload executed this image and the
+            // handoff did not come with it. The service is ours and we
+            // cannot carry it on: fail, so the service manager restarts it.
+            return Err(Fatal::failure(format!(
+                "this process (pid {}) holds the lock {} already: a reload executed it without a handoff; exiting",
+                std::process::id(),
+                pid_path.display()
+            )));
+        }
         Ok(Err(held)) => {
             // The deliberate exit 0: launchd's SuccessfulExit=false keeps
             // this copy from being respawned. Nothing was written.
