@@ -35,6 +35,8 @@ pub(crate) enum Seen {
     Unhealthy,
     /// `max_memory` stopped the child.
     Memory,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
     /// The crash streak reached `restart.give_up_after`: the supervisor
     /// stops and exits.
     GaveUp,
@@ -156,6 +158,7 @@ impl Alerts {
                 self.ready_since = None;
                 out.extend(self.want(AlertEvent::Memory, now));
             }
+            Seen::HandoverFailed => out.extend(self.want(AlertEvent::HandoverFailed, now)),
             // The last word of this supervisor: never held back by
             // `min_interval` (an earlier supervisor's may have gone out).
             Seen::GaveUp if self.wants(AlertEvent::GaveUp) => {

@@ -109,6 +109,9 @@ pub struct RestartSection {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub reset_after: Duration,
+    /// A requested restart of a ready child starts the new child first
+    /// (a handover); needs a readiness signal.
+    pub overlap: bool,
     /// Failed starts in a row after which the supervisor stops and exits 1
     /// (an orchestrator's restart policy takes over); 0: never.
     pub give_up_after: u32,
@@ -174,10 +177,12 @@ pub enum AlertEvent {
     Memory,
     Recovered,
     Exit,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 7] = [
+    pub const ALL: [AlertEvent; 8] = [
         AlertEvent::CrashLoop,
         AlertEvent::GaveUp,
         AlertEvent::PortBusy,
@@ -185,15 +190,17 @@ impl AlertEvent {
         AlertEvent::Memory,
         AlertEvent::Recovered,
         AlertEvent::Exit,
+        AlertEvent::HandoverFailed,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 6] = [
+    pub const DEFAULT: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
         AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
+        AlertEvent::HandoverFailed,
     ];
 
     /// The name in the config file and in `SUPERVISOR_EVENT`.
@@ -206,6 +213,7 @@ impl AlertEvent {
             AlertEvent::Memory => "memory",
             AlertEvent::Recovered => "recovered",
             AlertEvent::Exit => "exit",
+            AlertEvent::HandoverFailed => "handover-failed",
         }
     }
 
@@ -388,6 +396,7 @@ impl Config {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
+                overlap: false,
                 give_up_after: 0,
             },
             log: LogSection {

@@ -200,6 +200,8 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
+            // Not carried out by this driver yet: every restart stops first.
+            overlap: false,
             give_up_after: cfg.restart.give_up_after,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
@@ -628,6 +630,9 @@ impl Daemon {
                 None
             }
             Action::Exit => None,
+            // Never asked for while `overlap` is off.
+            Action::SpawnNew => Some(Event::NewSpawnFailed),
+            Action::SignalSecond { .. } | Action::StopAlso { .. } => None,
         }
     }
 

@@ -261,6 +261,7 @@ mod tests {
             stop_timeout: ms(10_000),
             kill_grace: ms(5000),
             health: HealthPolicy::default(),
+            overlap: false,
         })
     }
 

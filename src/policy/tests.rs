@@ -34,6 +34,7 @@ fn settings() -> Settings {
         stop_timeout: ms(10_000),
         kill_grace: ms(5000),
         health: HealthPolicy::default(),
+        overlap: false,
         give_up_after: 0,
     }
 }
@@ -546,7 +547,11 @@ fn stop_during_a_restart_exits_instead_of_restarting() {
     let t0 = Instant::now();
     let mut m = running(t0);
     m.step(Event::Restart, t0);
-    assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
+    // `restart` is told its restart will not happen.
+    assert_eq!(
+        m.step(Event::Stop, t0 + ms(1)),
+        vec![Action::Note(Note::Restarted(Err(Unmet::Stopping)))]
+    );
     let actions = m.step(exited(ExitKind::Signal(15), false), t0 + ms(2));
     assert_eq!(effects(actions), vec![Action::Exit]);
 }
