@@ -33,10 +33,20 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json, check } => Ok(match check {
-            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-            None => status::run(reach(&path).map(|(loc, _)| loc), json),
-        }),
+        Command::Status {
+            json,
+            format,
+            check,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, f) => f.unwrap_or(status::Format::Text),
+            };
+            Ok(match check {
+                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+            })
+        }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
@@ -752,7 +762,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         .unwrap_or(DEFAULT_START_TIMEOUT);
     let stop = ms(sup.as_ref().and_then(|s| s.stop_timeout_ms))
         .or(cfg.map(|c| c.child.stop_timeout))
-        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
     let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
     signal(loc, Signal::SIGUSR1, "restart the child")?;
     let deadline = Instant::now() + timeout;
@@ -793,9 +803,6 @@ pub(crate) fn handover_words(h: &crate::state::HandoverInfo) -> String {
     }
 }
 
-/// `stop_timeout` when neither the running supervisor nor the file says.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Ok(exit::OK);
@@ -809,8 +816,10 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
-    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
+    let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {
+        c.child.stop_timeout
+    });
+    let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {
