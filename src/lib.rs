@@ -58,6 +58,7 @@ mod jobfile;
 mod listener;
 mod lock;
 mod logs;
+mod pathdirs;
 mod policy;
 mod state;
 mod status;
