@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::attrs;
 use crate::child::{self, Creds};
-use crate::cli::{Cli, Command};
+use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
@@ -33,7 +33,10 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json } => Ok(status::run(reach(&path).map(|(loc, _)| loc), json)),
+        Command::Status { json, check } => Ok(match check {
+            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+            None => status::run(reach(&path).map(|(loc, _)| loc), json),
+        }),
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),

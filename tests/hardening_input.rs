@@ -878,3 +878,41 @@ fn a_state_json_from_before_boot_naming_an_innocent_group_is_never_signalled() {
     plant(&env, None, Some(rec.to_string().as_bytes()));
     starts_anyway(&env, Some(&innocent));
 }
+
+// ============================================ issue 25 item 6: not a file
+
+/// A config that is not a regular file — a FIFO nobody writes to, a Unix
+/// socket — is refused at once with "not a regular file" by every command
+/// that reads it: the open never waits for a writer.
+#[test]
+fn a_fifo_or_socket_config_is_refused_promptly_by_every_command() {
+    let env = Setup::new("serve.py").build();
+    let fifo = env.path("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let sock = env.path("sock.toml");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind a unix socket");
+    // check-config is 78; status says unknown (4) as SPEC's table has it
+    // for an invalid config; the commands that act are 78.
+    let cases: &[(&[&str], i32)] = &[
+        (&["check-config"], 78),
+        (&["status"], 4),
+        (&["stop"], 78),
+        (&["restart"], 78),
+        (&["run"], 78),
+    ];
+    for (config, what) in [(&fifo, "a FIFO"), (&sock, "a socket")] {
+        for (args, code) in cases {
+            let out = env.cli_with(config, args, Duration::from_secs(10));
+            let all = format!("{}{}", out.stdout, out.stderr);
+            if out.code != Some(*code) || !all.contains("not a regular file") {
+                env.fail(format!(
+                    "{what} as the config: expected exit {code} saying \"not a regular file\"\n{out}"
+                ));
+            }
+            if out.took > Duration::from_secs(5) {
+                env.fail(format!("{what} as the config: took {:?}\n{out}", out.took));
+            }
+        }
+    }
+    assert!(!env.state_dir.exists(), "nothing created");
+}

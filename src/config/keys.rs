@@ -350,14 +350,14 @@ pub(super) static KEYS: &[KeyDef] = &[
     key(
         "health",
         "failures",
-        "failed probes in a row that make it unhealthy",
+        "failed HTTP probes in a row that make it unhealthy",
         |c, i, _| set(&mut c.health.failures, a::int_in(i, 1, 1000)),
         |c| Some(r::int(c.health.failures)),
     ),
     key(
         "health",
         "watchdog",
-        "with notify: WATCHDOG_USEC; a missed ping is a failure",
+        "with notify: WATCHDOG_USEC; as systemd, one missed ping restarts the child",
         |c, i, _| {
             let why = "every ping would be late";
             set(&mut c.health.watchdog, a::positive(i, HOUR, why).map(Some))

@@ -489,14 +489,42 @@ fn resolve(path: &Path) -> Result<PathBuf, ConfigError> {
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
-/// The file's bytes, refusing anything unreasonably large.
+/// The file's bytes, refusing anything that is not a regular file (a FIFO
+/// would block the open until a writer comes, a device would never end)
+/// and anything unreasonably large. The open itself never blocks
+/// (`O_NONBLOCK`, no effect on a regular file), and the type is checked on
+/// the opened descriptor, so a path swapped after the first look is caught.
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: &dyn std::fmt::Display| {
         ConfigError::one(format!("{}: cannot read: {e}", path.display()))
     };
+    let not_regular = |kind: std::fs::FileType| {
+        ConfigError::one(format!(
+            "{}: not a regular file ({}); give the config as a file (relative paths in it \
+             resolve against its folder)",
+            path.display(),
+            file_kind(kind)
+        ))
+    };
+    // A socket cannot be opened at all (ENXIO): look first to say what it is.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(not_regular(meta.file_type()));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| cannot(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(cannot(&format_args!(
@@ -504,4 +532,22 @@ fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
         )));
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in words.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO or pipe, such as <(...)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        "not a file"
+    }
 }

@@ -138,8 +138,10 @@ impl Daemon {
                         h.failures,
                         self.probes.path()
                     ),
+                    // One miss is enough, as under systemd: `failures`
+                    // counts HTTP probes only (README "[health]").
                     Failure::Watchdog => format!(
-                        "no WATCHDOG=1 within {}",
+                        "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
                     Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),

@@ -167,6 +167,80 @@ fn a_missed_watchdog_ping_stops_the_child() {
     assert_eq!(m.phase().name(), "stopping");
 }
 
+/// The rule the README's `[health]` states: as under systemd, one missed
+/// watchdog ping is a failure that restarts; `failures` counts failed HTTP
+/// probes in a row and never delays the watchdog, and pings never excuse
+/// failed probes.
+#[test]
+fn one_missed_watchdog_ping_restarts_whatever_failures_says() {
+    let unhealthy = |why| Action::Note(Note::Unhealthy { pid: 100, why });
+    // (failures, events after ready at t0: (at ms, event), gives up why)
+    type Row<'a> = (u32, &'a [(u64, Event)], Option<Failure>);
+    let table: [Row; 5] = [
+        // Pings every 1.5 s: alive.
+        (
+            3,
+            &[
+                (1500, Event::WatchdogPing),
+                (3000, Event::WatchdogPing),
+                (4400, Event::Tick),
+            ],
+            None,
+        ),
+        // The first missed deadline (2 s after the last ping) restarts,
+        // although failures = 3 (or 10).
+        (
+            3,
+            &[(1500, Event::WatchdogPing), (3500, Event::Tick)],
+            Some(Failure::Watchdog),
+        ),
+        (10, &[(2000, Event::Tick)], Some(Failure::Watchdog)),
+        // Failed probes still need `failures` in a row, pings or not.
+        (
+            3,
+            &[
+                (500, Event::ProbeFailed),
+                (1000, Event::WatchdogPing),
+                (1500, Event::ProbeFailed),
+            ],
+            None,
+        ),
+        (
+            3,
+            &[
+                (500, Event::ProbeFailed),
+                (1000, Event::WatchdogPing),
+                (1500, Event::ProbeFailed),
+                (1900, Event::ProbeFailed),
+            ],
+            Some(Failure::Probes),
+        ),
+    ];
+    for (failures, events, gives_up) in table {
+        let t0 = Instant::now();
+        let mut settings = notify_settings();
+        settings.health.failures = failures;
+        let mut m = spawned(settings, t0);
+        m.step(Event::Ready, t0);
+        let mut seen = None;
+        for (at, event) in events {
+            let actions = m.step(*event, t0 + ms(*at));
+            for why in [Failure::Watchdog, Failure::Probes] {
+                if actions.contains(&unhealthy(why)) {
+                    seen = Some(why);
+                }
+            }
+        }
+        assert_eq!(seen, gives_up, "failures {failures}, {events:?}");
+        let phase = if gives_up.is_some() {
+            "stopping"
+        } else {
+            "running"
+        };
+        assert_eq!(m.phase().name(), phase, "failures {failures}, {events:?}");
+    }
+}
+
 #[test]
 fn probes_make_ready_and_consecutive_failures_stop() {
     let t0 = Instant::now();
