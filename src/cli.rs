@@ -78,6 +78,11 @@ pub enum Command {
     Reload,
     /// Validate the configuration and print it resolved.
     CheckConfig,
+    /// For `reload`'s preflight: print the handoff version this build
+    /// takes over from (`supervisor-handoff N`). A build that does not
+    /// know it is never executed by a reload.
+    #[command(hide = true)]
+    HandoffVersion,
     /// Print the last lines of child.log (or supervisor.log); -f keeps following.
     #[command(after_help = LOGS_HELP)]
     Logs {

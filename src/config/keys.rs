@@ -274,6 +274,20 @@ pub(super) static KEYS: &[KeyDef] = &[
         |c| Some(r::duration(c.restart.reset_after)),
     ),
     key(
+        "restart",
+        "overlap",
+        "a requested restart starts the new child before stopping the old one",
+        |c, i, _| set(&mut c.restart.overlap, v::boolean(i)),
+        |c| Some(Value::from(c.restart.overlap)),
+    ),
+    key(
+        "restart",
+        "give_up_after",
+        "failed starts in a row after which the supervisor stops and exits 1 (0: never)",
+        |c, i, _| set(&mut c.restart.give_up_after, a::int_in(i, 0, 1_000_000)),
+        |c| Some(r::int(c.restart.give_up_after)),
+    ),
+    key(
         "log",
         "dir",
         "supervisor.log and child.log",
@@ -483,6 +497,14 @@ pub(super) fn cross_checks(c: &mut Config, found: &Found, sub: &mut Sub) {
             found.span("health", "watchdog"),
             "health.watchdog",
             "needs notify = true: the child pings with WATCHDOG=1 over the notify socket",
+        );
+    }
+
+    if c.restart.overlap && !c.health.readiness() {
+        sub.report(
+            found.span("restart", "overlap"),
+            "restart.overlap",
+            "needs [health] notify = true or http: without a readiness signal there is no moment at which the old child may go",
         );
     }
 

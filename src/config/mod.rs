@@ -30,6 +30,7 @@ mod lenient;
 mod render;
 #[cfg(test)]
 mod tests;
+mod usable;
 mod values;
 
 pub use keys::schema;
@@ -112,6 +113,12 @@ pub struct RestartSection {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub reset_after: Duration,
+    /// A requested restart of a ready child starts the new child first
+    /// (a handover); needs a readiness signal.
+    pub overlap: bool,
+    /// Failed starts in a row after which the supervisor stops and exits 1
+    /// (an orchestrator's restart policy takes over); 0: never.
+    pub give_up_after: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,40 +173,51 @@ pub struct AlertsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AlertEvent {
     CrashLoop,
+    /// `restart.give_up_after` failed starts in a row: the supervisor stops
+    /// and exits 1.
+    GaveUp,
     PortBusy,
     Unhealthy,
     Memory,
     Recovered,
     Exit,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 6] = [
+    pub const ALL: [AlertEvent; 8] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
         AlertEvent::Exit,
+        AlertEvent::HandoverFailed,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 5] = [
+    pub const DEFAULT: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
+        AlertEvent::HandoverFailed,
     ];
 
     /// The name in the config file and in `SUPERVISOR_EVENT`.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertEvent::CrashLoop => "crash-loop",
+            AlertEvent::GaveUp => "gave-up",
             AlertEvent::PortBusy => "port-busy",
             AlertEvent::Unhealthy => "unhealthy",
             AlertEvent::Memory => "memory",
             AlertEvent::Recovered => "recovered",
             AlertEvent::Exit => "exit",
+            AlertEvent::HandoverFailed => "handover-failed",
         }
     }
 
@@ -331,7 +349,11 @@ impl Config {
                 path.display()
             ))
         })?;
-        Config::parse(&text, &path)
+        let cfg = Config::parse(&text, &path)?;
+        match usable::problems(&cfg) {
+            problems if problems.is_empty() => Ok(cfg),
+            problems => Err(ConfigError { problems }),
+        }
     }
 
     /// Validates `text` as if read from `path`: relative paths in it resolve
@@ -383,6 +405,8 @@ impl Config {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
+                overlap: false,
+                give_up_after: 0,
             },
             log: LogSection {
                 dir: folder.join("logs"),
