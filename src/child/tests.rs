@@ -48,6 +48,7 @@ fn recipe() -> Recipe {
         death_signal: libc::SIGTERM,
         creds: None,
         attrs: attrs::Wanted::default(),
+        inherit_output: false,
     }
 }
 
