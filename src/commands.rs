@@ -33,10 +33,20 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json, check } => Ok(match check {
-            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-            None => status::run(reach(&path).map(|(loc, _)| loc), json),
-        }),
+        Command::Status {
+            json,
+            format,
+            check,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, f) => f.unwrap_or(status::Format::Text),
+            };
+            Ok(match check {
+                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+            })
+        }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),

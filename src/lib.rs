@@ -59,6 +59,7 @@ mod jobfile;
 mod listener;
 mod lock;
 mod logs;
+mod metrics;
 mod pathdirs;
 mod policy;
 mod state;

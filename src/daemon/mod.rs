@@ -57,7 +57,7 @@ use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogSink, Readers};
+use crate::logs::{LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
@@ -87,6 +87,8 @@ struct Logs {
     files: Option<LogFiles>,
     /// Reads every child pipe; taken at exit to write the last lines.
     readers: Option<Readers>,
+    /// What the reader has read, per stream.
+    counts: Arc<LogCounts>,
 }
 
 pub(crate) struct Daemon {
@@ -129,6 +131,9 @@ pub(crate) struct Daemon {
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
+    /// Counters an earlier image of this process handed over (`reload`):
+    /// what this one counts is added to them.
+    carried: state::Counters,
 }
 
 /// How this image of the supervisor began.
@@ -253,12 +258,15 @@ impl Daemon {
             alerts: None,
             reload_error: None,
         };
+        let counts = Arc::new(LogCounts::default());
         let readers = match &files {
-            Some(f) => Some(Readers::start(f.child.clone()).map_err(|e| {
-                Fatal::failure(format!(
-                    "cannot start the thread that reads the child's output: {e}"
-                ))
-            })?),
+            Some(f) => Some(
+                Readers::start(f.child.clone(), counts.clone()).map_err(|e| {
+                    Fatal::failure(format!(
+                        "cannot start the thread that reads the child's output: {e}"
+                    ))
+                })?,
+            ),
             None => None,
         };
         Ok(Daemon {
@@ -275,7 +283,11 @@ impl Daemon {
             targets: Targets::default(),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
-            logs: Logs { files, readers },
+            logs: Logs {
+                files,
+                readers,
+                counts,
+            },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
             memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
@@ -294,6 +306,7 @@ impl Daemon {
             gave_up: None,
             reloading: None,
             next_listener: None,
+            carried: state::Counters::default(),
             cfg,
         })
     }
@@ -694,8 +707,25 @@ impl Daemon {
 
     fn write_state(&mut self) {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
-        let rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        rec.counters = Some(self.counters());
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// The counters as they stand: what was handed over plus what this
+    /// image counted. Every alert event is named, with 0 before its first.
+    fn counters(&self) -> state::Counters {
+        let mut c = self.carried.clone();
+        for event in crate::config::AlertEvent::ALL {
+            c.alerts.entry(event.as_str().to_owned()).or_default();
+        }
+        for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
+            *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
+        }
+        let (stdout, stderr) = self.logs.counts.get();
+        c.log_bytes.stdout += stdout;
+        c.log_bytes.stderr += stderr;
+        c
     }
 }
 
