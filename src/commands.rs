@@ -713,9 +713,6 @@ fn reload(loc: &StateLocation) -> Outcome {
     }
 }
 
-/// `stop_timeout` when neither the running supervisor nor the file says.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Ok(exit::OK);
@@ -729,8 +726,10 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
-    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
+    let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {
+        c.child.stop_timeout
+    });
+    let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

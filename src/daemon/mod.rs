@@ -73,6 +73,23 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
+/// Beyond every bounded wait of the exit path: the state write (an
+/// `F_FULLFSYNC` on macOS), the process's own exit, a busy machine.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a supervisor may take to exit after SIGTERM, for the child's
+/// `stop_timeout`, in whole seconds: the child's graceful stop (its stop
+/// signal, SIGKILL after `stop_timeout`), [`KILL_GRACE`] for SIGKILLed
+/// leftovers to vanish, a running alert command's [`HOOK_AT_EXIT`] and
+/// then [`KILL_GRACE`] for its killed group, [`PUMP_DRAIN`] for the
+/// child's last log lines, and [`STOP_MARGIN`]. `stop` waits this long;
+/// launchd's `ExitTimeOut` and systemd's `TimeoutStopSec` are this: a
+/// supervisor killed sooner would orphan a child in the middle of its
+/// graceful stop.
+pub(crate) fn stop_budget(stop_timeout: Duration) -> Duration {
+    let total = stop_timeout + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
 
 /// `log.to = "files"`: the two log files.
 pub(crate) struct LogFiles {
