@@ -47,7 +47,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
@@ -118,8 +117,6 @@ pub(crate) struct Daemon {
     managers: Vec<i32>,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
-    /// Our session: children start in it, which identifies their leftovers.
-    sid: Option<i32>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -238,12 +235,13 @@ impl Daemon {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
             env: cfg.child.env.clone(),
+            inherit_env: cfg.child.inherit_env,
             fd_name: cfg.listen.name.clone(),
             notify_socket: notify.as_ref().map(|n| n.env_value.clone()),
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
+            attrs: crate::attrs::Wanted::of(&cfg.child, creds.is_some()),
             creds,
-            attrs: crate::attrs::Wanted::of(&cfg.child),
             inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
@@ -300,7 +298,6 @@ impl Daemon {
             },
             listener: passed,
             targets: Targets::default(),
-            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {
