@@ -154,7 +154,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
     check_writable("log dir", &cfg.log.dir)?;
-    let attributes = attributes(cfg)?;
+    let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -171,6 +171,14 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         }
     }
     let mut warnings = Vec::new();
+    if let Some(c) = creds.as_ref().filter(|_| !cfg.child.inherit_env) {
+        for left in child::path_left_out(c.uid) {
+            warnings.push(format!(
+                "PATH folder {:?} is left out of the PATH of child.user {:?}: {}",
+                left.dir, c.name, left.why
+            ));
+        }
+    }
     if let Some(cap) =
         sys::somaxconn().filter(|cap| i64::from(cfg.listen.backlog) > i64::from(*cap))
     {
@@ -269,23 +277,24 @@ fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
 /// The child's umask, nice and `[child.limits]` against this system: a
 /// limit it would refuse (above the hard limit without root, beyond the
 /// most open files allowed, "unlimited" open files) is a 78 naming the key.
-fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
+fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
     let file = cfg.path.display();
     let facts =
         attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
-    let plan = attrs::plan(&attrs::Wanted::of(&cfg.child), &facts).map_err(|refused| {
-        let lines: Vec<String> = refused
-            .iter()
-            .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
-            .collect();
-        match lines.as_slice() {
-            [one] => Fatal::config(format!("{one}; nothing started")),
-            _ => Fatal::config(format!(
-                "this system refuses these limits; nothing started:\n{}",
-                lines.join("\n")
-            )),
-        }
-    })?;
+    let plan =
+        attrs::plan(&attrs::Wanted::of(&cfg.child, other_user), &facts).map_err(|refused| {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
+                .collect();
+            match lines.as_slice() {
+                [one] => Fatal::config(format!("{one}; nothing started")),
+                _ => Fatal::config(format!(
+                    "this system refuses these limits; nothing started:\n{}",
+                    lines.join("\n")
+                )),
+            }
+        })?;
     Ok((plan, facts))
 }
 

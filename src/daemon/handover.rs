@@ -47,7 +47,8 @@ impl Daemon {
                 self.seen.second = Some(Group {
                     pgid: pid,
                     start_time,
-                    sid: self.sid,
+                    // The child's own session (setsid before exec).
+                    sid: Some(pid),
                     started_at: Some(SystemTime::now()),
                 });
                 self.seen.handover_at = Some(SystemTime::now());

@@ -48,7 +48,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
@@ -123,8 +122,6 @@ pub(crate) struct Daemon {
     second: Targets,
     /// The new child's STATUS= text while it starts (shown once it serves).
     new_status: Option<String>,
-    /// Our session: children start in it, which identifies their leftovers.
-    sid: Option<i32>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -244,12 +241,13 @@ impl Daemon {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
             env: cfg.child.env.clone(),
+            inherit_env: cfg.child.inherit_env,
             fd_name: cfg.listen.name.clone(),
             notify_socket: notify.as_ref().map(|n| n.env_value.clone()),
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
+            attrs: crate::attrs::Wanted::of(&cfg.child, creds.is_some()),
             creds,
-            attrs: crate::attrs::Wanted::of(&cfg.child),
             inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
@@ -311,7 +309,6 @@ impl Daemon {
             targets: Targets::default(),
             second: Targets::default(),
             new_status: None,
-            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {
