@@ -513,7 +513,7 @@ fn serve(s: Serve) -> Outcome {
     // signal reset to its default.
     // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
-    let child_log = LogSink::new(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+    let child_log = LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
     let supervisor_log = LogSink::new(
         cfg.supervisor_log_path(),
         cfg.log.max_bytes,
