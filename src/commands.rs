@@ -18,12 +18,12 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
-use crate::config::{self, Config, StateLocation};
+use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
 use crate::listener;
 use crate::lock::{self, InstanceLock};
-use crate::logs::{LogSink, SinkWriter};
+use crate::logs::{LogSink, PrefixedStderr, SinkWriter};
 use crate::status;
 use crate::sys;
 use crate::text::human;
@@ -33,10 +33,20 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json, check } => Ok(match check {
-            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-            None => status::run(reach(&path).map(|(loc, _)| loc), json),
-        }),
+        Command::Status {
+            json,
+            format,
+            check,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, f) => f.unwrap_or(status::Format::Text),
+            };
+            Ok(match check {
+                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+            })
+        }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
@@ -140,7 +150,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
-    check_writable("log dir", &cfg.log.dir)?;
+    if cfg.log.to == LogTo::Files {
+        check_writable("log dir", &cfg.log.dir)?;
+    }
     let attributes = attributes(cfg)?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -246,7 +258,10 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
 /// exists already (else `run` creates it).
 fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
     let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
-    lock::check_dir("log dir", &cfg.log.dir)?;
+    // With `log.to = "stdout"` the log folder is never used.
+    if cfg.log.to == LogTo::Files {
+        lock::check_dir("log dir", &cfg.log.dir)?;
+    }
     Ok(state_dir_exists)
 }
 
@@ -398,6 +413,17 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
             old.clone()
         }
     };
+    if cfg.log.to != old.log.to {
+        problems.push((
+            exit::FAILURE,
+            format!(
+                "log.to cannot change in a reload (the child's output is wired when it starts; \
+                 it stays \"{}\"); stop and start the supervisor to change it",
+                old.log.to.as_str()
+            ),
+        ));
+        cfg.log.to = old.log.to;
+    }
     if cfg.supervisor != old.supervisor {
         problems.push((
             exit::FAILURE,
@@ -507,28 +533,44 @@ fn serve(s: Serve) -> Outcome {
         held,
         start,
     } = s;
-    lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
     // signal reset to its default.
     // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
-    let child_log = LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
-    let supervisor_log = LogSink::new(
-        cfg.supervisor_log_path(),
-        cfg.log.max_bytes,
-        cfg.log.max_files,
-    );
-    let to_terminal = std::io::stderr().is_terminal();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(
-            SinkWriter(supervisor_log.clone())
-                .and(std::io::stderr.with_filter(move |_| to_terminal)),
-        )
-        .finish();
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    let files = match cfg.log.to {
+        LogTo::Files => {
+            lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
+            let child =
+                LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+            let supervisor = LogSink::new(
+                cfg.supervisor_log_path(),
+                cfg.log.max_bytes,
+                cfg.log.max_files,
+            );
+            let to_terminal = std::io::stderr().is_terminal();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(
+                    SinkWriter(supervisor.clone())
+                        .and(std::io::stderr.with_filter(move |_| to_terminal)),
+                )
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            Some(daemon::LogFiles { child, supervisor })
+        }
+        // The engine stamps each line with its own time.
+        LogTo::Stdout => {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .event_format(crate::logs::Bare)
+                .with_writer(PrefixedStderr)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            None
+        }
+    };
 
     // Whatever our parent leaked (or the old image handed over and we
     // took) must not reach the child.
@@ -556,7 +598,7 @@ fn serve(s: Serve) -> Outcome {
             ),
             (false, _) => None,
         };
-        Daemon::new(cfg, creds, lock, child_log, supervisor_log, notify, passed)?
+        Daemon::new(cfg, creds, lock, files, notify, passed)?
             .run(signals, start)
             .await
     });
