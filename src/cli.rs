@@ -69,7 +69,7 @@ pub enum Command {
     },
     /// Stop the running supervisor and its child, and wait for it to exit.
     Stop {
-        /// How long to wait (default: child.stop_timeout + 5s), e.g. "30s".
+        /// How long to wait (default: the stop budget, child.stop_timeout + 19s), e.g. "30s".
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },

@@ -153,7 +153,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     if cfg.log.to == LogTo::Files {
         check_writable("log dir", &cfg.log.dir)?;
     }
-    let attributes = attributes(cfg)?;
+    let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -170,6 +170,14 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         }
     }
     let mut warnings = Vec::new();
+    if let Some(c) = creds.as_ref().filter(|_| !cfg.child.inherit_env) {
+        for left in child::path_left_out(c.uid) {
+            warnings.push(format!(
+                "PATH folder {:?} is left out of the PATH of child.user {:?}: {}",
+                left.dir, c.name, left.why
+            ));
+        }
+    }
     if let Some(cap) =
         sys::somaxconn().filter(|cap| i64::from(cfg.listen.backlog) > i64::from(*cap))
     {
@@ -268,23 +276,24 @@ fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
 /// The child's umask, nice and `[child.limits]` against this system: a
 /// limit it would refuse (above the hard limit without root, beyond the
 /// most open files allowed, "unlimited" open files) is a 78 naming the key.
-fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
+fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
     let file = cfg.path.display();
     let facts =
         attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
-    let plan = attrs::plan(&attrs::Wanted::of(&cfg.child), &facts).map_err(|refused| {
-        let lines: Vec<String> = refused
-            .iter()
-            .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
-            .collect();
-        match lines.as_slice() {
-            [one] => Fatal::config(format!("{one}; nothing started")),
-            _ => Fatal::config(format!(
-                "this system refuses these limits; nothing started:\n{}",
-                lines.join("\n")
-            )),
-        }
-    })?;
+    let plan =
+        attrs::plan(&attrs::Wanted::of(&cfg.child, other_user), &facts).map_err(|refused| {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
+                .collect();
+            match lines.as_slice() {
+                [one] => Fatal::config(format!("{one}; nothing started")),
+                _ => Fatal::config(format!(
+                    "this system refuses these limits; nothing started:\n{}",
+                    lines.join("\n")
+                )),
+            }
+        })?;
     Ok((plan, facts))
 }
 
@@ -707,9 +716,6 @@ fn reload(loc: &StateLocation) -> Outcome {
     }
 }
 
-/// `stop_timeout` when neither the running supervisor nor the file says.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Ok(exit::OK);
@@ -723,8 +729,10 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
-    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
+    let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {
+        c.child.stop_timeout
+    });
+    let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

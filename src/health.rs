@@ -180,7 +180,10 @@ pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
         match line.split_once('=') {
             Some(("READY", "1")) => n.ready = true,
             Some(("WATCHDOG", "1")) => n.watchdog = true,
-            Some(("STATUS", s)) => n.status = Some(s.chars().take(512).collect()),
+            // Cleaned as it arrives: `status` shows it to people, often
+            // at a terminal, so no escape sequence of the child's gets
+            // there.
+            Some(("STATUS", s)) => n.status = Some(crate::text::one_line(s, 512)),
             Some(("BARRIER", "1")) => n.barrier = true,
             _ => {}
         }

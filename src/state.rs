@@ -157,7 +157,9 @@ pub struct ChildInfo {
     /// child only if pid *and* start time still match.
     #[serde(default)]
     pub start_time: Option<u64>,
-    /// The session the child was started in: its leftovers still sit there.
+    /// The child's session: its own pid (a child runs in a session of its
+    /// own; records of older versions name the supervisor's). Its
+    /// leftovers still sit there.
     #[serde(default)]
     pub sid: Option<i32>,
     pub started_at: Option<String>,

@@ -240,7 +240,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             }
         }
         if let Some(text) = &c.status {
-            out += &format!("child status: {text}\n");
+            // Cleaned on arrival; again here for a record an older version
+            // wrote.
+            out += &format!("child status: {}\n", crate::text::one_line(text, 512));
         }
         if let Some(e) = &c.spawn_error {
             out += &format!("spawn error:  {e}\n");

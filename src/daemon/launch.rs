@@ -141,7 +141,8 @@ impl Daemon {
                 self.seen.group = Some(Group {
                     pgid: pid,
                     start_time,
-                    sid: self.sid,
+                    // The child's own session (setsid before exec).
+                    sid: Some(pid),
                     started_at: Some(SystemTime::now()),
                 });
                 if let (Some(readers), Some((out, err))) = (&self.logs.readers, sp.pipes) {

@@ -47,7 +47,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
@@ -74,6 +73,23 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
+/// Beyond every bounded wait of the exit path: the state write (an
+/// `F_FULLFSYNC` on macOS), the process's own exit, a busy machine.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a supervisor may take to exit after SIGTERM, for the child's
+/// `stop_timeout`, in whole seconds: the child's graceful stop (its stop
+/// signal, SIGKILL after `stop_timeout`), [`KILL_GRACE`] for SIGKILLed
+/// leftovers to vanish, a running alert command's [`HOOK_AT_EXIT`] and
+/// then [`KILL_GRACE`] for its killed group, [`PUMP_DRAIN`] for the
+/// child's last log lines, and [`STOP_MARGIN`]. `stop` waits this long;
+/// launchd's `ExitTimeOut` and systemd's `TimeoutStopSec` are this: a
+/// supervisor killed sooner would orphan a child in the middle of its
+/// graceful stop.
+pub(crate) fn stop_budget(stop_timeout: Duration) -> Duration {
+    let total = stop_timeout + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
 
 /// `log.to = "files"`: the two log files.
 pub(crate) struct LogFiles {
@@ -101,8 +117,6 @@ pub(crate) struct Daemon {
     managers: Vec<i32>,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
-    /// Our session: children start in it, which identifies their leftovers.
-    sid: Option<i32>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -221,12 +235,13 @@ impl Daemon {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
             env: cfg.child.env.clone(),
+            inherit_env: cfg.child.inherit_env,
             fd_name: cfg.listen.name.clone(),
             notify_socket: notify.as_ref().map(|n| n.env_value.clone()),
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
+            attrs: crate::attrs::Wanted::of(&cfg.child, creds.is_some()),
             creds,
-            attrs: crate::attrs::Wanted::of(&cfg.child),
             inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
@@ -283,7 +298,6 @@ impl Daemon {
             },
             listener: passed,
             targets: Targets::default(),
-            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {

@@ -56,19 +56,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.
 pub fn process_command(pid: i32) -> Option<String> {
-    imp::process_command(pid).map(|c| one_line(&c, 400))
-}
-
-fn one_line(text: &str, max: usize) -> String {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let joined = words.join(" ");
-    match joined.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
-    }
+    imp::process_command(pid).map(|c| crate::text::one_line(&c, 400))
 }
 
 /// Whether `pid` is a live process: zombies count as dead, since they hold
