@@ -153,7 +153,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
-    check_writable("log dir", &cfg.log.dir)?;
+    if cfg.log.to == LogTo::Files {
+        check_writable("log dir", &cfg.log.dir)?;
+    }
     let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -551,7 +553,8 @@ fn serve(s: Serve) -> Outcome {
     let files = match cfg.log.to {
         LogTo::Files => {
             lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
-            let child = LogSink::new(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+            let child =
+                LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
             let supervisor = LogSink::new(
                 cfg.supervisor_log_path(),
                 cfg.log.max_bytes,
