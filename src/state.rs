@@ -84,6 +84,11 @@ pub struct SupervisorInfo {
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// The config file this supervisor runs (absolute, through links):
+    /// one state folder belongs to one service, and a command for another
+    /// config is refused rather than acting on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 /// A failed `reload`: when, the exit code `reload` gives (78: invalid
@@ -299,6 +304,7 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                config: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),

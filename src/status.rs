@@ -2,15 +2,15 @@
 //!
 //! A pid file and a state file on disk prove nothing by themselves: the
 //! supervisor may have been SIGKILLed and its pid reused. So liveness is
-//! proven first ([`lock::find_supervisor`]), and only then is the record
+//! proven first ([`lock::find`]), and only then is the record
 //! read, checked against the processes it names, and shown.
 
 use std::io::IsTerminal;
 use std::time::SystemTime;
 
-use crate::config::StateLocation;
+use crate::config::{Config, StateLocation};
 use crate::exit;
-use crate::lock;
+use crate::lock::{self, Finding};
 use crate::state::{self, Record};
 use crate::sys;
 
@@ -18,15 +18,8 @@ use crate::sys;
 /// behind) once it is this old.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The record to show for a live supervisor `pid`.
-fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record, String> {
-    let Some(mut rec) = state::read(&loc.state_path())? else {
-        return Ok(starting(pid));
-    };
-    // A record by an earlier supervisor: this one has not written yet.
-    if rec.supervisor.as_ref().map(|s| s.pid) != Some(pid) {
-        return Ok(starting(pid));
-    }
+/// The record to show for the live supervisor that wrote `rec` (proven).
+fn live_record(loc: &StateLocation, mut rec: Record, now: SystemTime) -> Record {
     // The record names a child that is gone (or whose pid now belongs to
     // someone else). Usually the supervisor is a moment away from recording
     // the exit; if the record is old, it cannot write it (a full disk). Either
@@ -78,38 +71,39 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             clamp(&mut e.at);
         }
     }
-    Ok(rec)
-}
-
-fn starting(pid: i32) -> Record {
-    Record {
-        state: "starting".into(),
-        supervisor: Some(state::SupervisorInfo {
-            pid,
-            started_at: state::timestamp(SystemTime::now()),
-            start_time: None,
-            version: None,
-            boot_id: None,
-            reloads: 0,
-            executable: None,
-            reload_error: None,
-            stop_timeout_ms: None,
-        }),
-        ..Record::not_running()
-    }
+    rec
 }
 
 /// `supervisor status [--json]`; returns the exit code.
-pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
+///
+/// The lock holder is proven to be the supervisor its record names
+/// (`lock::find`) before anything is shown of it: otherwise unknown (4),
+/// naming the pid and why. A record of another config's supervisor (a
+/// shared state folder) is 78, naming both.
+pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, json: bool) -> i32 {
     let now = SystemTime::now();
-    let rec = match loc {
+    let mut other_service = false;
+    let rec = match found {
         Err(e) => Record::unknown(e),
-        Ok(loc) => match lock::find_supervisor(&loc.pid_path(), &loc.state_path()) {
-            None => Record::not_running(),
-            Some(pid) => live_record(&loc, pid, now).unwrap_or_else(Record::unknown),
+        Ok((loc, cfg)) => match lock::find(&loc.pid_path(), &loc.state_path()) {
+            Finding::NotRunning => Record::not_running(),
+            Finding::Unknown { why, .. } => Record::unknown(why),
+            Finding::Running { record, .. } => {
+                let address = cfg.as_ref().map(|c| c.listen.address.to_string());
+                match lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir)
+                {
+                    Some(why) => {
+                        other_service = true;
+                        crate::say!("supervisor: {why}");
+                        Record::unknown(why)
+                    }
+                    None => live_record(&loc, *record, now),
+                }
+            }
         },
     };
     let code = match rec.state.as_str() {
+        _ if other_service => exit::CONFIG,
         "running" => exit::OK,
         "not-running" => exit::NOT_RUNNING,
         "unknown" => exit::UNKNOWN,
@@ -244,6 +238,25 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
 mod tests {
     use super::*;
     use crate::state::{ChildInfo, ExitInfo};
+
+    fn starting(pid: i32) -> Record {
+        Record {
+            state: "starting".into(),
+            supervisor: Some(state::SupervisorInfo {
+                pid,
+                started_at: state::timestamp(SystemTime::now()),
+                start_time: None,
+                version: None,
+                boot_id: None,
+                reloads: 0,
+                executable: None,
+                reload_error: None,
+                stop_timeout_ms: None,
+                config: None,
+            }),
+            ..Record::not_running()
+        }
+    }
 
     #[test]
     fn human_status_reads_at_a_glance() {

@@ -344,7 +344,7 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         ));
     };
     // The human status: state, pids, the port.
-    let _ = status::run(Ok(cfg.state_location()), false);
+    let _ = status::run(Ok((cfg.state_location(), Some(cfg.clone()))), false);
     crate::out!(
         "installed: launchd job {} ({}) runs supervisor pid {pid}\n",
         job.label,
