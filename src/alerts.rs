@@ -35,6 +35,11 @@ pub(crate) enum Seen {
     Unhealthy,
     /// `max_memory` stopped the child.
     Memory,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
+    /// The crash streak reached `restart.give_up_after`: the supervisor
+    /// stops and exits.
+    GaveUp,
 }
 
 /// One alert to send now, with how many of its kind were held back since
@@ -153,6 +158,18 @@ impl Alerts {
                 self.ready_since = None;
                 out.extend(self.want(AlertEvent::Memory, now));
             }
+            Seen::HandoverFailed => out.extend(self.want(AlertEvent::HandoverFailed, now)),
+            // The last word of this supervisor: never held back by
+            // `min_interval` (an earlier supervisor's may have gone out).
+            Seen::GaveUp if self.wants(AlertEvent::GaveUp) => {
+                self.ready_since = None;
+                self.sent.insert(AlertEvent::GaveUp, now);
+                out.push(Fire {
+                    event: AlertEvent::GaveUp,
+                    suppressed: self.held.remove(&AlertEvent::GaveUp).unwrap_or(0),
+                });
+            }
+            Seen::GaveUp => {}
         }
         out
     }
@@ -385,6 +402,21 @@ mod tests {
         let mut b = alerts();
         b.see(Seen::Ready, t0);
         assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn gave_up_is_a_default_event_never_held_back() {
+        assert!(AlertEvent::DEFAULT.contains(&AlertEvent::GaveUp));
+        let t0 = Instant::now();
+        let mut a = Alerts::new(rules(&AlertEvent::DEFAULT), ms(60_000));
+        // An earlier supervisor's gave-up went out a moment ago.
+        a.resume(3, [(AlertEvent::GaveUp, t0)]);
+        assert_eq!(
+            fired(a.see(Seen::GaveUp, t0 + ms(1))),
+            [(AlertEvent::GaveUp, 0)]
+        );
+        let mut b = Alerts::new(rules(&[AlertEvent::CrashLoop]), ms(60_000));
+        assert_eq!(fired(b.see(Seen::GaveUp, t0)), [], "not asked for");
     }
 
     #[test]

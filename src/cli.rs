@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -11,6 +11,8 @@ Exit codes:
                 78 invalid configuration (nothing started); 1 any other fatal error
   status        0 child running; 1 supervisor running, child not running;
                 3 supervisor not running; 4 unknown
+  status --check ready
+                silent: 0 child running and ready; 1 not (yet); 3 no supervisor
   stop          0 the supervisor has exited (or was not running); 1 timed out
   restart, reopen-logs
                 0 signal sent; 3 no supervisor running
@@ -55,6 +57,11 @@ pub enum Command {
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Print nothing; answer with the exit code alone (an exec probe for
+        /// Kubernetes or `podman healthcheck`): "ready" is 0 when the child
+        /// runs and is ready, 1 otherwise, 3 when no supervisor runs.
+        #[arg(long, value_enum, value_name = "WHAT", conflicts_with = "json")]
+        check: Option<Check>,
     },
     /// Stop the running supervisor and its child, and wait for it to exit.
     Stop {
@@ -71,6 +78,11 @@ pub enum Command {
     Reload,
     /// Validate the configuration and print it resolved.
     CheckConfig,
+    /// For `reload`'s preflight: print the handoff version this build
+    /// takes over from (`supervisor-handoff N`). A build that does not
+    /// know it is never executed by a reload.
+    #[command(hide = true)]
+    HandoffVersion,
     /// Print the last lines of child.log (or supervisor.log); -f keeps following.
     #[command(after_help = LOGS_HELP)]
     Logs {
@@ -207,4 +219,11 @@ pub enum SystemdAction {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write it like \"250ms\", \"10s\", \"5m\")"))
+}
+
+/// What `status --check` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Check {
+    /// The child runs and is ready (per `[health]`, or once spawned without it).
+    Ready,
 }

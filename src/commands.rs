@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::attrs;
 use crate::child::{self, Creds};
-use crate::cli::{Cli, Command};
+use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
@@ -34,7 +34,10 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json } => Ok(status::run(reach(&path), json)),
+        Command::Status { json, check } => Ok(match check {
+            Some(Check::Ready) => status::ready(reach(&path)),
+            None => status::run(reach(&path), json),
+        }),
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
@@ -48,6 +51,10 @@ pub fn main(cli: Cli) -> i32 {
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| signal(&loc, cfg.as_ref(), Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::HandoffVersion => {
+            crate::out!("{}", reload::handoff_answer());
+            Ok(exit::OK)
+        }
         Command::Logs {
             follow,
             lines,
@@ -114,7 +121,8 @@ fn reach(path: &Path) -> Result<(StateLocation, Option<Config>), String> {
 }
 
 /// What `run` needs that only the system can tell, checked the same way by
-/// `check-config`: nothing here creates or changes anything.
+/// `check-config`: nothing here changes anything (a file created and
+/// removed at once proves a folder writable).
 struct Preflight {
     /// Who the child runs as, when that differs from us.
     creds: Option<Creds>,
@@ -132,6 +140,8 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
+    check_writable("state dir", &cfg.supervisor.state_dir)?;
+    check_writable("log dir", &cfg.log.dir)?;
     let attributes = attributes(cfg)?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -197,6 +207,39 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         attributes,
         warnings,
     })
+}
+
+/// Can files be created in `dir` (or, while it does not exist, in the
+/// nearest folder above it, where `run` will create it)? Tried for real —
+/// a file created and removed at once — since modes alone do not tell a
+/// read-only mount, an immutable folder or a quota. A 78 naming the folder
+/// and the system's reason.
+fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
+    let Some(existing) = dir.ancestors().find(|d| d.symlink_metadata().is_ok()) else {
+        return Ok(());
+    };
+    let probe = existing.join(format!(".supervisor-check.{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => {
+            let place = if existing == dir {
+                String::new()
+            } else {
+                format!(" (it would be created in {})", existing.display())
+            };
+            Err(Fatal::config(format!(
+                "{what} {}: cannot create files there{place}: {e}; nothing started",
+                dir.display()
+            )))
+        }
+    }
 }
 
 /// Hostile state and log folders (a link, not ours, writable by others)
@@ -286,6 +329,16 @@ fn run(path: &Path) -> Outcome {
     let held = daemon::signals::hold();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
+        Ok(Err(held)) if held.pid == Some(std::process::id() as i32) => {
+            // Our own pid holds it: a reload executed this image and the
+            // handoff did not come with it. The service is ours and we
+            // cannot carry it on: fail, so the service manager restarts it.
+            return Err(Fatal::failure(format!(
+                "this process (pid {}) holds the lock {} already: a reload executed it without a handoff; exiting",
+                std::process::id(),
+                pid_path.display()
+            )));
+        }
         Ok(Err(held)) => return already_running(&cfg, held.pid),
         Err(e) => {
             return Err(Fatal::failure(format!(

@@ -53,6 +53,7 @@ mod commands;
 pub mod config;
 mod daemon;
 mod exit;
+mod fsafe;
 mod health;
 mod jobfile;
 mod listener;

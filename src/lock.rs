@@ -18,88 +18,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::state::Record;
 use crate::sys;
 
-/// Why a folder of ours cannot be used. Maps to exit 78: nothing started.
-#[derive(Debug)]
-pub(crate) struct DirError {
-    pub(crate) what: &'static str,
-    pub(crate) path: PathBuf,
-    pub(crate) reason: String,
-}
-
-impl std::fmt::Display for DirError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.what, self.path.display(), self.reason)
-    }
-}
-
-impl From<DirError> for crate::exit::Fatal {
-    fn from(e: DirError) -> Self {
-        crate::exit::Fatal::config(format!("{e}; nothing started"))
-    }
-}
-
-/// Refuse a folder that another local user could tamper with: a symbolic
-/// link, not a folder, not ours, or writable by group or others. A missing
-/// folder is fine (`Ok(false)`); it is created later by its owner.
-pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
-    let err = |reason: String| DirError {
-        what,
-        path: path.to_owned(),
-        reason,
-    };
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(err(format!("cannot inspect it: {e}"))),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(err(
-            "is a symbolic link; refusing to follow it (use the real path)".into(),
-        ));
-    }
-    if !meta.is_dir() {
-        return Err(err("exists and is not a folder".into()));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(err(format!(
-            "is owned by uid {}, not by us (uid {euid}); refusing to use it",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(err(format!(
-            "is writable by group or others (mode {:o}); run `chmod go-w {}`",
-            meta.mode() & 0o7777,
-            path.display()
-        )));
-    }
-    Ok(true)
-}
-
-/// Create a folder (and missing parents) with `mode`, then check it again:
-/// a link planted between the check and the creation is still refused.
-pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
-    if let Err(e) = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-    {
-        return Err(DirError {
-            what,
-            path: path.to_owned(),
-            reason: format!("cannot create it: {e}"),
-        });
-    }
-    check_dir(what, path).map(|_| ())
-}
+pub(crate) use crate::fsafe::{check_dir, create_dir};
 
 /// Another supervisor holds the lock.
 #[derive(Debug)]

@@ -117,6 +117,42 @@ pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, json: 
     code
 }
 
+/// `supervisor status --check ready`: no output, only the exit code — 0
+/// when the child runs and is ready, 1 otherwise (starting, backing off,
+/// stopping, an unreadable record), 3 when no supervisor runs. The same
+/// proofs as `status`, no more: it answers in a few milliseconds.
+pub(crate) fn ready(found: Result<(StateLocation, Option<Config>), String>) -> i32 {
+    let Ok((loc, cfg)) = found else {
+        return exit::FAILURE;
+    };
+    match lock::find(&loc.pid_path(), &loc.state_path()) {
+        Finding::NotRunning => exit::NOT_RUNNING,
+        Finding::Unknown { .. } => exit::FAILURE,
+        Finding::Running { record, .. } => {
+            let address = cfg.as_ref().map(|c| c.listen.address.to_string());
+            if lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir)
+                .is_some()
+            {
+                return exit::CONFIG;
+            }
+            match is_ready(&live_record(&loc, *record, SystemTime::now())) {
+                true => exit::OK,
+                false => exit::FAILURE,
+            }
+        }
+    }
+}
+
+/// Running and ready: `running` is only recorded once ready, and the child
+/// it names was just proven alive.
+fn is_ready(rec: &Record) -> bool {
+    rec.state == "running"
+        && rec
+            .child
+            .as_ref()
+            .is_some_and(|c| c.ready && c.pid.is_some())
+}
+
 fn colour_wanted() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
@@ -255,6 +291,41 @@ mod tests {
                 config: None,
             }),
             ..Record::not_running()
+        }
+    }
+
+    #[test]
+    fn ready_means_running_with_a_ready_child() {
+        let child = |pid: Option<i32>, ready: bool| ChildInfo {
+            pid,
+            pgid: None,
+            start_time: None,
+            sid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            crash_streak: 0,
+            ready,
+            status: None,
+            last_probe: None,
+            spawn_error: None,
+        };
+        let table = [
+            ("running", Some(child(Some(7), true)), true),
+            ("running", Some(child(Some(7), false)), false),
+            ("running", Some(child(None, true)), false),
+            ("running", None, false),
+            ("starting", Some(child(Some(7), false)), false),
+            ("stopping", Some(child(Some(7), true)), false),
+            ("backoff", Some(child(None, false)), false),
+        ];
+        for (state, child, want) in table {
+            let rec = Record {
+                state: state.into(),
+                child,
+                ..starting(42)
+            };
+            assert_eq!(is_ready(&rec), want, "{state} {:?}", rec.child);
         }
     }
 

@@ -200,6 +200,64 @@ fn group_or_world_writable_folders_are_refused() {
     }
 }
 
+/// A config whose state folder (`which` = "state") or log folder (else)
+/// sits in `sub/` under the test's temp dir, so the test can spoil the
+/// folder above it.
+fn env_below(sub: &str, which: &str) -> Env {
+    let setup = Setup::new("serve.py");
+    if which == "state" {
+        setup.set("supervisor", "state_dir", &format!("{sub}/run"))
+    } else {
+        setup.set("log", "dir", &format!("{sub}/logs"))
+    }
+    .build()
+}
+
+/// `check-config` refuses as `run` does: 78, one line naming `folder`.
+fn expect_check_config_refused(env: &Env, folder: &Path, why: &str) {
+    let out = env.cli(&["check-config"]);
+    let folder_s = folder.display().to_string();
+    if out.code != Some(78) || !out.stderr.contains(&folder_s) || !out.stderr.contains(why) {
+        env.fail(format!(
+            "want check-config to exit 78 naming {folder_s} and {why:?}\n{out}"
+        ));
+    }
+}
+
+#[test]
+fn a_folder_above_the_state_and_log_dirs_owned_by_another_user_is_refused() {
+    if !can_chown() {
+        return;
+    }
+    for which in ["state", "log"] {
+        let env = env_below("svc", which);
+        let svc = env.path("svc");
+        mkdir(&svc, 0o755);
+        chown(&svc, NOBODY);
+        let why = format!("owned by uid {NOBODY}");
+        expect_refused(&env, &[&env.dir], &svc, &why);
+        expect_check_config_refused(&env, &svc, &why);
+    }
+}
+
+#[test]
+fn a_world_writable_folder_above_without_the_sticky_bit_is_refused() {
+    for (mode, which) in [(0o777, "state"), (0o775, "log"), (0o757, "log")] {
+        let env = env_below("shared", which);
+        let shared = env.path("shared");
+        mkdir(&shared, mode);
+        expect_refused(&env, &[&env.dir], &shared, "writable by group or others");
+        expect_check_config_refused(&env, &shared, "writable by group or others");
+    }
+    // With the sticky bit (like /tmp) it is fine above folders of ours.
+    let env = env_below("shared", "log");
+    mkdir(&env.path("shared"), 0o1777);
+    let out = env.cli(&["check-config"]);
+    if out.code != Some(0) {
+        env.fail(format!("a sticky folder above ours was refused\n{out}"));
+    }
+}
+
 #[test]
 fn state_dir_that_is_a_file_is_refused() {
     let env = serve_env();

@@ -878,3 +878,192 @@ fn a_state_json_from_before_boot_naming_an_innocent_group_is_never_signalled() {
     plant(&env, None, Some(rec.to_string().as_bytes()));
     starts_anyway(&env, Some(&innocent));
 }
+
+// ============================================ issue 25 item 6: not a file
+
+/// A config that is not a regular file — a FIFO nobody writes to, a Unix
+/// socket — is refused at once with "not a regular file" by every command
+/// that reads it: the open never waits for a writer.
+#[test]
+fn a_fifo_or_socket_config_is_refused_promptly_by_every_command() {
+    let env = Setup::new("serve.py").build();
+    let fifo = env.path("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let sock = env.path("sock.toml");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind a unix socket");
+    // check-config is 78; status says unknown (4) as SPEC's table has it
+    // for an invalid config; the commands that act are 78.
+    let cases: &[(&[&str], i32)] = &[
+        (&["check-config"], 78),
+        (&["status"], 4),
+        (&["stop"], 78),
+        (&["restart"], 78),
+        (&["run"], 78),
+    ];
+    for (config, what) in [(&fifo, "a FIFO"), (&sock, "a socket")] {
+        for (args, code) in cases {
+            let out = env.cli_with(config, args, Duration::from_secs(10));
+            let all = format!("{}{}", out.stdout, out.stderr);
+            if out.code != Some(*code) || !all.contains("not a regular file") {
+                env.fail(format!(
+                    "{what} as the config: expected exit {code} saying \"not a regular file\"\n{out}"
+                ));
+            }
+            if out.took > Duration::from_secs(5) {
+                env.fail(format!("{what} as the config: took {:?}\n{out}", out.took));
+            }
+        }
+    }
+    assert!(!env.state_dir.exists(), "nothing created");
+}
+
+// ========================================= issue 25 item 7: check-config
+
+/// A tmpfs mounted read-only (mode 0700, ours) for the test, unmounted when
+/// dropped. None (with the reason) where mounting is not allowed.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn at(dir: &std::path::Path) -> Result<ReadOnlyMount, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        fs::create_dir_all(dir).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,mode=0700,size=64k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(ReadOnlyMount(dir.to_owned()))
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `run` fails on a read-only state dir ("Read-only file system");
+/// `check-config` now says so too (78) instead of "valid".
+#[cfg(target_os = "linux")]
+#[test]
+fn check_config_refuses_a_read_only_state_dir() {
+    let probe = tempfile::tempdir().expect("temp dir");
+    let ro = probe.path().join("ro");
+    let env = Setup::new("serve.py")
+        .set("supervisor", "state_dir", ro.to_str().expect("utf-8"))
+        .build();
+    let _mount = match ReadOnlyMount::at(&ro) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let out = env.cli(&["check-config"]);
+    if out.code != Some(78)
+        || !out.stderr.contains("Read-only file system")
+        || !out.stderr.contains(&ro.display().to_string())
+    {
+        env.fail(format!("check-config on a read-only state dir\n{out}"));
+    }
+    if !out.stdout.is_empty() {
+        env.fail(format!(
+            "an invalid config prints no resolved config\n{out}"
+        ));
+    }
+    let run = env.cli_with(&env.config, &["run"], DEADLINE);
+    if run.code == Some(0) || !run.stderr.contains("Read-only file system") {
+        env.fail(format!("run on a read-only state dir\n{run}"));
+    }
+}
+
+/// A state dir whose pid file path passes PATH_MAX: `run` used to create
+/// the folders and then fail (1); now both refuse it first (78), naming
+/// the key, and nothing is created.
+#[test]
+fn check_config_and_run_refuse_a_state_dir_longer_than_path_max() {
+    let long = format!("deep/{}", "d/".repeat(2100));
+    let env = Setup::new("serve.py")
+        .set("supervisor", "state_dir", &long)
+        .build();
+    let deep = env.path("deep");
+    for args in [&["check-config"][..], &["run"][..]] {
+        let out = env.cli(args);
+        if out.code != Some(78)
+            || !out.stderr.contains("key `supervisor.state_dir`")
+            || !out.stderr.contains("PATH_MAX")
+        {
+            env.fail(format!("a state dir longer than PATH_MAX\n{out}"));
+        }
+    }
+    assert!(!deep.exists(), "nothing created");
+}
+
+/// A config that has no folder of its own — a deleted file reached as
+/// `/dev/fd/5`, a pipe as from `--config <(cat sup.toml)` — cannot give
+/// `state_dir = "run"` a meaning: refused (78) naming why, not resolved
+/// to `/dev/fd/run`.
+#[test]
+fn check_config_refuses_relative_paths_against_a_descriptor_config() {
+    let env = Setup::new("serve.py").build();
+    let text = fs::read(&env.config).expect("config");
+    let run_with_fd5 = |fd: std::os::fd::RawFd, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg("/dev/fd/5").args(args);
+        cmd.stdin(Stdio::null()).current_dir(&env.dir);
+        // SAFETY: dup2 between two open descriptors, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 5) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run the supervisor");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A deleted regular file: readable, but its folder is /dev/fd.
+    let gone = env.path("gone.toml");
+    fs::write(&gone, &text).expect("write");
+    let file = fs::File::open(&gone).expect("open");
+    fs::remove_file(&gone).expect("unlink");
+    use std::os::fd::AsRawFd;
+    for args in [&["check-config"][..], &["run"][..]] {
+        let (code, stderr) = run_with_fd5(file.as_raw_fd(), args);
+        if code != Some(78)
+            || !stderr.contains("not a real folder")
+            || !stderr.contains("key `supervisor.state_dir`")
+        {
+            env.fail(format!(
+                "{args:?} with a deleted config as /dev/fd/5: {code:?}\n{stderr}"
+            ));
+        }
+    }
+
+    // A pipe, as `<(cat sup.toml)` gives.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let mut writer = fs::File::from(write);
+    std::io::Write::write_all(&mut writer, &text).expect("fill the pipe");
+    drop(writer);
+    let (code, stderr) = run_with_fd5(read.as_raw_fd(), &["check-config"]);
+    if code != Some(78) || !stderr.contains("not a regular file") {
+        env.fail(format!("a pipe as the config: {code:?}\n{stderr}"));
+    }
+    assert!(
+        !env.dir.join("run").exists() && !env.state_dir.exists(),
+        "nothing created"
+    );
+}

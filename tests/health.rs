@@ -146,6 +146,45 @@ fn a_child_that_stops_pinging_is_restarted_after_the_watchdog() {
     }
 }
 
+/// README "[health]": as under systemd, one missed watchdog ping restarts
+/// the child; `failures = 3` does not make it three. The child pings every
+/// 0.5 s (WATCHDOG_USEC/4) and then stops; its last ping was 0.5 s before
+/// its `frozen` event, so the stop signal is due 1.5 s after `frozen` (three
+/// misses would be 5.5 s).
+#[test]
+fn one_missed_watchdog_ping_restarts_although_failures_is_3() {
+    let env = Setup::new("notify.py")
+        .arg("watchdog")
+        .arg("3")
+        .raw("health", "notify", "true")
+        .set("health", "watchdog", "2s")
+        .raw("health", "failures", "3")
+        .restart("initial_backoff", "100ms")
+        .build();
+    let _sup = env.spawn();
+    env.wait_for("the child stopped after its pings ended", DEADLINE, || {
+        !env.events_of("term").is_empty()
+    });
+    let frozen = env.events_of("frozen");
+    let Some(frozen) = frozen.first() else {
+        env.fail("stopped before the child stopped pinging");
+    };
+    let term = &env.events_of("term")[0];
+    let gap = term.t - frozen.t;
+    if !(1.0..4.0).contains(&gap) {
+        env.fail(format!(
+            "stop signal {gap:.3}s after the pings stopped; expected about 1.5s (one missed 2s ping)"
+        ));
+    }
+    let log = std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    let unhealthy: Vec<&str> = log.lines().filter(|l| l.contains("is unhealthy")).collect();
+    if unhealthy.len() != 1
+        || !unhealthy[0].contains("no WATCHDOG=1 within 2s (one missed ping is a failure)")
+    {
+        env.fail(format!("supervisor.log should say it once: {unhealthy:?}"));
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn notify_messages_from_outside_the_childs_group_are_ignored() {

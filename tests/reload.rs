@@ -270,6 +270,58 @@ fn a_binary_that_fails_its_preflight_is_not_executed() {
     let _ = sup.wait();
 }
 
+/// `reload` onto `bin` replaced by `script` (issue 25): refused before the
+/// exec, exit 1 naming the binary and what it answered; the old image
+/// runs on with the same child and the port never stops answering.
+fn refused_before_exec(script: &str, answered: &str) {
+    let env = Setup::new("http_health.py").build();
+    let bin = own_binary(&env);
+    let real = env.path("supervisor-real");
+    fs::copy(&bin, &real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sup = run_from(&bin, &env);
+    serving(&env);
+    let before = child(&env);
+    replace(
+        &bin,
+        script.replace("REAL", &real.to_string_lossy()).as_bytes(),
+    );
+    let hammer = Hammer::start(env.addr());
+    let out = env.cli(&["reload"]);
+    expect_code(&env, &out, 1);
+    if !out.stderr.contains(&bin) || !out.stderr.contains(answered) {
+        env.fail(format!(
+            "reload should name {bin} and what it answered ({answered:?})\n{out}"
+        ));
+    }
+    let tally = hammer.finish();
+    no_refusals(&env, &tally);
+    let (pid, reloads) = supervisor(&env);
+    if pid != sup.id() as i64 || reloads != 0 || child(&env) != before {
+        env.fail("the old image did not run on untouched");
+    }
+    serving(&env);
+    if sup.try_wait().unwrap().is_some() {
+        env.fail("the supervisor exited");
+    }
+    let out = env.cli(&["stop"]);
+    expect_code(&env, &out, 0);
+    let _ = sup.wait();
+}
+
+#[test]
+fn a_program_that_exits_0_is_not_executed() {
+    refused_before_exec("#!/bin/sh\nexit 0\n", "does not speak the handoff protocol");
+}
+
+#[test]
+fn a_binary_answering_an_old_handoff_version_is_not_executed() {
+    refused_before_exec(
+        "#!/bin/sh\n[ \"$1\" = handoff-version ] && { echo 'supervisor-handoff 0'; exit 0; }\nexec 'REAL' \"$@\"\n",
+        "speaks handoff version 0",
+    );
+}
+
 #[test]
 fn a_new_image_that_cannot_check_the_running_config_carries_on() {
     // The race the preflight cannot close: check-config passes, then the

@@ -267,6 +267,20 @@ pub(super) static KEYS: &[KeyDef] = &[
         |c| Some(r::duration(c.restart.reset_after)),
     ),
     key(
+        "restart",
+        "overlap",
+        "a requested restart starts the new child before stopping the old one",
+        |c, i, _| set(&mut c.restart.overlap, v::boolean(i)),
+        |c| Some(Value::from(c.restart.overlap)),
+    ),
+    key(
+        "restart",
+        "give_up_after",
+        "failed starts in a row after which the supervisor stops and exits 1 (0: never)",
+        |c, i, _| set(&mut c.restart.give_up_after, a::int_in(i, 0, 1_000_000)),
+        |c| Some(r::int(c.restart.give_up_after)),
+    ),
+    key(
         "log",
         "dir",
         "supervisor.log and child.log",
@@ -343,14 +357,14 @@ pub(super) static KEYS: &[KeyDef] = &[
     key(
         "health",
         "failures",
-        "failed probes in a row that make it unhealthy",
+        "failed HTTP probes in a row that make it unhealthy",
         |c, i, _| set(&mut c.health.failures, a::int_in(i, 1, 1000)),
         |c| Some(r::int(c.health.failures)),
     ),
     key(
         "health",
         "watchdog",
-        "with notify: WATCHDOG_USEC; a missed ping is a failure",
+        "with notify: WATCHDOG_USEC; as systemd, one missed ping restarts the child",
         |c, i, _| {
             let why = "every ping would be late";
             set(&mut c.health.watchdog, a::positive(i, HOUR, why).map(Some))
@@ -476,6 +490,14 @@ pub(super) fn cross_checks(c: &mut Config, found: &Found, sub: &mut Sub) {
             found.span("health", "watchdog"),
             "health.watchdog",
             "needs notify = true: the child pings with WATCHDOG=1 over the notify socket",
+        );
+    }
+
+    if c.restart.overlap && !c.health.readiness() {
+        sub.report(
+            found.span("restart", "overlap"),
+            "restart.overlap",
+            "needs [health] notify = true or http: without a readiness signal there is no moment at which the old child may go",
         );
     }
 

@@ -30,6 +30,7 @@ mod lenient;
 mod render;
 #[cfg(test)]
 mod tests;
+mod usable;
 mod values;
 
 pub use keys::schema;
@@ -109,6 +110,12 @@ pub struct RestartSection {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub reset_after: Duration,
+    /// A requested restart of a ready child starts the new child first
+    /// (a handover); needs a readiness signal.
+    pub overlap: bool,
+    /// Failed starts in a row after which the supervisor stops and exits 1
+    /// (an orchestrator's restart policy takes over); 0: never.
+    pub give_up_after: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,40 +170,51 @@ pub struct AlertsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AlertEvent {
     CrashLoop,
+    /// `restart.give_up_after` failed starts in a row: the supervisor stops
+    /// and exits 1.
+    GaveUp,
     PortBusy,
     Unhealthy,
     Memory,
     Recovered,
     Exit,
+    /// A handover's new child failed; the old one serves on.
+    HandoverFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 6] = [
+    pub const ALL: [AlertEvent; 8] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
         AlertEvent::Exit,
+        AlertEvent::HandoverFailed,
     ];
     /// Every event but `exit`, which would fire on each restart.
-    pub const DEFAULT: [AlertEvent; 5] = [
+    pub const DEFAULT: [AlertEvent; 7] = [
         AlertEvent::CrashLoop,
+        AlertEvent::GaveUp,
         AlertEvent::PortBusy,
         AlertEvent::Unhealthy,
         AlertEvent::Memory,
         AlertEvent::Recovered,
+        AlertEvent::HandoverFailed,
     ];
 
     /// The name in the config file and in `SUPERVISOR_EVENT`.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertEvent::CrashLoop => "crash-loop",
+            AlertEvent::GaveUp => "gave-up",
             AlertEvent::PortBusy => "port-busy",
             AlertEvent::Unhealthy => "unhealthy",
             AlertEvent::Memory => "memory",
             AlertEvent::Recovered => "recovered",
             AlertEvent::Exit => "exit",
+            AlertEvent::HandoverFailed => "handover-failed",
         }
     }
 
@@ -328,7 +346,11 @@ impl Config {
                 path.display()
             ))
         })?;
-        Config::parse(&text, &path)
+        let cfg = Config::parse(&text, &path)?;
+        match usable::problems(&cfg) {
+            problems if problems.is_empty() => Ok(cfg),
+            problems => Err(ConfigError { problems }),
+        }
     }
 
     /// Validates `text` as if read from `path`: relative paths in it resolve
@@ -379,6 +401,8 @@ impl Config {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 reset_after: Duration::from_secs(60),
+                overlap: false,
+                give_up_after: 0,
             },
             log: LogSection {
                 dir: folder.join("logs"),
@@ -485,14 +509,42 @@ fn resolve(path: &Path) -> Result<PathBuf, ConfigError> {
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
-/// The file's bytes, refusing anything unreasonably large.
+/// The file's bytes, refusing anything that is not a regular file (a FIFO
+/// would block the open until a writer comes, a device would never end)
+/// and anything unreasonably large. The open itself never blocks
+/// (`O_NONBLOCK`, no effect on a regular file), and the type is checked on
+/// the opened descriptor, so a path swapped after the first look is caught.
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: &dyn std::fmt::Display| {
         ConfigError::one(format!("{}: cannot read: {e}", path.display()))
     };
+    let not_regular = |kind: std::fs::FileType| {
+        ConfigError::one(format!(
+            "{}: not a regular file ({}); give the config as a file (relative paths in it \
+             resolve against its folder)",
+            path.display(),
+            file_kind(kind)
+        ))
+    };
+    // A socket cannot be opened at all (ENXIO): look first to say what it is.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(not_regular(meta.file_type()));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| cannot(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(cannot(&format_args!(
@@ -500,4 +552,22 @@ fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
         )));
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in words.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO or pipe, such as <(...)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        "not a file"
+    }
 }

@@ -8,21 +8,14 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tracing::{info, warn};
 
-use crate::child::PROTOCOL_ENV;
+use super::helper::Helper;
 use crate::config::AlertEvent;
 use crate::policy::ExitKind;
-use crate::sys;
 use crate::text::{describe_exit, human};
 
 /// Alerts waiting for the one running; more are dropped and counted.
@@ -47,13 +40,10 @@ pub(crate) struct Last {
 }
 
 struct Running {
-    pid: i32,
+    helper: Helper,
     event: AlertEvent,
-    deadline: Instant,
-    killed: bool,
     /// Killed because the supervisor exits, not for its timeout.
     cut: bool,
-    output: Option<pipe::Receiver>,
     /// Bytes of output logged so far, and the partial last line.
     logged: usize,
     partial: Vec<u8>,
@@ -96,10 +86,7 @@ impl Hooks {
 
     /// When the running hook is killed, if one runs.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.running
-            .as_ref()
-            .filter(|r| !r.killed)
-            .map(|r| r.deadline)
+        self.running.as_ref().and_then(|r| r.helper.deadline())
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -108,47 +95,36 @@ impl Hooks {
 
     /// The deadline passed: kill the hook's process group.
     pub(crate) fn tick(&mut self, now: Instant) {
-        let Some(r) = self.running.as_mut() else {
+        let Some(r) = self.running.as_mut().filter(|r| r.helper.overdue(now)) else {
             return;
         };
-        if r.killed || now < r.deadline {
-            return;
-        }
-        r.killed = true;
         warn!(
             "alert command for {} still runs after {}; killing its process group {}",
             r.event.as_str(),
             human(self.timeout),
-            r.pid
+            r.helper.pid()
         );
-        let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
+        r.helper.kill();
     }
 
     /// Kill the running hook's process group now, saying why.
     pub(crate) fn kill_now(&mut self, why: &str) {
-        let Some(r) = self.running.as_mut().filter(|r| !r.killed) else {
+        let Some(r) = self.running.as_mut().filter(|r| !r.helper.killed()) else {
             return;
         };
-        r.killed = true;
         r.cut = true;
         warn!(
             "alert command for {} still runs; killing its process group {}: {why}",
             r.event.as_str(),
-            r.pid
+            r.helper.pid()
         );
-        let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
+        r.helper.kill();
     }
 
-    /// Read what the running hook printed; pending while there is nothing
-    /// to read (or no hook). Call `output_ready` with the result.
-    pub(crate) async fn output(&mut self) -> io::Result<Vec<u8>> {
-        let Some(rx) = self.running.as_mut().and_then(|r| r.output.as_mut()) else {
-            return std::future::pending().await;
-        };
-        let mut buf = vec![0u8; 4096];
-        let n = rx.read(&mut buf).await?;
-        buf.truncate(n);
-        Ok(buf)
+    /// The running hook, whose output the driver's loop reads (and passes
+    /// to `output_ready`).
+    pub(crate) fn helper(&mut self) -> Option<&mut Helper> {
+        self.running.as_mut().map(|r| &mut r.helper)
     }
 
     /// Log what the hook printed (whole lines, up to the cap); an empty
@@ -157,10 +133,9 @@ impl Hooks {
         let Some(r) = self.running.as_mut() else {
             return;
         };
-        let bytes = match read {
-            Ok(b) if !b.is_empty() => b,
-            _ => {
-                r.output = None;
+        let bytes = match r.helper.read(read) {
+            Some(b) => b,
+            None => {
                 let rest = std::mem::take(&mut r.partial);
                 log_line(r, &rest);
                 return;
@@ -180,7 +155,7 @@ impl Hooks {
     /// A reaped pid: if it is the running hook, record how it ended and
     /// start the next one. Whether it was ours.
     pub(crate) fn reaped(&mut self, pid: i32, kind: ExitKind) -> bool {
-        let Some(mut r) = self.running.take_if(|r| r.pid == pid) else {
+        let Some(mut r) = self.running.take_if(|r| r.helper.pid() == pid) else {
             return false;
         };
         // Whatever of its output is still buffered is dropped with the
@@ -194,7 +169,7 @@ impl Hooks {
                 r.dropped
             );
         }
-        let result = match (kind, r.killed) {
+        let result = match (kind, r.helper.killed()) {
             (ExitKind::Code(0), _) => "exited with code 0".to_owned(),
             (_, true) if r.cut => "killed: the supervisor was exiting".to_owned(),
             (_, true) => format!("killed after the {} timeout", human(self.timeout)),
@@ -212,12 +187,13 @@ impl Hooks {
         true
     }
 
-    /// Give up on what is queued (at exit); the running hook keeps its own
-    /// deadline.
-    pub(crate) fn drop_queue(&mut self) -> usize {
+    /// Give up on what is queued (at exit) but `keep` (the alert that says
+    /// why the supervisor exits, started next); the running hook keeps its
+    /// own deadline.
+    pub(crate) fn drop_queue(&mut self, keep: AlertEvent) -> usize {
         let n = self.queue.len();
-        self.queue.clear();
-        n
+        self.queue.retain(|job| job.event == keep);
+        n - self.queue.len()
     }
 
     fn start_next(&mut self) {
@@ -236,7 +212,7 @@ impl Hooks {
                         "alert {}: started {} (pid {})",
                         job.event.as_str(),
                         self.command.join(" "),
-                        r.pid
+                        r.helper.pid()
                     );
                     self.running = Some(r);
                 }
@@ -262,59 +238,15 @@ impl Hooks {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
         let mut cmd = Command::new(program);
         cmd.args(args).envs(job.env.iter().map(|(k, v)| (k, v)));
-        let (pid, output) = spawn_helper(cmd, true)?;
         Ok(Running {
-            pid,
+            helper: Helper::spawn(cmd, true, self.timeout)?,
             event: job.event,
-            deadline: Instant::now() + self.timeout,
-            killed: false,
             cut: false,
-            output,
             logged: 0,
             partial: Vec::new(),
             dropped: 0,
         })
     }
-}
-
-/// Start a helper of ours (an alert command, a reload's preflight): in its
-/// own process group, stdin from /dev/null, none of the protocols'
-/// variables, every signal at its default; its stderr (and stdout, with
-/// `stdout`) into one pipe the loop reads. It is reaped by the driver's one
-/// reaper like every other child, never waited for here.
-pub(super) fn spawn_helper(
-    mut cmd: Command,
-    stdout: bool,
-) -> io::Result<(i32, Option<pipe::Receiver>)> {
-    let (reader, writer) = io::pipe()?;
-    let out = match stdout {
-        true => Stdio::from(writer.try_clone()?),
-        false => Stdio::null(),
-    };
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(writer)
-        .process_group(0);
-    for var in PROTOCOL_ENV {
-        cmd.env_remove(var);
-    }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            sys::reset_signals_after_fork();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    // `cmd` holds the pipe's write end in its stdio setup: drop it, so the
-    // read end sees EOF once the helper's last holder exits.
-    drop(cmd);
-    let pid = child.id() as i32;
-    drop(child);
-    Ok((
-        pid,
-        pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok(),
-    ))
 }
 
 /// One line of a hook's output into supervisor.log, within the cap.

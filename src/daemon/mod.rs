@@ -22,9 +22,11 @@
 //! writing it; [`probes`] HTTP probe timing; [`memory`] `max_memory`
 //! sampling; [`orphan`] an earlier supervisor's leftovers; [`targets`]
 //! what stop signals go to; [`alerting`] and [`hooks`] the alert rule's
-//! side and the alert command; [`reload`] re-executing in place.
+//! side and the alert command, [`helper`] running either it or a reload's
+//! preflight; [`reload`] re-executing in place.
 
 mod alerting;
+mod helper;
 mod hooks;
 mod launch;
 pub(crate) mod memory;
@@ -115,6 +117,9 @@ pub(crate) struct Daemon {
     /// resolves it again, so after an upgrade that moved the link (Homebrew)
     /// the new binary is the one executed.
     exe: PathBuf,
+    /// Why the supervisor gave up (`restart.give_up_after`): it exits 1
+    /// with this as its last line once everything is stopped.
+    gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
@@ -168,10 +173,10 @@ enum Wake {
     ProbeDue,
     StateRetry,
     MemoryCheck,
-    AlertTick,
-    HookOutput(std::io::Result<Vec<u8>>),
-    ReloadTick,
-    Preflight(std::io::Result<Vec<u8>>),
+    /// The alert rule's, the alert command's or the preflight's deadline.
+    HelperTick,
+    /// Output of the alert command (`true`) or the preflight.
+    HelperOutput(bool, std::io::Result<Vec<u8>>),
 }
 
 impl Daemon {
@@ -190,6 +195,9 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
+            // Not carried out by this driver yet: every restart stops first.
+            overlap: false,
+            give_up_after: cfg.restart.give_up_after,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
                 probe_ready: !cfg.health.notify && cfg.health.http.is_some(),
@@ -281,6 +289,7 @@ impl Daemon {
                 .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after)),
             subreaper: false,
             exe,
+            gave_up: None,
             reloading: None,
             next_listener: None,
             cfg,
@@ -329,7 +338,8 @@ impl Daemon {
             };
             let memory_armed = self.memory.arm(running, Instant::now());
             let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
-            let reload_due = self.reload_deadline();
+            let reload_due = self.reloading.as_ref().and_then(|p| p.deadline());
+            let helper_due = alert_due.into_iter().chain(reload_due).min();
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
@@ -339,10 +349,11 @@ impl Daemon {
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
                 _ = self.memory.elapsed(), if memory_armed => Wake::MemoryCheck,
-                _ = sleep_until(alert_due), if alert_due.is_some() => Wake::AlertTick,
-                out = hook_output(self.alerting.as_mut()) => Wake::HookOutput(out),
-                _ = sleep_until(reload_due), if reload_due.is_some() => Wake::ReloadTick,
-                said = reload::preflight_output(self.reloading.as_mut()) => Wake::Preflight(said),
+                _ = sleep_until(helper_due), if helper_due.is_some() => Wake::HelperTick,
+                (hook, out) = helper::output(
+                    self.alerting.as_mut().and_then(|a| a.hooks().helper()),
+                    self.reloading.as_mut().map(reload::Preflight::helper),
+                ) => Wake::HelperOutput(hook, out),
             };
             match wake {
                 Wake::Signal(Some(sig)) => self.on_signal(sig),
@@ -369,17 +380,20 @@ impl Daemon {
                 Wake::ProbeDue => self.probes.start(),
                 Wake::StateRetry => self.write_state(),
                 Wake::MemoryCheck => self.check_memory(),
-                Wake::AlertTick => {
-                    self.alert_tick();
-                    self.write_state();
+                Wake::HelperTick => {
+                    let now = Instant::now();
+                    if alert_due.is_some_and(|d| d <= now) {
+                        self.alert_tick();
+                        self.write_state();
+                    }
+                    self.reload_tick(now);
                 }
-                Wake::HookOutput(out) => {
+                Wake::HelperOutput(true, out) => {
                     if let Some(a) = self.alerting.as_mut() {
                         a.hooks().output_ready(out);
                     }
                 }
-                Wake::ReloadTick => self.reload_tick(),
-                Wake::Preflight(said) => self.preflight_said(said),
+                Wake::HelperOutput(false, said) => self.preflight_said(said),
             }
         }
         self.finish_alerts(&mut signals).await;
@@ -392,7 +406,10 @@ impl Daemon {
         if let Err(e) = self.state.lock().clear_pid() {
             warn!("cannot empty {}: {e}", self.cfg.pid_path().display());
         }
-        Ok(())
+        match self.gave_up.take() {
+            Some(why) => Err(Fatal::failure(format!("{why}; everything is stopped"))),
+            None => Ok(()),
+        }
     }
 
     /// Continue where an earlier supervisor left off: its crash streak, and
@@ -606,6 +623,9 @@ impl Daemon {
                 None
             }
             Action::Exit => None,
+            // Never asked for while `overlap` is off.
+            Action::SpawnNew => Some(Event::NewSpawnFailed),
+            Action::SignalSecond { .. } | Action::StopAlso { .. } => None,
         }
     }
 
@@ -616,7 +636,7 @@ impl Daemon {
         let Some(a) = self.alerting.as_mut() else {
             return;
         };
-        let dropped = a.hooks().drop_queue();
+        let dropped = a.hooks().drop_queue(crate::config::AlertEvent::GaveUp);
         if dropped > 0 {
             warn!(
                 "exiting: {} not sent",
@@ -653,7 +673,7 @@ impl Daemon {
                         a.hooks().kill_now("the supervisor is exiting");
                     }
                 }
-                out = hook_output(self.alerting.as_mut()) => {
+                (_, out) = helper::output(self.alerting.as_mut().and_then(|a| a.hooks().helper()), None) => {
                     if let Some(a) = self.alerting.as_mut() {
                         a.hooks().output_ready(out);
                     }
@@ -672,14 +692,6 @@ impl Daemon {
 async fn recv_notice(sock: Option<&NotifySocket>) -> Result<Notice, health::Rejected> {
     match sock {
         Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// What the running alert command printed; pending without one.
-async fn hook_output(alerting: Option<&mut alerting::Alerting>) -> std::io::Result<Vec<u8>> {
-    match alerting {
-        Some(a) => a.hooks().output().await,
         None => std::future::pending().await,
     }
 }

@@ -10,7 +10,7 @@ use super::alerting::Context;
 use super::{memory, Daemon, KILL_GRACE};
 use crate::alerts::Seen;
 use crate::config::AlertEvent;
-use crate::policy::{ExitKind, Failure, Next, Note, Phase};
+use crate::policy::{ExitKind, Failure, Next, Note, Phase, Unmet};
 use crate::text::{count, describe_exit, human};
 
 /// A warning that others can cause at will (anyone on the machine can send
@@ -138,8 +138,10 @@ impl Daemon {
                         h.failures,
                         self.probes.path()
                     ),
+                    // One miss is enough, as under systemd: `failures`
+                    // counts HTTP probes only (README "[health]").
                     Failure::Watchdog => format!(
-                        "no WATCHDOG=1 within {}",
+                        "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
                     Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
@@ -166,10 +168,76 @@ impl Daemon {
                 ));
                 self.alert(Seen::Ready, |_| String::new());
             }
+            Note::Surrender { streak } => {
+                let last = match (&self.seen.spawn_error, self.machine.last_exit()) {
+                    (Some(e), _) => format!("; the last: {e}"),
+                    (None, Some(e)) => format!("; the last child {}", describe_exit(e.kind)),
+                    (None, None) => String::new(),
+                };
+                let why = format!(
+                    "gave up: {} in a row (restart.give_up_after = {}){last}",
+                    count(streak.into(), "failed start"),
+                    self.cfg.restart.give_up_after
+                );
+                error!(
+                    "{why}; stopping everything, then exiting 1 for the orchestrator to restart"
+                );
+                self.alert(Seen::GaveUp, |_| {
+                    format!("{addr}: {why}; the supervisor exits 1")
+                });
+                self.gave_up = Some(why);
+            }
             Note::GaveUp => error!(
                 "what was being stopped is still alive {} after SIGKILL; going on without it",
                 human(KILL_GRACE)
             ),
+            Note::HandoverStarted { old, new } => info!(
+                "handover: new child {new} started beside child {old}, which serves until {new} is ready"
+            ),
+            Note::HandoverDraining { old, new } => info!(
+                "handover: child {new} is ready and serves; stopping old child {old} (it gets {} to finish what it holds)",
+                human(self.cfg.child.stop_timeout)
+            ),
+            Note::HandoverDone { old, new } => {
+                info!("handover done: old child {old} is gone; child {new} serves")
+            }
+            Note::HandoverBusy => {
+                warn!("restart ignored: a handover is in progress")
+            }
+            Note::HandoverFailed { old, new, why } => {
+                let text = self.unmet(why);
+                let new = new.map_or("the new child".into(), |p| format!("new child {p}"));
+                let line = match why {
+                    Unmet::Stopping | Unmet::OldEnded => {
+                        format!("handover failed: {text}; stopping {new} as well")
+                    }
+                    _ => format!(
+                        "handover failed: {new} {text}; it is stopped and child {old} serves on"
+                    ),
+                };
+                warn!("{line}");
+                self.alert(Seen::HandoverFailed, |_| format!("{addr}: {line}"));
+            }
+            Note::Restarted(Ok(pid)) => info!("restart done: child {pid} serves"),
+            Note::Restarted(Err(why)) => warn!("restart failed: {}", self.unmet(why)),
+        }
+    }
+
+    /// Why a restart brought no new ready child, in words.
+    pub(super) fn unmet(&self, why: Unmet) -> String {
+        match why {
+            Unmet::SpawnFailed => format!(
+                "could not be started ({})",
+                self.seen.spawn_error.as_deref().unwrap_or("spawn failed")
+            ),
+            Unmet::BindFailed => format!("could not be started: {}", self.port_trouble()),
+            Unmet::Exited(kind) => format!("{} before it was ready", describe_exit(kind)),
+            Unmet::NotReady => format!(
+                "was not ready within start_timeout ({})",
+                human(self.cfg.health.start_timeout)
+            ),
+            Unmet::Stopping => "the supervisor is stopping".into(),
+            Unmet::OldEnded => "the serving child ended during the handover".into(),
         }
     }
 

@@ -248,12 +248,14 @@ mod tests {
 
     fn machine() -> Machine {
         Machine::new(Settings {
+            give_up_after: 0,
             initial_backoff: ms(1000),
             max_backoff: ms(8000),
             reset_after: ms(60_000),
             stop_timeout: ms(10_000),
             kill_grace: ms(5000),
             health: HealthPolicy::default(),
+            overlap: false,
         })
     }
 

@@ -3,9 +3,11 @@
 //! an upgraded binary never closes the port.
 //!
 //! 1. Preflight: the binary at the path we were started from (a replaced
-//!    one, after an upgrade) runs `check-config` on the config; it is told
-//!    the handoff version it would get, and refuses one it cannot read. It
-//!    is our child like any other: reaped by the one reaper, its stderr
+//!    one, after an upgrade) is asked which handoff it speaks (the hidden
+//!    `handoff-version`: anything but this build's version, an older build
+//!    or another program included, is never executed), then runs
+//!    `check-config` on the config, told the handoff version it would get.
+//!    Each is our child like any other: reaped by the one reaper, its stderr
 //!    read by the loop, killed after [`PREFLIGHT_TIMEOUT`]. A failure is
 //!    logged and recorded (`supervisor.reload_error`, which `reload`
 //!    prints) and nothing changes.
@@ -37,13 +39,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tracing::{info, warn};
 
+use super::helper::Helper;
 use super::record::Group;
 use super::{signals, Daemon};
 use crate::config::Config;
@@ -138,14 +137,52 @@ pub(crate) struct MachineHand {
     pub(crate) last_exit: Option<(Option<i32>, Option<i32>, u64)>,
 }
 
-/// The preflight under way.
+/// The preflight under way: first the new binary is asked which handoff
+/// it speaks, then it checks the config.
 pub(crate) struct Preflight {
-    pid: i32,
+    helper: Helper,
     exe: PathBuf,
-    deadline: Instant,
-    killed: bool,
-    stderr: Option<pipe::Receiver>,
+    step: Step,
     said: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// `EXE handoff-version`: an older build, or anything that is not a
+    /// supervisor, fails this.
+    Asking,
+    /// `EXE --config CONFIG check-config`.
+    Checking,
+}
+
+impl Preflight {
+    /// The process, whose output the driver's loop reads.
+    pub(super) fn helper(&mut self) -> &mut Helper {
+        &mut self.helper
+    }
+
+    /// When it is to be killed.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.helper.deadline()
+    }
+}
+
+/// The line `supervisor handoff-version` prints.
+pub(crate) fn handoff_answer() -> String {
+    format!("supervisor-handoff {HANDOFF_VERSION}")
+}
+
+/// The handoff version in what a binary answered to `handoff-version`:
+/// exactly one line `supervisor-handoff N`.
+fn answered_version(said: &str) -> Option<u32> {
+    match said.trim().lines().collect::<Vec<_>>().as_slice() {
+        [line] => line
+            .strip_prefix("supervisor-handoff ")?
+            .trim()
+            .parse()
+            .ok(),
+        _ => None,
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -259,68 +296,106 @@ impl Daemon {
         // link we were started through.
         let exe = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
         info!(
-            "SIGUSR2: reloading; checking {} with {} check-config",
+            "SIGUSR2: reloading; asking {} which handoff it speaks, then checking {} with it",
+            exe.display(),
             self.cfg.path.display(),
-            exe.display()
         );
-        match spawn_preflight(&exe, &self.cfg.path) {
-            Ok(p) => self.reloading = Some(p),
+        self.preflight_step(exe, Step::Asking);
+    }
+
+    fn preflight_step(&mut self, exe: PathBuf, step: Step) {
+        let mut cmd = Command::new(&exe);
+        match step {
+            Step::Asking => cmd.arg("handoff-version"),
+            Step::Checking => cmd
+                .arg("--config")
+                .arg(&self.cfg.path)
+                .arg("check-config")
+                .env(HANDOFF_VERSION_ENV, HANDOFF_VERSION.to_string()),
+        };
+        match Helper::spawn(cmd, step == Step::Asking, PREFLIGHT_TIMEOUT) {
+            Ok(helper) => {
+                self.reloading = Some(Preflight {
+                    helper,
+                    exe,
+                    step,
+                    said: Vec::new(),
+                })
+            }
             Err(e) => self.reload_failed(1, format!("cannot run {}: {e}", exe.display())),
         }
     }
 
-    /// When the preflight is to be killed, if one runs.
-    pub(super) fn reload_deadline(&self) -> Option<Instant> {
-        self.reloading
-            .as_ref()
-            .filter(|p| !p.killed)
-            .map(|p| p.deadline)
-    }
-
-    pub(super) fn reload_tick(&mut self) {
-        if let Some(p) = self.reloading.as_mut().filter(|p| !p.killed) {
-            if Instant::now() >= p.deadline {
-                p.killed = true;
-                let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
-            }
+    /// The preflight's deadline passed: kill it.
+    pub(super) fn reload_tick(&mut self, now: Instant) {
+        if let Some(p) = self.reloading.as_mut().filter(|p| p.helper.overdue(now)) {
+            p.helper.kill();
         }
     }
 
-    /// What the preflight printed on stderr (kept for the reason).
+    /// What the preflight printed (kept for the reason).
     pub(super) fn preflight_said(&mut self, got: io::Result<Vec<u8>>) {
-        let Some(p) = self.reloading.as_mut() else {
-            return;
-        };
-        match got {
-            Ok(b) if !b.is_empty() => {
+        if let Some(p) = self.reloading.as_mut() {
+            if let Some(b) = p.helper.read(got) {
                 let room = STDERR_CAP.saturating_sub(p.said.len());
                 p.said.extend_from_slice(&b[..b.len().min(room)]);
             }
-            _ => p.stderr = None,
         }
     }
 
     /// A reaped pid: the preflight's end, if it is. Whether it was.
     pub(super) fn preflight_reaped(&mut self, pid: i32, kind: ExitKind) -> bool {
-        let Some(mut p) = self.reloading.take_if(|p| p.pid == pid) else {
+        let Some(mut p) = self.reloading.take_if(|p| p.helper.pid() == pid) else {
             return false;
         };
-        // It has exited: what it printed is all in the pipe already (read
-        // it directly: the reactor may not have seen it yet).
-        if let Some(rx) = &p.stderr {
-            let mut buf = [0u8; 1024];
-            while let Ok(n @ 1..) = nix::unistd::read(rx.as_raw_fd(), &mut buf) {
-                let room = STDERR_CAP.saturating_sub(p.said.len());
-                p.said.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
+        // It has exited: what it printed is all in the pipe already.
+        let room = STDERR_CAP.saturating_sub(p.said.len());
+        let rest = p.helper.rest(room);
+        p.said.extend(rest);
         let said = String::from_utf8_lossy(&p.said).trim().replace('\n', " / ");
+        let exe = p.exe.display();
+        let killed = p.helper.killed();
+        if p.step == Step::Asking {
+            match (kind, answered_version(&said)) {
+                (ExitKind::Code(0), Some(HANDOFF_VERSION)) => {
+                    self.preflight_step(p.exe, Step::Checking)
+                }
+                (ExitKind::Code(0), Some(v)) => self.reload_failed(
+                    1,
+                    format!(
+                        "{exe} speaks handoff version {v}, this supervisor hands over version \
+                         {HANDOFF_VERSION}; it was not executed (stop and start the supervisor \
+                         to switch to it)"
+                    ),
+                ),
+                _ if killed => self.reload_failed(
+                    1,
+                    format!(
+                        "{exe} did not answer `handoff-version` within {}; it was not executed",
+                        human(PREFLIGHT_TIMEOUT)
+                    ),
+                ),
+                _ => self.reload_failed(
+                    1,
+                    format!(
+                        "{exe} does not speak the handoff protocol: asked `handoff-version`, it {}{}; it was not executed",
+                        describe_exit(kind),
+                        if said.is_empty() {
+                            " saying nothing".to_owned()
+                        } else {
+                            format!(" saying {said:?}")
+                        }
+                    ),
+                ),
+            }
+            return true;
+        }
         let said = said.strip_prefix("supervisor: ").unwrap_or(&said);
         let said = said
             .strip_prefix("invalid configuration: / ")
             .unwrap_or(said)
             .to_owned();
-        match (kind, p.killed) {
+        match (kind, killed) {
             (ExitKind::Code(0), _) => self.exec_new_image(&p.exe),
             (ExitKind::Code(78), _) => {
                 self.reload_failed(78, format!("the config is invalid: {said}"))
@@ -328,16 +403,14 @@ impl Daemon {
             (_, true) => self.reload_failed(
                 1,
                 format!(
-                    "{} check-config did not finish within {}",
-                    p.exe.display(),
+                    "{exe} check-config did not finish within {}",
                     human(PREFLIGHT_TIMEOUT)
                 ),
             ),
             (kind, false) => self.reload_failed(
                 1,
                 format!(
-                    "{} check-config {}{}",
-                    p.exe.display(),
+                    "{exe} check-config {}{}",
                     describe_exit(kind),
                     if said.is_empty() {
                         String::new()
@@ -582,36 +655,6 @@ impl Daemon {
     }
 }
 
-/// Start `EXE --config CONFIG check-config` in its own process group,
-/// stderr read by the loop; told which handoff it would get.
-fn spawn_preflight(exe: &Path, config: &Path) -> io::Result<Preflight> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(config)
-        .arg("check-config")
-        .env(HANDOFF_VERSION_ENV, HANDOFF_VERSION.to_string());
-    let (pid, stderr) = super::hooks::spawn_helper(cmd, false)?;
-    Ok(Preflight {
-        pid,
-        exe: exe.to_owned(),
-        deadline: Instant::now() + PREFLIGHT_TIMEOUT,
-        killed: false,
-        stderr,
-        said: Vec::new(),
-    })
-}
-
-/// What the running preflight printed; pending without one.
-pub(super) async fn preflight_output(p: Option<&mut Preflight>) -> io::Result<Vec<u8>> {
-    let Some(rx) = p.and_then(|p| p.stderr.as_mut()) else {
-        return std::future::pending().await;
-    };
-    let mut buf = vec![0u8; 1024];
-    let n = rx.read(&mut buf).await?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
 /// The handoff in an unlinked file of the state dir (no size limit, no
 /// reader needed while writing), rewound for the new image.
 fn write_handoff(dir: &Path, h: &Handoff) -> io::Result<File> {
@@ -721,6 +764,21 @@ pub(crate) fn can_take_over() -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::policy::{Health, LastExit};
+
+    #[test]
+    fn only_this_handoff_version_answered_alone_is_taken() {
+        assert_eq!(answered_version(&handoff_answer()), Some(HANDOFF_VERSION));
+        assert_eq!(answered_version("supervisor-handoff 0\n"), Some(0));
+        for said in [
+            "",
+            "supervisor 0.1.0",
+            "supervisor-handoff one",
+            "supervisor-handoff 1\nsupervisor-handoff 2",
+            "error: unrecognized subcommand 'handoff-version'",
+        ] {
+            assert_eq!(answered_version(said), None, "{said:?}");
+        }
+    }
 
     #[test]
     fn the_machine_crosses_the_exec() {

@@ -16,6 +16,9 @@
 //! The rooms: `terms` holds the words (settings, events, actions, notes,
 //! phases); this file is the machine.
 
+mod handover;
+#[cfg(test)]
+mod handover_tests;
 mod terms;
 #[cfg(test)]
 mod tests;
@@ -23,8 +26,8 @@ mod tests;
 use std::time::{Duration, Instant};
 
 pub(crate) use terms::{
-    Action, Event, ExitKind, Failure, Health, HealthPolicy, LastExit, Next, Note, Phase, Settings,
-    Want,
+    Action, Event, ExitKind, Failure, Handover, Health, HealthPolicy, LastExit, Next, Note, Phase,
+    Settings, Stage, Unmet, Want,
 };
 
 /// What a machine is, for a re-executed supervisor to carry on from
@@ -53,6 +56,15 @@ pub(crate) struct Machine {
     bind_failures: u32,
     port_since: Option<Instant>,
     last_exit: Option<LastExit>,
+    /// A second child, for a moment (`[restart] overlap`). While one is
+    /// on, the phase is `Running`: every way out of it ends the handover
+    /// first (`merge_handover`).
+    handover: Option<Handover>,
+    /// A restart was asked for (`restart`, SIGUSR1) and its outcome
+    /// (`Note::Restarted`) is not told yet.
+    asked: bool,
+    /// The crash streak reached `give_up_after`.
+    surrendered: bool,
 }
 
 impl Machine {
@@ -66,6 +78,9 @@ impl Machine {
             bind_failures: 0,
             port_since: None,
             last_exit: None,
+            handover: None,
+            asked: false,
+            surrendered: false,
         }
     }
 
@@ -131,6 +146,9 @@ impl Machine {
             bind_failures: s.bind_failures,
             port_since: s.port_since,
             last_exit: s.last_exit,
+            handover: None,
+            asked: false,
+            surrendered: false,
         }
     }
 
@@ -171,6 +189,14 @@ impl Machine {
 
     /// When the driver must send `Tick`, if ever.
     pub(crate) fn deadline(&self) -> Option<Instant> {
+        let phase = self.phase_deadline();
+        match (phase, self.handover_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn phase_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::WaitingForPort { retry_at, .. } => Some(retry_at),
             Phase::Backoff { until } => Some(until),
@@ -203,15 +229,49 @@ impl Machine {
     }
 
     pub(crate) fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        if self.phase == Phase::Exited {
+            return vec![];
+        }
+        match event {
+            Event::NewSpawned { .. }
+            | Event::NewSpawnFailed
+            | Event::NewReady
+            | Event::SecondExited { .. }
+            | Event::SecondGone => self.handover_step(event, now),
+            Event::Tick if self.handover.is_some() => {
+                let mut actions = self.handover_tick(now);
+                actions.extend(self.step_phase(event, now));
+                actions
+            }
+            _ => self.step_phase(event, now),
+        }
+    }
+
+    fn step_phase(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let s = self.settings;
         match (self.phase, event) {
             (Phase::Exited, _) => vec![],
 
             // --- the operator -------------------------------------------
             (_, Event::Stop) => self.stop(now),
-            (Phase::Running { pid, .. }, Event::Restart) => self.stop_child(pid, now, now),
-            (Phase::Backoff { .. } | Phase::WaitingForPort { .. }, Event::Restart) => self.launch(),
-            (_, Event::Restart) => vec![],
+            (Phase::Running { .. }, Event::Restart) if self.handover.is_some() => {
+                vec![Action::Note(Note::HandoverBusy)]
+            }
+            (Phase::Running { pid, health, .. }, Event::Restart) => {
+                self.asked = true;
+                if s.overlap && health.ready_since.is_some() {
+                    return self.begin_handover(pid, now);
+                }
+                self.stop_child(pid, now, now)
+            }
+            (Phase::Backoff { .. } | Phase::WaitingForPort { .. }, Event::Restart) => {
+                self.asked = true;
+                self.launch()
+            }
+            (_, Event::Restart) => {
+                self.asked = true;
+                vec![]
+            }
 
             // --- launching ----------------------------------------------
             (Phase::Starting, Event::Start) => self.launch(),
@@ -229,7 +289,9 @@ impl Machine {
                     },
                 };
                 if ready {
-                    vec![Action::Note(Note::Ready { pid })]
+                    let mut actions = vec![Action::Note(Note::Ready { pid })];
+                    actions.extend(self.outcome(Ok(pid)));
+                    actions
                 } else {
                     vec![]
                 }
@@ -241,10 +303,16 @@ impl Machine {
                 self.phase = Phase::Backoff {
                     until: now + retry_in,
                 };
-                vec![Action::Note(Note::SpawnFailed {
+                let mut actions = vec![Action::Note(Note::SpawnFailed {
                     streak: self.streak,
                     retry_in,
-                })]
+                })];
+                actions.extend(self.outcome(Err(Unmet::SpawnFailed)));
+                if let Some(note) = self.surrender() {
+                    actions.push(note);
+                    actions.extend(self.stop(now));
+                }
+                actions
             }
             (Phase::Starting, Event::BindFailed) => {
                 self.bind_failures = self.bind_failures.saturating_add(1);
@@ -254,11 +322,13 @@ impl Machine {
                     since,
                     retry_at: now + retry_in,
                 };
-                vec![Action::Note(Note::WaitingForPort {
+                let mut actions = vec![Action::Note(Note::WaitingForPort {
                     since,
                     failures: self.bind_failures,
                     retry_in,
-                })]
+                })];
+                actions.extend(self.outcome(Err(Unmet::BindFailed)));
+                actions
             }
             (Phase::Starting, Event::RivalsFound) => {
                 let mut actions = vec![Action::Note(Note::StoppingRivals)];
@@ -318,6 +388,18 @@ impl Machine {
                 self.phase = Phase::Running { pid, since, health };
                 vec![]
             }
+            // The child is being replaced already.
+            (Phase::Running { .. }, Event::TooBig(_)) if self.handover.is_some() => vec![],
+            (Phase::Running { pid, health, .. }, Event::TooBig(bytes))
+                if s.overlap && health.ready_since.is_some() =>
+            {
+                let mut actions = vec![Action::Note(Note::Unhealthy {
+                    pid,
+                    why: Failure::Memory(bytes),
+                })];
+                actions.extend(self.begin_handover(pid, now));
+                actions
+            }
             (Phase::Running { pid, health, .. }, Event::TooBig(bytes)) => {
                 self.give_up(pid, health, Failure::Memory(bytes), now)
             }
@@ -334,8 +416,15 @@ impl Machine {
             // --- the child's end ----------------------------------------
             (Phase::Running { pid, since, health }, Event::ChildExited { kind, others_left }) => {
                 self.last_exit = Some(LastExit { kind, at: now });
+                // A second child still runs: it is stopped with the leftovers.
+                let mut merged = self.merge_handover(Some(Unmet::OldEnded));
+                let others_left = others_left || !merged.is_empty();
+                if health.ready_since.is_none() {
+                    merged.extend(self.outcome(Err(Unmet::Exited(kind))));
+                }
                 let delay = self.next_delay(health, now);
                 let restart_at = now + delay;
+                let surrender = self.surrender();
                 let next = match (others_left, self.want) {
                     (true, _) => Next::StopOthers,
                     (false, Want::Down) => Next::Exit,
@@ -350,6 +439,8 @@ impl Machine {
                     streak: self.streak,
                     next,
                 })];
+                actions.extend(merged);
+                actions.extend(surrender);
                 actions.extend(if others_left {
                     // Leftovers would hold fd 3 and the log pipe: clear them first.
                     self.stop_others(None, now, restart_at)
@@ -440,6 +531,14 @@ impl Machine {
     fn stop(&mut self, now: Instant) -> Vec<Action> {
         let first = self.want == Want::Up;
         self.want = Want::Down;
+        let mut actions: Vec<Action> = self.outcome(Err(Unmet::Stopping)).into_iter().collect();
+        // Both children of a handover are stopped.
+        actions.extend(self.merge_handover(None));
+        actions.extend(self.stop_phase(first, now));
+        actions
+    }
+
+    fn stop_phase(&mut self, first: bool, now: Instant) -> Vec<Action> {
         match self.phase {
             Phase::Running { pid, .. } => self.stop_child(pid, now, now),
             Phase::Stopping {
@@ -483,6 +582,20 @@ impl Machine {
         }
     }
 
+    /// The streak just grew: at `give_up_after` the operator's wish turns
+    /// to down (what follows stops everything and exits), said once.
+    fn surrender(&mut self) -> Option<Action> {
+        let limit = self.settings.give_up_after;
+        if limit == 0 || self.streak < limit || self.surrendered {
+            return None;
+        }
+        self.surrendered = true;
+        self.want = Want::Down;
+        Some(Action::Note(Note::Surrender {
+            streak: self.streak,
+        }))
+    }
+
     fn become_ready(&mut self, pid: i32, since: Instant, now: Instant) -> Vec<Action> {
         self.phase = Phase::Running {
             pid,
@@ -493,7 +606,14 @@ impl Machine {
                 watchdog_until: self.settings.health.watchdog.map(|w| now + w),
             },
         };
-        vec![Action::Note(Note::Ready { pid })]
+        let mut actions = vec![Action::Note(Note::Ready { pid })];
+        actions.extend(self.outcome(Ok(pid)));
+        actions
+    }
+
+    /// The outcome of a requested restart, told once.
+    fn outcome(&mut self, result: Result<i32, Unmet>) -> Option<Action> {
+        std::mem::take(&mut self.asked).then_some(Action::Note(Note::Restarted(result)))
     }
 
     /// A live child broke its health rules: stop it gracefully, then
@@ -501,6 +621,11 @@ impl Machine {
     fn give_up(&mut self, pid: i32, health: Health, why: Failure, now: Instant) -> Vec<Action> {
         let restart_at = now + self.next_delay(health, now);
         let mut actions = vec![Action::Note(Note::Unhealthy { pid, why })];
+        if why == Failure::StartTimeout {
+            actions.extend(self.outcome(Err(Unmet::NotReady)));
+        }
+        actions.extend(self.merge_handover(None));
+        actions.extend(self.surrender());
         actions.extend(self.stop_child(pid, now, restart_at));
         actions
     }

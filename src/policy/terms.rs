@@ -16,6 +16,12 @@ pub(crate) struct Settings {
     /// a careless init never reaps).
     pub(crate) kill_grace: Duration,
     pub(crate) health: HealthPolicy,
+    /// `[restart] overlap`: a requested restart of a ready child starts
+    /// the new child first and stops the old one once the new is ready.
+    pub(crate) overlap: bool,
+    /// Failed starts in a row after which the supervisor stops for good
+    /// (`restart.give_up_after`); 0: never.
+    pub(crate) give_up_after: u32,
 }
 
 /// Readiness and liveness rules (`[health]`); the default has none: a
@@ -128,6 +134,7 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // the handover's events: not sent by the driver yet
 pub(crate) enum Event {
     /// The lock is held and the driver is ready.
     Start,
@@ -163,6 +170,24 @@ pub(crate) enum Event {
     TooBig(u64),
     /// SIGTERM / SIGINT / `supervisor stop`; a second one kills at once.
     Stop,
+    /// Answers to `SpawnNew`: the handover's new child runs; it could not
+    /// be started.
+    NewSpawned {
+        pid: i32,
+    },
+    NewSpawnFailed,
+    /// The handover's new child (not yet the machine's) is ready: READY=1
+    /// from its group, or a probe it answered.
+    NewReady,
+    /// The handover's second child was reaped: the new one while it starts
+    /// or is stopped after failing, the old one while it drains.
+    /// `others_left`: its process group still has live members.
+    SecondExited {
+        kind: ExitKind,
+        others_left: bool,
+    },
+    /// The second child's process group has no live member any more.
+    SecondGone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +204,90 @@ pub(crate) enum Action {
     Exit,
     /// Something for the log (and for alerts); nothing to do.
     Note(Note),
+    /// Start the handover's new child on the listening socket while the
+    /// current one keeps serving (no bind, no rivals: both are ours);
+    /// answer `NewSpawned` or `NewSpawnFailed`.
+    SpawnNew,
+    /// Send the stop signal (or SIGKILL) to the handover's second child:
+    /// its process group `pgid` (and the leader, should it have left it).
+    SignalSecond {
+        pgid: i32,
+        kill: bool,
+    },
+    /// The handover ends into a stop of everything: process group `pgid`
+    /// joins what `Signal` reaches and what must be gone before going on.
+    StopAlso {
+        pgid: i32,
+    },
+}
+
+/// Why a restart (or a handover) did not bring a new ready child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unmet {
+    /// The new child could not be started.
+    SpawnFailed,
+    /// The port could not be bound.
+    BindFailed,
+    /// The new child exited before it was ready.
+    Exited(ExitKind),
+    /// The new child was not ready within `health.start_timeout`.
+    NotReady,
+    /// The supervisor was asked to stop.
+    Stopping,
+    /// The old child ended while the new one started; the handover became
+    /// a stop-first restart.
+    OldEnded,
+}
+
+/// A handover: for a moment two children, the machine's (`Phase::Running`)
+/// and a second one. While `Starting` (and `Aborting`) the second is the
+/// new child and the machine's is the old one, serving; from `Draining` on
+/// the new child is the machine's and the second is the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handover {
+    pub(crate) started_at: Instant,
+    pub(crate) old: i32,
+    /// The new child, once spawned.
+    pub(crate) new: Option<i32>,
+    /// The second child's leader has not been reaped yet.
+    pub(crate) leader_alive: bool,
+    pub(crate) stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// `SpawnNew` is out (transient: answered at once).
+    Spawning,
+    /// The new child runs since `since`, not ready yet.
+    Starting { since: Instant },
+    /// The new child failed (`why`) and its group is being stopped.
+    Aborting {
+        why: Unmet,
+        deadline: Instant,
+        killed: bool,
+    },
+    /// The new child is ready; the old one's group is being stopped.
+    Draining { deadline: Instant, killed: bool },
+}
+
+#[allow(dead_code)] // read by the driver once it carries handovers out
+impl Handover {
+    /// The child that is not the machine's: the new one until it is
+    /// ready, the old one after.
+    pub(crate) fn second(&self) -> Option<i32> {
+        match self.stage {
+            Stage::Draining { .. } => Some(self.old),
+            _ => self.new,
+        }
+    }
+
+    /// `status`: "starting" until the new child is ready, then "draining".
+    pub(crate) fn phase_name(&self) -> &'static str {
+        match self.stage {
+            Stage::Draining { .. } => "draining",
+            _ => "starting",
+        }
+    }
 }
 
 /// What happens after a child's exit.
@@ -229,4 +338,36 @@ pub(crate) enum Note {
     },
     /// Leftovers did not vanish after SIGKILL; going on without them.
     GaveUp,
+    /// A handover's new child runs beside the old one.
+    HandoverStarted {
+        old: i32,
+        new: i32,
+    },
+    /// The new child is ready: it serves, the old one is stopped.
+    HandoverDraining {
+        old: i32,
+        new: i32,
+    },
+    /// The new child failed: it is stopped, the old one serves on.
+    HandoverFailed {
+        old: i32,
+        new: Option<i32>,
+        why: Unmet,
+    },
+    /// The old child is gone: the handover is complete.
+    HandoverDone {
+        old: i32,
+        new: i32,
+    },
+    /// A restart asked for during a handover is ignored.
+    HandoverBusy,
+    /// The outcome of the last requested restart (`restart`, SIGUSR1):
+    /// the new child ready (its pid), or why not.
+    Restarted(Result<i32, Unmet>),
+    /// The crash streak reached `give_up_after`: everything is stopped and
+    /// the supervisor exits (1), so that an orchestrator's restart policy
+    /// takes over. Comes right after the note on the start that failed.
+    Surrender {
+        streak: u32,
+    },
 }

@@ -34,6 +34,8 @@ fn settings() -> Settings {
         stop_timeout: ms(10_000),
         kill_grace: ms(5000),
         health: HealthPolicy::default(),
+        overlap: false,
+        give_up_after: 0,
     }
 }
 
@@ -165,6 +167,80 @@ fn a_missed_watchdog_ping_stops_the_child() {
         );
     }
     assert_eq!(m.phase().name(), "stopping");
+}
+
+/// The rule the README's `[health]` states: as under systemd, one missed
+/// watchdog ping is a failure that restarts; `failures` counts failed HTTP
+/// probes in a row and never delays the watchdog, and pings never excuse
+/// failed probes.
+#[test]
+fn one_missed_watchdog_ping_restarts_whatever_failures_says() {
+    let unhealthy = |why| Action::Note(Note::Unhealthy { pid: 100, why });
+    // (failures, events after ready at t0: (at ms, event), gives up why)
+    type Row<'a> = (u32, &'a [(u64, Event)], Option<Failure>);
+    let table: [Row; 5] = [
+        // Pings every 1.5 s: alive.
+        (
+            3,
+            &[
+                (1500, Event::WatchdogPing),
+                (3000, Event::WatchdogPing),
+                (4400, Event::Tick),
+            ],
+            None,
+        ),
+        // The first missed deadline (2 s after the last ping) restarts,
+        // although failures = 3 (or 10).
+        (
+            3,
+            &[(1500, Event::WatchdogPing), (3500, Event::Tick)],
+            Some(Failure::Watchdog),
+        ),
+        (10, &[(2000, Event::Tick)], Some(Failure::Watchdog)),
+        // Failed probes still need `failures` in a row, pings or not.
+        (
+            3,
+            &[
+                (500, Event::ProbeFailed),
+                (1000, Event::WatchdogPing),
+                (1500, Event::ProbeFailed),
+            ],
+            None,
+        ),
+        (
+            3,
+            &[
+                (500, Event::ProbeFailed),
+                (1000, Event::WatchdogPing),
+                (1500, Event::ProbeFailed),
+                (1900, Event::ProbeFailed),
+            ],
+            Some(Failure::Probes),
+        ),
+    ];
+    for (failures, events, gives_up) in table {
+        let t0 = Instant::now();
+        let mut settings = notify_settings();
+        settings.health.failures = failures;
+        let mut m = spawned(settings, t0);
+        m.step(Event::Ready, t0);
+        let mut seen = None;
+        for (at, event) in events {
+            let actions = m.step(*event, t0 + ms(*at));
+            for why in [Failure::Watchdog, Failure::Probes] {
+                if actions.contains(&unhealthy(why)) {
+                    seen = Some(why);
+                }
+            }
+        }
+        assert_eq!(seen, gives_up, "failures {failures}, {events:?}");
+        let phase = if gives_up.is_some() {
+            "stopping"
+        } else {
+            "running"
+        };
+        assert_eq!(m.phase().name(), phase, "failures {failures}, {events:?}");
+    }
 }
 
 #[test]
@@ -471,7 +547,11 @@ fn stop_during_a_restart_exits_instead_of_restarting() {
     let t0 = Instant::now();
     let mut m = running(t0);
     m.step(Event::Restart, t0);
-    assert_eq!(m.step(Event::Stop, t0 + ms(1)), vec![]);
+    // `restart` is told its restart will not happen.
+    assert_eq!(
+        m.step(Event::Stop, t0 + ms(1)),
+        vec![Action::Note(Note::Restarted(Err(Unmet::Stopping)))]
+    );
     let actions = m.step(exited(ExitKind::Signal(15), false), t0 + ms(2));
     assert_eq!(effects(actions), vec![Action::Exit]);
 }
@@ -672,4 +752,152 @@ fn stray_events_change_nothing() {
         assert_eq!(m.step(ev, t0 + ms(1)), vec![], "{ev:?}");
         assert_eq!(m, m0, "{ev:?}");
     }
+}
+
+/// `give_up_after`: how each way of failing a start counts towards it, and
+/// what the machine does when the streak reaches it.
+#[test]
+fn give_up_after_stops_and_exits_at_the_nth_failed_start() {
+    #[derive(Clone, Copy, Debug)]
+    enum Fail {
+        /// The child dies at once.
+        Dies,
+        /// It cannot be spawned.
+        Spawn,
+        /// Not ready within start_timeout, then stopped.
+        NeverReady,
+    }
+    let table: [(u32, Fail, u32); 7] = [
+        // (give_up_after, how each start fails, starts wanted before exit)
+        (1, Fail::Dies, 1),
+        (3, Fail::Dies, 3),
+        (3, Fail::Spawn, 3),
+        (2, Fail::NeverReady, 2),
+        (5, Fail::Dies, 5),
+        // 0 never gives up: 20 failed starts and it is still backing off.
+        (0, Fail::Dies, 20),
+        (0, Fail::Spawn, 20),
+    ];
+    for (limit, fail, want) in table {
+        let mut st = match fail {
+            Fail::NeverReady => notify_settings(),
+            _ => settings(),
+        };
+        st.give_up_after = limit;
+        let mut m = Machine::new(st);
+        let mut now = Instant::now();
+        let mut actions = m.step(Event::Start, now);
+        let mut starts = 0;
+        let mut surrendered = Vec::new();
+        while starts < 20 && m.phase() != Phase::Exited {
+            assert!(
+                actions.contains(&Action::Launch),
+                "{limit} {fail:?}: {actions:?}"
+            );
+            starts += 1;
+            let pid = 100 + starts as i32;
+            actions = match fail {
+                Fail::Dies => {
+                    m.step(Event::Spawned { pid }, now);
+                    now += ms(10);
+                    m.step(DIED, now)
+                }
+                Fail::Spawn => m.step(Event::SpawnFailed, now),
+                Fail::NeverReady => {
+                    m.step(Event::Spawned { pid }, now);
+                    now += ms(5000);
+                    let mut a = m.step(Event::Tick, now);
+                    now += ms(10);
+                    a.extend(m.step(exited(ExitKind::Signal(15), false), now));
+                    a
+                }
+            };
+            surrendered.extend(
+                notes(&actions)
+                    .into_iter()
+                    .filter(|n| matches!(n, Note::Surrender { .. })),
+            );
+            if m.phase() == Phase::Exited {
+                break;
+            }
+            if let Phase::Stopping { leader: None, .. } = m.phase() {
+                // Nothing else to stop (a failed spawn leaves nothing).
+                actions.extend(m.step(Event::OthersGone, now));
+            }
+            if m.phase() == Phase::Exited {
+                break;
+            }
+            if let Phase::Backoff { until } = m.phase() {
+                now = until;
+                actions = m.step(Event::Tick, now);
+            }
+        }
+        assert_eq!(starts, want, "{limit} {fail:?}: starts");
+        if limit == 0 {
+            assert_eq!(m.want(), Want::Up, "{fail:?}");
+            assert!(surrendered.is_empty(), "{fail:?}");
+            assert_ne!(m.phase(), Phase::Exited, "{fail:?}");
+        } else {
+            assert_eq!(m.phase(), Phase::Exited, "{limit} {fail:?}");
+            assert_eq!(
+                surrendered,
+                vec![Note::Surrender { streak: limit }],
+                "{limit} {fail:?}: said once, with the streak"
+            );
+            assert!(actions.contains(&Action::Exit) || m.phase() == Phase::Exited);
+        }
+    }
+}
+
+#[test]
+fn give_up_after_says_why_after_the_exit_and_before_exiting() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(Settings {
+        give_up_after: 1,
+        ..settings()
+    });
+    m.step(Event::Start, t0);
+    m.step(Event::Spawned { pid: 100 }, t0);
+    let actions = m.step(DIED, t0 + ms(5));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Note(Note::ChildExited {
+                pid: 100,
+                kind: ExitKind::Code(1),
+                lived: ms(5),
+                expected: false,
+                streak: 1,
+                next: Next::Exit,
+            }),
+            Action::Note(Note::Surrender { streak: 1 }),
+            Action::Exit,
+        ]
+    );
+}
+
+#[test]
+fn a_healthy_run_resets_the_count_towards_give_up_after() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(Settings {
+        give_up_after: 2,
+        ..settings()
+    });
+    m.step(Event::Start, t0);
+    m.step(Event::Spawned { pid: 100 }, t0);
+    let a = m.step(DIED, t0 + ms(5));
+    assert!(notes(&a)
+        .iter()
+        .all(|n| !matches!(n, Note::Surrender { .. })));
+    // The next child lives past reset_after: the streak starts over.
+    let t1 = t0 + ms(5) + ms(1000);
+    m.step(Event::Tick, t1);
+    m.step(Event::Spawned { pid: 101 }, t1);
+    let a = m.step(DIED, t1 + ms(61_000));
+    assert_eq!(m.streak(), 0);
+    assert!(effects(a).contains(&Action::Launch), "restarted at once");
+    m.step(Event::Spawned { pid: 102 }, t1 + ms(61_000));
+    let a = m.step(DIED, t1 + ms(61_010));
+    assert_eq!(m.streak(), 1);
+    assert_eq!(m.want(), Want::Up, "{a:?}");
 }

@@ -27,6 +27,7 @@ def notify(msg):
 
 
 mode = sys.argv[2]
+c.exit_on_term()
 sock = c.listener()
 c.event("start", os.environ.get("WATCHDOG_USEC", "-"))
 if mode == "ready":

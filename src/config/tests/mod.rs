@@ -183,6 +183,7 @@ const EVERY_KEY: &str = r#"
     initial_backoff = "1ns"
     max_backoff = "1s 1ns"
     reset_after = "1day"
+    overlap = true
     [log]
     dir = "/var/log/sv"
     max_bytes = "1.5GiB"

@@ -187,6 +187,9 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         7,
     ),
     ("health", "watchdog = \"10s\"", "health.watchdog", 6),
+    // A handover needs a readiness signal to know when the old child may go.
+    ("restart", "overlap = true", "restart.overlap", 6),
+    ("restart", "overlap = \"yes\"", "restart.overlap", 6),
 ];
 
 #[test]

@@ -1,0 +1,465 @@
+//! Trust by owner, all the way up: the folders the supervisor writes in and
+//! the files root runs or reads, and the held folders it writes through.
+//!
+//! A folder is only as safe as every folder above it: whoever can rename an
+//! ancestor can swap everything below it. [`walk`] resolves a path one
+//! component at a time (following links itself, so each link and the
+//! folder holding it are judged too) and asks [`judge`] about each: it must
+//! belong to root or to us and not be writable by group or others, except
+//! that a sticky folder (like `/tmp`) may be writable above a folder that
+//! is ours (the sticky bit keeps others from renaming what we own there).
+//!
+//! [`Dir`] is a folder checked so and then held open (`O_DIRECTORY |
+//! O_NOFOLLOW`) for the supervisor's life; every file in it is reached
+//! relative to that descriptor (`openat`, `renameat`, `unlinkat`, all with
+//! `O_NOFOLLOW`), so a folder swapped for a link later is never written
+//! through. The same rules serve both users: the state and log folders
+//! (root or us), and, when we are root, what root runs or reads (then
+//! "us" is root, so root only).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// The sticky bit (`S_ISVTX`, whose type differs between platforms).
+const STICKY: u32 = 0o1000;
+
+/// Links followed in one walk before giving up (Linux's own limit).
+const MAX_LINKS: u32 = 40;
+
+/// What is wrong with one component on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Flaw {
+    /// Owned by a user who is neither root nor us.
+    Owner(u32),
+    /// Writable by group or others (the mode), and not a sticky folder
+    /// above one of ours.
+    Writable(u32),
+}
+
+/// The rule for one component: `owner` and `mode` from `lstat`, `me` our
+/// effective uid, `above_ours` whether a folder or file that must itself
+/// be ours lies below it in the walk (only then may a sticky folder be
+/// writable by others: they cannot rename what we own in it).
+pub(crate) fn judge(me: u32, owner: u32, mode: u32, above_ours: bool) -> Result<(), Flaw> {
+    if owner != 0 && owner != me {
+        return Err(Flaw::Owner(owner));
+    }
+    let sticky = mode & STICKY != 0;
+    if mode & 0o022 != 0 && !(sticky && above_ours) {
+        return Err(Flaw::Writable(mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// A link's own mode means nothing; only who owns it (in a sticky folder,
+/// its owner may replace it).
+pub(crate) fn judge_link(me: u32, owner: u32) -> Result<(), Flaw> {
+    if owner != 0 && owner != me {
+        return Err(Flaw::Owner(owner));
+    }
+    Ok(())
+}
+
+/// Why a path cannot be trusted.
+#[derive(Debug)]
+pub(crate) enum Why {
+    /// `at` (the path itself, a folder above it, or a link on the way).
+    Flawed { at: PathBuf, flaw: Flaw, link: bool },
+    /// The path itself is a symbolic link where one is not allowed.
+    FinalLink,
+    /// A component above the end is not a folder.
+    NotAFolder(PathBuf),
+    /// Too many links.
+    Loop,
+    /// `lstat` or `readlink` failed on `at`.
+    Io(PathBuf, io::Error),
+}
+
+/// What a walk found at the end of the path.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    /// The last component's metadata (links followed); `None` when the
+    /// path does not exist (then its deepest existing folder was judged
+    /// as one that will hold a folder of ours).
+    pub(crate) meta: Option<Metadata>,
+}
+
+/// Our effective uid.
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Resolve `path` component by component and judge each folder, link and
+/// the end itself for a process running as `me`. `final_link`: whether the
+/// path itself may be a link (followed, and judged as any other); else it
+/// is refused with [`Why::FinalLink`]. A missing path is no error: what
+/// exists of it is checked, and the caller creates the rest and walks
+/// again.
+pub(crate) fn walk(path: &Path, me: u32, final_link: bool) -> Result<Walked, Why> {
+    let abs = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        let cwd = std::env::current_dir().map_err(|e| Why::Io(PathBuf::from("."), e))?;
+        cwd.join(path)
+    };
+    let mut queue: VecDeque<OsString> = names(&abs);
+    let mut cur = PathBuf::from("/");
+    let root = fs::symlink_metadata(&cur).map_err(|e| Why::Io(cur.clone(), e))?;
+    judge(me, root.uid(), root.mode(), !queue.is_empty()).map_err(|flaw| Why::Flawed {
+        at: cur.clone(),
+        flaw,
+        link: false,
+    })?;
+    let mut meta = root;
+    let mut links = 0;
+    // Whether the component being looked at is the path's own last one
+    // (and not a piece of a link's target still to be walked).
+    while let Some(name) = queue.pop_front() {
+        if name == ".." {
+            cur.pop();
+            meta = fs::symlink_metadata(&cur).map_err(|e| Why::Io(cur.clone(), e))?;
+            continue;
+        }
+        let next = cur.join(&name);
+        let last = queue.is_empty();
+        let m = match fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Walked { meta: None }),
+            Err(e) => return Err(Why::Io(next, e)),
+        };
+        if m.file_type().is_symlink() {
+            if last && !final_link {
+                return Err(Why::FinalLink);
+            }
+            judge_link(me, m.uid()).map_err(|flaw| Why::Flawed {
+                at: next.clone(),
+                flaw,
+                link: true,
+            })?;
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(Why::Loop);
+            }
+            let target = fs::read_link(&next).map_err(|e| Why::Io(next.clone(), e))?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            for n in names(&target).into_iter().rev() {
+                queue.push_front(n);
+            }
+            continue;
+        }
+        judge(me, m.uid(), m.mode(), !last).map_err(|flaw| Why::Flawed {
+            at: next.clone(),
+            flaw,
+            link: false,
+        })?;
+        if !last && !m.is_dir() {
+            return Err(Why::NotAFolder(next));
+        }
+        cur = next;
+        meta = m;
+    }
+    Ok(Walked { meta: Some(meta) })
+}
+
+/// A path's normal names, `..` kept (resolved against the physical folder
+/// reached so far), `.` and the root dropped.
+fn names(p: &Path) -> VecDeque<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `uid 1000 (alice)`, or just the number when the user database has no name.
+pub(crate) fn owner_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// The words for a flaw found at `at` on the way to `path`.
+pub(crate) fn describe(path: &Path, at: &Path, flaw: &Flaw, link: bool, me: u32) -> String {
+    let trusted = if me == 0 {
+        "root".to_owned()
+    } else {
+        format!("root or us (uid {me})")
+    };
+    let subject = if link {
+        format!("the symbolic link {} on the way", at.display())
+    } else if at == path {
+        String::new()
+    } else {
+        format!("the folder {} above it", at.display())
+    };
+    let lead = if subject.is_empty() {
+        String::new()
+    } else {
+        format!("{subject} ")
+    };
+    let consequence = if subject.is_empty() {
+        "refusing to use it"
+    } else {
+        "whoever can change it can swap what lies below; refusing to use it"
+    };
+    match flaw {
+        Flaw::Owner(uid) => format!(
+            "{lead}is owned by {}, not by {trusted}; {consequence}",
+            owner_name(*uid)
+        ),
+        Flaw::Writable(mode) => format!(
+            "{lead}is writable by group or others (mode {mode:o}, owner {}){}; {consequence} \
+             (run `chmod go-w {}`)",
+            fs::symlink_metadata(at).map_or("unknown".into(), |m| owner_name(m.uid())),
+            if mode & STICKY != 0 {
+                ", and sticky is only enough above a folder of ours"
+            } else {
+                ""
+            },
+            at.display()
+        ),
+    }
+}
+
+// ------------------------------------------------------------------ folders
+
+/// Why a folder of ours cannot be used. Maps to exit 78: nothing started.
+#[derive(Debug)]
+pub(crate) struct DirError {
+    pub(crate) what: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for DirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.what, self.path.display(), self.reason)
+    }
+}
+
+impl From<DirError> for crate::exit::Fatal {
+    fn from(e: DirError) -> Self {
+        crate::exit::Fatal::config(format!("{e}; nothing started"))
+    }
+}
+
+impl From<DirError> for io::Error {
+    fn from(e: DirError) -> Self {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// Refuse a folder that another local user could tamper with: one that is
+/// a symbolic link, not a folder, not ours, writable by group or others,
+/// or below a folder (or link) someone else could change. A missing folder
+/// is fine (`Ok(false)`) when what exists above it is: it is created later
+/// by [`create_dir`], which checks again.
+pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
+    let err = |reason: String| DirError {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let me = euid();
+    match walk(path, me, false) {
+        Ok(Walked { meta: None }) => Ok(false),
+        Ok(Walked { meta: Some(m) }) if !m.is_dir() => {
+            Err(err("exists and is not a folder".into()))
+        }
+        Ok(_) => Ok(true),
+        Err(Why::FinalLink) => Err(err(
+            "is a symbolic link; refusing to follow it (use the real path)".into(),
+        )),
+        Err(Why::Flawed { at, flaw, link }) => {
+            // The folder itself keeps its short words.
+            Err(err(describe(path, &at, &flaw, link, me)))
+        }
+        Err(Why::NotAFolder(at)) => {
+            Err(err(format!("{} on the way is not a folder", at.display())))
+        }
+        Err(Why::Loop) => Err(err("too many symbolic links on the way".into())),
+        Err(Why::Io(at, e)) => Err(err(format!("cannot inspect {}: {e}", at.display()))),
+    }
+}
+
+/// Check, create a missing folder (and missing parents) with `mode`, then
+/// check again: a link or someone else's folder planted in between is
+/// still refused.
+pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if check_dir(what, path)? {
+        return Ok(());
+    }
+    if let Err(e) = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+    {
+        return Err(DirError {
+            what,
+            path: path.to_owned(),
+            reason: format!("cannot create it: {e}"),
+        });
+    }
+    check_dir(what, path).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const ME: u32 = 1000;
+    const OTHER: u32 = 1001;
+
+    #[test]
+    fn the_rule_for_one_component() {
+        // (owner, mode, above_ours) -> verdict, for a process running as ME.
+        let table: &[(u32, u32, bool, Result<(), Flaw>)] = &[
+            (0, 0o755, true, Ok(())),
+            (0, 0o755, false, Ok(())),
+            (ME, 0o700, false, Ok(())),
+            (ME, 0o750, true, Ok(())),
+            (OTHER, 0o755, true, Err(Flaw::Owner(OTHER))),
+            (OTHER, 0o700, false, Err(Flaw::Owner(OTHER))),
+            // /tmp: sticky and world-writable, fine above a folder of ours...
+            (0, 0o1777, true, Ok(())),
+            // ...not as the folder itself.
+            (0, 0o1777, false, Err(Flaw::Writable(0o1777))),
+            // Writable without the sticky bit: never.
+            (0, 0o777, true, Err(Flaw::Writable(0o777))),
+            (ME, 0o775, true, Err(Flaw::Writable(0o775))),
+            (ME, 0o757, true, Err(Flaw::Writable(0o757))),
+            (ME, 0o2770, false, Err(Flaw::Writable(0o2770))),
+            // A sticky folder owned by someone else: they may rename anything.
+            (OTHER, 0o1777, true, Err(Flaw::Owner(OTHER))),
+            // Readable by all is fine.
+            (ME, 0o755, false, Ok(())),
+            (0, 0o4755, false, Ok(())),
+        ];
+        for (owner, mode, above, want) in table {
+            assert_eq!(
+                &judge(ME, *owner, *mode, *above),
+                want,
+                "owner {owner} mode {mode:o} above_ours {above}"
+            );
+        }
+        // As root, only root is trusted.
+        assert_eq!(judge(0, ME, 0o755, true), Err(Flaw::Owner(ME)));
+        assert_eq!(judge(0, 0, 0o755, true), Ok(()));
+        assert_eq!(judge_link(ME, 0), Ok(()));
+        assert_eq!(judge_link(ME, ME), Ok(()));
+        assert_eq!(judge_link(ME, OTHER), Err(Flaw::Owner(OTHER)));
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A temp dir under /tmp, ours, mode 0700.
+    fn base() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn a_chain_is_judged_all_the_way_up() {
+        let t = base();
+        let me = euid();
+        let a = t.path().join("a");
+        let b = a.join("b");
+        fs::create_dir_all(&b).unwrap();
+        chmod(&a, 0o755);
+        assert!(check_dir("state dir", &b).unwrap());
+        // Missing: fine while what exists is.
+        assert!(!check_dir("state dir", &b.join("c/d")).unwrap());
+        // A writable folder above, not sticky: named.
+        chmod(&a, 0o777);
+        let e = check_dir("state dir", &b).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("the folder {} above it", a.display())),
+            "{e}"
+        );
+        assert!(e.contains("writable by group or others"), "{e}");
+        let e = check_dir("state dir", &b.join("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&a.display().to_string()), "{e}");
+        // Sticky: fine above a folder of ours, not as the folder itself.
+        chmod(&a, 0o1777);
+        assert!(check_dir("state dir", &b).unwrap());
+        assert!(check_dir("state dir", &a).is_err());
+        chmod(&a, 0o755);
+        // A link above, in a folder of ours, to a folder of ours: followed.
+        let l = t.path().join("l");
+        std::os::unix::fs::symlink(&a, &l).unwrap();
+        assert!(check_dir("state dir", &l.join("b")).unwrap());
+        let w = walk(&l.join("b"), me, false).unwrap();
+        assert_eq!(w.meta.unwrap().ino(), fs::metadata(&b).unwrap().ino());
+        // ...but the target's chain counts: a writable folder above the target.
+        chmod(&a, 0o777);
+        let e = check_dir("state dir", &l.join("b"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&a.display().to_string()), "{e}");
+        chmod(&a, 0o755);
+        // `..` is resolved physically.
+        assert!(check_dir("state dir", &b.join("../b")).unwrap());
+        // The folder itself a link: refused as before.
+        let e = check_dir("state dir", &l).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // A file on the way.
+        fs::write(a.join("f"), "").unwrap();
+        let e = check_dir("state dir", &a.join("f/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a folder"), "{e}");
+        // A loop.
+        std::os::unix::fs::symlink("loop", t.path().join("loop")).unwrap();
+        let e = check_dir("state dir", &t.path().join("loop/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many"), "{e}");
+    }
+
+    #[test]
+    fn others_folders_on_the_way_are_named_with_their_owner() {
+        if euid() != 0 {
+            eprintln!("skipped: only root can give a folder to another user");
+            return;
+        }
+        let t = base();
+        let a = t.path().join("a");
+        let b = a.join("b");
+        fs::create_dir_all(&b).unwrap();
+        chmod(&a, 0o755);
+        std::os::unix::fs::chown(&a, Some(65534), None).unwrap();
+        let e = check_dir("log dir", &b).unwrap_err().to_string();
+        assert!(
+            e.contains(&a.display().to_string()) && e.contains("uid 65534"),
+            "{e}"
+        );
+        // A link owned by another user, in a sticky folder of ours.
+        std::os::unix::fs::chown(&a, Some(0), None).unwrap();
+        let s = t.path().join("s");
+        fs::create_dir(&s).unwrap();
+        chmod(&s, 0o1777);
+        std::os::unix::fs::symlink(&b, s.join("l")).unwrap();
+        std::os::unix::fs::lchown(s.join("l"), Some(65534), None).unwrap();
+        let e = check_dir("log dir", &s.join("l/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("symbolic link") && e.contains("uid 65534"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! The handover's rules (`[restart] overlap`), one scenario each: who is
+//! signalled when, what `restart` is told, and that there are never more
+//! than two children.
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn notes(actions: &[Action]) -> Vec<Note> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Note(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+fn effects(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Note(_)))
+        .copied()
+        .collect()
+}
+
+/// READY=1 readiness, 5 s start timeout, 10 s stop timeout, overlap on.
+fn overlap_settings() -> Settings {
+    Settings {
+        initial_backoff: ms(1000),
+        max_backoff: ms(8000),
+        reset_after: ms(60_000),
+        stop_timeout: ms(10_000),
+        kill_grace: ms(5000),
+        health: HealthPolicy {
+            readiness: true,
+            probe_ready: false,
+            start_timeout: ms(5000),
+            failures: 3,
+            watchdog: None,
+        },
+        overlap: true,
+        give_up_after: 0,
+    }
+}
+
+/// Child 100, ready at `t0`.
+fn ready(settings: Settings, t0: Instant) -> Machine {
+    let mut m = Machine::new(settings);
+    m.step(Event::Start, t0);
+    m.step(Event::Spawned { pid: 100 }, t0);
+    m.step(Event::Ready, t0);
+    assert!(m.ready());
+    m
+}
+
+/// Child 100 serving, new child 200 spawned at `t`.
+fn starting(t0: Instant, t: Instant) -> Machine {
+    let mut m = ready(overlap_settings(), t0);
+    assert_eq!(m.step(Event::Restart, t), vec![Action::SpawnNew]);
+    let a = m.step(Event::NewSpawned { pid: 200 }, t);
+    assert_eq!(
+        a,
+        vec![Action::Note(Note::HandoverStarted { old: 100, new: 200 })]
+    );
+    m
+}
+
+fn exited(code: i32, others_left: bool) -> Event {
+    Event::SecondExited {
+        kind: ExitKind::Code(code),
+        others_left,
+    }
+}
+
+/// How many children are alive, as the machine knows them.
+fn alive(m: &Machine) -> usize {
+    usize::from(m.child_pid().is_some()) + usize::from(m.second_pid().is_some())
+}
+
+#[test]
+fn a_ready_child_is_replaced_only_once_the_new_one_is_ready() {
+    let t0 = Instant::now();
+    let t1 = t0 + ms(1000);
+    let mut m = starting(t0, t1);
+    // Old serves, new starts: the old child is still the machine's.
+    assert_eq!(m.child_pid(), Some(100));
+    assert_eq!(m.second_pid(), Some(200));
+    assert_eq!(alive(&m), 2);
+    let h = m.handover().expect("a handover");
+    assert_eq!((h.phase_name(), h.old, h.new), ("starting", 100, Some(200)));
+    assert_eq!(h.started_at, t1);
+    // The start timeout is the deadline; an early tick does nothing.
+    assert_eq!(m.deadline(), Some(t1 + ms(5000)));
+    assert_eq!(m.step(Event::Tick, t1 + ms(10)), vec![]);
+    // Ready: the new child serves, the old one's group is stopped.
+    let t2 = t1 + ms(1500);
+    let a = m.step(Event::NewReady, t2);
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::Ready { pid: 200 },
+            Note::HandoverDraining { old: 100, new: 200 }
+        ]
+    );
+    assert_eq!(
+        effects(&a),
+        vec![Action::SignalSecond {
+            pgid: 100,
+            kill: false
+        }]
+    );
+    assert_eq!(m.child_pid(), Some(200));
+    assert!(m.ready());
+    assert_eq!(m.second_pid(), Some(100));
+    assert_eq!(m.handover().map(|h| h.phase_name()), Some("draining"));
+    assert_eq!(m.deadline(), Some(t2 + ms(10_000)));
+    // The old one finishes and exits: done, and `restart` is told.
+    let a = m.step(exited(0, false), t2 + ms(300));
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::HandoverDone { old: 100, new: 200 },
+            Note::Restarted(Ok(200))
+        ]
+    );
+    assert_eq!(m.handover(), None);
+    assert_eq!(alive(&m), 1);
+    assert_eq!(m.restarts(), 1);
+    assert_eq!(m.phase().name(), "running");
+}
+
+#[test]
+fn a_new_child_that_exits_is_given_up_and_the_old_serves_on() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    let kind = ExitKind::Code(3);
+    let a = m.step(exited(3, false), t0 + ms(200));
+    assert_eq!(
+        a,
+        vec![
+            Action::Note(Note::HandoverFailed {
+                old: 100,
+                new: Some(200),
+                why: Unmet::Exited(kind)
+            }),
+            Action::Note(Note::Restarted(Err(Unmet::Exited(kind))))
+        ]
+    );
+    assert_eq!(m.handover(), None);
+    assert_eq!(m.child_pid(), Some(100));
+    assert!(m.ready());
+    assert_eq!(m.deadline(), None);
+}
+
+#[test]
+fn leftovers_of_a_failed_new_child_are_stopped_then_killed() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    let a = m.step(exited(1, true), t0);
+    assert_eq!(
+        effects(&a),
+        vec![Action::SignalSecond {
+            pgid: 200,
+            kill: false
+        }]
+    );
+    assert_eq!(m.second_group_pending(), Some(200));
+    assert_eq!(m.deadline(), Some(t0 + ms(10_000)));
+    let a = m.step(Event::Tick, t0 + ms(10_000));
+    assert_eq!(
+        a,
+        vec![Action::SignalSecond {
+            pgid: 200,
+            kill: true
+        }]
+    );
+    let a = m.step(Event::SecondGone, t0 + ms(10_010));
+    assert_eq!(
+        notes(&a),
+        vec![Note::Restarted(Err(Unmet::Exited(ExitKind::Code(1))))]
+    );
+    assert_eq!(m.handover(), None);
+}
+
+#[test]
+fn a_new_child_never_ready_is_stopped_after_start_timeout() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    let a = m.step(Event::Tick, t0 + ms(5000));
+    assert_eq!(
+        a,
+        vec![
+            Action::Note(Note::HandoverFailed {
+                old: 100,
+                new: Some(200),
+                why: Unmet::NotReady
+            }),
+            Action::SignalSecond {
+                pgid: 200,
+                kill: false
+            }
+        ]
+    );
+    // It ignores the stop signal: SIGKILL after stop_timeout, then its
+    // exit is waited for without a timer.
+    assert_eq!(m.deadline(), Some(t0 + ms(15_000)));
+    let a = m.step(Event::Tick, t0 + ms(15_000));
+    assert_eq!(
+        a,
+        vec![Action::SignalSecond {
+            pgid: 200,
+            kill: true
+        }]
+    );
+    assert_eq!(m.deadline(), None);
+    // A late READY=1 changes nothing now.
+    assert_eq!(m.step(Event::NewReady, t0 + ms(15_001)), vec![]);
+    let a = m.step(exited(137, false), t0 + ms(15_002));
+    assert_eq!(notes(&a), vec![Note::Restarted(Err(Unmet::NotReady))]);
+    assert_eq!((m.child_pid(), alive(&m)), (Some(100), 1));
+}
+
+#[test]
+fn a_new_child_that_cannot_be_spawned_fails_the_restart() {
+    let t0 = Instant::now();
+    let mut m = ready(overlap_settings(), t0);
+    m.step(Event::Restart, t0);
+    let a = m.step(Event::NewSpawnFailed, t0);
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::HandoverFailed {
+                old: 100,
+                new: None,
+                why: Unmet::SpawnFailed
+            },
+            Note::Restarted(Err(Unmet::SpawnFailed))
+        ]
+    );
+    assert_eq!((m.handover(), m.child_pid()), (None, Some(100)));
+}
+
+#[test]
+fn an_old_child_that_ignores_the_stop_signal_is_killed_after_stop_timeout() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    m.step(Event::NewReady, t0 + ms(100));
+    let a = m.step(Event::Tick, t0 + ms(10_100));
+    assert_eq!(
+        a,
+        vec![Action::SignalSecond {
+            pgid: 100,
+            kill: true
+        }]
+    );
+    // Its leader is reaped but a member lingers past the kill grace.
+    let a = m.step(exited(137, true), t0 + ms(10_200));
+    assert_eq!(
+        a,
+        vec![Action::SignalSecond {
+            pgid: 100,
+            kill: true
+        }]
+    );
+    let a = m.step(Event::Tick, t0 + ms(15_100));
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::GaveUp,
+            Note::HandoverDone { old: 100, new: 200 },
+            Note::Restarted(Ok(200))
+        ]
+    );
+}
+
+#[test]
+fn only_a_requested_restart_of_a_ready_child_overlaps() {
+    let t0 = Instant::now();
+    // Not ready yet: stop first.
+    let mut m = Machine::new(overlap_settings());
+    m.step(Event::Start, t0);
+    m.step(Event::Spawned { pid: 100 }, t0);
+    assert_eq!(
+        m.step(Event::Restart, t0),
+        vec![Action::Signal { kill: false }]
+    );
+    assert_eq!(m.handover(), None);
+    // A crash: stop first (the next child after the backoff).
+    let mut m = ready(overlap_settings(), t0);
+    let a = m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(1),
+            others_left: false,
+        },
+        t0 + ms(10),
+    );
+    assert!(!a.contains(&Action::SpawnNew));
+    // A liveness failure: stop first.
+    let mut watchdog = overlap_settings();
+    watchdog.health.watchdog = Some(ms(2000));
+    let mut m2 = ready(watchdog, t0);
+    let a = m2.step(Event::Tick, t0 + ms(2000));
+    assert_eq!(effects(&a), vec![Action::Signal { kill: false }]);
+    // Overlap off: stop first.
+    let mut off = overlap_settings();
+    off.overlap = false;
+    let mut m3 = ready(off, t0);
+    assert_eq!(
+        m3.step(Event::Restart, t0),
+        vec![Action::Signal { kill: false }]
+    );
+    // Too much memory, ready, overlap on: a handover.
+    let mut m = ready(overlap_settings(), t0);
+    let a = m.step(Event::TooBig(1 << 30), t0);
+    assert_eq!(effects(&a), vec![Action::SpawnNew]);
+}
+
+#[test]
+fn one_handover_at_a_time() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    for t in [ms(10), ms(20)] {
+        assert_eq!(
+            m.step(Event::Restart, t0 + t),
+            vec![Action::Note(Note::HandoverBusy)]
+        );
+        assert_eq!(m.step(Event::TooBig(1 << 30), t0 + t), vec![]);
+    }
+    m.step(Event::NewReady, t0 + ms(30));
+    assert_eq!(
+        m.step(Event::Restart, t0 + ms(40)),
+        vec![Action::Note(Note::HandoverBusy)]
+    );
+    assert_eq!(alive(&m), 2);
+}
+
+#[test]
+fn stop_during_a_handover_stops_both_children() {
+    for draining in [false, true] {
+        let t0 = Instant::now();
+        let mut m = starting(t0, t0);
+        let second = if draining {
+            m.step(Event::NewReady, t0 + ms(10));
+            100
+        } else {
+            200
+        };
+        let a = m.step(Event::Stop, t0 + ms(20));
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::StopAlso { pgid: second },
+                Action::Signal { kill: false }
+            ],
+            "draining: {draining}"
+        );
+        // The restart that was asked for is told it did not happen.
+        if !draining {
+            assert!(notes(&a).contains(&Note::Restarted(Err(Unmet::Stopping))));
+        }
+        assert_eq!(m.handover(), None);
+        // The serving child ends; the second one's group is still there.
+        let a = m.step(
+            Event::ChildExited {
+                kind: ExitKind::Code(0),
+                others_left: true,
+            },
+            t0 + ms(30),
+        );
+        assert_eq!(effects(&a), vec![Action::Signal { kill: false }]);
+        assert_eq!(m.step(Event::OthersGone, t0 + ms(40)), vec![Action::Exit]);
+    }
+}
+
+#[test]
+fn the_serving_child_ending_during_a_handover_stops_the_new_one_too() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    let a = m.step(
+        Event::ChildExited {
+            kind: ExitKind::Signal(9),
+            others_left: false,
+        },
+        t0 + ms(10),
+    );
+    assert!(notes(&a).contains(&Note::HandoverFailed {
+        old: 100,
+        new: Some(200),
+        why: Unmet::OldEnded
+    }));
+    assert_eq!(
+        effects(&a),
+        vec![
+            Action::StopAlso { pgid: 200 },
+            Action::Signal { kill: false }
+        ]
+    );
+    assert_eq!(m.handover(), None);
+    // Both gone: a fresh child after the crash's backoff, and the restart
+    // asked for is told when it is ready.
+    assert_eq!(m.step(Event::OthersGone, t0 + ms(20)), vec![]);
+    assert_eq!(m.phase().name(), "backoff");
+    let a = m.step(Event::Tick, t0 + ms(1010));
+    assert_eq!(a, vec![Action::Launch]);
+    m.step(Event::Spawned { pid: 300 }, t0 + ms(1010));
+    let a = m.step(Event::Ready, t0 + ms(1030));
+    assert_eq!(
+        notes(&a),
+        vec![Note::Ready { pid: 300 }, Note::Restarted(Ok(300))]
+    );
+}
+
+#[test]
+fn a_stop_first_restart_tells_its_outcome() {
+    let t0 = Instant::now();
+    let mut off = overlap_settings();
+    off.overlap = false;
+    // Ready again: told once.
+    let mut m = ready(off, t0);
+    m.step(Event::Restart, t0);
+    m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(0),
+            others_left: false,
+        },
+        t0,
+    );
+    m.step(Event::Spawned { pid: 101 }, t0);
+    let a = m.step(Event::Ready, t0 + ms(5));
+    assert_eq!(
+        notes(&a),
+        vec![Note::Ready { pid: 101 }, Note::Restarted(Ok(101))]
+    );
+    // The new child dies before it is ready.
+    let mut m = ready(off, t0);
+    m.step(Event::Restart, t0);
+    m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(0),
+            others_left: false,
+        },
+        t0,
+    );
+    m.step(Event::Spawned { pid: 101 }, t0);
+    let a = m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(2),
+            others_left: false,
+        },
+        t0 + ms(5),
+    );
+    assert!(notes(&a).contains(&Note::Restarted(Err(Unmet::Exited(ExitKind::Code(2))))));
+    // Not ready in time.
+    let mut m = ready(off, t0);
+    m.step(Event::Restart, t0);
+    m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(0),
+            others_left: false,
+        },
+        t0,
+    );
+    m.step(Event::Spawned { pid: 101 }, t0);
+    let a = m.step(Event::Tick, t0 + ms(5000));
+    assert!(notes(&a).contains(&Note::Restarted(Err(Unmet::NotReady))));
+    // Without readiness: told at the spawn.
+    let mut m = Machine::new(Settings {
+        health: HealthPolicy::default(),
+        ..off
+    });
+    m.step(Event::Start, t0);
+    m.step(Event::Spawned { pid: 100 }, t0);
+    m.step(Event::Restart, t0);
+    m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(0),
+            others_left: false,
+        },
+        t0,
+    );
+    let a = m.step(Event::Spawned { pid: 101 }, t0);
+    assert!(notes(&a).contains(&Note::Restarted(Ok(101))));
+}
+
+#[test]
+fn the_new_childs_failure_while_draining_stops_the_old_one_too() {
+    let t0 = Instant::now();
+    let mut m = starting(t0, t0);
+    m.step(Event::NewReady, t0 + ms(10));
+    let a = m.step(
+        Event::ChildExited {
+            kind: ExitKind::Code(1),
+            others_left: false,
+        },
+        t0 + ms(20),
+    );
+    assert_eq!(
+        effects(&a),
+        vec![
+            Action::StopAlso { pgid: 100 },
+            Action::Signal { kill: false }
+        ]
+    );
+    assert_eq!(m.phase().name(), "stopping");
+    assert_eq!(m.handover(), None);
+}
+
+#[test]
+fn stray_handover_events_change_nothing() {
+    let t0 = Instant::now();
+    let mut m = ready(overlap_settings(), t0);
+    let before = m.clone();
+    for e in [
+        Event::NewSpawned { pid: 5 },
+        Event::NewSpawnFailed,
+        Event::NewReady,
+        exited(0, false),
+        Event::SecondGone,
+    ] {
+        assert_eq!(m.step(e, t0), vec![], "{e:?}");
+    }
+    assert_eq!(m, before);
+    // SecondGone while the draining old child's leader is alive: nothing.
+    let mut m = starting(t0, t0);
+    m.step(Event::NewReady, t0);
+    assert_eq!(m.step(Event::SecondGone, t0), vec![]);
+    assert!(m.handover().is_some());
+}
