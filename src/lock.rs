@@ -346,12 +346,13 @@ pub(crate) enum Doubt {
 }
 
 impl Doubt {
-    /// Worth waiting for: the holder may be about to record itself (or,
-    /// gone, about to leave the lock table).
+    /// Worth waiting for: the holder may be about to record itself, or
+    /// be exiting (its descriptors closed a moment before the lock table
+    /// forgets it).
     fn may_pass(&self) -> bool {
         matches!(
             self,
-            Doubt::Gone | Doubt::NotRecorded(_) | Doubt::Executable { .. }
+            Doubt::Gone | Doubt::NotOpen | Doubt::NotRecorded(_) | Doubt::Executable { .. }
         )
     }
 }
@@ -401,6 +402,8 @@ pub(crate) fn prove(
     match facts.holds(pid, object) {
         Ok(true) => {}
         Ok(false) => return Err(Doubt::NotOpen),
+        // Exited between the two looks.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Doubt::Gone),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             return Err(Doubt::Cannot("permission denied".into()))
         }

@@ -46,6 +46,13 @@ fn live_record(loc: &StateLocation, mut rec: Record, now: SystemTime) -> Record 
             }
         }
     }
+    present(rec, now)
+}
+
+/// A live supervisor's record as `status` shows it at `now`: the countdown
+/// to the next try worked out, times from the future clamped. Also what
+/// the supervisor serves as `GET /status`.
+pub(crate) fn present(mut rec: Record, now: SystemTime) -> Record {
     if rec.state == "not-running" {
         // Written on the way out; the process is about to exit.
         rec.state = "stopping".into();
@@ -74,13 +81,24 @@ fn live_record(loc: &StateLocation, mut rec: Record, now: SystemTime) -> Record 
     rec
 }
 
-/// `supervisor status [--json]`; returns the exit code.
+/// How `status` prints the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One fact a line, for people.
+    Text,
+    /// One JSON object (the same as --json).
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// `supervisor status [--json | --format F]`; returns the exit code.
 ///
 /// The lock holder is proven to be the supervisor its record names
 /// (`lock::find`) before anything is shown of it: otherwise unknown (4),
 /// naming the pid and why. A record of another config's supervisor (a
 /// shared state folder) is 78, naming both.
-pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, json: bool) -> i32 {
+pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, format: Format) -> i32 {
     let now = SystemTime::now();
     let mut other_service = false;
     let rec = match found {
@@ -109,10 +127,13 @@ pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, json: 
         "unknown" => exit::UNKNOWN,
         _ => exit::FAILURE,
     };
-    if json {
-        crate::out!("{}", rec.encode());
-    } else {
-        crate::out!("{}", human(&rec, now, colour_wanted()));
+    match format {
+        Format::Json => crate::out!("{}", rec.encode()),
+        Format::Text => crate::out!("{}", human(&rec, now, colour_wanted())),
+        Format::Prometheus => crate::out!(
+            "{}",
+            crate::metrics::render(&rec, crate::metrics::child_memory(&rec))
+        ),
     }
     code
 }

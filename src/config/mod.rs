@@ -46,6 +46,9 @@ const ENV_VAR: &str = "SUPERVISOR_CONFIG";
 const PID_FILE: &str = "supervisor.pid";
 /// The status record, in the state dir.
 const STATE_FILE: &str = "state.json";
+/// `child.stop_timeout` when the file does not set it (and what `stop`
+/// assumes when neither the running supervisor nor a file says).
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A config file bigger than this is a mistake (say `--config /dev/zero`);
 /// refusing it beats reading forever.
@@ -120,9 +123,31 @@ pub struct RestartSection {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSection {
+    /// Where the child's output and the supervisor's own lines go.
+    pub to: LogTo,
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub max_files: u32,
+}
+
+/// `log.to`: files in `log.dir`, or the supervisor's own stdout and stderr
+/// (what a container engine collects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    /// `child.log` and `supervisor.log` in `log.dir`, rotated.
+    Files,
+    /// The child inherits the supervisor's stdout and stderr (no pipe, no
+    /// copy, no file); the supervisor's lines go to its stderr.
+    Stdout,
+}
+
+impl LogTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogTo::Files => "files",
+            LogTo::Stdout => "stdout",
+        }
+    }
 }
 
 /// Readiness and liveness (not in SPEC.md's contract; all optional). With
@@ -388,7 +413,7 @@ impl Config {
                 cwd: folder.to_path_buf(),
                 env: BTreeMap::new(),
                 stop_signal: Signal::SIGTERM,
-                stop_timeout: Duration::from_secs(10),
+                stop_timeout: DEFAULT_STOP_TIMEOUT,
                 user: None,
                 allow_root: false,
                 umask: None,
@@ -405,6 +430,7 @@ impl Config {
                 give_up_after: 0,
             },
             log: LogSection {
+                to: LogTo::Files,
                 dir: folder.join("logs"),
                 max_bytes: 10 << 20,
                 max_files: 5,

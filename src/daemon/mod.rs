@@ -53,12 +53,12 @@ use signal_hook_tokio::Signals;
 use tracing::{info, warn};
 
 use crate::child::{self, Recipe};
-use crate::config::Config;
+use crate::config::{Config, LogTo};
 use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogSink, Readers};
+use crate::logs::{LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
@@ -74,13 +74,39 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
+/// Beyond every bounded wait of the exit path: the state write (an
+/// `F_FULLFSYNC` on macOS), the process's own exit, a busy machine.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
 
-/// The logs the driver writes, and the thread that fills `child.log`.
+/// How long a supervisor may take to exit after SIGTERM, for the child's
+/// `stop_timeout`, in whole seconds: the child's graceful stop (its stop
+/// signal, SIGKILL after `stop_timeout`), [`KILL_GRACE`] for SIGKILLed
+/// leftovers to vanish, a running alert command's [`HOOK_AT_EXIT`] and
+/// then [`KILL_GRACE`] for its killed group, [`PUMP_DRAIN`] for the
+/// child's last log lines, and [`STOP_MARGIN`]. `stop` waits this long;
+/// launchd's `ExitTimeOut` and systemd's `TimeoutStopSec` are this: a
+/// supervisor killed sooner would orphan a child in the middle of its
+/// graceful stop.
+pub(crate) fn stop_budget(stop_timeout: Duration) -> Duration {
+    let total = stop_timeout + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
+
+/// `log.to = "files"`: the two log files.
+pub(crate) struct LogFiles {
+    pub(crate) child: Arc<LogSink>,
+    pub(crate) supervisor: Arc<LogSink>,
+}
+
+/// The logs the driver writes, and the thread that fills `child.log`;
+/// neither with `log.to = "stdout"` (the child writes into our stdout and
+/// stderr itself).
 struct Logs {
-    child: Arc<LogSink>,
-    supervisor: Arc<LogSink>,
+    files: Option<LogFiles>,
     /// Reads every child pipe; taken at exit to write the last lines.
     readers: Option<Readers>,
+    /// What the reader has read, per stream.
+    counts: Arc<LogCounts>,
 }
 
 pub(crate) struct Daemon {
@@ -125,6 +151,9 @@ pub(crate) struct Daemon {
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
+    /// Counters an earlier image of this process handed over (`reload`):
+    /// what this one counts is added to them.
+    carried: state::Counters,
 }
 
 /// How this image of the supervisor began.
@@ -184,8 +213,7 @@ impl Daemon {
         cfg: Config,
         creds: Option<child::Creds>,
         lock: InstanceLock,
-        child_log: Arc<LogSink>,
-        supervisor_log: Arc<LogSink>,
+        files: Option<LogFiles>,
         notify: Option<NotifySocket>,
         passed: Option<Listener>,
     ) -> Result<Daemon, Fatal> {
@@ -216,6 +244,7 @@ impl Daemon {
             death_signal: cfg.child.stop_signal as i32,
             creds,
             attrs: crate::attrs::Wanted::of(&cfg.child),
+            inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
         let exe = invoked_as();
@@ -249,11 +278,17 @@ impl Daemon {
             alerts: None,
             reload_error: None,
         };
-        let readers = Readers::start(child_log.clone()).map_err(|e| {
-            Fatal::failure(format!(
-                "cannot start the thread that reads the child's output: {e}"
-            ))
-        })?;
+        let counts = Arc::new(LogCounts::default());
+        let readers = match &files {
+            Some(f) => Some(
+                Readers::start(f.child.clone(), counts.clone()).map_err(|e| {
+                    Fatal::failure(format!(
+                        "cannot start the thread that reads the child's output: {e}"
+                    ))
+                })?,
+            ),
+            None => None,
+        };
         Ok(Daemon {
             machine: Machine::new(settings),
             recipe,
@@ -270,9 +305,9 @@ impl Daemon {
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {
-                child: child_log,
-                supervisor: supervisor_log,
-                readers: Some(readers),
+                files,
+                readers,
+                counts,
             },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
@@ -292,6 +327,7 @@ impl Daemon {
             gave_up: None,
             reloading: None,
             next_listener: None,
+            carried: state::Counters::default(),
             cfg,
         })
     }
@@ -510,9 +546,17 @@ impl Daemon {
             }
             SIGHUP => {
                 // Never forwarded: uvicorn and many others die on SIGHUP.
-                self.logs.child.reopen();
-                self.logs.supervisor.reopen();
-                info!("SIGHUP: log files reopened");
+                match &self.logs.files {
+                    Some(files) => {
+                        files.child.reopen();
+                        files.supervisor.reopen();
+                        info!("SIGHUP: log files reopened");
+                    }
+                    None => info!(
+                        "SIGHUP: nothing to reopen: log.to = \"stdout\" (the child's lines and ours \
+                         go to the supervisor's stdout and stderr, no files)"
+                    ),
+                }
             }
             SIGUSR1 => {
                 info!("SIGUSR1: restarting the child");
@@ -684,8 +728,25 @@ impl Daemon {
 
     fn write_state(&mut self) {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
-        let rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        rec.counters = Some(self.counters());
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// The counters as they stand: what was handed over plus what this
+    /// image counted. Every alert event is named, with 0 before its first.
+    fn counters(&self) -> state::Counters {
+        let mut c = self.carried.clone();
+        for event in crate::config::AlertEvent::ALL {
+            c.alerts.entry(event.as_str().to_owned()).or_default();
+        }
+        for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
+            *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
+        }
+        let (stdout, stderr) = self.logs.counts.get();
+        c.log_bytes.stdout += stdout;
+        c.log_bytes.stderr += stderr;
+        c
     }
 }
 
