@@ -736,6 +736,7 @@ mod tests {
                 reload_error: None,
                 stop_timeout_ms: None,
                 config: None,
+                ..Default::default()
             }),
             ..crate::state::Record::not_running()
         };
@@ -814,6 +815,7 @@ mod tests {
                 reload_error: None,
                 stop_timeout_ms: None,
                 config: config.map(str::to_owned),
+                ..Default::default()
             }),
             listen: Some(crate::state::ListenInfo {
                 address: "127.0.0.1:8420".into(),

@@ -277,6 +277,8 @@ mod tests {
                 reload_error: None,
                 stop_timeout_ms: None,
                 config: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
