@@ -309,6 +309,11 @@ fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     reload::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
+    // Started the way `run` would be, by a manager passing the socket?
+    // Every check comes before the first line of output: an invalid config
+    // prints its errors only, not the resolved config first.
+    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
@@ -320,9 +325,6 @@ fn check_config(cfg: &Config) -> Outcome {
     };
     let (plan, facts) = &pre.attributes;
     crate::out!("{}", attrs::report(plan, facts, inherited));
-    // Started the way `run` would be, by a manager passing the socket?
-    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
-        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     if passed.is_some() {
         crate::out!(
             "# listen: the socket the service manager passed for {} (no bind)\n",
@@ -617,6 +619,19 @@ fn serve(s: Serve) -> Outcome {
                 )
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
+            // Once, one line, on a fresh start: a newcomer at a terminal
+            // sees where the lines go; under launchd or systemd it is one
+            // line per start in what they capture.
+            if matches!(start, Start::Fresh) {
+                crate::say!(
+                    "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
+                     (`supervisor logs -f`)",
+                    std::process::id(),
+                    cfg.listen.address,
+                    cfg.supervisor_log_path().display(),
+                    cfg.child_log_path().display()
+                );
+            }
             Some(daemon::LogFiles { child, supervisor })
         }
         // The engine stamps each line with its own time.
