@@ -33,10 +33,20 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json, check } => Ok(match check {
-            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-            None => status::run(reach(&path).map(|(loc, _)| loc), json),
-        }),
+        Command::Status {
+            json,
+            format,
+            check,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, f) => f.unwrap_or(status::Format::Text),
+            };
+            Ok(match check {
+                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+            })
+        }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
@@ -694,9 +704,6 @@ fn reload(loc: &StateLocation) -> Outcome {
     }
 }
 
-/// `stop_timeout` when neither the running supervisor nor the file says.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
         return Ok(exit::OK);
@@ -710,8 +717,10 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
-    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
+    let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {
+        c.child.stop_timeout
+    });
+    let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

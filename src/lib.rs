@@ -59,6 +59,7 @@ mod jobfile;
 mod listener;
 mod lock;
 mod logs;
+mod metrics;
 mod policy;
 mod state;
 mod status;

@@ -37,10 +37,44 @@ pub struct Record {
     /// With `[alerts]`: the last alert and how its command ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsInfo>,
+    /// What `status --format prometheus` and `/metrics` count: alerts
+    /// per event, the child's output per stream, handovers. Kept by the
+    /// driver, handed over by `reload`, started afresh by a new process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+}
+
+/// The record's `counters`: totals since the supervisor process started
+/// (across `reload`s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Alerts the rule fired, by event name ("crash-loop", ...).
+    #[serde(default)]
+    pub alerts: BTreeMap<String, u64>,
+    /// Bytes the child wrote to its stdout and stderr (as of the last
+    /// state write: the log reader counts them as they come).
+    #[serde(default)]
+    pub log_bytes: Streams,
+    /// Overlapped restarts that handed the port to a new child, and those
+    /// that failed.
+    #[serde(default)]
+    pub handovers: Handovers,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streams {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handovers {
+    pub ok: u64,
+    pub failed: u64,
 }
 
 /// `alerts` in the record (null fields before the first alert).
@@ -172,6 +206,7 @@ impl Record {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            counters: None,
             error: None,
             updated_at: None,
         }
@@ -326,6 +361,7 @@ mod tests {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            counters: None,
             error: None,
             updated_at: None,
         }

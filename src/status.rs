@@ -53,6 +53,13 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             }
         }
     }
+    Ok(present(rec, now))
+}
+
+/// A live supervisor's record as `status` shows it at `now`: the countdown
+/// to the next try worked out, times from the future clamped. Also what
+/// the supervisor serves as `GET /status`.
+pub(crate) fn present(mut rec: Record, now: SystemTime) -> Record {
     if rec.state == "not-running" {
         // Written on the way out; the process is about to exit.
         rec.state = "stopping".into();
@@ -78,7 +85,7 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             clamp(&mut e.at);
         }
     }
-    Ok(rec)
+    rec
 }
 
 fn starting(pid: i32) -> Record {
@@ -99,8 +106,19 @@ fn starting(pid: i32) -> Record {
     }
 }
 
-/// `supervisor status [--json]`; returns the exit code.
-pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
+/// How `status` prints the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One fact a line, for people.
+    Text,
+    /// One JSON object (the same as --json).
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// `supervisor status [--json | --format F]`; returns the exit code.
+pub(crate) fn run(loc: Result<StateLocation, String>, format: Format) -> i32 {
     let now = SystemTime::now();
     let rec = match loc {
         Err(e) => Record::unknown(e),
@@ -115,10 +133,13 @@ pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
         "unknown" => exit::UNKNOWN,
         _ => exit::FAILURE,
     };
-    if json {
-        crate::out!("{}", rec.encode());
-    } else {
-        crate::out!("{}", human(&rec, now, colour_wanted()));
+    match format {
+        Format::Json => crate::out!("{}", rec.encode()),
+        Format::Text => crate::out!("{}", human(&rec, now, colour_wanted())),
+        Format::Prometheus => crate::out!(
+            "{}",
+            crate::metrics::render(&rec, crate::metrics::child_memory(&rec))
+        ),
     }
     code
 }

@@ -58,7 +58,7 @@ use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogSink, Readers};
+use crate::logs::{LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
@@ -74,6 +74,23 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
+/// Beyond every bounded wait of the exit path: the state write (an
+/// `F_FULLFSYNC` on macOS), the process's own exit, a busy machine.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a supervisor may take to exit after SIGTERM, for the child's
+/// `stop_timeout`, in whole seconds: the child's graceful stop (its stop
+/// signal, SIGKILL after `stop_timeout`), [`KILL_GRACE`] for SIGKILLed
+/// leftovers to vanish, a running alert command's [`HOOK_AT_EXIT`] and
+/// then [`KILL_GRACE`] for its killed group, [`PUMP_DRAIN`] for the
+/// child's last log lines, and [`STOP_MARGIN`]. `stop` waits this long;
+/// launchd's `ExitTimeOut` and systemd's `TimeoutStopSec` are this: a
+/// supervisor killed sooner would orphan a child in the middle of its
+/// graceful stop.
+pub(crate) fn stop_budget(stop_timeout: Duration) -> Duration {
+    let total = stop_timeout + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
 
 /// `log.to = "files"`: the two log files.
 pub(crate) struct LogFiles {
@@ -88,6 +105,8 @@ struct Logs {
     files: Option<LogFiles>,
     /// Reads every child pipe; taken at exit to write the last lines.
     readers: Option<Readers>,
+    /// What the reader has read, per stream.
+    counts: Arc<LogCounts>,
 }
 
 pub(crate) struct Daemon {
@@ -132,6 +151,9 @@ pub(crate) struct Daemon {
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
+    /// Counters an earlier image of this process handed over (`reload`):
+    /// what this one counts is added to them.
+    carried: state::Counters,
 }
 
 /// How this image of the supervisor began.
@@ -255,12 +277,15 @@ impl Daemon {
             alerts: None,
             reload_error: None,
         };
+        let counts = Arc::new(LogCounts::default());
         let readers = match &files {
-            Some(f) => Some(Readers::start(f.child.clone()).map_err(|e| {
-                Fatal::failure(format!(
-                    "cannot start the thread that reads the child's output: {e}"
-                ))
-            })?),
+            Some(f) => Some(
+                Readers::start(f.child.clone(), counts.clone()).map_err(|e| {
+                    Fatal::failure(format!(
+                        "cannot start the thread that reads the child's output: {e}"
+                    ))
+                })?,
+            ),
             None => None,
         };
         Ok(Daemon {
@@ -278,7 +303,11 @@ impl Daemon {
             sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
-            logs: Logs { files, readers },
+            logs: Logs {
+                files,
+                readers,
+                counts,
+            },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
             memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
@@ -297,6 +326,7 @@ impl Daemon {
             gave_up: None,
             reloading: None,
             next_listener: None,
+            carried: state::Counters::default(),
             cfg,
         })
     }
@@ -697,8 +727,25 @@ impl Daemon {
 
     fn write_state(&mut self) {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
-        let rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        rec.counters = Some(self.counters());
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// The counters as they stand: what was handed over plus what this
+    /// image counted. Every alert event is named, with 0 before its first.
+    fn counters(&self) -> state::Counters {
+        let mut c = self.carried.clone();
+        for event in crate::config::AlertEvent::ALL {
+            c.alerts.entry(event.as_str().to_owned()).or_default();
+        }
+        for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
+            *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
+        }
+        let (stdout, stderr) = self.logs.counts.get();
+        c.log_bytes.stdout += stdout;
+        c.log_bytes.stderr += stderr;
+        c
     }
 }
 

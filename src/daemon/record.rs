@@ -153,6 +153,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
         }),
         bind_error: o.bind_error.clone(),
         alerts: o.alerts.clone(),
+        counters: None,
         error: None,
         updated_at: None,
     }
@@ -189,8 +190,14 @@ impl StateFile {
 
     /// Replace state.json if anything a reader cares about changed.
     pub(crate) fn write(&mut self, mut rec: Record, wall: SystemTime) {
-        // Compare without the ever-changing countdown and time stamp.
+        // Compare without the ever-changing countdown and time stamp, and
+        // without the child's output count: it is recorded with what
+        // changes, never a reason for a write of its own.
         let countdown = rec.next_restart_in_ms.take();
+        let streams = rec
+            .counters
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.log_bytes));
         let key = rec.encode();
         if self.written.as_deref() == Some(key.as_str()) {
             return;
@@ -208,6 +215,9 @@ impl StateFile {
             ),
         }
         rec.next_restart_in_ms = countdown;
+        if let (Some(c), Some(s)) = (rec.counters.as_mut(), streams) {
+            c.log_bytes = s;
+        }
         rec.updated_at = Some(state::timestamp_ms(wall));
         match state::write_atomic(&self.path, &rec.encode()) {
             Ok(()) => {

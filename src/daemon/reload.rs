@@ -92,6 +92,9 @@ pub(crate) struct Handoff {
     /// resolve `child.user` again.
     #[serde(default)]
     pub(crate) creds: Option<crate::child::Creds>,
+    /// The metrics' counters so far: they survive the exec.
+    #[serde(default)]
+    pub(crate) counters: Option<state::Counters>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -491,6 +494,7 @@ impl Daemon {
             last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
             alerts: self.seen.alerts.clone(),
             creds: self.recipe.creds.clone(),
+            counters: Some(self.counters()),
         };
         let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
@@ -520,7 +524,7 @@ impl Daemon {
             .logs
             .files
             .as_ref()
-            .map(|f| Readers::start(f.child.clone()))
+            .map(|f| Readers::start(f.child.clone(), self.logs.counts.clone()))
         {
             Some(Ok(readers)) => {
                 for p in pipes {
@@ -541,6 +545,7 @@ impl Daemon {
     pub(super) fn carry_on(&mut self, h: Handoff, old: Config, problems: Vec<(i32, String)>) {
         let now = Instant::now();
         self.seen.me.reloads = h.reloads + 1;
+        self.carried = h.counters.clone().unwrap_or_default();
         self.seen.me.started_at = from_unix_ms(h.started_at_ms);
         self.seen.inherited = h.inherited;
         self.seen.socket_id = h.socket_id;

@@ -18,7 +18,7 @@ use super::{
     JobSpec, Written,
 };
 use crate::cli::SystemdAction;
-use crate::daemon::{KILL_GRACE, PUMP_DRAIN};
+use crate::daemon::{HOOK_AT_EXIT, KILL_GRACE, PUMP_DRAIN, STOP_MARGIN};
 use crate::exit::{self, Fatal};
 
 /// Which manager runs the unit.
@@ -183,11 +183,13 @@ pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
     let _ = writeln!(w, "KillSignal=SIGTERM");
     let _ = writeln!(
         w,
-        "# child.stop_timeout {} + kill grace {} + log drain {} + margin {}, rounded up.",
+        "# child.stop_timeout {} + kill grace {} + alert command at exit {} and its kill grace {} + log drain {} + margin {}, rounded up.",
         secs(spec.stop_timeout),
         secs(KILL_GRACE),
+        secs(HOOK_AT_EXIT),
+        secs(KILL_GRACE),
         secs(PUMP_DRAIN),
-        secs(super::STOP_MARGIN)
+        secs(STOP_MARGIN)
     );
     let _ = writeln!(w, "TimeoutStopSec={}s", stop_budget_secs(spec.stop_timeout));
     let _ = writeln!(w, "\n[Install]");

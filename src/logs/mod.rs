@@ -22,7 +22,7 @@ mod framer;
 mod reader;
 pub(crate) mod tail;
 
-pub(crate) use reader::{Handed, Readers};
+pub(crate) use reader::{Handed, LogCounts, Readers};
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
