@@ -150,7 +150,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
-    check_writable("log dir", &cfg.log.dir)?;
+    if cfg.log.to == LogTo::Files {
+        check_writable("log dir", &cfg.log.dir)?;
+    }
     let attributes = attributes(cfg)?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
