@@ -116,6 +116,15 @@ impl Named {
     }
 }
 
+impl Named {
+    fn image(what: &str) -> Named {
+        Named {
+            name: format!("localhost/{}:test", unique(what)),
+            image: true,
+        }
+    }
+}
+
 impl Drop for Named {
     fn drop(&mut self) {
         let args: &[&str] = match self.image {
@@ -444,5 +453,217 @@ fn shipped_config_and_app_serve_and_get_ready_through_the_http_probe() {
     let stop = podman(&["stop", "-t", "30", &c.name]);
     if stop.code != Some(0) || exit_code(&c.name) != Some(0) {
         env.fail(format!("podman stop: want exit 0\n{stop}\n{}", logs()));
+    }
+}
+
+/// The static (musl) supervisor and test child for the `FROM scratch`
+/// image: `$SUPERVISOR_TEST_STATIC_DIR`, else the release build of
+/// `.ci/run` (`target/x86_64-unknown-linux-musl/release`, the child under
+/// `examples/`). `None` when either is missing.
+fn static_binaries() -> Option<(PathBuf, PathBuf)> {
+    let dir = match std::env::var_os("SUPERVISOR_TEST_STATIC_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release"),
+    };
+    let sup = dir.join("supervisor");
+    let child = dir.join("examples/listenfd_child");
+    (sup.is_file() && child.is_file()).then_some((sup, child))
+}
+
+/// Builds the image `examples/container/deployment.yaml` runs in the
+/// test: the Containerfile's layout and settings (`/usr/local/bin/
+/// supervisor`, `/etc/supervisor/supervisor.toml`, `/run/supervisor` owned
+/// by user 10001, `USER 10001`, `SUPERVISOR_CONFIG`, the entry point) in a
+/// `FROM scratch` image, with the static Rust test child
+/// (`examples/listenfd_child.rs`, which answers `GET /healthz` with 200) in
+/// place of the Python app, whose `FROM python` and `pip install` need a
+/// registry. The shipped config is used with only `child.command`
+/// changed (and `child.env`, which is Python's, dropped).
+fn scratch_image(env: &Env, sup: &Path, child: &Path) -> Named {
+    let ctx = env.path("image");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(sup, ctx.join("supervisor")).unwrap();
+    std::fs::copy(child, ctx.join("listenfd_child")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container");
+    let config: String = std::fs::read_to_string(shipped.join("supervisor.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("env = "))
+        .map(|l| match l.starts_with("command = ") {
+            true => "command = [\"/app/listenfd_child\"]\n".to_string(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(ctx.join("supervisor.toml"), config).unwrap();
+    std::fs::create_dir(ctx.join("state")).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\n\
+         COPY supervisor /usr/local/bin/supervisor\n\
+         COPY listenfd_child /app/listenfd_child\n\
+         COPY supervisor.toml /etc/supervisor/supervisor.toml\n\
+         COPY --chown=10001:10001 state/ /run/supervisor/\n\
+         USER 10001\n\
+         ENV SUPERVISOR_CONFIG=/etc/supervisor/supervisor.toml PATH=/usr/local/bin\n\
+         EXPOSE 8420\n\
+         STOPSIGNAL SIGTERM\n\
+         ENTRYPOINT [\"/usr/local/bin/supervisor\", \"run\"]\n",
+    )
+    .unwrap();
+    let image = Named::image("scratch");
+    let out = podman(&["build", "-q", "-t", &image.name, &ctx.display().to_string()]);
+    if out.code != Some(0) {
+        env.fail(format!("podman build of the scratch image failed\n{out}"));
+    }
+    image
+}
+
+/// The values of `key:` lines in a YAML text (enough for our manifest).
+fn yaml_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.trim_start().trim_start_matches("- ").strip_prefix(key))
+        .filter_map(|rest| rest.strip_prefix(':'))
+        .map(|v| v.split('#').next().unwrap_or("").trim())
+        .collect()
+}
+
+#[test]
+fn shipped_manifest_runs_under_kube_play_gets_ready_and_stops_cleanly() {
+    need_engine!();
+    let Some((sup, child)) = static_binaries() else {
+        eprintln!(
+            "skipped: no static build (cargo build --release --target x86_64-unknown-linux-musl \
+             --bin supervisor --example listenfd_child; .ci/run does)"
+        );
+        return;
+    };
+    let env = Setup::new("serve.py").build();
+    let image = scratch_image(&env, &sup, &child);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container/deployment.yaml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let images = yaml_values(&text, "image");
+    if images.len() != 1 {
+        env.fail(format!("want one image in the manifest, got {images:?}"));
+    }
+    let manifest = env.path("deployment.yaml");
+    std::fs::write(&manifest, text.replace(images[0], &image.name)).unwrap();
+    let manifest_s = manifest.display().to_string();
+    let deployment = yaml_values(&text, "name")[0].to_string();
+    let replicas: usize = yaml_values(&text, "replicas")[0].parse().unwrap();
+    let grace: u64 = yaml_values(&text, "terminationGracePeriodSeconds")[0]
+        .parse()
+        .unwrap();
+
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = run_cmd(
+                "podman",
+                &["kube".into(), "down".into(), self.0.clone()],
+                PODMAN,
+            );
+        }
+    }
+    let play = podman(&["kube", "play", &manifest_s]);
+    let _down = Down(manifest_s.clone());
+    if play.code != Some(0) {
+        env.fail(format!("podman kube play failed\n{play}"));
+    }
+    // podman names a Deployment's containers DEPLOYMENT-pod-N-CONTAINER.
+    let ours = |all: bool| -> Vec<String> {
+        let mut args = vec!["ps", "--format", "{{.Names}}"];
+        if all {
+            args.push("-a");
+        }
+        podman(&args)
+            .stdout
+            .lines()
+            .filter(|n| n.starts_with(&format!("{deployment}-pod-")) && !n.ends_with("-infra"))
+            .map(str::to_string)
+            .collect()
+    };
+    let containers = ours(false);
+    if containers.is_empty() || containers.len() > replicas {
+        env.fail(format!(
+            "want 1 to {replicas} running containers, got {containers:?}\n{play}"
+        ));
+    }
+    // podman 4 turns a livenessProbe into a healthcheck but ignores a
+    // readinessProbe: run the manifest's probe command as the kubelet would.
+    let probe: Vec<String> = {
+        let line = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("readinessProbe:"))
+            .find(|l| l.trim_start().starts_with("command:"))
+            .unwrap_or_else(|| env.fail("no readinessProbe exec command in the manifest"));
+        let list = line
+            .split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .unwrap()
+            .0;
+        list.split(',')
+            .map(|w| w.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let mut followers = Vec::new();
+    for c in &containers {
+        let mut exec = vec!["exec", c.as_str()];
+        exec.extend(probe.iter().map(String::as_str));
+        env.wait_for(
+            &format!("{c} ready through the manifest's probe"),
+            DEADLINE,
+            || podman(&exec).code == Some(0),
+        );
+        // The stop budget of the config in the image is covered.
+        let unit = podman(&["exec", c, "/usr/local/bin/supervisor", "systemd", "print"]);
+        let budget: u64 = unit
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .and_then(|v| v.trim_end_matches('s').parse().ok())
+            .unwrap_or_else(|| env.fail(format!("no TimeoutStopSec in\n{unit}")));
+        if grace < budget {
+            env.fail(format!(
+                "terminationGracePeriodSeconds {grace} does not cover the stop budget {budget} s"
+            ));
+        }
+        // Follow the log to the end: it outlives the container's removal.
+        let log = env.path(&format!("{c}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        std::env::set_var("CONTAINERS_CONF", containers_conf());
+        let follower = std::process::Command::new("podman")
+            .args(["logs", "-f", c])
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("podman logs -f");
+        followers.push((c.clone(), log, follower));
+    }
+    let started = Instant::now();
+    let down = podman(&["kube", "down", &manifest_s]);
+    let took = started.elapsed();
+    if down.code != Some(0) {
+        env.fail(format!("podman kube down failed\n{down}"));
+    }
+    if took > Duration::from_secs(grace) {
+        env.fail(format!("kube down took {took:?}, past the grace period"));
+    }
+    for (c, log, mut follower) in followers {
+        let ended = wait_until(DEADLINE, || matches!(follower.try_wait(), Ok(Some(_))));
+        if ended.is_err() {
+            let _ = follower.kill();
+            let _ = follower.wait();
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.contains("listenfd_child 2 stopping") && !text.contains(" stopping\n") {
+            env.fail(format!("{c}: the child did not stop gracefully:\n{text}"));
+        }
+        if !text.contains("supervisor: INFO supervisor 1 stopped") {
+            env.fail(format!("{c}: the supervisor did not stop cleanly:\n{text}"));
+        }
+    }
+    if !ours(true).is_empty() {
+        env.fail(format!("containers left after kube down: {:?}", ours(true)));
     }
 }
