@@ -545,11 +545,27 @@ fn shipped_manifest_runs_under_kube_play_gets_ready_and_stops_cleanly() {
     if images.len() != 1 {
         env.fail(format!("want one image in the manifest, got {images:?}"));
     }
+    // podman 4 publishes every containerPort on the host under the same
+    // number (Kubernetes does not): one replica, on a port free here.
+    let ports = yaml_values(&text, "containerPort");
+    let replicas_shipped = yaml_values(&text, "replicas");
+    if ports.len() != 1 || replicas_shipped.len() != 1 {
+        env.fail(format!(
+            "want one containerPort and replicas, got {ports:?} {replicas_shipped:?}"
+        ));
+    }
+    let played = text
+        .replace(images[0], &image.name)
+        .replace(
+            &format!("containerPort: {}", ports[0]),
+            &format!("containerPort: {}", free_port()),
+        )
+        .replace(&format!("replicas: {}", replicas_shipped[0]), "replicas: 1");
     let manifest = env.path("deployment.yaml");
-    std::fs::write(&manifest, text.replace(images[0], &image.name)).unwrap();
+    std::fs::write(&manifest, played).unwrap();
     let manifest_s = manifest.display().to_string();
     let deployment = yaml_values(&text, "name")[0].to_string();
-    let replicas: usize = yaml_values(&text, "replicas")[0].parse().unwrap();
+    let replicas = 1;
     let grace: u64 = yaml_values(&text, "terminationGracePeriodSeconds")[0]
         .parse()
         .unwrap();
@@ -564,7 +580,18 @@ fn shipped_manifest_runs_under_kube_play_gets_ready_and_stops_cleanly() {
             );
         }
     }
-    let play = podman(&["kube", "play", &manifest_s]);
+    // The log in a file of ours: it outlives the container's removal.
+    let log = env.path("app.log");
+    let log_opt = format!("path={}", log.display());
+    let play = podman(&[
+        "kube",
+        "play",
+        "--log-driver",
+        "k8s-file",
+        "--log-opt",
+        &log_opt,
+        &manifest_s,
+    ]);
     let _down = Down(manifest_s.clone());
     if play.code != Some(0) {
         env.fail(format!("podman kube play failed\n{play}"));
@@ -605,7 +632,6 @@ fn shipped_manifest_runs_under_kube_play_gets_ready_and_stops_cleanly() {
             .map(|w| w.trim().trim_matches('"').to_string())
             .collect()
     };
-    let mut followers = Vec::new();
     for c in &containers {
         let mut exec = vec!["exec", c.as_str()];
         exec.extend(probe.iter().map(String::as_str));
@@ -627,41 +653,38 @@ fn shipped_manifest_runs_under_kube_play_gets_ready_and_stops_cleanly() {
                 "terminationGracePeriodSeconds {grace} does not cover the stop budget {budget} s"
             ));
         }
-        // Follow the log to the end: it outlives the container's removal.
-        let log = env.path(&format!("{c}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        std::env::set_var("CONTAINERS_CONF", containers_conf());
-        let follower = std::process::Command::new("podman")
-            .args(["logs", "-f", c])
-            .stdin(std::process::Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("podman logs -f");
-        followers.push((c.clone(), log, follower));
     }
+    // What the kubelet does at a pod's deletion: SIGTERM, then SIGKILL
+    // after the grace period. (podman 4's `kube down` removes a running pod
+    // by force, SIGKILL at once, so the pod is stopped first.)
     let started = Instant::now();
+    let pod = format!("{deployment}-pod-0");
+    let stop = podman(&["pod", "stop", "-t", &grace.to_string(), &pod]);
+    if stop.code != Some(0) {
+        env.fail(format!("podman pod stop failed\n{stop}"));
+    }
+    for c in &containers {
+        if exit_code(c) != Some(0) {
+            env.fail(format!(
+                "{c}: want exit 0 after the pod's stop, got {:?}",
+                exit_code(c)
+            ));
+        }
+    }
     let down = podman(&["kube", "down", &manifest_s]);
     let took = started.elapsed();
     if down.code != Some(0) {
         env.fail(format!("podman kube down failed\n{down}"));
     }
     if took > Duration::from_secs(grace) {
-        env.fail(format!("kube down took {took:?}, past the grace period"));
+        env.fail(format!("the stop took {took:?}, past the grace period"));
     }
-    for (c, log, mut follower) in followers {
-        let ended = wait_until(DEADLINE, || matches!(follower.try_wait(), Ok(Some(_))));
-        if ended.is_err() {
-            let _ = follower.kill();
-            let _ = follower.wait();
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if !text.contains("listenfd_child 2 stopping") && !text.contains(" stopping\n") {
-            env.fail(format!("{c}: the child did not stop gracefully:\n{text}"));
-        }
-        if !text.contains("supervisor: INFO supervisor 1 stopped") {
-            env.fail(format!("{c}: the supervisor did not stop cleanly:\n{text}"));
-        }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !text.contains("listenfd_child 6 stopping") && !text.contains(" stopping\n") {
+        env.fail(format!("the child did not stop gracefully:\n{text}"));
+    }
+    if !text.contains("supervisor: INFO supervisor 1 stopped") {
+        env.fail(format!("the supervisor did not stop cleanly:\n{text}"));
     }
     if !ours(true).is_empty() {
         env.fail(format!("containers left after kube down: {:?}", ours(true)));
