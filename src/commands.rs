@@ -50,9 +50,12 @@ pub fn main(cli: Cli) -> i32 {
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
-        Command::Restart => reach(&path)
+        Command::Restart { no_wait: true, .. } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGUSR1, "restart the child")),
+        Command::Restart { timeout, .. } => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, cfg)| restart(&loc, cfg.as_ref(), timeout)),
         Command::Reload => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| reload(&loc)),
@@ -150,7 +153,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
-    check_writable("log dir", &cfg.log.dir)?;
+    if cfg.log.to == LogTo::Files {
+        check_writable("log dir", &cfg.log.dir)?;
+    }
     let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -301,6 +306,11 @@ fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     reload::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
+    // Started the way `run` would be, by a manager passing the socket?
+    // Every check comes before the first line of output: an invalid config
+    // prints its errors only, not the resolved config first.
+    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
@@ -312,9 +322,6 @@ fn check_config(cfg: &Config) -> Outcome {
     };
     let (plan, facts) = &pre.attributes;
     crate::out!("{}", attrs::report(plan, facts, inherited));
-    // Started the way `run` would be, by a manager passing the socket?
-    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
-        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     if passed.is_some() {
         crate::out!(
             "# listen: the socket the service manager passed for {} (no bind)\n",
@@ -548,7 +555,8 @@ fn serve(s: Serve) -> Outcome {
     let files = match cfg.log.to {
         LogTo::Files => {
             lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
-            let child = LogSink::new(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+            let child =
+                LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
             let supervisor = LogSink::new(
                 cfg.supervisor_log_path(),
                 cfg.log.max_bytes,
@@ -564,6 +572,19 @@ fn serve(s: Serve) -> Outcome {
                 )
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
+            // Once, one line, on a fresh start: a newcomer at a terminal
+            // sees where the lines go; under launchd or systemd it is one
+            // line per start in what they capture.
+            if matches!(start, Start::Fresh) {
+                crate::say!(
+                    "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
+                     (`supervisor logs -f`)",
+                    std::process::id(),
+                    cfg.listen.address,
+                    cfg.supervisor_log_path().display(),
+                    cfg.child_log_path().display()
+                );
+            }
             Some(daemon::LogFiles { child, supervisor })
         }
         // The engine stamps each line with its own time.
@@ -663,6 +684,17 @@ fn reload(loc: &StateLocation) -> Outcome {
     // The answer is a change: more reloads, or a reload error other than
     // the one recorded before asking (its time stamp has only
     // milliseconds, so comparing it with the clock could miss a fast one).
+    let handover = crate::state::read(&loc.state_path())
+        .ok()
+        .flatten()
+        .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
+        .and_then(|r| r.handover);
+    if let Some(h) = handover {
+        return Err(Fatal::failure(format!(
+            "a handover is in progress ({}); reload once it is over",
+            handover_words(&h)
+        )));
+    }
     let (before, old_error) = record().map_or((0, None), |s| (s.reloads, s.reload_error));
     match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
         Ok(()) => {}
@@ -710,6 +742,91 @@ fn reload(loc: &StateLocation) -> Outcome {
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What `restart` waits beyond the start and stop timeouts.
+const RESTART_MARGIN: Duration = Duration::from_secs(5);
+
+/// `health.start_timeout` when neither the running supervisor nor the file says.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `supervisor restart`: SIGUSR1 to the running supervisor, then wait for
+/// the outcome it records (`supervisor.restart`, numbered: a new number is
+/// the answer to this request, or to one that was already under way).
+/// A handover in progress is refused at once (exit 1).
+fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+        return Err(Fatal::with_code(
+            exit::NOT_RUNNING,
+            format!(
+                "no supervisor is running for {}; cannot restart the child",
+                loc.config.display()
+            ),
+        ));
+    };
+    let record = || {
+        crate::state::read(&loc.state_path())
+            .ok()
+            .flatten()
+            .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
+    };
+    let rec = record();
+    if let Some(h) = rec.as_ref().and_then(|r| r.handover.as_ref()) {
+        return Err(Fatal::failure(format!(
+            "a handover is already in progress ({}); not restarting again",
+            handover_words(h)
+        )));
+    }
+    let sup = rec.and_then(|r| r.supervisor);
+    let before = sup
+        .as_ref()
+        .and_then(|s| s.restart.as_ref())
+        .map_or(0, |r| r.seq);
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
+    let start = ms(sup.as_ref().and_then(|s| s.start_timeout_ms))
+        .or(cfg.map(|c| c.health.start_timeout))
+        .unwrap_or(DEFAULT_START_TIMEOUT);
+    let stop = ms(sup.as_ref().and_then(|s| s.stop_timeout_ms))
+        .or(cfg.map(|c| c.child.stop_timeout))
+        .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
+    let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
+    signal(loc, Signal::SIGUSR1, "restart the child")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = record()
+            .and_then(|r| r.supervisor)
+            .and_then(|s| s.restart)
+            .filter(|r| r.seq > before);
+        match outcome {
+            Some(r) if r.ok => {
+                crate::out!("restarted: {}\n", r.message);
+                return Ok(exit::OK);
+            }
+            Some(r) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            None => {}
+        }
+        if !sys::is_alive(pid) {
+            return Err(Fatal::failure(format!(
+                "supervisor {pid} exited during the restart; see its log"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Fatal::failure(format!(
+                "no outcome within {}; the restart may still be under way (see `supervisor status`)",
+                human(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A handover in words, as `status` says it.
+pub(crate) fn handover_words(h: &crate::state::HandoverInfo) -> String {
+    let new = h.new_pid.map_or("?".into(), |p| p.to_string());
+    match h.phase.as_str() {
+        "draining" => format!("draining old child {}", h.old_pid),
+        _ => format!("starting new child {new} (old {} serving)", h.old_pid),
     }
 }
 

@@ -23,8 +23,37 @@ fn status_when_nothing_runs_is_3_and_not_running() {
     if v["state"] != "not-running" {
         env.fail(format!("want state not-running\n{out}"));
     }
+    // SPEC 0.2: every state's object has these keys (null here).
+    for key in ["supervisor", "listen", "child"] {
+        if !v.get(key).is_some_and(serde_json::Value::is_null) {
+            env.fail(format!("want `{key}: null` when not running\n{out}"));
+        }
+    }
     let plain = env.cli(&["status"]);
     expect_code(&env, &plain, 3);
+}
+
+/// `run` says once, in one line on stderr, where its lines go (a newcomer
+/// at a terminal otherwise sees nothing).
+#[test]
+fn run_says_once_on_stderr_where_the_logs_are() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let pid = env.wait_child(&[]);
+    let err = sup.stderr();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("its log:")).collect();
+    let log = env.log_dir.join("supervisor.log");
+    let child_log = env.log_dir.join("child.log");
+    if said.len() != 1
+        || !said[0].contains(&log.display().to_string())
+        || !said[0].contains(&child_log.display().to_string())
+        || !said[0].contains(&format!("pid {}", sup.pid()))
+    {
+        env.fail(format!(
+            "want one line naming both logs on stderr, got {err:?}"
+        ));
+    }
+    let _ = pid;
 }
 
 #[test]
@@ -217,5 +246,30 @@ fn sighup_reopens_logs_and_is_not_forwarded_to_the_child() {
     );
     if !env.events_of("hup").is_empty() || env.child_pid() != Some(child) {
         env.fail("reopen-logs reached or replaced the child");
+    }
+}
+
+/// An invalid setup prints its error only: `check-config` started the way
+/// a manager would start `run`, with `LISTEN_FDS` naming no matching socket,
+/// used to print the whole resolved config before the error.
+#[test]
+fn check_config_prints_only_the_error_when_invalid() {
+    let env = Setup::new("serve.py").build();
+    let script = format!(
+        "export LISTEN_FDS=1 LISTEN_PID=$$; exec {BIN} --config {} check-config 3</dev/null",
+        env.config.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(78) || !stdout.is_empty() || !stderr.contains("LISTEN_FDS") {
+        env.fail(format!(
+            "want 78, the error on stderr and nothing on stdout: {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status.code()
+        ));
     }
 }

@@ -103,6 +103,24 @@ pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
     ours.then_some(Leftovers { pgid, leader: None })
 }
 
+/// The second child of a handover an earlier supervisor was in the middle
+/// of (`handover.second` in its record), by the same rule as [`find`].
+pub(crate) fn find_second(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
+    let g = prev.handover.as_ref()?.second?;
+    let child = prev.child.clone().map(|c| crate::state::ChildInfo {
+        pid: Some(g.pgid),
+        pgid: Some(g.pgid),
+        start_time: g.start_time,
+        sid: g.sid,
+        ..c
+    })?;
+    let as_child = Record {
+        child: Some(child),
+        ..prev.clone()
+    };
+    find(&as_child, facts)
+}
+
 /// The processes that still hold an earlier supervisor's listening socket
 /// (a daemonized grandchild of its child, a helper that left the group):
 /// they serve our port and are ours. Only on the same boot, and only while
@@ -185,6 +203,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             child: Some(ChildInfo {
                 pid,

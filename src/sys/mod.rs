@@ -271,6 +271,14 @@ pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     imp::socket_holders(id, scope)
 }
 
+/// The socket, as `socket_id` names it, that the server side of our TCP
+/// connection from `client` to `server` got from `accept`: who holds it is
+/// who answers. `None` until it is accepted, and always on macOS (where
+/// nobody can be told apart this way).
+pub fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    imp::accepted_socket(server, client)
+}
+
 /// A TCP socket listening on some port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpListen {
