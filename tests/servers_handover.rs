@@ -90,7 +90,9 @@ fn five_restarts(env: &Env, slow_path: &'static str, tolerated: usize) {
         }
         let pid = env.child_pid().unwrap_or(0);
         if children.contains(&pid) {
-            env.fail(format!("no new child after a restart: {children:?} then {pid}"));
+            env.fail(format!(
+                "no new child after a restart: {children:?} then {pid}"
+            ));
         }
         children.push(pid);
         thread::sleep(Duration::from_millis(300));
