@@ -100,10 +100,6 @@ impl Machine {
         self.stop_others(None, now, now)
     }
 
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Everything but the settings, for `reload`.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
