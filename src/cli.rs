@@ -73,8 +73,16 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Restart the child gracefully; the listening socket stays open.
-    Restart,
+    /// Restart the child gracefully; the listening socket stays open. Waits
+    /// until the new child runs (and is ready) and the old one is gone.
+    Restart {
+        /// Only send the request (SIGUSR1); do not wait for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait (default: health.start_timeout + child.stop_timeout + 5s), e.g. "90s".
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_wait")]
+        timeout: Option<Duration>,
+    },
     /// Reopen the log files (same as sending SIGHUP).
     ReopenLogs,
     /// Re-execute the supervisor in place with the config (and binary) on

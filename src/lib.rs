@@ -60,6 +60,7 @@ mod listener;
 mod lock;
 mod logs;
 mod metrics;
+mod pathdirs;
 mod policy;
 mod state;
 mod status;

@@ -276,6 +276,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),

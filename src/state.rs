@@ -46,6 +46,50 @@ pub struct Record {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// A handover in progress (`[restart] overlap`): null, or the two
+    /// children.
+    #[serde(default)]
+    pub handover: Option<HandoverInfo>,
+}
+
+/// `handover` in the record: the two children of a handover. While
+/// `starting`, `child` is the old one (serving); from `draining` on, the
+/// new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverInfo {
+    /// "starting" (the new child is not ready yet) or "draining" (the old
+    /// one is being stopped).
+    pub phase: String,
+    pub new_pid: Option<i32>,
+    pub old_pid: i32,
+    pub started_at: String,
+    /// The child that is not `child` (the new one while starting, the old
+    /// one while draining), its group and start time: a supervisor started
+    /// after this one was killed stops it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<GroupInfo>,
+}
+
+/// A child's process group, as an earlier supervisor recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub pgid: i32,
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    #[serde(default)]
+    pub sid: Option<i32>,
+}
+
+/// The outcome of the last requested restart (`restart`, SIGUSR1): what
+/// `supervisor restart` waits for. `seq` counts outcomes, so the command
+/// tells a new one from the one recorded before it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartOutcome {
+    pub seq: u64,
+    pub at: String,
+    pub ok: bool,
+    /// What happened, for people: the new child that serves, or why not.
+    pub message: String,
 }
 
 /// The record's `counters`: totals since the supervisor process started
@@ -118,6 +162,13 @@ pub struct SupervisorInfo {
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// The outcome of the last requested restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartOutcome>,
+    /// `health.start_timeout` this supervisor runs with, in ms (with
+    /// `stop_timeout_ms`, how long `restart` waits by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout_ms: Option<u64>,
 }
 
 /// A failed `reload`: when, the exit code `reload` gives (78: invalid
@@ -157,7 +208,9 @@ pub struct ChildInfo {
     /// child only if pid *and* start time still match.
     #[serde(default)]
     pub start_time: Option<u64>,
-    /// The session the child was started in: its leftovers still sit there.
+    /// The child's session: its own pid (a child runs in a session of its
+    /// own; records of older versions name the supervisor's). Its
+    /// leftovers still sit there.
     #[serde(default)]
     pub sid: Option<i32>,
     pub started_at: Option<String>,
@@ -209,6 +262,7 @@ impl Record {
             counters: None,
             error: None,
             updated_at: None,
+            handover: None,
         }
     }
 
@@ -334,6 +388,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
@@ -364,6 +420,7 @@ mod tests {
             counters: None,
             error: None,
             updated_at: None,
+            handover: None,
         }
     }
 

@@ -101,6 +101,8 @@ fn starting(pid: i32) -> Record {
             executable: None,
             reload_error: None,
             stop_timeout_ms: None,
+            restart: None,
+            start_timeout_ms: None,
         }),
         ..Record::not_running()
     }
@@ -240,7 +242,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             }
         }
         if let Some(text) = &c.status {
-            out += &format!("child status: {text}\n");
+            // Cleaned on arrival; again here for a record an older version
+            // wrote.
+            out += &format!("child status: {}\n", crate::text::one_line(text, 512));
         }
         if let Some(e) = &c.spawn_error {
             out += &format!("spawn error:  {e}\n");
@@ -259,6 +263,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
                 .unwrap_or_default();
             out += &format!("last exit:    {how}{when}\n");
         }
+    }
+    if let Some(h) = &rec.handover {
+        out += &format!("handover:     {}\n", crate::commands::handover_words(h));
     }
     if let Some(ms) = rec.next_restart_in_ms {
         let what = if rec.state == "waiting-for-port" {

@@ -93,6 +93,9 @@ pub struct ChildSection {
     pub user: Option<String>,
     /// Explicit consent to run the child as root.
     pub allow_root: bool,
+    /// Another user's child (`user`) inherits the supervisor's whole
+    /// environment instead of a clean one.
+    pub inherit_env: bool,
     /// The child's umask (0..=0o777); `None` inherits the supervisor's.
     pub umask: Option<u32>,
     /// The child's nice value (-20..=19); `None` inherits.
@@ -416,6 +419,7 @@ impl Config {
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
                 user: None,
                 allow_root: false,
+                inherit_env: false,
                 umask: None,
                 nice: None,
                 max_memory: None,

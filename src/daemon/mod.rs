@@ -27,6 +27,7 @@
 
 mod alerting;
 pub(crate) mod handoff;
+mod handover;
 mod helper;
 mod hooks;
 mod launch;
@@ -48,7 +49,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
@@ -119,8 +119,10 @@ pub(crate) struct Daemon {
     managers: Vec<i32>,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
-    /// Our session: children start in it, which identifies their leftovers.
-    sid: Option<i32>,
+    /// During a handover: what the second child's stop signals go to.
+    second: Targets,
+    /// The new child's STATUS= text while it starts (shown once it serves).
+    new_status: Option<String>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -149,6 +151,8 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// Why the handover under way failed, for the restart's outcome.
+    handover_failure: Option<String>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
@@ -216,7 +220,7 @@ enum Wake {
     Tick,
     OthersPoll,
     Notice(Result<Notice, health::Rejected>),
-    ProbeDone(Result<u16, String>),
+    ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
     MemoryCheck,
@@ -241,8 +245,7 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
-            // Not carried out by this driver yet: every restart stops first.
-            overlap: false,
+            overlap: cfg.restart.overlap,
             give_up_after: cfg.restart.give_up_after,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
@@ -256,12 +259,13 @@ impl Daemon {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
             env: cfg.child.env.clone(),
+            inherit_env: cfg.child.inherit_env,
             fd_name: cfg.listen.name.clone(),
             notify_socket: notify.as_ref().map(|n| n.env_value.clone()),
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
+            attrs: crate::attrs::Wanted::of(&cfg.child, creds.is_some()),
             creds,
-            attrs: crate::attrs::Wanted::of(&cfg.child),
             inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
@@ -293,6 +297,9 @@ impl Daemon {
             bind_error: None,
             alerts: None,
             reload_error: None,
+            restart: None,
+            second: None,
+            handover_at: None,
         };
         let mut machine = Machine::new(settings);
         let mut targets = Targets::default();
@@ -375,7 +382,8 @@ impl Daemon {
             managers,
             listener,
             targets,
-            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
+            second: Targets::default(),
+            new_status: None,
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {
@@ -397,6 +405,7 @@ impl Daemon {
             exe,
             gave_up: None,
             reloading: None,
+            handover_failure: None,
             next_listener,
             carried: carried.unwrap_or_default(),
             carry,
@@ -421,6 +430,12 @@ impl Daemon {
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
         self.subreaper = sys::set_child_subreaper();
+        // `restart` tells outcomes apart by their number: carry it on.
+        self.seen.restart = state::read(&self.cfg.state_path())
+            .ok()
+            .flatten()
+            .and_then(|r| r.supervisor)
+            .and_then(|s| s.restart);
         match self.carry.take() {
             None => self.take_over(),
             Some(Carry { old, problems }) => self.carry_on(&old, problems),
@@ -429,7 +444,8 @@ impl Daemon {
         let mut poll = Duration::from_millis(2);
         while self.machine.phase() != Phase::Exited {
             let deadline = self.machine.deadline();
-            let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. });
+            let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. })
+                || self.machine.second_group_pending().is_some();
             let probe_due = self.probes.due();
             let state_retry = self.state.retry_at();
             let running = match self.machine.phase() {
@@ -461,6 +477,13 @@ impl Daemon {
                     return Err(Fatal::failure("the signal stream closed; exiting"))
                 }
                 Wake::Tick => self.feed(Event::Tick),
+                Wake::OthersPoll if self.machine.second_group_pending().is_some() => {
+                    if self.poll_second() {
+                        poll = Duration::from_millis(2);
+                    } else {
+                        poll = (poll * 2).min(Duration::from_millis(100));
+                    }
+                }
                 Wake::OthersPoll => {
                     // Those being stopped may have forked a new holder of
                     // our socket meanwhile (a daemon's second fork).
@@ -476,8 +499,11 @@ impl Daemon {
                 Wake::Notice(Ok(notice)) => self.on_notice(notice),
                 // One datagram never turns the socket off: say so, rarely.
                 Wake::Notice(Err(rejected)) => self.quiet.say(&rejected.to_string()),
-                Wake::ProbeDone(result) => self.on_probe(result),
-                Wake::ProbeDue => self.probes.start(),
+                Wake::ProbeDone((result, by)) => self.on_probe(result, by),
+                Wake::ProbeDue => {
+                    let identify = self.machine.handover().is_some();
+                    self.probes.start(identify);
+                }
                 Wake::StateRetry => self.write_state(),
                 Wake::MemoryCheck => self.check_memory(),
                 Wake::HelperTick => {
@@ -537,7 +563,9 @@ impl Daemon {
         let holders = launch::settled(holders, || {
             orphan::socket_holders(&prev, port, &orphan::System)
         });
-        if left.is_none() && holders.is_empty() {
+        // Killed during a handover: the second child is stopped too.
+        let second = orphan::find_second(&prev, &orphan::System);
+        if left.is_none() && second.is_none() && holders.is_empty() {
             self.feed(Event::Start);
             return;
         }
@@ -558,6 +586,30 @@ impl Daemon {
                 Some((pid, start)) => Targets::child(pid, Some(start)),
                 None => Targets::group(left.pgid),
             };
+        }
+        if let Some(second) = second {
+            warn!(
+                "process group {} of the second child of an earlier supervisor's handover is still alive; stopping it too",
+                second.pgid
+            );
+            let mut members = sys::group_members(second.pgid);
+            members.extend(second.leader.map(|(pid, _)| pid));
+            match left {
+                Some(_) => self.targets.add(&members),
+                None => {
+                    let g = prev.handover.as_ref().and_then(|h| h.second);
+                    self.seen.group = Some(Group {
+                        pgid: second.pgid,
+                        start_time: g.and_then(|g| g.start_time),
+                        sid: g.and_then(|g| g.sid),
+                        started_at: None,
+                    });
+                    self.targets = match second.leader {
+                        Some((pid, start)) => Targets::child(pid, Some(start)),
+                        None => Targets::group(second.pgid),
+                    };
+                }
+            }
         }
         if !holders.is_empty() {
             warn!(
@@ -655,6 +707,8 @@ impl Daemon {
             self.targets.prune();
             if self.machine.child_pid() == Some(pid) {
                 self.child_exited(kind);
+            } else if self.machine.second_pid() == Some(pid) {
+                self.second_exited(pid, kind);
             } else if self.preflight_reaped(pid, kind) {
             } else if let Some(a) = self.alerting.as_mut() {
                 if a.hooks().reaped(pid, kind) {
@@ -694,6 +748,7 @@ impl Daemon {
                 }
             }
         }
+        self.handover_settled();
         self.probes.schedule(
             matches!(self.machine.phase(), Phase::Running { .. }),
             Instant::now(),
@@ -727,13 +782,20 @@ impl Daemon {
                 None
             }
             Action::Note(note) => {
+                self.handover_noted(&note);
                 self.narrate(note);
                 None
             }
             Action::Exit => None,
-            // Never asked for while `overlap` is off.
-            Action::SpawnNew => Some(Event::NewSpawnFailed),
-            Action::SignalSecond { .. } | Action::StopAlso { .. } => None,
+            Action::SpawnNew => Some(self.spawn_new()),
+            Action::SignalSecond { kill, .. } => {
+                self.signal_second(kill);
+                None
+            }
+            Action::StopAlso { pgid } => {
+                self.stop_also(pgid);
+                None
+            }
         }
     }
 

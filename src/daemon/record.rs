@@ -10,7 +10,10 @@ use tracing::{error, info, warn};
 
 use crate::lock::InstanceLock;
 use crate::policy::{ExitKind, Machine, Phase};
-use crate::state::{self, ChildInfo, ExitInfo, ListenInfo, PortHolder, Record, SupervisorInfo};
+use crate::state::{
+    self, ChildInfo, ExitInfo, GroupInfo, HandoverInfo, ListenInfo, PortHolder, Record,
+    SupervisorInfo,
+};
 use crate::text::signal_name;
 
 /// A state write refused by the disk is retried after this, doubling up to
@@ -75,6 +78,12 @@ pub(crate) struct Observed {
     pub(crate) alerts: Option<crate::state::AlertsInfo>,
     /// Why the last `reload` failed.
     pub(crate) reload_error: Option<crate::state::ReloadError>,
+    /// The outcome of the last requested restart.
+    pub(crate) restart: Option<crate::state::RestartOutcome>,
+    /// During a handover: the second child's group (the new one while it
+    /// starts, the old one while it drains) and when the handover began.
+    pub(crate) second: Option<Group>,
+    pub(crate) handover_at: Option<SystemTime>,
 }
 
 /// The record for this moment.
@@ -122,6 +131,8 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             executable: Some(o.me.executable.clone()),
             reload_error: o.reload_error.clone(),
             stop_timeout_ms: Some(o.me.stop_timeout.as_millis() as u64),
+            restart: o.restart.clone(),
+            start_timeout_ms: Some(m.settings().health.start_timeout.as_millis() as u64),
         }),
         listen: Some(ListenInfo {
             address: o.address.clone(),
@@ -157,6 +168,17 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
         counters: None,
         error: None,
         updated_at: None,
+        handover: m.handover().map(|h| HandoverInfo {
+            phase: h.phase_name().into(),
+            new_pid: h.new,
+            old_pid: h.old,
+            started_at: state::timestamp(o.handover_at.unwrap_or(wall)),
+            second: o.second.map(|g| GroupInfo {
+                pgid: g.pgid,
+                start_time: g.start_time,
+                sid: g.sid,
+            }),
+        }),
     }
 }
 
@@ -296,6 +318,9 @@ mod tests {
             bind_error: None,
             alerts: None,
             reload_error: None,
+            restart: None,
+            second: None,
+            handover_at: None,
         }
     }
 

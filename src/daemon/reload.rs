@@ -116,6 +116,13 @@ impl Daemon {
             info!("SIGUSR2: a reload is already under way");
             return;
         }
+        if self.machine.handover().is_some() {
+            return self.reload_failed(
+                1,
+                "a handover is in progress (two children run for a moment); reload once it is over"
+                    .into(),
+            );
+        }
         if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
             return self.reload_failed(
                 1,
@@ -270,6 +277,12 @@ impl Daemon {
     /// the exec failed, with everything put back.
     fn exec_new_image(&mut self, exe: &Path) {
         let now = Instant::now();
+        if self.machine.handover().is_some() {
+            return self.reload_failed(
+                1,
+                "a handover began during the reload's checks; reload once it is over".into(),
+            );
+        }
         let Some(machine) = MachineHand::of(&self.machine.snapshot(), now) else {
             return self.reload_failed(
                 1,
@@ -406,7 +419,8 @@ impl Daemon {
                 cfg.listen.address, old.listen.address
             );
             match self.machine.child_pid() {
-                Some(_) => self.feed(Event::Restart),
+                // Onto the new socket: the old child must go first.
+                Some(_) => self.feed(Event::RestartStopFirst),
                 None => self.switch_listener(),
             }
         } else if cfg.child != old.child

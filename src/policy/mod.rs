@@ -100,6 +100,10 @@ impl Machine {
         self.stop_others(None, now, now)
     }
 
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Everything but the settings, for `reload`.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -260,6 +264,12 @@ impl Machine {
                 }
                 self.stop_child(pid, now, now)
             }
+            (Phase::Running { pid, .. }, Event::RestartStopFirst) => {
+                let mut actions = self.merge_handover(None);
+                actions.extend(self.stop_child(pid, now, now));
+                actions
+            }
+            (_, Event::RestartStopFirst) => vec![],
             (Phase::Backoff { .. } | Phase::WaitingForPort { .. }, Event::Restart) => {
                 self.asked = true;
                 self.launch()
