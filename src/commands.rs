@@ -567,6 +567,19 @@ fn serve(s: Serve) -> Outcome {
                 )
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
+            // Once, one line, on a fresh start: a newcomer at a terminal
+            // sees where the lines go; under launchd or systemd it is one
+            // line per start in what they capture.
+            if matches!(start, Start::Fresh) {
+                crate::say!(
+                    "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
+                     (`supervisor logs -f`)",
+                    std::process::id(),
+                    cfg.listen.address,
+                    cfg.supervisor_log_path().display(),
+                    cfg.child_log_path().display()
+                );
+            }
             Some(daemon::LogFiles { child, supervisor })
         }
         // The engine stamps each line with its own time.

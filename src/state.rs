@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub supervisor: Option<SupervisorInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub listen: Option<ListenInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub child: Option<ChildInfo>,
     /// Filled in by `status` from `next_restart_at`, so it is never stale.
     #[serde(default)]
@@ -247,6 +247,9 @@ pub struct PortHolder {
     pub command: String,
 }
 
+/// The keys every state's JSON has, null when there is nothing to say.
+const EVERY_STATE: [&str; 3] = ["supervisor", "listen", "child"];
+
 impl Record {
     pub fn not_running() -> Record {
         Record {
@@ -278,11 +281,13 @@ impl Record {
     pub fn encode(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         // Every live record prints `next_restart_in_ms` and `port_holder`
-        // even when null; the SPEC's `{"state": "not-running"}` (and
-        // `unknown`) carries no keys it has no value for.
+        // even when null; `not-running` and `unknown` carry only the keys
+        // every state has (SPEC 0.2: `supervisor`, `listen`, `child`, null
+        // here, so a script can read `.child.pid` whatever the state) and
+        // those they have a value for.
         if self.state == "not-running" || self.state == "unknown" {
             if let Some(map) = value.as_object_mut() {
-                map.retain(|_, v| !v.is_null());
+                map.retain(|k, v| !v.is_null() || EVERY_STATE.contains(&k.as_str()));
             }
         }
         let text = serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
@@ -444,12 +449,18 @@ mod tests {
     }
 
     #[test]
-    fn not_running_is_just_the_state() {
+    fn not_running_is_the_state_and_the_keys_every_state_has() {
         let v: serde_json::Value = serde_json::from_str(&Record::not_running().encode()).unwrap();
-        assert_eq!(v, serde_json::json!({"state": "not-running"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "not-running", "supervisor": null, "listen": null, "child": null})
+        );
         let v: serde_json::Value =
             serde_json::from_str(&Record::unknown("bad".into()).encode()).unwrap();
-        assert_eq!(v, serde_json::json!({"state": "unknown", "error": "bad"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "unknown", "error": "bad", "supervisor": null, "listen": null, "child": null})
+        );
     }
 
     #[test]

@@ -461,6 +461,16 @@ fn systemd_units_verify_and_their_exec_start_supervises() {
         with_dir.extend(["--dir", d.as_str()]);
         let wrote = env.cli(&with_dir);
         assert_eq!(wrote.code, Some(0), "{wrote}");
+        // A folder systemd does not read: the copy step comes before
+        // daemon-reload.
+        let copy = wrote.stdout.find("copy them there");
+        let reload = wrote.stdout.find("daemon-reload");
+        assert!(
+            copy.is_some()
+                && copy < reload
+                && wrote.stdout.contains(&format!("{d}/{name}.service")),
+            "{wrote}"
+        );
         let mut paths = Vec::new();
         for (file, text) in &files {
             let p = dir.join(file);
