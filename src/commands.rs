@@ -570,7 +570,7 @@ fn serve(s: Serve) -> Outcome {
             // Once, one line, on a fresh start: a newcomer at a terminal
             // sees where the lines go; under launchd or systemd it is one
             // line per start in what they capture.
-            if matches!(start, Start::Fresh) {
+            if matches!(origin, Origin::Fresh { .. }) {
                 crate::say!(
                     "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
                      (`supervisor logs -f`)",
