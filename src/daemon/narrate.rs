@@ -58,7 +58,7 @@ impl Daemon {
             } => {
                 let how = describe_exit(kind);
                 let lived = match expected {
-                    false => format!(" after {}", human(lived)),
+                    false => format!(" {}", crate::text::lived(lived)),
                     true => String::new(),
                 };
                 let next = match next {
