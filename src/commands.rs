@@ -418,6 +418,7 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
         listener,
         notify,
         pipes,
+        metrics,
         handoff,
     } = resumed;
     let old = Config::parse(&handoff.config, path).map_err(|e| {
@@ -514,6 +515,7 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
             old,
             problems,
             next_listener,
+            metrics,
         })),
         cfg,
         creds,

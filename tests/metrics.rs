@@ -12,7 +12,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -190,4 +191,151 @@ fn status_format_prometheus_passes_promtool_and_matches_status_json() {
     promtool_check(&out.stdout);
     let m = parse(&out.stdout);
     assert_eq!(m.get("supervisor_up"), Some(&0.0), "{m:#?}");
+}
+
+/// An Env whose config has `[metrics] address` on a free port; the address.
+fn with_metrics(setup: Setup) -> (Env, SocketAddr) {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let env = setup.set("metrics", "address", &addr.to_string()).build();
+    (env, addr)
+}
+
+/// One HTTP/1.1 request (`method path`), the whole answer: status code,
+/// head and body.
+fn http(addr: SocketAddr, method: &str, path: &str) -> io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, DEADLINE)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("not HTTP: {text:?}")))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status: {text:?}")))?;
+    Ok((code, head.to_owned(), body.to_owned()))
+}
+
+/// `GET path`, which must answer 200; the body.
+fn get(env: &Env, addr: SocketAddr, path: &str) -> String {
+    match http(addr, "GET", path) {
+        Ok((200, _, body)) => body,
+        other => env.fail(format!("GET {path} on {addr}: {other:?}")),
+    }
+}
+
+/// The keys of a JSON object, recursively (`a.b.c`), values left out.
+fn keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let name = format!("{prefix}{k}");
+            keys(v, &format!("{name}."), out);
+            out.push(name);
+        }
+    }
+}
+
+/// The supervisor's descriptors: (number, what it names).
+fn fds(pid: i32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((n, target.display().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_and_status_over_http_match_status_json() {
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let sup = env.spawn();
+    let v = two_kills(&env);
+    let text = get(&env, addr, "/metrics");
+    promtool_check(&text);
+    matches_json(&env, &parse(&text), &v);
+
+    // /status: the JSON of `status --json`, in keys and state.
+    let (_, json) = env.status_json();
+    let served: Value = serde_json::from_str(&get(&env, addr, "/status")).unwrap();
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    keys(&json, "", &mut want);
+    keys(&served, "", &mut got);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "/status keys differ from status --json");
+    assert_eq!(served["state"], json["state"]);
+    assert_eq!(served["child"]["pid"], json["child"]["pid"]);
+    assert_eq!(served["child"]["restarts"], 2);
+
+    // Nothing else: other paths 404, other methods 405; the service is
+    // untouched.
+    for (method, path, code) in [
+        ("GET", "/", 404),
+        ("GET", "/metrics/x", 404),
+        ("POST", "/status", 405),
+        ("PUT", "/metrics", 405),
+        ("DELETE", "/metrics", 405),
+        ("HEAD", "/metrics", 405),
+    ] {
+        match http(addr, method, path) {
+            Ok((c, _, _)) if c == code => {}
+            other => env.fail(format!("{method} {path}: want {code}, got {other:?}")),
+        }
+    }
+    let (_, after) = env.status_json();
+    assert_eq!(after["child"]["pid"], json["child"]["pid"]);
+    assert_eq!(after["child"]["restarts"], 2);
+
+    // The listener is not fd 3 (the service's socket is) and the child
+    // has none of ours.
+    if cfg!(target_os = "linux") {
+        let ours = fds(sup.pid());
+        let three = ours.iter().find(|(n, _)| *n == 3).map(|(_, t)| t.clone());
+        let child = env.child_pid().unwrap();
+        let theirs = fds(child);
+        assert!(
+            theirs.iter().all(|(n, _)| *n <= 3),
+            "the child holds more than 0-3: {theirs:?}"
+        );
+        assert_eq!(
+            theirs.iter().find(|(n, _)| *n == 3).map(|(_, t)| t.clone()),
+            three,
+            "fd 3 is the service's socket in both"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_the_services_own_address() {
+    let env = Setup::new("serve.py").build();
+    let listen = env.addr();
+    for (metrics, ok) in [
+        (listen.to_string(), false),
+        (format!("0.0.0.0:{}", listen.port()), false),
+        (format!("127.0.0.1:{}", free_port()), true),
+        ("localhost:9420".to_owned(), false),
+    ] {
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        let path = env.path(&format!("m-{ok}.toml"));
+        std::fs::write(
+            &path,
+            format!("{text}\n[metrics]\naddress = \"{metrics}\"\n"),
+        )
+        .unwrap();
+        let out = env.cli_with(&path, &["check-config"], DEADLINE);
+        let want = if ok { 0 } else { 78 };
+        assert_eq!(out.code, Some(want), "metrics.address = {metrics:?}\n{out}");
+        if !ok {
+            assert!(out.stderr.contains("metrics.address"), "{out}");
+        }
+    }
 }

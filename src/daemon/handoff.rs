@@ -61,6 +61,16 @@ pub(crate) struct Handoff {
     /// The metrics' counters so far: they survive the exec.
     #[serde(default)]
     pub(crate) counters: Option<state::Counters>,
+    /// The `[metrics]` listener.
+    #[serde(default)]
+    pub(crate) metrics: Option<MetricsHand>,
+}
+
+/// The `[metrics]` listener and the address it was bound for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MetricsHand {
+    pub(crate) fd: RawFd,
+    pub(crate) address: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -120,6 +130,8 @@ pub(crate) struct Resumed {
     pub(crate) notify: Option<(OwnedFd, String, Vec<PathBuf>)>,
     /// The child's log pipes that are still open.
     pub(crate) pipes: Vec<Handed>,
+    /// The `[metrics]` listener and the address it was bound for.
+    pub(crate) metrics: Option<(OwnedFd, String)>,
     /// The rest of the record (its descriptor numbers are spent).
     pub(crate) handoff: Handoff,
 }
@@ -317,11 +329,16 @@ pub(crate) fn take() -> Result<Option<Resumed>, String> {
             })
         })
         .collect();
+    let metrics = h
+        .metrics
+        .as_ref()
+        .and_then(|m| sys::adopt_fd(m.fd).map(|fd| (fd, m.address.clone())));
     Ok(Some(Resumed {
         lock,
         listener,
         notify,
         pipes,
+        metrics,
         handoff: h,
     }))
 }

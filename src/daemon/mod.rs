@@ -26,6 +26,7 @@
 //! preflight; [`reload`] re-executing in place.
 
 mod alerting;
+mod exporter;
 pub(crate) mod handoff;
 mod handover;
 mod helper;
@@ -51,7 +52,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::child::{self, Recipe};
 use crate::config::{Config, LogTo};
@@ -159,6 +160,11 @@ pub(crate) struct Daemon {
     /// Counters an earlier image of this process handed over (`reload`):
     /// what this one counts is added to them.
     carried: state::Counters,
+    /// Handovers this image saw end, well or not.
+    handovers: state::Handovers,
+    /// `[metrics]`: what its requests read, and its listener's descriptor
+    /// (served by a task; handed over by `reload`).
+    metrics: Option<(Arc<exporter::View>, std::os::fd::RawFd)>,
     /// Until `run` starts: what a `reload`ed image still has to apply.
     carry: Option<Carry>,
 }
@@ -185,12 +191,16 @@ pub(crate) struct Resumption {
     pub(crate) problems: Vec<(i32, String)>,
     /// A socket bound for a changed `[listen]`.
     pub(crate) next_listener: Option<OwnedFd>,
+    /// The `[metrics]` listener and the address it was bound for.
+    pub(crate) metrics: Option<(OwnedFd, String)>,
 }
 
 /// What `run` still does with a [`Resumption`] once the driver is built.
 struct Carry {
     old: Box<Config>,
     problems: Vec<(i32, String)>,
+    /// The `[metrics]` listener and the address it was bound for.
+    metrics: Option<(OwnedFd, String)>,
 }
 
 /// The path this program was started as: `argv[0]` made absolute when it
@@ -329,6 +339,7 @@ impl Daemon {
                     old,
                     problems,
                     next_listener,
+                    metrics,
                 } = *r;
                 let now = Instant::now();
                 seen.me.reloads = h.reloads + 1;
@@ -349,6 +360,7 @@ impl Daemon {
                 let carry = Carry {
                     old: Box::new(old),
                     problems,
+                    metrics,
                 };
                 (
                     listener,
@@ -408,6 +420,8 @@ impl Daemon {
             handover_failure: None,
             next_listener,
             carried: carried.unwrap_or_default(),
+            handovers: state::Handovers::default(),
+            metrics: None,
             carry,
             cfg,
         })
@@ -436,10 +450,21 @@ impl Daemon {
             .flatten()
             .and_then(|r| r.supervisor)
             .and_then(|s| s.restart);
-        match self.carry.take() {
-            None => self.take_over(),
-            Some(Carry { old, problems }) => self.carry_on(&old, problems),
-        }
+        let handed_metrics = match self.carry.take() {
+            None => {
+                self.take_over();
+                None
+            }
+            Some(Carry {
+                old,
+                problems,
+                metrics,
+            }) => {
+                self.carry_on(&old, problems);
+                metrics
+            }
+        };
+        self.start_metrics(handed_metrics);
 
         let mut poll = Duration::from_millis(2);
         while self.machine.phase() != Phase::Exited {
@@ -856,7 +881,45 @@ impl Daemon {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
         let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
         rec.counters = Some(self.counters());
+        if let Some((view, _)) = &self.metrics {
+            view.publish(rec.clone(), self.carried.log_bytes, SystemTime::now());
+        }
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// `[metrics]`: serve on the listener an earlier image handed over if
+    /// it is for the same address (else it is closed), or on a new one. A
+    /// listener that cannot be had is logged; the service runs on
+    /// without metrics.
+    fn start_metrics(&mut self, handed: Option<(OwnedFd, String)>) {
+        let want = self.cfg.metrics.address;
+        let handed = handed.and_then(|(fd, address)| {
+            // Another address now (or none): the old listener closes here.
+            (Some(address) == want.map(|a| a.to_string())).then_some(fd)
+        });
+        let Some(addr) = want else { return };
+        let fd = match handed {
+            Some(fd) => fd,
+            None => match exporter::bind(addr) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    error!(
+                        "metrics: cannot listen on {addr}: {}; serving no metrics (the service runs on)",
+                        crate::listener::describe_bind_error(&e)
+                    );
+                    return;
+                }
+            },
+        };
+        let view = exporter::View::new(self.logs.counts.clone());
+        match exporter::serve(fd, view.clone()) {
+            Ok(raw) => {
+                self.metrics = Some((view, raw));
+                info!("metrics: serving GET /metrics and GET /status on {addr}");
+                self.write_state();
+            }
+            Err(e) => error!("metrics: cannot serve on {addr}: {e}; serving no metrics"),
+        }
     }
 
     /// The counters as they stand: what was handed over plus what this
@@ -869,6 +932,8 @@ impl Daemon {
         for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
             *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
         }
+        c.handovers.ok += self.handovers.ok;
+        c.handovers.failed += self.handovers.failed;
         let (stdout, stderr) = self.logs.counts.get();
         c.log_bytes.stdout += stdout;
         c.log_bytes.stderr += stderr;

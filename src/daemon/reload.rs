@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 use super::handoff::{
-    self, Handoff, MachineHand, NotifyHand, PipeHand, HANDOFF_ENV, HANDOFF_VERSION,
+    self, Handoff, MachineHand, MetricsHand, NotifyHand, PipeHand, HANDOFF_ENV, HANDOFF_VERSION,
     HANDOFF_VERSION_ENV,
 };
 use super::helper::Helper;
@@ -307,39 +307,47 @@ impl Daemon {
                 cleanup,
             }
         });
-        let handoff = Handoff {
-            version: HANDOFF_VERSION,
-            lock_fd: self.state.lock().raw_fd(),
-            listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
-            inherited: self.seen.inherited,
-            socket_id: self.seen.socket_id,
-            managers: self.managers.clone(),
-            notify,
-            pipes: pipes
-                .iter()
-                .map(|p| PipeHand {
-                    fd: p.file.as_raw_fd(),
-                    stderr: p.stream == Stream::Stderr,
-                    pid: p.pid,
-                })
-                .collect(),
-            config: self.cfg.to_toml(),
-            started_at_ms: handoff::unix_ms(self.seen.me.started_at),
-            reloads: self.seen.me.reloads,
-            machine,
-            group: self.seen.group,
-            child_status: self.seen.status.clone(),
-            last_exit_at_ms: self.seen.last_exit_at.map(handoff::unix_ms),
-            alerts: self.seen.alerts.clone(),
-            creds: self.recipe.creds.clone(),
-            counters: Some(self.counters()),
-        };
+        let handoff =
+            Handoff {
+                version: HANDOFF_VERSION,
+                lock_fd: self.state.lock().raw_fd(),
+                listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
+                inherited: self.seen.inherited,
+                socket_id: self.seen.socket_id,
+                managers: self.managers.clone(),
+                notify,
+                pipes: pipes
+                    .iter()
+                    .map(|p| PipeHand {
+                        fd: p.file.as_raw_fd(),
+                        stderr: p.stream == Stream::Stderr,
+                        pid: p.pid,
+                    })
+                    .collect(),
+                config: self.cfg.to_toml(),
+                started_at_ms: handoff::unix_ms(self.seen.me.started_at),
+                reloads: self.seen.me.reloads,
+                machine,
+                group: self.seen.group,
+                child_status: self.seen.status.clone(),
+                last_exit_at_ms: self.seen.last_exit_at.map(handoff::unix_ms),
+                alerts: self.seen.alerts.clone(),
+                creds: self.recipe.creds.clone(),
+                counters: Some(self.counters()),
+                metrics: self.metrics.as_ref().zip(self.cfg.metrics.address).map(
+                    |((_, fd), addr)| MetricsHand {
+                        fd: *fd,
+                        address: addr.to_string(),
+                    },
+                ),
+            };
         let error = match handoff::write(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
                 let mut fds: Vec<RawFd> = vec![handoff.lock_fd, file.as_raw_fd()];
                 fds.extend(handoff.listen_fd);
                 fds.extend(handoff.notify.as_ref().map(|n| n.fd));
                 fds.extend(handoff.pipes.iter().map(|p| p.fd));
+                fds.extend(handoff.metrics.as_ref().map(|m| m.fd));
                 let held = signals::hold();
                 info!(
                     "reload: executing {} (pid {} stays; handing over {} descriptors)",
