@@ -138,6 +138,10 @@ pub(crate) struct Daemon {
     tell_manager: Option<String>,
     /// Complaints about notify datagrams, at most one line a minute.
     quiet: narrate::Quiet,
+    /// `STATUS=` text writes `state.json` at most once a second
+    /// (`readiness::STATUS_WRITE_EVERY`): the last such write, and when a
+    /// text that came meanwhile is due.
+    status_writes: (Option<Instant>, Option<Instant>),
     /// `[alerts]`: the rule and the command runner.
     alerting: Option<alerting::Alerting>,
     /// Orphaned descendants come back to us (Linux): then whatever holds
@@ -233,6 +237,8 @@ enum Wake {
     ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
+    /// A `STATUS=` text held back to keep state writes rare.
+    StatusDue,
     MemoryCheck,
     /// The alert rule's, the alert command's or the preflight's deadline.
     HelperTick,
@@ -292,6 +298,7 @@ impl Daemon {
                     .display()
                     .to_string(),
                 reloads: 0,
+                config: cfg.path.display().to_string(),
             },
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),
@@ -412,6 +419,7 @@ impl Daemon {
                 .filter(|s| !s.is_empty()),
             tell_manager: None,
             quiet: narrate::Quiet::default(),
+            status_writes: (None, None),
             alerting,
             subreaper: false,
             exe,
@@ -473,6 +481,7 @@ impl Daemon {
                 || self.machine.second_group_pending().is_some();
             let probe_due = self.probes.due();
             let state_retry = self.state.retry_at();
+            let status_due = self.status_writes.1;
             let running = match self.machine.phase() {
                 Phase::Running { pid, .. } => Some(pid),
                 _ => None,
@@ -489,6 +498,7 @@ impl Daemon {
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
+                _ = sleep_until(status_due), if status_due.is_some() => Wake::StatusDue,
                 _ = self.memory.elapsed(), if memory_armed => Wake::MemoryCheck,
                 _ = sleep_until(helper_due), if helper_due.is_some() => Wake::HelperTick,
                 (hook, out) = helper::output(
@@ -530,6 +540,10 @@ impl Daemon {
                     self.probes.start(identify);
                 }
                 Wake::StateRetry => self.write_state(),
+                Wake::StatusDue => {
+                    self.write_state();
+                    self.status_writes.0 = Some(Instant::now());
+                }
                 Wake::MemoryCheck => self.check_memory(),
                 Wake::HelperTick => {
                     let now = Instant::now();
@@ -878,6 +892,8 @@ impl Daemon {
     }
 
     fn write_state(&mut self) {
+        // Whatever `STATUS=` text was held back goes out with this write.
+        self.status_writes.1 = None;
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
         let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
         rec.counters = Some(self.counters());
