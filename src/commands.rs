@@ -23,7 +23,7 @@ use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
 use crate::listener;
 use crate::lock::{self, InstanceLock};
-use crate::logs::{LogSink, SinkWriter};
+use crate::logs::{LogSink, Perms, SinkWriter};
 use crate::status;
 use crate::sys;
 use crate::text::human;
@@ -513,9 +513,16 @@ fn serve(s: Serve) -> Outcome {
     // signal reset to its default.
     // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
-    let child_log = LogSink::new(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+    let perms = Perms::PRIVATE;
+    let child_log = LogSink::new(
+        cfg.child_log_path(),
+        perms,
+        cfg.log.max_bytes,
+        cfg.log.max_files,
+    );
     let supervisor_log = LogSink::new(
         cfg.supervisor_log_path(),
+        perms,
         cfg.log.max_bytes,
         cfg.log.max_files,
     );

@@ -327,7 +327,7 @@ mod tests {
     fn frames_pipes_until_their_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink).unwrap();
         let (r, mut w) = io::pipe().unwrap();
         readers.add(File::from(OwnedFd::from(r)), Stream::Stderr, 4243);
@@ -356,7 +356,7 @@ mod tests {
     fn finishing_takes_what_is_buffered_and_never_waits_for_live_writers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink).unwrap();
         // Many pipes, one thread: a writer that never closes its end
         // (a detached helper) and the dead child's pipe with a last line.
