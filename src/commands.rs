@@ -18,12 +18,12 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
-use crate::config::{self, Config, StateLocation};
+use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
 use crate::listener;
 use crate::lock::{self, InstanceLock};
-use crate::logs::{LogSink, Perms, SinkWriter};
+use crate::logs::{LogSink, Perms, PrefixedStderr, SinkWriter};
 use crate::status;
 use crate::sys;
 use crate::text::human;
@@ -246,7 +246,10 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
 /// exists already (else `run` creates it).
 fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
     let state_dir_exists = lock::check_dir("state dir", &cfg.supervisor.state_dir)?;
-    lock::check_dir("log dir", &cfg.log.dir)?;
+    // With `log.to = "stdout"` the log folder is never used.
+    if cfg.log.to == LogTo::Files {
+        lock::check_dir("log dir", &cfg.log.dir)?;
+    }
     Ok(state_dir_exists)
 }
 
@@ -398,6 +401,17 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
             old.clone()
         }
     };
+    if cfg.log.to != old.log.to {
+        problems.push((
+            exit::FAILURE,
+            format!(
+                "log.to cannot change in a reload (the child's output is wired when it starts; \
+                 it stays \"{}\"); stop and start the supervisor to change it",
+                old.log.to.as_str()
+            ),
+        ));
+        cfg.log.to = old.log.to;
+    }
     if cfg.supervisor != old.supervisor {
         problems.push((
             exit::FAILURE,
@@ -507,35 +521,50 @@ fn serve(s: Serve) -> Outcome {
         held,
         start,
     } = s;
-    lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
     // signal reset to its default.
     // SAFETY: installs SIG_IGN, no handler code; nothing else sets SIGXFSZ.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
-    let perms = Perms::PRIVATE;
-    let child_log = LogSink::new(
-        cfg.child_log_path(),
-        perms,
-        cfg.log.max_bytes,
-        cfg.log.max_files,
-    );
-    let supervisor_log = LogSink::new(
-        cfg.supervisor_log_path(),
-        perms,
-        cfg.log.max_bytes,
-        cfg.log.max_files,
-    );
-    let to_terminal = std::io::stderr().is_terminal();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(
-            SinkWriter(supervisor_log.clone())
-                .and(std::io::stderr.with_filter(move |_| to_terminal)),
-        )
-        .finish();
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    let files = match cfg.log.to {
+        LogTo::Files => {
+            lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
+            let perms = Perms::PRIVATE;
+            let child = LogSink::new(
+                cfg.child_log_path(),
+                perms,
+                cfg.log.max_bytes,
+                cfg.log.max_files,
+            );
+            let supervisor = LogSink::new(
+                cfg.supervisor_log_path(),
+                perms,
+                cfg.log.max_bytes,
+                cfg.log.max_files,
+            );
+            let to_terminal = std::io::stderr().is_terminal();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(
+                    SinkWriter(supervisor.clone())
+                        .and(std::io::stderr.with_filter(move |_| to_terminal)),
+                )
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            Some(daemon::LogFiles { child, supervisor })
+        }
+        // The engine stamps each line with its own time.
+        LogTo::Stdout => {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .event_format(crate::logs::Bare)
+                .with_writer(PrefixedStderr)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            None
+        }
+    };
 
     // Whatever our parent leaked (or the old image handed over and we
     // took) must not reach the child.
@@ -563,7 +592,7 @@ fn serve(s: Serve) -> Outcome {
             ),
             (false, _) => None,
         };
-        Daemon::new(cfg, creds, lock, child_log, supervisor_log, notify, passed)?
+        Daemon::new(cfg, creds, lock, files, notify, passed)?
             .run(signals, start)
             .await
     });

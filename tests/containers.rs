@@ -154,3 +154,79 @@ fn give_up_after_0_never_gives_up() {
         ));
     }
 }
+
+#[test]
+fn log_to_stdout_child_writes_into_our_stdout_and_stderr_no_files() {
+    let env = Setup::new("chatty.py")
+        .arg("40")
+        .set("log", "to", "stdout")
+        .build();
+    let sup = env.spawn();
+    let pid = env.wait_child(&[]);
+    if let Err(e) = request(env.addr(), DEADLINE) {
+        env.fail(format!("no answer from the child: {e}"));
+    }
+    let tag = format!("chatty-{pid}-1 ");
+    env.wait_for(
+        "the child's line on the supervisor's stdout and stderr",
+        DEADLINE,
+        || sup.stdout().contains(&tag) && sup.stderr().contains(&tag),
+    );
+    // The child writes into our descriptors itself: no pipe to us.
+    let ours: Vec<String> = ["1", "2"]
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{}/fd/{fd}", sup.pid())).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    let its: Vec<String> = ["1", "2"]
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if ours != its || ours.len() != 2 {
+        env.fail(format!(
+            "the child's stdout/stderr {its:?} are not the supervisor's {ours:?}"
+        ));
+    }
+    let reopen = env.cli(&["reopen-logs"]);
+    if reopen.code != Some(0) {
+        env.fail(format!("reopen-logs\n{reopen}"));
+    }
+    env.wait_for("SIGHUP said to do nothing", DEADLINE, || {
+        sup.stderr()
+            .contains("supervisor: INFO SIGHUP: nothing to reopen: log.to = \"stdout\"")
+    });
+    let logs = env.cli(&["logs"]);
+    if logs.code != Some(4) || !logs.stderr.contains("log.to = \"stdout\"") {
+        env.fail(format!(
+            "logs: want exit 4 saying where the lines go\n{logs}"
+        ));
+    }
+    if env.cli(&["stop"]).code != Some(0) {
+        env.fail("stop failed");
+    }
+    let st = sup.wait_exit(DEADLINE);
+    if st.code() != Some(0) {
+        env.fail(format!("want exit 0 after stop, got {st}"));
+    }
+    // Our own lines: on stderr, every one prefixed; none on stdout.
+    let err = sup.stderr();
+    let ours: Vec<&str> = err.lines().filter(|l| !l.starts_with("chatty-")).collect();
+    if ours.is_empty() || ours.iter().any(|l| !l.starts_with("supervisor: ")) {
+        env.fail(format!(
+            "supervisor lines on stderr not all prefixed: {ours:#?}"
+        ));
+    }
+    if !err.contains(&format!("supervisor: INFO started child {pid}")) {
+        env.fail(format!("stderr does not say the child started: {err}"));
+    }
+    let out = sup.stdout();
+    if out.lines().any(|l| !l.starts_with("chatty-")) {
+        env.fail(format!(
+            "the supervisor wrote its own lines on stdout: {out}"
+        ));
+    }
+    if env.log_dir.exists() {
+        env.fail(format!("{} was created", env.log_dir.display()));
+    }
+}

@@ -74,14 +74,17 @@ pub(crate) struct Recipe {
     pub(crate) creds: Option<Creds>,
     /// `child.umask`, `child.nice` and `[child.limits]`.
     pub(crate) attrs: attrs::Wanted,
+    /// `log.to = "stdout"`: the child writes straight into our stdout and
+    /// stderr (no pipes, nothing for us to copy).
+    pub(crate) inherit_output: bool,
 }
 
 /// A started child: its pid (also its process group) and its output pipes.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) pid: i32,
-    pub(crate) stdout: File,
-    pub(crate) stderr: File,
+    /// The read ends of its stdout and stderr; `None` when it inherited ours.
+    pub(crate) pipes: Option<(File, File)>,
 }
 
 fn cstring(bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
@@ -393,11 +396,15 @@ fn start(recipe: &Recipe, program: &Path, plan: &Plan) -> io::Result<Spawned> {
     let (mut report_rx, report_tx) = io::pipe()?;
     image.report = report_tx.as_raw_fd();
 
+    let output = || match recipe.inherit_output {
+        true => Stdio::inherit(),
+        false => Stdio::piped(),
+    };
     let mut cmd = Command::new(program);
     cmd.current_dir(&recipe.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output())
+        .stderr(output())
         .process_group(0);
     // SAFETY: `exec` makes only async-signal-safe calls and allocates nothing.
     unsafe {
@@ -420,27 +427,20 @@ fn start(recipe: &Recipe, program: &Path, plan: &Plan) -> io::Result<Spawned> {
         io::Error::new(e.kind(), why)
     })?;
     let pid = child.id() as i32;
-    let stdout: OwnedFd = child
-        .stdout
-        .take()
-        .ok_or_else(|| io::Error::other("no stdout pipe"))?
-        .into();
-    let stderr: OwnedFd = child
-        .stderr
-        .take()
-        .ok_or_else(|| io::Error::other("no stderr pipe"))?
-        .into();
-    for fd in [&stdout, &stderr] {
-        sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(fd));
-    }
+    let pipes = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => {
+            let (out, err): (OwnedFd, OwnedFd) = (out.into(), err.into());
+            for fd in [&out, &err] {
+                sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(fd));
+            }
+            Some((File::from(out), File::from(err)))
+        }
+        _ => None,
+    };
     // `child` is dropped without waiting: the driver reaps every child
     // itself (it is a subreaper) and keeps this one's status.
     drop(child);
-    Ok(Spawned {
-        pid,
-        stdout: File::from(stdout),
-        stderr: File::from(stderr),
-    })
+    Ok(Spawned { pid, pipes })
 }
 
 /// "Permission denied": the system's words for an errno, without std's

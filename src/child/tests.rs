@@ -47,6 +47,7 @@ fn recipe() -> Recipe {
         death_signal: libc::SIGTERM,
         creds: None,
         attrs: attrs::Wanted::default(),
+        inherit_output: false,
     }
 }
 

@@ -282,6 +282,13 @@ pub(super) static KEYS: &[KeyDef] = &[
     ),
     key(
         "log",
+        "to",
+        r#""files" (child.log, supervisor.log in dir) or "stdout" (the supervisor's own stdout/stderr, for a container engine)"#,
+        |c, i, _| set(&mut c.log.to, v::log_to(i)),
+        |c| Some(r::text(c.log.to.as_str())),
+    ),
+    key(
+        "log",
         "dir",
         "supervisor.log and child.log",
         |c, i, _| set(&mut c.log.dir, v::path(i, folder(&c.path))),

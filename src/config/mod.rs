@@ -120,9 +120,31 @@ pub struct RestartSection {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSection {
+    /// Where the child's output and the supervisor's own lines go.
+    pub to: LogTo,
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub max_files: u32,
+}
+
+/// `log.to`: files in `log.dir`, or the supervisor's own stdout and stderr
+/// (what a container engine collects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    /// `child.log` and `supervisor.log` in `log.dir`, rotated.
+    Files,
+    /// The child inherits the supervisor's stdout and stderr (no pipe, no
+    /// copy, no file); the supervisor's lines go to its stderr.
+    Stdout,
+}
+
+impl LogTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogTo::Files => "files",
+            LogTo::Stdout => "stdout",
+        }
+    }
 }
 
 /// Readiness and liveness (not in SPEC.md's contract; all optional). With
@@ -405,6 +427,7 @@ impl Config {
                 give_up_after: 0,
             },
             log: LogSection {
+                to: LogTo::Files,
                 dir: folder.join("logs"),
                 max_bytes: 10 << 20,
                 max_files: 5,

@@ -45,6 +45,17 @@ pub(super) fn string(item: &Item) -> Parsed<&str> {
         .ok_or_else(|| format!("must be a string, not {}", kind(item)))
 }
 
+/// `log.to`: "files" or "stdout".
+pub(super) fn log_to(item: &Item) -> Parsed<super::LogTo> {
+    match string(item)? {
+        "files" => Ok(super::LogTo::Files),
+        "stdout" => Ok(super::LogTo::Stdout),
+        other => Err(format!(
+            r#""{other}" is not a log destination; use "files" or "stdout""#
+        )),
+    }
+}
+
 pub(super) fn boolean(item: &Item) -> Parsed<bool> {
     item.as_bool()
         .ok_or_else(|| format!("must be true or false, not {}", kind(item)))

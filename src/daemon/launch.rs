@@ -144,9 +144,9 @@ impl Daemon {
                     sid: self.sid,
                     started_at: Some(SystemTime::now()),
                 });
-                if let Some(readers) = &self.logs.readers {
-                    readers.add(sp.stdout, Stream::Stdout, pid as u32);
-                    readers.add(sp.stderr, Stream::Stderr, pid as u32);
+                if let (Some(readers), Some((out, err))) = (&self.logs.readers, sp.pipes) {
+                    readers.add(out, Stream::Stdout, pid as u32);
+                    readers.add(err, Stream::Stderr, pid as u32);
                 }
                 info!("started child {pid}: {}", self.recipe.command.join(" "));
                 self.alert(Seen::Spawned, |_| String::new());

@@ -53,7 +53,7 @@ use signal_hook_tokio::Signals;
 use tracing::{info, warn};
 
 use crate::child::{self, Recipe};
-use crate::config::Config;
+use crate::config::{Config, LogTo};
 use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
@@ -75,10 +75,17 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
-/// The logs the driver writes, and the thread that fills `child.log`.
+/// `log.to = "files"`: the two log files.
+pub(crate) struct LogFiles {
+    pub(crate) child: Arc<LogSink>,
+    pub(crate) supervisor: Arc<LogSink>,
+}
+
+/// The logs the driver writes, and the thread that fills `child.log`;
+/// neither with `log.to = "stdout"` (the child writes into our stdout and
+/// stderr itself).
 struct Logs {
-    child: Arc<LogSink>,
-    supervisor: Arc<LogSink>,
+    files: Option<LogFiles>,
     /// Reads every child pipe; taken at exit to write the last lines.
     readers: Option<Readers>,
 }
@@ -184,8 +191,7 @@ impl Daemon {
         cfg: Config,
         creds: Option<child::Creds>,
         lock: InstanceLock,
-        child_log: Arc<LogSink>,
-        supervisor_log: Arc<LogSink>,
+        files: Option<LogFiles>,
         notify: Option<NotifySocket>,
         passed: Option<Listener>,
     ) -> Result<Daemon, Fatal> {
@@ -216,6 +222,7 @@ impl Daemon {
             death_signal: cfg.child.stop_signal as i32,
             creds,
             attrs: crate::attrs::Wanted::of(&cfg.child),
+            inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
         let exe = invoked_as();
@@ -248,11 +255,14 @@ impl Daemon {
             alerts: None,
             reload_error: None,
         };
-        let readers = Readers::start(child_log.clone()).map_err(|e| {
-            Fatal::failure(format!(
-                "cannot start the thread that reads the child's output: {e}"
-            ))
-        })?;
+        let readers = match &files {
+            Some(f) => Some(Readers::start(f.child.clone()).map_err(|e| {
+                Fatal::failure(format!(
+                    "cannot start the thread that reads the child's output: {e}"
+                ))
+            })?),
+            None => None,
+        };
         Ok(Daemon {
             machine: Machine::new(settings),
             recipe,
@@ -268,11 +278,7 @@ impl Daemon {
             sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
             seen,
             state: StateFile::new(cfg.state_path(), lock),
-            logs: Logs {
-                child: child_log,
-                supervisor: supervisor_log,
-                readers: Some(readers),
-            },
+            logs: Logs { files, readers },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
             memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
@@ -509,9 +515,17 @@ impl Daemon {
             }
             SIGHUP => {
                 // Never forwarded: uvicorn and many others die on SIGHUP.
-                self.logs.child.reopen();
-                self.logs.supervisor.reopen();
-                info!("SIGHUP: log files reopened");
+                match &self.logs.files {
+                    Some(files) => {
+                        files.child.reopen();
+                        files.supervisor.reopen();
+                        info!("SIGHUP: log files reopened");
+                    }
+                    None => info!(
+                        "SIGHUP: nothing to reopen: log.to = \"stdout\" (the child's lines and ours \
+                         go to the supervisor's stdout and stderr, no files)"
+                    ),
+                }
             }
             SIGUSR1 => {
                 info!("SIGUSR1: restarting the child");

@@ -308,7 +308,10 @@ impl Daemon {
             streak: self.machine.streak(),
             restarts: self.machine.restarts(),
             port_holder: self.seen.port_holder.clone(),
-            log_dir: self.cfg.log.dir.display().to_string(),
+            log_dir: match self.cfg.log.to {
+                crate::config::LogTo::Files => self.cfg.log.dir.display().to_string(),
+                crate::config::LogTo::Stdout => String::new(),
+            },
         }
     }
 }

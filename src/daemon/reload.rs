@@ -516,16 +516,22 @@ impl Daemon {
             }
             Err(e) => e,
         };
-        match Readers::start(self.logs.child.clone()) {
-            Ok(readers) => {
+        match self
+            .logs
+            .files
+            .as_ref()
+            .map(|f| Readers::start(f.child.clone()))
+        {
+            Some(Ok(readers)) => {
                 for p in pipes {
                     readers.add(p.file, p.stream, p.pid);
                 }
                 self.logs.readers = Some(readers);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!("cannot restart the thread that reads the child's output: {e}; it is lost")
             }
+            None => {}
         }
         self.reload_failed(1, format!("cannot execute {}: {error}", exe.display()));
     }

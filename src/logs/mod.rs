@@ -582,5 +582,82 @@ impl Drop for EventWriter<'_> {
     }
 }
 
+/// `log.to = "stdout"`: the supervisor's own lines on its stderr, each
+/// starting with `supervisor: ` (continuation lines of a long message too),
+/// so they stand apart from the child's lines beside them in the container
+/// engine's log. One event is one `write` of whole lines, which a pipe
+/// keeps whole up to `PIPE_BUF`.
+#[derive(Clone, Copy)]
+pub struct PrefixedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PrefixedStderr {
+    type Writer = PrefixedLines;
+
+    fn make_writer(&'a self) -> PrefixedLines {
+        PrefixedLines(Vec::new())
+    }
+}
+
+/// `LEVEL message` with no time (the engine stamps each line) and no
+/// padding, for [`PrefixedStderr`].
+pub struct Bare;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Bare
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "{} ", event.metadata().level())?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// One event's bytes, written prefixed when dropped.
+pub struct PrefixedLines(Vec<u8>);
+
+impl Write for PrefixedLines {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PrefixedLines {
+    fn drop(&mut self) {
+        let out = prefixed(&self.0);
+        if !out.is_empty() {
+            // Nowhere to tell a failure to write our own lines.
+            let _ = io::stderr().lock().write_all(&out);
+        }
+    }
+}
+
+/// Every line of `text` with `supervisor: ` before it and `\n` after it.
+pub(crate) fn prefixed(text: &[u8]) -> Vec<u8> {
+    const PREFIX: &[u8] = b"supervisor: ";
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(text.len() + PREFIX.len() + 1);
+    for line in text.split(|&b| b == b'\n') {
+        out.extend_from_slice(PREFIX);
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

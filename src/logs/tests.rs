@@ -5,6 +5,30 @@
 use super::*;
 use std::fs::{self, OpenOptions};
 
+#[test]
+fn stderr_lines_each_start_with_supervisor() {
+    let table: [(&[u8], &[u8]); 4] = [
+        (b"", b""),
+        (
+            b"WARN child 7 exited\n",
+            b"supervisor: WARN child 7 exited\n",
+        ),
+        (b"no newline", b"supervisor: no newline\n"),
+        (
+            b"alert said:\n  two\n",
+            b"supervisor: alert said:\nsupervisor:   two\n",
+        ),
+    ];
+    for (input, want) in table {
+        assert_eq!(
+            prefixed(input),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
 fn numbered_lines(from: usize, to: usize) -> Vec<u8> {
     (from..to)
         .flat_map(|i| format!("line {i:07}\n").into_bytes())

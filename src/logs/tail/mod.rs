@@ -76,6 +76,14 @@ const MIN_SCAN: u32 = 20;
 
 /// `supervisor logs [-f] [-n N] [--supervisor]`.
 pub(crate) fn run(cfg: &Config, lines: u64, follow: bool, supervisor: bool) -> Outcome {
+    if cfg.log.to == crate::config::LogTo::Stdout {
+        return Err(Fatal::with_code(
+            exit::UNKNOWN,
+            "no log files: log.to = \"stdout\" sends the child's lines to the supervisor's \
+             stdout and stderr, and its own to its stderr: read them where it runs \
+             (podman logs, kubectl logs, journalctl, the terminal)",
+        ));
+    }
     let name = if supervisor {
         cfg.supervisor_log_path()
     } else {
