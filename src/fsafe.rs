@@ -324,14 +324,16 @@ pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(
 pub(crate) struct Dir {
     fd: OwnedFd,
     path: PathBuf,
-    what: &'static str,
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-fn same(a: &FileStat, b: &Metadata) -> bool {
+/// Whether `a` (from `fstat`/`fstatat`) and `b` are the same file.
+// The casts are needed where `st_dev` is an `i32` (macOS).
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn same(a: &FileStat, b: &Metadata) -> bool {
     a.st_dev as u64 == b.dev() && a.st_ino as u64 == b.ino()
 }
 
@@ -357,28 +359,23 @@ impl Dir {
         let dir = Dir {
             fd,
             path: path.to_owned(),
-            what,
         };
         // Checked, then opened: still the same folder?
-        let checked = fs::symlink_metadata(path).map_err(|e| err(format!("cannot inspect it: {e}")))?;
-        let opened = dir.stat().map_err(|e| err(format!("cannot inspect it: {e}")))?;
+        let checked =
+            fs::symlink_metadata(path).map_err(|e| err(format!("cannot inspect it: {e}")))?;
+        let opened = dir
+            .stat()
+            .map_err(|e| err(format!("cannot inspect it: {e}")))?;
         if !same(&opened, &checked) {
-            return Err(err("was replaced while being opened; refusing to use it".into()));
+            return Err(err(
+                "was replaced while being opened; refusing to use it".into()
+            ));
         }
         Ok(dir)
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub(crate) fn what(&self) -> &'static str {
-        self.what
-    }
-
-    /// The path of `name` in this folder, for people.
-    pub(crate) fn show(&self, name: &OsStr) -> PathBuf {
-        self.path.join(name)
     }
 
     fn stat(&self) -> io::Result<FileStat> {

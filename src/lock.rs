@@ -8,16 +8,25 @@
 //! inode); after locking we re-check that the locked inode is still the one
 //! at the path.
 //!
+//! The state folder is held open with the lock ([`Dir`]): the pid
+//! file and `state.json` are reached relative to it, never through its
+//! path, so a folder swapped for a link is never written through.
+//!
 //! The other side lives here too: [`find_supervisor`], how every other
 //! command finds the lock holder without ever taking the lock.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
+
+use crate::fsafe::Dir;
 use crate::sys;
 
 pub(crate) use crate::fsafe::{check_dir, create_dir};
@@ -34,18 +43,34 @@ pub(crate) struct Held {
 pub(crate) struct InstanceLock {
     file: File,
     path: PathBuf,
+    /// The state folder, held open; the pid file is `name` in it.
+    dir: Arc<Dir>,
+    name: OsString,
+}
+
+/// The state folder's mode when created.
+const STATE_DIR_MODE: u32 = 0o700;
+
+/// The state folder of a pid file path, checked all the way up (created
+/// if missing) and held open; and the pid file's name in it.
+fn open_state_dir(path: &Path) -> io::Result<(Dir, OsString)> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(OsStr::to_owned)
+        .ok_or_else(|| io::Error::other(format!("{} names no file", path.display())))?;
+    let dir = Dir::open("state dir", folder, STATE_DIR_MODE)?;
+    Ok((dir, name))
 }
 
 /// Open the pid file without changing it: no truncation, no write.
-fn open_pid_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+fn open_pid_file(dir: &Dir, name: &OsStr) -> io::Result<File> {
+    dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)
 }
+
 
 /// Read the pid a holder wrote; `None` for an empty, partial or garbage file.
 pub(crate) fn read_pid(path: &Path) -> Option<i32> {
@@ -90,9 +115,20 @@ fn holder_pid(file: &File, path: &Path) -> Option<i32> {
 
 impl InstanceLock {
     /// Try to become the one supervisor for this state dir. Never blocks.
+    /// The state folder is checked (all the way up), created if missing,
+    /// and held open from here on.
     pub(crate) fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
+        let (dir, name) = open_state_dir(path)?;
+        InstanceLock::acquire_in(Arc::new(dir), name, path)
+    }
+
+    fn acquire_in(
+        dir: Arc<Dir>,
+        name: OsString,
+        path: &Path,
+    ) -> io::Result<Result<InstanceLock, Held>> {
         for _ in 0..8 {
-            let file = open_pid_file(path)?;
+            let file = open_pid_file(&dir, &name)?;
             // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux and macOS.
             match file.try_lock() {
                 Ok(()) => {}
@@ -106,11 +142,13 @@ impl InstanceLock {
             // Someone may have replaced the file between our open and our
             // lock: then we hold a lock nobody else will ever look at.
             let ours = file.metadata()?;
-            match fs::symlink_metadata(path) {
-                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+            match dir.stat_at(&name) {
+                Ok(now) if crate::fsafe::same(&now, &ours) => {
                     return Ok(Ok(InstanceLock {
                         file,
                         path: path.to_owned(),
+                        dir,
+                        name,
                     }));
                 }
                 _ => continue,
@@ -134,9 +172,23 @@ impl InstanceLock {
     }
 
     /// The lock handed over across `reload`: the same open file, so the same
-    /// lock, never released or taken again in between.
-    pub(crate) fn from_handed(file: File, path: PathBuf) -> InstanceLock {
-        InstanceLock { file, path }
+    /// lock, never released or taken again in between. The state folder is
+    /// opened again by path after checking it all the way up (a folder
+    /// that no longer holds the handed file is noticed at the next state
+    /// write, as any lost lock).
+    pub(crate) fn from_handed(file: File, path: PathBuf) -> io::Result<InstanceLock> {
+        let (dir, name) = open_state_dir(&path)?;
+        Ok(InstanceLock {
+            file,
+            path,
+            dir: Arc::new(dir),
+            name,
+        })
+    }
+
+    /// The state folder, held open.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// The descriptor that holds the lock (handed over across `reload`).
@@ -159,22 +211,39 @@ impl InstanceLock {
     /// A tmp cleaner (or a person) may delete the state dir while we run;
     /// then the next supervisor would lock a fresh file and think itself
     /// alone. Called on every state change: if our locked inode is no
-    /// longer at the path, recreate the folder and lock a new pid file.
-    /// `Ok(true)` when the lock had to be re-established.
+    /// longer in the folder at the path, recreate the folder (checked all
+    /// the way up first) and lock a new pid file. A folder that is still
+    /// there but no longer at its path (renamed away, a link or another
+    /// folder put in its place) is an error: the lock is lost, and nothing
+    /// is written through the path. `Ok(true)` when the lock had to be
+    /// re-established.
     pub(crate) fn ensure_linked(&mut self) -> io::Result<bool> {
         let ours = self.file.metadata()?;
-        if let Ok(now) = fs::symlink_metadata(&self.path) {
-            if now.ino() == ours.ino() && now.dev() == ours.dev() {
-                return Ok(false);
-            }
+        let at_path = self.dir.is_at_path();
+        if at_path
+            && self
+                .dir
+                .stat_at(&self.name)
+                .is_ok_and(|now| crate::fsafe::same(&now, &ours))
+        {
+            return Ok(false);
         }
-        if let Some(dir) = self.path.parent() {
-            create_dir("state dir", dir, 0o700).map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        match InstanceLock::acquire(&self.path)? {
+        let dir = if at_path {
+            self.dir.clone()
+        } else if self.dir.is_removed() {
+            Arc::new(open_state_dir(&self.path)?.0)
+        } else {
+            return Err(io::Error::other(format!(
+                "state dir {} no longer leads to the folder opened at start (moved, or \
+                 replaced by a link or another folder)",
+                self.dir.path().display()
+            )));
+        };
+        match InstanceLock::acquire_in(dir, self.name.clone(), &self.path)? {
             Ok(fresh) => {
                 // The old descriptor (and its lock on the lost inode) closes here.
                 self.file = fresh.file;
+                self.dir = fresh.dir;
                 self.write_pid()?;
                 Ok(true)
             }

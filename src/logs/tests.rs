@@ -332,13 +332,27 @@ fn a_log_folder_swapped_for_a_link_is_never_written_through() {
     }
     sink.reopen();
     sink.write_batch(b"after reopen\n", 1);
-    assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "written through the link");
-    let all: String = [moved.join("child.log.2"), moved.join("child.log.1"), moved.join("child.log")]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .collect();
-    assert!(all.contains("no longer leads to the folder opened at start"), "{all}");
-    assert!(all.contains("line 19\n") && all.ends_with("after reopen\n"), "{all}");
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "written through the link"
+    );
+    let all: String = [
+        moved.join("child.log.2"),
+        moved.join("child.log.1"),
+        moved.join("child.log"),
+    ]
+    .iter()
+    .filter_map(|p| fs::read_to_string(p).ok())
+    .collect();
+    assert!(
+        all.contains("no longer leads to the folder opened at start"),
+        "{all}"
+    );
+    assert!(
+        all.contains("line 19\n") && all.ends_with("after reopen\n"),
+        "{all}"
+    );
 }
 
 #[test]
