@@ -26,14 +26,21 @@ pub(crate) struct Wanted {
 }
 
 impl Wanted {
-    pub(crate) fn of(child: &ChildSection) -> Wanted {
+    /// `other_user`: the child runs as another user (`child.user`), whose
+    /// umask is 022 unless `child.umask` says otherwise, not whatever the
+    /// supervisor was started with (a 000 would let anyone write the
+    /// child's files).
+    pub(crate) fn of(child: &ChildSection, other_user: bool) -> Wanted {
         Wanted {
-            umask: child.umask,
+            umask: child.umask.or(other_user.then_some(OTHER_USER_UMASK)),
             nice: child.nice,
             limits: child.limits.clone(),
         }
     }
 }
+
+/// Another user's child's umask unless `child.umask` is set.
+pub(crate) const OTHER_USER_UMASK: u32 = 0o022;
 
 /// What the system allows, as far as the plan needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]

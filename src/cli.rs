@@ -54,23 +54,35 @@ pub enum Command {
     Run,
     /// Tell whether the supervisor and its child run (see the exit codes).
     Status {
-        /// One JSON object on stdout.
-        #[arg(long)]
+        /// One JSON object on stdout (the same as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// How to print it: text (default), json, or prometheus (the text
+        /// exposition format, e.g. for node_exporter's textfile collector).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<crate::status::Format>,
         /// Print nothing; answer with the exit code alone (an exec probe for
         /// Kubernetes or `podman healthcheck`): "ready" is 0 when the child
         /// runs and is ready, 1 otherwise, 3 when no supervisor runs.
-        #[arg(long, value_enum, value_name = "WHAT", conflicts_with = "json")]
+        #[arg(long, value_enum, value_name = "WHAT", conflicts_with_all = ["json", "format"])]
         check: Option<Check>,
     },
     /// Stop the running supervisor and its child, and wait for it to exit.
     Stop {
-        /// How long to wait (default: child.stop_timeout + 5s), e.g. "30s".
+        /// How long to wait (default: the stop budget, child.stop_timeout + 19s), e.g. "30s".
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Restart the child gracefully; the listening socket stays open.
-    Restart,
+    /// Restart the child gracefully; the listening socket stays open. Waits
+    /// until the new child runs (and is ready) and the old one is gone.
+    Restart {
+        /// Only send the request (SIGUSR1); do not wait for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait (default: health.start_timeout + child.stop_timeout + 5s), e.g. "90s".
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_wait")]
+        timeout: Option<Duration>,
+    },
     /// Reopen the log files (same as sending SIGHUP).
     ReopenLogs,
     /// Re-execute the supervisor in place with the config (and binary) on

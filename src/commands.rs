@@ -34,16 +34,29 @@ pub fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),
-        Command::Status { json, check } => Ok(match check {
-            Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-            None => status::run(reach(&path).map(|(loc, _)| loc), json),
-        }),
+        Command::Status {
+            json,
+            format,
+            check,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, f) => f.unwrap_or(status::Format::Text),
+            };
+            Ok(match check {
+                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
+                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+            })
+        }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
-        Command::Restart => reach(&path)
+        Command::Restart { no_wait: true, .. } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| signal(&loc, Signal::SIGUSR1, "restart the child")),
+        Command::Restart { timeout, .. } => reach(&path)
+            .map_err(Fatal::config)
+            .and_then(|(loc, cfg)| restart(&loc, cfg.as_ref(), timeout)),
         Command::Reload => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, _)| reload(&loc)),
@@ -141,9 +154,11 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
-    check_writable("log dir", &cfg.log.dir)?;
-    log_perms(cfg)?;
-    let attributes = attributes(cfg)?;
+    if cfg.log.to == LogTo::Files {
+        check_writable("log dir", &cfg.log.dir)?;
+        log_perms(cfg)?;
+    }
+    let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -160,6 +175,14 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         }
     }
     let mut warnings = Vec::new();
+    if let Some(c) = creds.as_ref().filter(|_| !cfg.child.inherit_env) {
+        for left in child::path_left_out(c.uid) {
+            warnings.push(format!(
+                "PATH folder {:?} is left out of the PATH of child.user {:?}: {}",
+                left.dir, c.name, left.why
+            ));
+        }
+    }
     if let Some(cap) =
         sys::somaxconn().filter(|cap| i64::from(cfg.listen.backlog) > i64::from(*cap))
     {
@@ -296,23 +319,24 @@ fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
 /// The child's umask, nice and `[child.limits]` against this system: a
 /// limit it would refuse (above the hard limit without root, beyond the
 /// most open files allowed, "unlimited" open files) is a 78 naming the key.
-fn attributes(cfg: &Config) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
+fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
     let file = cfg.path.display();
     let facts =
         attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
-    let plan = attrs::plan(&attrs::Wanted::of(&cfg.child), &facts).map_err(|refused| {
-        let lines: Vec<String> = refused
-            .iter()
-            .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
-            .collect();
-        match lines.as_slice() {
-            [one] => Fatal::config(format!("{one}; nothing started")),
-            _ => Fatal::config(format!(
-                "this system refuses these limits; nothing started:\n{}",
-                lines.join("\n")
-            )),
-        }
-    })?;
+    let plan =
+        attrs::plan(&attrs::Wanted::of(&cfg.child, other_user), &facts).map_err(|refused| {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
+                .collect();
+            match lines.as_slice() {
+                [one] => Fatal::config(format!("{one}; nothing started")),
+                _ => Fatal::config(format!(
+                    "this system refuses these limits; nothing started:\n{}",
+                    lines.join("\n")
+                )),
+            }
+        })?;
     Ok((plan, facts))
 }
 
@@ -574,7 +598,7 @@ fn serve(s: Serve) -> Outcome {
         LogTo::Files => {
             lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
             let perms = log_perms(&cfg)?;
-            let child = LogSink::new(
+            let child = LogSink::narrated(
                 cfg.child_log_path(),
                 perms,
                 cfg.log.max_bytes,
@@ -596,6 +620,19 @@ fn serve(s: Serve) -> Outcome {
                 )
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
+            // Once, one line, on a fresh start: a newcomer at a terminal
+            // sees where the lines go; under launchd or systemd it is one
+            // line per start in what they capture.
+            if matches!(start, Start::Fresh) {
+                crate::say!(
+                    "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
+                     (`supervisor logs -f`)",
+                    std::process::id(),
+                    cfg.listen.address,
+                    cfg.supervisor_log_path().display(),
+                    cfg.child_log_path().display()
+                );
+            }
             Some(daemon::LogFiles { child, supervisor })
         }
         // The engine stamps each line with its own time.
@@ -695,6 +732,17 @@ fn reload(loc: &StateLocation) -> Outcome {
     // The answer is a change: more reloads, or a reload error other than
     // the one recorded before asking (its time stamp has only
     // milliseconds, so comparing it with the clock could miss a fast one).
+    let handover = crate::state::read(&loc.state_path())
+        .ok()
+        .flatten()
+        .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
+        .and_then(|r| r.handover);
+    if let Some(h) = handover {
+        return Err(Fatal::failure(format!(
+            "a handover is in progress ({}); reload once it is over",
+            handover_words(&h)
+        )));
+    }
     let (before, old_error) = record().map_or((0, None), |s| (s.reloads, s.reload_error));
     match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
         Ok(()) => {}
@@ -745,8 +793,90 @@ fn reload(loc: &StateLocation) -> Outcome {
     }
 }
 
-/// `stop_timeout` when neither the running supervisor nor the file says.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// What `restart` waits beyond the start and stop timeouts.
+const RESTART_MARGIN: Duration = Duration::from_secs(5);
+
+/// `health.start_timeout` when neither the running supervisor nor the file says.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `supervisor restart`: SIGUSR1 to the running supervisor, then wait for
+/// the outcome it records (`supervisor.restart`, numbered: a new number is
+/// the answer to this request, or to one that was already under way).
+/// A handover in progress is refused at once (exit 1).
+fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
+    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+        return Err(Fatal::with_code(
+            exit::NOT_RUNNING,
+            format!(
+                "no supervisor is running for {}; cannot restart the child",
+                loc.config.display()
+            ),
+        ));
+    };
+    let record = || {
+        crate::state::read(&loc.state_path())
+            .ok()
+            .flatten()
+            .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
+    };
+    let rec = record();
+    if let Some(h) = rec.as_ref().and_then(|r| r.handover.as_ref()) {
+        return Err(Fatal::failure(format!(
+            "a handover is already in progress ({}); not restarting again",
+            handover_words(h)
+        )));
+    }
+    let sup = rec.and_then(|r| r.supervisor);
+    let before = sup
+        .as_ref()
+        .and_then(|s| s.restart.as_ref())
+        .map_or(0, |r| r.seq);
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
+    let start = ms(sup.as_ref().and_then(|s| s.start_timeout_ms))
+        .or(cfg.map(|c| c.health.start_timeout))
+        .unwrap_or(DEFAULT_START_TIMEOUT);
+    let stop = ms(sup.as_ref().and_then(|s| s.stop_timeout_ms))
+        .or(cfg.map(|c| c.child.stop_timeout))
+        .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
+    let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
+    signal(loc, Signal::SIGUSR1, "restart the child")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = record()
+            .and_then(|r| r.supervisor)
+            .and_then(|s| s.restart)
+            .filter(|r| r.seq > before);
+        match outcome {
+            Some(r) if r.ok => {
+                crate::out!("restarted: {}\n", r.message);
+                return Ok(exit::OK);
+            }
+            Some(r) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            None => {}
+        }
+        if !sys::is_alive(pid) {
+            return Err(Fatal::failure(format!(
+                "supervisor {pid} exited during the restart; see its log"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Fatal::failure(format!(
+                "no outcome within {}; the restart may still be under way (see `supervisor status`)",
+                human(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A handover in words, as `status` says it.
+pub(crate) fn handover_words(h: &crate::state::HandoverInfo) -> String {
+    let new = h.new_pid.map_or("?".into(), |p| p.to_string());
+    match h.phase.as_str() {
+        "draining" => format!("draining old child {}", h.old_pid),
+        _ => format!("starting new child {new} (old {} serving)", h.old_pid),
+    }
+}
 
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
@@ -761,8 +891,10 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         .filter(|s| s.pid == pid)
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
-    let from_file = cfg.map_or(DEFAULT_STOP_TIMEOUT, |c| c.child.stop_timeout);
-    let timeout = timeout.unwrap_or(running.unwrap_or(from_file) + Duration::from_secs(5));
+    let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {
+        c.child.stop_timeout
+    });
+    let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
     match kill(Pid::from_raw(pid), Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {

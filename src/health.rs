@@ -180,7 +180,10 @@ pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
         match line.split_once('=') {
             Some(("READY", "1")) => n.ready = true,
             Some(("WATCHDOG", "1")) => n.watchdog = true,
-            Some(("STATUS", s)) => n.status = Some(s.chars().take(512).collect()),
+            // Cleaned as it arrives: `status` shows it to people, often
+            // at a terminal, so no escape sequence of the child's gets
+            // there.
+            Some(("STATUS", s)) => n.status = Some(crate::text::one_line(s, 512)),
             Some(("BARRIER", "1")) => n.barrier = true,
             _ => {}
         }
@@ -205,13 +208,27 @@ pub fn probe_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// GET `path` on `addr` through a real connection to the listening socket;
-/// `Ok(status)` for a 2xx answer within `timeout`, else why not.
-pub async fn probe(addr: SocketAddr, path: String, timeout: Duration) -> Result<u16, String> {
+/// GET `path` on `addr` through a real connection to the listening socket:
+/// `Ok(status)` for a 2xx answer within `timeout`, else why not; and, with
+/// `identify`, which process took the connection
+/// (before the request is sent, so it is still holding it): during a
+/// handover two children accept on the socket, and only an answer by the
+/// new one says it is ready. `None` when that cannot be told (macOS, or
+/// not accepted in time).
+pub async fn probe_by(
+    addr: SocketAddr,
+    path: String,
+    timeout: Duration,
+    identify: bool,
+) -> (Result<u16, String>, Option<i32>) {
+    let mut by = None;
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        if identify {
+            by = accepted_by(&s).await;
+        }
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: supervisor-health\r\nConnection: close\r\n\r\n"
         );
@@ -229,11 +246,35 @@ pub async fn probe(addr: SocketAddr, path: String, timeout: Duration) -> Result<
         }
         status_code(&head)
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(code)) if (200..300).contains(&code) => Ok(code),
         Ok(Ok(code)) => Err(format!("GET {path} answered {code}")),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("no answer within {}", crate::text::human(timeout))),
+    };
+    (result, by)
+}
+
+/// The process (one of our descendants) that accepted our connection `s`,
+/// looked for until it has (a few milliseconds, bounded by the probe's
+/// timeout around it).
+async fn accepted_by(s: &tokio::net::TcpStream) -> Option<i32> {
+    let (client, server) = (s.local_addr().ok()?, s.peer_addr().ok()?);
+    let me = std::process::id() as i32;
+    let mut gap = Duration::from_millis(1);
+    loop {
+        if let Some(id) = sys::accepted_socket(server, client) {
+            if let Some(pid) = sys::socket_holders(id, sys::Scope::DescendantsOf(me))
+                .into_iter()
+                .next()
+            {
+                return Some(pid);
+            }
+        } else if cfg!(not(target_os = "linux")) {
+            return None;
+        }
+        tokio::time::sleep(gap).await;
+        gap = (gap * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -59,6 +59,8 @@ mod jobfile;
 mod listener;
 mod lock;
 mod logs;
+mod metrics;
+mod pathdirs;
 mod policy;
 mod state;
 mod status;

@@ -71,7 +71,6 @@ fn open_pid_file(dir: &Dir, name: &OsStr) -> io::Result<File> {
     dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)
 }
 
-
 /// Read the pid a holder wrote; `None` for an empty, partial or garbage file.
 pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     let mut text = String::new();

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub supervisor: Option<SupervisorInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub listen: Option<ListenInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub child: Option<ChildInfo>,
     /// Filled in by `status` from `next_restart_at`, so it is never stale.
     #[serde(default)]
@@ -37,10 +37,88 @@ pub struct Record {
     /// With `[alerts]`: the last alert and how its command ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsInfo>,
+    /// What `status --format prometheus` and `/metrics` count: alerts
+    /// per event, the child's output per stream, handovers. Kept by the
+    /// driver, handed over by `reload`, started afresh by a new process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// A handover in progress (`[restart] overlap`): null, or the two
+    /// children.
+    #[serde(default)]
+    pub handover: Option<HandoverInfo>,
+}
+
+/// `handover` in the record: the two children of a handover. While
+/// `starting`, `child` is the old one (serving); from `draining` on, the
+/// new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverInfo {
+    /// "starting" (the new child is not ready yet) or "draining" (the old
+    /// one is being stopped).
+    pub phase: String,
+    pub new_pid: Option<i32>,
+    pub old_pid: i32,
+    pub started_at: String,
+    /// The child that is not `child` (the new one while starting, the old
+    /// one while draining), its group and start time: a supervisor started
+    /// after this one was killed stops it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<GroupInfo>,
+}
+
+/// A child's process group, as an earlier supervisor recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub pgid: i32,
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    #[serde(default)]
+    pub sid: Option<i32>,
+}
+
+/// The outcome of the last requested restart (`restart`, SIGUSR1): what
+/// `supervisor restart` waits for. `seq` counts outcomes, so the command
+/// tells a new one from the one recorded before it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartOutcome {
+    pub seq: u64,
+    pub at: String,
+    pub ok: bool,
+    /// What happened, for people: the new child that serves, or why not.
+    pub message: String,
+}
+
+/// The record's `counters`: totals since the supervisor process started
+/// (across `reload`s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Alerts the rule fired, by event name ("crash-loop", ...).
+    #[serde(default)]
+    pub alerts: BTreeMap<String, u64>,
+    /// Bytes the child wrote to its stdout and stderr (as of the last
+    /// state write: the log reader counts them as they come).
+    #[serde(default)]
+    pub log_bytes: Streams,
+    /// Overlapped restarts that handed the port to a new child, and those
+    /// that failed.
+    #[serde(default)]
+    pub handovers: Handovers,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streams {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handovers {
+    pub ok: u64,
+    pub failed: u64,
 }
 
 /// `alerts` in the record (null fields before the first alert).
@@ -84,6 +162,13 @@ pub struct SupervisorInfo {
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// The outcome of the last requested restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartOutcome>,
+    /// `health.start_timeout` this supervisor runs with, in ms (with
+    /// `stop_timeout_ms`, how long `restart` waits by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout_ms: Option<u64>,
 }
 
 /// A failed `reload`: when, the exit code `reload` gives (78: invalid
@@ -123,7 +208,9 @@ pub struct ChildInfo {
     /// child only if pid *and* start time still match.
     #[serde(default)]
     pub start_time: Option<u64>,
-    /// The session the child was started in: its leftovers still sit there.
+    /// The child's session: its own pid (a child runs in a session of its
+    /// own; records of older versions name the supervisor's). Its
+    /// leftovers still sit there.
     #[serde(default)]
     pub sid: Option<i32>,
     pub started_at: Option<String>,
@@ -160,6 +247,9 @@ pub struct PortHolder {
     pub command: String,
 }
 
+/// The keys every state's JSON has, null when there is nothing to say.
+const EVERY_STATE: [&str; 3] = ["supervisor", "listen", "child"];
+
 impl Record {
     pub fn not_running() -> Record {
         Record {
@@ -172,8 +262,10 @@ impl Record {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            counters: None,
             error: None,
             updated_at: None,
+            handover: None,
         }
     }
 
@@ -189,11 +281,13 @@ impl Record {
     pub fn encode(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         // Every live record prints `next_restart_in_ms` and `port_holder`
-        // even when null; the SPEC's `{"state": "not-running"}` (and
-        // `unknown`) carries no keys it has no value for.
+        // even when null; `not-running` and `unknown` carry only the keys
+        // every state has (SPEC 0.2: `supervisor`, `listen`, `child`, null
+        // here, so a script can read `.child.pid` whatever the state) and
+        // those they have a value for.
         if self.state == "not-running" || self.state == "unknown" {
             if let Some(map) = value.as_object_mut() {
-                map.retain(|_, v| !v.is_null());
+                map.retain(|k, v| !v.is_null() || EVERY_STATE.contains(&k.as_str()));
             }
         }
         let text = serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
@@ -299,6 +393,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),
@@ -326,8 +422,10 @@ mod tests {
             port_holder: None,
             bind_error: None,
             alerts: None,
+            counters: None,
             error: None,
             updated_at: None,
+            handover: None,
         }
     }
 
@@ -351,12 +449,18 @@ mod tests {
     }
 
     #[test]
-    fn not_running_is_just_the_state() {
+    fn not_running_is_the_state_and_the_keys_every_state_has() {
         let v: serde_json::Value = serde_json::from_str(&Record::not_running().encode()).unwrap();
-        assert_eq!(v, serde_json::json!({"state": "not-running"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "not-running", "supervisor": null, "listen": null, "child": null})
+        );
         let v: serde_json::Value =
             serde_json::from_str(&Record::unknown("bad".into()).encode()).unwrap();
-        assert_eq!(v, serde_json::json!({"state": "unknown", "error": "bad"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "unknown", "error": "bad", "supervisor": null, "listen": null, "child": null})
+        );
     }
 
     #[test]

@@ -53,6 +53,13 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             }
         }
     }
+    Ok(present(rec, now))
+}
+
+/// A live supervisor's record as `status` shows it at `now`: the countdown
+/// to the next try worked out, times from the future clamped. Also what
+/// the supervisor serves as `GET /status`.
+pub(crate) fn present(mut rec: Record, now: SystemTime) -> Record {
     if rec.state == "not-running" {
         // Written on the way out; the process is about to exit.
         rec.state = "stopping".into();
@@ -78,7 +85,7 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             clamp(&mut e.at);
         }
     }
-    Ok(rec)
+    rec
 }
 
 fn starting(pid: i32) -> Record {
@@ -94,13 +101,26 @@ fn starting(pid: i32) -> Record {
             executable: None,
             reload_error: None,
             stop_timeout_ms: None,
+            restart: None,
+            start_timeout_ms: None,
         }),
         ..Record::not_running()
     }
 }
 
-/// `supervisor status [--json]`; returns the exit code.
-pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
+/// How `status` prints the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One fact a line, for people.
+    Text,
+    /// One JSON object (the same as --json).
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// `supervisor status [--json | --format F]`; returns the exit code.
+pub(crate) fn run(loc: Result<StateLocation, String>, format: Format) -> i32 {
     let now = SystemTime::now();
     let rec = match loc {
         Err(e) => Record::unknown(e),
@@ -115,10 +135,13 @@ pub(crate) fn run(loc: Result<StateLocation, String>, json: bool) -> i32 {
         "unknown" => exit::UNKNOWN,
         _ => exit::FAILURE,
     };
-    if json {
-        crate::out!("{}", rec.encode());
-    } else {
-        crate::out!("{}", human(&rec, now, colour_wanted()));
+    match format {
+        Format::Json => crate::out!("{}", rec.encode()),
+        Format::Text => crate::out!("{}", human(&rec, now, colour_wanted())),
+        Format::Prometheus => crate::out!(
+            "{}",
+            crate::metrics::render(&rec, crate::metrics::child_memory(&rec))
+        ),
     }
     code
 }
@@ -219,7 +242,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             }
         }
         if let Some(text) = &c.status {
-            out += &format!("child status: {text}\n");
+            // Cleaned on arrival; again here for a record an older version
+            // wrote.
+            out += &format!("child status: {}\n", crate::text::one_line(text, 512));
         }
         if let Some(e) = &c.spawn_error {
             out += &format!("spawn error:  {e}\n");
@@ -238,6 +263,9 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
                 .unwrap_or_default();
             out += &format!("last exit:    {how}{when}\n");
         }
+    }
+    if let Some(h) = &rec.handover {
+        out += &format!("handover:     {}\n", crate::commands::handover_words(h));
     }
     if let Some(ms) = rec.next_restart_in_ms {
         let what = if rec.state == "waiting-for-port" {

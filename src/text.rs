@@ -24,6 +24,22 @@ pub(crate) fn describe_exit(kind: ExitKind) -> String {
     }
 }
 
+/// Text from someone else (a process's command line, the child's
+/// `STATUS=`) made safe to show a person: on one line, every control
+/// character (C0, DEL, C1: terminal escapes, carriage returns) and run of
+/// whitespace made one space, cut at `max` characters.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let joined = words.join(" ");
+    match joined.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
 /// "250ms", "4s", "1m 30s": humantime, rounded to what people read.
 pub(crate) fn human(d: Duration) -> String {
     let d = if d >= Duration::from_secs(10) {
@@ -63,5 +79,14 @@ mod tests {
         assert_eq!(signal_name(1000), "signal 1000");
         assert_eq!(count(1, "restart"), "1 restart");
         assert_eq!(count(0, "restart"), "0 restarts");
+        // Terminal escapes, a carriage return and C1 controls never survive.
+        assert_eq!(
+            one_line(
+                "\u{1b}]0;TITLE\u{7}\u{1b}[2J\u{1b}[31mRED\rFAKE\u{9b}2J LINE\n",
+                400
+            ),
+            "]0;TITLE [2J [31mRED FAKE 2J LINE"
+        );
+        assert_eq!(one_line("abcdef", 3), "abc…");
     }
 }

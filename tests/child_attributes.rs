@@ -392,10 +392,11 @@ fn a_dropped_user_still_gets_the_limits() {
             .build(),
         &[],
     );
-    // The child (nobody) writes its report and events here.
+    // The child (nobody) writes its report and events here: sticky, as /tmp
+    // is, so the folder-trust rule still accepts the state folder below it.
     fs::set_permissions(
         &env.dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .unwrap();
     let _sup = env.spawn();

@@ -23,8 +23,37 @@ fn status_when_nothing_runs_is_3_and_not_running() {
     if v["state"] != "not-running" {
         env.fail(format!("want state not-running\n{out}"));
     }
+    // SPEC 0.2: every state's object has these keys (null here).
+    for key in ["supervisor", "listen", "child"] {
+        if !v.get(key).is_some_and(serde_json::Value::is_null) {
+            env.fail(format!("want `{key}: null` when not running\n{out}"));
+        }
+    }
     let plain = env.cli(&["status"]);
     expect_code(&env, &plain, 3);
+}
+
+/// `run` says once, in one line on stderr, where its lines go (a newcomer
+/// at a terminal otherwise sees nothing).
+#[test]
+fn run_says_once_on_stderr_where_the_logs_are() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let pid = env.wait_child(&[]);
+    let err = sup.stderr();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("its log:")).collect();
+    let log = env.log_dir.join("supervisor.log");
+    let child_log = env.log_dir.join("child.log");
+    if said.len() != 1
+        || !said[0].contains(&log.display().to_string())
+        || !said[0].contains(&child_log.display().to_string())
+        || !said[0].contains(&format!("pid {}", sup.pid()))
+    {
+        env.fail(format!(
+            "want one line naming both logs on stderr, got {err:?}"
+        ));
+    }
+    let _ = pid;
 }
 
 #[test]

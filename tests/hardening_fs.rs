@@ -835,6 +835,95 @@ mod full_disk {
         });
     }
 
+    /// Issue 25 item 5: a log folder on a disk smaller than the log budget
+    /// (2 MiB tmpfs; 800 KiB x (1 + 2 rotated) per log). On a full disk
+    /// the child's log deletes its oldest rotated files to make room and
+    /// goes on, with no outside help, and says so in supervisor.log; with
+    /// the disk taken by something else, lines are dropped and counted,
+    /// and once space is back supervisor.log says how many.
+    #[test]
+    fn a_log_disk_smaller_than_the_budget_rotates_early_and_counts_drops() {
+        let mut env = Setup::new("chatty.py")
+            .arg("60000")
+            .set("log", "max_bytes", "800KiB")
+            .raw("log", "max_files", "2")
+            .build();
+        let mnt = env.path("disk");
+        let Some(disk) = Tmpfs::mount(&mnt, "2m") else {
+            return;
+        };
+        let text = env
+            .config_text
+            .replace("dir = \"logs\"", "dir = \"disk/logs\"");
+        fs::write(&env.config, &text).unwrap();
+        env.config_text = text;
+        env.log_dir = mnt.join("logs");
+        let sup = env.spawn();
+        let child = env.wait_child(&[]);
+        let log = |name: &str| {
+            String::from_utf8_lossy(&fs::read(env.log_dir.join(name)).unwrap_or_default())
+                .into_owned()
+        };
+        let logged = |n: usize| log("child.log").contains(&format!("chatty-{child}-{n} "));
+
+        // 1. ~120 KB of output a request: 40 requests are 4.8 MB, more
+        // than twice the disk. Every line still lands (the last one too).
+        for i in 1..=40 {
+            match served_by(&env) {
+                Ok(p) if p == child => {}
+                other => env.fail(format!("request {i}: {other:?}")),
+            }
+        }
+        env.wait_for("the 40th request's line in child.log", DEADLINE, || {
+            logged(40)
+        });
+        let sup_log = log("supervisor.log");
+        if !sup_log.contains("the disk is full; deleted") || !sup_log.contains("to make room") {
+            env.fail(format!(
+                "supervisor.log does not say room was made:\n{sup_log}"
+            ));
+        }
+
+        // 2. Something else takes the disk: lines are dropped and counted.
+        let mut n = 40;
+        fill(&disk.0.join("filler"));
+        env.wait_for("child.log lines dropped on a full disk", DEADLINE, || {
+            n += 1;
+            let _ = served_by(&env);
+            // The filler keeps what the log frees.
+            let _ = fs::OpenOptions::new()
+                .append(true)
+                .open(disk.0.join("filler"))
+                .map(|mut f| while f.write_all(&[b'f'; 4096]).is_ok() {});
+            let err = sup.stderr();
+            err.contains("child.log: No space left on device") && err.contains("dropping lines")
+        });
+        if sup.exited().is_some() {
+            env.fail("the supervisor exited on a full disk");
+        }
+
+        // 3. Space is back: logging resumes, and supervisor.log counts the loss.
+        fs::remove_file(disk.0.join("filler")).unwrap();
+        env.wait_for(
+            "supervisor.log to count the dropped lines",
+            DEADLINE,
+            || {
+                n += 1;
+                let _ = served_by(&env);
+                log("supervisor.log").lines().any(|l| {
+                    l.contains("child.log: dropped ")
+                        && l.contains(" bytes) while the disk was full; logging again")
+                })
+            },
+        );
+        env.wait_for("the latest request's line in child.log", DEADLINE, || {
+            logged(n)
+        });
+        if !log("child.log").contains("lines dropped while") {
+            env.fail("child.log has no notice of the dropped lines");
+        }
+    }
+
     /// Sets the soft RLIMIT_FSIZE of another process. The hard limit stays
     /// unlimited, so lifting it again needs no CAP_SYS_RESOURCE (containers
     /// often lack it).

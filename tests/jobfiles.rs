@@ -85,8 +85,8 @@ fn launchd_print_has_every_key_and_its_command_line_supervises() {
     assert_eq!(p["KeepAlive"], serde_json::json!({"SuccessfulExit": false}));
     assert_eq!(p["ProcessType"], "Standard", "{ctx}");
     assert_eq!(p["ThrottleInterval"], 10, "{ctx}");
-    // stop_timeout is 3 s in the harness: 3 + 5 + 2 + 5.
-    assert_eq!(p["ExitTimeOut"], 15, "{ctx}");
+    // stop_timeout is 3 s in the harness: 3 + 5 + 2 + 5 + 2 + 5.
+    assert_eq!(p["ExitTimeOut"], 22, "{ctx}");
     assert_eq!(p["WorkingDirectory"], env.dir_s.as_str(), "{ctx}");
     for (key, file) in [
         ("StandardOutPath", "launchd.out"),
@@ -110,12 +110,12 @@ fn launchd_print_has_every_key_and_its_command_line_supervises() {
 
 #[test]
 fn exit_timeout_and_timeout_stop_sec_cover_a_graceful_stop() {
-    // stop_timeout -> the rule's value: ceil(stop_timeout + 5 + 2 + 5).
+    // stop_timeout -> the stop budget: ceil(stop_timeout + 5 + 2 + 5 + 2 + 5).
     for (stop, stop_s, secs) in [
-        ("1s", 1.0, 13),
-        ("2500ms", 2.5, 15),
-        ("10s", 10.0, 22),
-        ("90s", 90.0, 102),
+        ("1s", 1.0, 20),
+        ("2500ms", 2.5, 22),
+        ("10s", 10.0, 29),
+        ("90s", 90.0, 109),
     ] {
         let env = Setup::new("serve.py").child("stop_timeout", stop).build();
         let p = print_plist(&env, &[]);
@@ -427,7 +427,7 @@ fn systemd_units_verify_and_their_exec_start_supervises() {
                 .map(|w| if w == "run" { "reload".to_owned() } else { w })
                 .collect::<Vec<_>>()
         );
-        assert_eq!(unit_value(service, "TimeoutStopSec"), "15s");
+        assert_eq!(unit_value(service, "TimeoutStopSec"), "22s");
         assert_eq!(unit_value(service, "WorkingDirectory"), env.dir_s);
         let path = std::env::var("PATH").unwrap();
         assert_eq!(
@@ -461,6 +461,16 @@ fn systemd_units_verify_and_their_exec_start_supervises() {
         with_dir.extend(["--dir", d.as_str()]);
         let wrote = env.cli(&with_dir);
         assert_eq!(wrote.code, Some(0), "{wrote}");
+        // A folder systemd does not read: the copy step comes before
+        // daemon-reload.
+        let copy = wrote.stdout.find("copy them there");
+        let reload = wrote.stdout.find("daemon-reload");
+        assert!(
+            copy.is_some()
+                && copy < reload
+                && wrote.stdout.contains(&format!("{d}/{name}.service")),
+            "{wrote}"
+        );
         let mut paths = Vec::new();
         for (file, text) in &files {
             let p = dir.join(file);

@@ -643,7 +643,7 @@ mod linux {
             lines(data).into_iter().find_map(|l| {
                 let s = std::str::from_utf8(l).ok()?;
                 let rest = s.split_once(" supervisor: ")?.1;
-                if !rest.ends_with("could not be written") {
+                if !rest.contains(" could not be written (") {
                     return None;
                 }
                 rest.split_once(' ')?.0.parse().ok()

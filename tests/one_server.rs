@@ -128,17 +128,28 @@ fn grandchildren_that_leave_the_group_are_stopped_with_their_child() {
 }
 
 #[test]
-fn a_child_that_leaves_its_process_group_is_still_stopped() {
-    // It moves into the supervisor's own group and ignores SIGTERM.
+fn a_child_that_tries_to_leave_its_process_group_is_still_stopped() {
+    // It tries to move into the supervisor's own group and ignores SIGTERM.
+    // In a session of its own it cannot: setpgid is refused (EPERM), and
+    // its group stays its pid.
     let env = Setup::new("escape.py")
         .arg("leave")
         .child("stop_timeout", "1s")
         .build();
     let sup = env.spawn();
-    env.wait_for("the child left its group", DEADLINE, || {
-        !env.events_of("left").is_empty()
+    env.wait_for("the child tried to leave its group", DEADLINE, || {
+        !env.events_of("left").is_empty() || !env.events_of("stayed").is_empty()
     });
     let first = env.wait_child(&[]);
+    let stayed = env.events_of("stayed");
+    if !env.events_of("left").is_empty()
+        || stayed.first().map(|e| e.extra.first().cloned()) != Some(Some(first.to_string()))
+    {
+        env.fail(format!(
+            "the child left its group, or its group is not its pid: {:?}",
+            env.events()
+        ));
+    }
     let started = Instant::now();
     let out = env.cli(&["restart"]);
     if out.code != Some(0) {

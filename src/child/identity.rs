@@ -1,9 +1,13 @@
-//! Who the child runs as and the environment it gets: the inherited
-//! variables minus the protocols' own, what login would set for a dropped
-//! user, `child.env`, then the socket-activation and notify variables.
+//! Who the child runs as and the environment it gets. A child of our own
+//! user inherits our variables minus the protocols' own; a child of
+//! another user (`child.user`) starts clean, as login would start it
+//! (unless `child.inherit_env`): whatever the supervisor's environment
+//! holds (an alert token, root's tool paths) is not handed across the
+//! boundary. Then `child.env`, then the socket-activation and notify
+//! variables.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -21,23 +25,49 @@ pub(crate) const PROTOCOL_ENV: &[&str] = &[
     "WATCHDOG_PID",
 ];
 
+/// What another user's child keeps of our environment (besides `PATH`,
+/// which it keeps without the folders its user could write): the locale
+/// and the time zone.
+fn kept_across_users(name: &[u8]) -> bool {
+    matches!(name, b"LANG" | b"TZ") || name.starts_with(b"LC_")
+}
+
 /// The child's environment, without `LISTEN_PID` (its pid exists only
-/// after fork): the inherited variables minus the protocols' own, what
-/// login would set for a dropped user, `child.env`, then the protocols'
-/// variables. Sorted by name.
+/// after fork). Sorted by name:
+///
+/// - our own user's child (no `creds`), or `child.inherit_env`: the
+///   inherited variables minus the protocols' own;
+/// - another user's child: only `PATH` (through `clean_path`, which leaves
+///   out the folders that user could write), `LANG`, `LC_*` and `TZ`;
+///
+/// then for another user `HOME`, `USER`, `LOGNAME` and `SHELL` as login
+/// would set them, `child.env`, and the protocols' variables.
 pub(crate) fn environment(
     recipe: &Recipe,
     inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    clean_path: impl Fn(&OsStr) -> OsString,
 ) -> Vec<(OsString, OsString)> {
+    let clean = recipe.creds.is_some() && !recipe.inherit_env;
     let mut vars: BTreeMap<OsString, OsString> = inherited
         .into_iter()
         .filter(|(k, _)| !PROTOCOL_ENV.iter().any(|p| k.as_bytes() == p.as_bytes()))
+        .filter(|(k, _)| !clean || k == "PATH" || kept_across_users(k.as_bytes()))
+        .map(|(k, v)| match clean && k == "PATH" {
+            true => {
+                let v = clean_path(&v);
+                (k, v)
+            }
+            false => (k, v),
+        })
         .collect();
     if let Some(c) = &recipe.creds {
         // What login would set, so the child does not write into root's home.
         vars.insert("USER".into(), c.name.clone().into());
         vars.insert("LOGNAME".into(), c.name.clone().into());
         vars.insert("HOME".into(), c.home.clone().into());
+        if let Some(shell) = &c.shell {
+            vars.insert("SHELL".into(), shell.clone().into());
+        }
     }
     for (k, v) in &recipe.env {
         vars.insert(k.into(), v.into());
@@ -61,6 +91,29 @@ pub(crate) struct Creds {
     pub(crate) uid: libc::uid_t,
     pub(crate) gid: libc::gid_t,
     pub(crate) home: PathBuf,
+    /// The user's login shell, for `SHELL` (absent in a handoff from an
+    /// older version).
+    #[serde(default)]
+    pub(crate) shell: Option<PathBuf>,
+}
+
+/// `PATH` for a child running as `uid`: without the folders that user
+/// could write (or that are relative, or missing), each said once on
+/// stderr by `run`'s preflight (see [`path_left_out`]).
+pub(crate) fn path_for_user(path: &OsStr, uid: libc::uid_t) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let (kept, _) = crate::pathdirs::filter(path, &|owner| owner == uid, &crate::pathdirs::Disk);
+    OsString::from_vec(kept)
+}
+
+/// The folders of our `PATH` another user's child does not get, and why.
+pub(crate) fn path_left_out(uid: libc::uid_t) -> Vec<crate::pathdirs::LeftOut> {
+    match std::env::var_os("PATH") {
+        Some(path) => {
+            crate::pathdirs::filter(&path, &|owner| owner == uid, &crate::pathdirs::Disk).1
+        }
+        None => Vec::new(),
+    }
 }
 
 /// Decide who the child runs as: `Ok(None)` to keep our own identity.
@@ -106,5 +159,6 @@ pub(crate) fn credentials(user: Option<&str>, allow_root: bool) -> Result<Option
         uid: u.uid.as_raw(),
         gid: u.gid.as_raw(),
         home: u.dir,
+        shell: Some(u.shell).filter(|s| !s.as_os_str().is_empty()),
     }))
 }

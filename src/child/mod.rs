@@ -8,14 +8,18 @@
 //! digits into that slot and calls `execve` itself. An `execve` failure is
 //! returned from the closure, and std reports it from `spawn()`.
 //!
-//! After fork the child only: resets signal dispositions and the signal
-//! mask; raises the hard limits `attrs` planned (root only) and sets its
+//! After fork the child only: starts a session of its own (`setsid`: its
+//! session and process group ids become its pid, and it loses the
+//! supervisor's controlling terminal, so it can neither read, write nor
+//! inject keystrokes into root's terminal); resets signal dispositions and
+//! the signal mask; raises the hard limits `attrs` planned (root only) and sets its
 //! nice value while it may still lower it; drops privileges; asks to die
 //! with the supervisor (Linux); clears close-on-exec on fd 3, marks every
 //! descriptor from 4 up close-on-exec; sets its soft limits and umask;
 //! writes the pid digits and execs. std has already put /dev/null on stdin,
-//! the log pipes on stdout and stderr, changed the directory and made the
-//! child a process group leader.
+//! the log pipes on stdout and stderr and changed the directory. (std's
+//! `process_group(0)` is not used: a process group leader cannot call
+//! `setsid`, and `setsid` makes the group anyway.)
 //!
 //! std hands only an errno from a failed `pre_exec` back to `spawn()`. So
 //! that the error can name the key that failed ("child.nice = -5:
@@ -47,7 +51,7 @@ use std::time::Duration;
 use crate::attrs::{self, Plan};
 use crate::listener::LISTEN_FD;
 use crate::sys;
-pub(crate) use identity::{credentials, environment, Creds, PROTOCOL_ENV};
+pub(crate) use identity::{credentials, environment, path_left_out, Creds, PROTOCOL_ENV};
 pub(crate) use program::resolve_program;
 use program::why_not_started;
 
@@ -60,8 +64,12 @@ const PID_DIGITS: usize = 10;
 pub(crate) struct Recipe {
     pub(crate) command: Vec<String>,
     pub(crate) cwd: PathBuf,
-    /// `child.env`: added to the inherited environment.
+    /// `child.env`: added to the inherited (or, for another user, the
+    /// clean) environment.
     pub(crate) env: BTreeMap<String, String>,
+    /// `child.inherit_env`: another user's child inherits our whole
+    /// environment too.
+    pub(crate) inherit_env: bool,
     /// `LISTEN_FDNAMES`.
     pub(crate) fd_name: String,
     /// `NOTIFY_SOCKET` for a child that speaks the notify protocol.
@@ -79,7 +87,8 @@ pub(crate) struct Recipe {
     pub(crate) inherit_output: bool,
 }
 
-/// A started child: its pid (also its process group) and its output pipes.
+/// A started child: its pid (also its process group and session) and its
+/// output pipes.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) pid: i32,
@@ -127,6 +136,7 @@ struct ExecImage {
 /// Steps after fork that can fail, besides those `attrs` plans.
 const STEP_PARENT: u8 = 0;
 const STEP_FD3: u8 = 1;
+const STEP_SESSION: u8 = 2;
 
 // SAFETY: the pointers only point into the Vecs owned by the same value, and
 // the image is used by the one thread that forks (the closure std requires
@@ -145,15 +155,18 @@ impl ExecImage {
             .iter()
             .map(|a| cstring(a.as_bytes()))
             .collect::<io::Result<_>>()?;
-        let env: Vec<CString> = environment(recipe, std::env::vars_os())
-            .into_iter()
-            .map(|(k, v)| {
-                let mut entry = k.into_vec();
-                entry.push(b'=');
-                entry.extend(v.into_vec());
-                cstring(entry)
-            })
-            .collect::<io::Result<_>>()?;
+        let uid = recipe.creds.as_ref().map_or(0, |c| c.uid);
+        let env: Vec<CString> = environment(recipe, std::env::vars_os(), |p| {
+            identity::path_for_user(p, uid)
+        })
+        .into_iter()
+        .map(|(k, v)| {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend(v.into_vec());
+            cstring(entry)
+        })
+        .collect::<io::Result<_>>()?;
         let slot: Vec<u8> = [LISTEN_PID, &[0u8; PID_DIGITS + 1]].concat();
         let argv_ptrs = argv
             .iter()
@@ -169,6 +182,7 @@ impl ExecImage {
         let mut labels = vec![
             "the supervisor died while the child was starting".to_owned(),
             format!("cannot hand over the listening socket (fd {LISTEN_FD})"),
+            "cannot give the child a session of its own (setsid)".to_owned(),
         ];
         let mut label = |text: String| -> u8 {
             labels.push(text);
@@ -268,6 +282,12 @@ impl ExecImage {
     /// # Safety
     /// Call only between fork and exec.
     unsafe fn exec(&mut self) -> io::Result<()> {
+        // A session of its own, first: no controlling terminal (no
+        // /dev/tty, no TIOCSTI into the supervisor's terminal), and its
+        // process group is its pid, as the driver's group signals expect.
+        if libc::setsid() < 0 {
+            return Err(self.failed(STEP_SESSION));
+        }
         // Signal state survives exec: ignored signals stay ignored and the
         // mask stays set. Give the child what a fresh process has.
         sys::reset_signals_after_fork();
@@ -404,8 +424,7 @@ fn start(recipe: &Recipe, program: &Path, plan: &Plan) -> io::Result<Spawned> {
     cmd.current_dir(&recipe.cwd)
         .stdin(Stdio::null())
         .stdout(output())
-        .stderr(output())
-        .process_group(0);
+        .stderr(output());
     // SAFETY: `exec` makes only async-signal-safe calls and allocates nothing.
     unsafe {
         cmd.pre_exec(move || image.exec());

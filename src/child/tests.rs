@@ -41,6 +41,7 @@ fn recipe() -> Recipe {
         command: vec!["app".into()],
         cwd: PathBuf::from("/"),
         env: BTreeMap::from([("APP".into(), "1".into()), ("PATH".into(), "/opt".into())]),
+        inherit_env: false,
         fd_name: "web".into(),
         notify_socket: None,
         watchdog: None,
@@ -80,9 +81,60 @@ fn the_environment_contract() {
         uid: 1000,
         gid: 1000,
         home: "/home/app".into(),
+        shell: Some("/bin/sh".into()),
     });
+    // Another user, our PATH (child.env has none) and secrets.
+    let mut clean = dropped.clone();
+    clean.env.remove("PATH");
+    let mut inheriting = clean.clone();
+    inheriting.inherit_env = true;
+    let ours = inherited(&[
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("SECRET_TOKEN", "s3cret"),
+        ("LANG", "C.UTF-8"),
+        ("LC_TIME", "C"),
+        ("TZ", "UTC"),
+        ("LISTEN_FDS", "4"),
+        ("PATH", "/root/bin:/usr/bin"),
+    ]);
     type Case<'a> = (Recipe, Vec<(OsString, OsString)>, &'a [&'a str]);
-    let table: [Case; 3] = [
+    let table: [Case; 5] = [
+        (
+            clean,
+            ours.clone(),
+            &[
+                "APP=1",
+                "HOME=/home/app",
+                "LANG=C.UTF-8",
+                "LC_TIME=C",
+                "LISTEN_FDNAMES=web",
+                "LISTEN_FDS=1",
+                "LOGNAME=app",
+                "PATH=/usr/bin",
+                "SHELL=/bin/sh",
+                "TZ=UTC",
+                "USER=app",
+            ],
+        ),
+        (
+            inheriting,
+            ours,
+            &[
+                "APP=1",
+                "HOME=/home/app",
+                "LANG=C.UTF-8",
+                "LC_TIME=C",
+                "LISTEN_FDNAMES=web",
+                "LISTEN_FDS=1",
+                "LOGNAME=app",
+                "PATH=/root/bin:/usr/bin",
+                "SECRET_TOKEN=s3cret",
+                "SHELL=/bin/sh",
+                "TZ=UTC",
+                "USER=app",
+            ],
+        ),
         (
             recipe(),
             from_manager.clone(),
@@ -117,12 +169,16 @@ fn the_environment_contract() {
                 "LISTEN_FDS=1",
                 "LOGNAME=app",
                 "PATH=/opt",
+                "SHELL=/bin/sh",
                 "USER=app",
             ],
         ),
     ];
     for (r, inherited, want) in table {
-        assert_eq!(names(&environment(&r, inherited)), want);
+        // A made-up cleaner: /root/bin is what the child's user could write.
+        let clean_path =
+            |p: &std::ffi::OsStr| OsString::from(p.to_string_lossy().replace("/root/bin:", ""));
+        assert_eq!(names(&environment(&r, inherited, clean_path)), want);
     }
 }
 
@@ -239,6 +295,7 @@ fn a_step_that_fails_after_fork_is_named() {
         uid: 1000,
         gid: 1000,
         home: "/home/app".into(),
+        shell: Some("/bin/sh".into()),
     });
     let plan = Plan {
         limits: vec![attrs::LimitStep {

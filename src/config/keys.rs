@@ -159,7 +159,7 @@ pub(super) static KEYS: &[KeyDef] = &[
     key(
         "child",
         "env",
-        "added to the inherited environment",
+        "added to the child's environment",
         |c, i, sub| set(&mut c.child.env, v::env(i, sub)),
         |c| Some(r::table(&c.child.env)),
     ),
@@ -196,8 +196,15 @@ pub(super) static KEYS: &[KeyDef] = &[
     ),
     key(
         "child",
+        "inherit_env",
+        "with child.user: pass the supervisor's whole environment, not a clean one",
+        |c, i, _| set(&mut c.child.inherit_env, v::boolean(i)),
+        |c| Some(Value::from(c.child.inherit_env)),
+    ),
+    key(
+        "child",
         "umask",
-        "octal; default: inherited",
+        "octal; default: inherited (022 for another user's child)",
         |c, i, _| set(&mut c.child.umask, a::umask(i).map(Some)),
         |c| c.child.umask.map(|m| r::text(&format!("{m:03o}"))),
     ),

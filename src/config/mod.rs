@@ -46,6 +46,9 @@ const ENV_VAR: &str = "SUPERVISOR_CONFIG";
 const PID_FILE: &str = "supervisor.pid";
 /// The status record, in the state dir.
 const STATE_FILE: &str = "state.json";
+/// `child.stop_timeout` when the file does not set it (and what `stop`
+/// assumes when neither the running supervisor nor a file says).
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A config file bigger than this is a mistake (say `--config /dev/zero`);
 /// refusing it beats reading forever.
@@ -90,6 +93,9 @@ pub struct ChildSection {
     pub user: Option<String>,
     /// Explicit consent to run the child as root.
     pub allow_root: bool,
+    /// Another user's child (`user`) inherits the supervisor's whole
+    /// environment instead of a clean one.
+    pub inherit_env: bool,
     /// The child's umask (0..=0o777); `None` inherits the supervisor's.
     pub umask: Option<u32>,
     /// The child's nice value (-20..=19); `None` inherits.
@@ -413,9 +419,10 @@ impl Config {
                 cwd: folder.to_path_buf(),
                 env: BTreeMap::new(),
                 stop_signal: Signal::SIGTERM,
-                stop_timeout: Duration::from_secs(10),
+                stop_timeout: DEFAULT_STOP_TIMEOUT,
                 user: None,
                 allow_root: false,
+                inherit_env: false,
                 umask: None,
                 nice: None,
                 max_memory: None,

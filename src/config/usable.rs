@@ -25,7 +25,7 @@ pub(super) fn problems(cfg: &Config) -> Vec<String> {
     let folder = super::folder(&cfg.path);
     let path_max = usize::try_from(libc::PATH_MAX).unwrap_or(1024);
     let mut out = Vec::new();
-    let keyed = [
+    let mut keyed = vec![
         (
             "supervisor.state_dir",
             cfg.supervisor.state_dir.as_path(),
@@ -34,8 +34,12 @@ pub(super) fn problems(cfg: &Config) -> Vec<String> {
         ("log.dir", cfg.log.dir.as_path(), true),
         ("child.cwd", cfg.child.cwd.as_path(), false),
     ];
+    // With `log.to = "stdout"` the log folder is never used.
+    if cfg.log.to != super::LogTo::Files {
+        keyed.retain(|(key, _, _)| *key != "log.dir");
+    }
     if not_a_real_folder(folder) {
-        for (key, path, _) in keyed {
+        for &(key, path, _) in &keyed {
             if path.starts_with(folder) {
                 out.push(format!(
                     "{file}: key `{key}`: {} is resolved against the config's folder {}, which is \

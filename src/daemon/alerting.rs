@@ -33,6 +33,8 @@ pub(crate) struct Alerting {
     hooks: Hooks,
     /// When each kind last went out, in wall time (persisted).
     sent_at: BTreeMap<AlertEvent, SystemTime>,
+    /// How many of each kind the rule fired (`supervisor_alerts_total`).
+    fired: BTreeMap<AlertEvent, u64>,
 }
 
 impl Alerting {
@@ -41,7 +43,13 @@ impl Alerting {
             rules: Alerts::new(section.clone(), reset_after),
             hooks: Hooks::new(section.command.clone(), section.timeout),
             sent_at: BTreeMap::new(),
+            fired: BTreeMap::new(),
         }
+    }
+
+    /// How many of each kind the rule fired in this image.
+    pub(crate) fn fired(&self) -> impl Iterator<Item = (AlertEvent, u64)> + '_ {
+        self.fired.iter().map(|(e, n)| (*e, *n))
     }
 
     /// Carry on from an earlier supervisor's record: its streak and when
@@ -123,6 +131,7 @@ impl Alerting {
 
     fn send(&mut self, fire: Fire, message: &str, ctx: &Context) {
         self.sent_at.insert(fire.event, SystemTime::now());
+        *self.fired.entry(fire.event).or_default() += 1;
         let job = Job {
             event: fire.event,
             env: environment(fire, message, ctx),

@@ -67,7 +67,10 @@ impl Daemon {
         };
         let mut holders = sys::socket_holders(id, scope);
         let child = self.machine.child_pid();
-        holders.retain(|p| Some(*p) != child && !self.managers.contains(p));
+        // A handover's second child is ours too.
+        holders.retain(|p| {
+            Some(*p) != child && !self.managers.contains(p) && !self.in_second_group(*p)
+        });
         // Machine-wide (no subreaper), a stranger forked by a holder can be
         // caught between its fork and its exec: look again.
         match scope {
@@ -141,7 +144,8 @@ impl Daemon {
                 self.seen.group = Some(Group {
                     pgid: pid,
                     start_time,
-                    sid: self.sid,
+                    // The child's own session (setsid before exec).
+                    sid: Some(pid),
                     started_at: Some(SystemTime::now()),
                 });
                 if let (Some(readers), Some((out, err))) = (&self.logs.readers, sp.pipes) {

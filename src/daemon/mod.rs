@@ -26,6 +26,7 @@
 //! preflight; [`reload`] re-executing in place.
 
 mod alerting;
+mod handover;
 mod helper;
 mod hooks;
 mod launch;
@@ -47,7 +48,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tracing::{info, warn};
@@ -58,7 +58,7 @@ use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogSink, Readers};
+use crate::logs::{LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
@@ -74,6 +74,23 @@ pub(crate) const HOOK_AT_EXIT: Duration = Duration::from_secs(2);
 /// How long, at exit, the log reader may take to write what the pipes
 /// still hold, should live writers keep it busy.
 pub(crate) const PUMP_DRAIN: Duration = Duration::from_secs(2);
+/// Beyond every bounded wait of the exit path: the state write (an
+/// `F_FULLFSYNC` on macOS), the process's own exit, a busy machine.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a supervisor may take to exit after SIGTERM, for the child's
+/// `stop_timeout`, in whole seconds: the child's graceful stop (its stop
+/// signal, SIGKILL after `stop_timeout`), [`KILL_GRACE`] for SIGKILLed
+/// leftovers to vanish, a running alert command's [`HOOK_AT_EXIT`] and
+/// then [`KILL_GRACE`] for its killed group, [`PUMP_DRAIN`] for the
+/// child's last log lines, and [`STOP_MARGIN`]. `stop` waits this long;
+/// launchd's `ExitTimeOut` and systemd's `TimeoutStopSec` are this: a
+/// supervisor killed sooner would orphan a child in the middle of its
+/// graceful stop.
+pub(crate) fn stop_budget(stop_timeout: Duration) -> Duration {
+    let total = stop_timeout + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
 
 /// `log.to = "files"`: the two log files.
 pub(crate) struct LogFiles {
@@ -88,6 +105,8 @@ struct Logs {
     files: Option<LogFiles>,
     /// Reads every child pipe; taken at exit to write the last lines.
     readers: Option<Readers>,
+    /// What the reader has read, per stream.
+    counts: Arc<LogCounts>,
 }
 
 pub(crate) struct Daemon {
@@ -99,8 +118,10 @@ pub(crate) struct Daemon {
     managers: Vec<i32>,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
-    /// Our session: children start in it, which identifies their leftovers.
-    sid: Option<i32>,
+    /// During a handover: what the second child's stop signals go to.
+    second: Targets,
+    /// The new child's STATUS= text while it starts (shown once it serves).
+    new_status: Option<String>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -129,9 +150,14 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// Why the handover under way failed, for the restart's outcome.
+    handover_failure: Option<String>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
     /// waiting for the next launch.
     next_listener: Option<OwnedFd>,
+    /// Counters an earlier image of this process handed over (`reload`):
+    /// what this one counts is added to them.
+    carried: state::Counters,
 }
 
 /// How this image of the supervisor began.
@@ -176,7 +202,7 @@ enum Wake {
     Tick,
     OthersPoll,
     Notice(Result<Notice, health::Rejected>),
-    ProbeDone(Result<u16, String>),
+    ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
     MemoryCheck,
@@ -201,8 +227,7 @@ impl Daemon {
             reset_after: cfg.restart.reset_after,
             stop_timeout: cfg.child.stop_timeout,
             kill_grace: KILL_GRACE,
-            // Not carried out by this driver yet: every restart stops first.
-            overlap: false,
+            overlap: cfg.restart.overlap,
             give_up_after: cfg.restart.give_up_after,
             health: HealthPolicy {
                 readiness: cfg.health.readiness(),
@@ -216,12 +241,13 @@ impl Daemon {
             command: cfg.child.command.clone(),
             cwd: cfg.child.cwd.clone(),
             env: cfg.child.env.clone(),
+            inherit_env: cfg.child.inherit_env,
             fd_name: cfg.listen.name.clone(),
             notify_socket: notify.as_ref().map(|n| n.env_value.clone()),
             watchdog: cfg.health.watchdog.filter(|_| notify.is_some()),
             death_signal: cfg.child.stop_signal as i32,
+            attrs: crate::attrs::Wanted::of(&cfg.child, creds.is_some()),
             creds,
-            attrs: crate::attrs::Wanted::of(&cfg.child),
             inherit_output: cfg.log.to == LogTo::Stdout,
         };
         let me = std::process::id() as i32;
@@ -254,13 +280,19 @@ impl Daemon {
             bind_error: None,
             alerts: None,
             reload_error: None,
+            restart: None,
+            second: None,
+            handover_at: None,
         };
+        let counts = Arc::new(LogCounts::default());
         let readers = match &files {
-            Some(f) => Some(Readers::start(f.child.clone()).map_err(|e| {
-                Fatal::failure(format!(
-                    "cannot start the thread that reads the child's output: {e}"
-                ))
-            })?),
+            Some(f) => Some(
+                Readers::start(f.child.clone(), counts.clone()).map_err(|e| {
+                    Fatal::failure(format!(
+                        "cannot start the thread that reads the child's output: {e}"
+                    ))
+                })?,
+            ),
             None => None,
         };
         Ok(Daemon {
@@ -275,10 +307,15 @@ impl Daemon {
             },
             listener: passed,
             targets: Targets::default(),
-            sid: nix::unistd::getsid(None).ok().map(Pid::as_raw),
+            second: Targets::default(),
+            new_status: None,
             seen,
             state: StateFile::new(cfg.state_path(), lock),
-            logs: Logs { files, readers },
+            logs: Logs {
+                files,
+                readers,
+                counts,
+            },
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
             memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
@@ -296,7 +333,9 @@ impl Daemon {
             exe,
             gave_up: None,
             reloading: None,
+            handover_failure: None,
             next_listener: None,
+            carried: state::Counters::default(),
             cfg,
         })
     }
@@ -318,6 +357,12 @@ impl Daemon {
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
         self.subreaper = sys::set_child_subreaper();
+        // `restart` tells outcomes apart by their number: carry it on.
+        self.seen.restart = state::read(&self.cfg.state_path())
+            .ok()
+            .flatten()
+            .and_then(|r| r.supervisor)
+            .and_then(|s| s.restart);
         match start {
             Start::Fresh => self.take_over(),
             Start::Reloaded {
@@ -334,7 +379,8 @@ impl Daemon {
         let mut poll = Duration::from_millis(2);
         while self.machine.phase() != Phase::Exited {
             let deadline = self.machine.deadline();
-            let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. });
+            let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. })
+                || self.machine.second_group_pending().is_some();
             let probe_due = self.probes.due();
             let state_retry = self.state.retry_at();
             let running = match self.machine.phase() {
@@ -366,6 +412,13 @@ impl Daemon {
                     return Err(Fatal::failure("the signal stream closed; exiting"))
                 }
                 Wake::Tick => self.feed(Event::Tick),
+                Wake::OthersPoll if self.machine.second_group_pending().is_some() => {
+                    if self.poll_second() {
+                        poll = Duration::from_millis(2);
+                    } else {
+                        poll = (poll * 2).min(Duration::from_millis(100));
+                    }
+                }
                 Wake::OthersPoll => {
                     // Those being stopped may have forked a new holder of
                     // our socket meanwhile (a daemon's second fork).
@@ -381,8 +434,11 @@ impl Daemon {
                 Wake::Notice(Ok(notice)) => self.on_notice(notice),
                 // One datagram never turns the socket off: say so, rarely.
                 Wake::Notice(Err(rejected)) => self.quiet.say(&rejected.to_string()),
-                Wake::ProbeDone(result) => self.on_probe(result),
-                Wake::ProbeDue => self.probes.start(),
+                Wake::ProbeDone((result, by)) => self.on_probe(result, by),
+                Wake::ProbeDue => {
+                    let identify = self.machine.handover().is_some();
+                    self.probes.start(identify);
+                }
                 Wake::StateRetry => self.write_state(),
                 Wake::MemoryCheck => self.check_memory(),
                 Wake::HelperTick => {
@@ -442,7 +498,9 @@ impl Daemon {
         let holders = launch::settled(holders, || {
             orphan::socket_holders(&prev, port, &orphan::System)
         });
-        if left.is_none() && holders.is_empty() {
+        // Killed during a handover: the second child is stopped too.
+        let second = orphan::find_second(&prev, &orphan::System);
+        if left.is_none() && second.is_none() && holders.is_empty() {
             self.feed(Event::Start);
             return;
         }
@@ -463,6 +521,30 @@ impl Daemon {
                 Some((pid, start)) => Targets::child(pid, Some(start)),
                 None => Targets::group(left.pgid),
             };
+        }
+        if let Some(second) = second {
+            warn!(
+                "process group {} of the second child of an earlier supervisor's handover is still alive; stopping it too",
+                second.pgid
+            );
+            let mut members = sys::group_members(second.pgid);
+            members.extend(second.leader.map(|(pid, _)| pid));
+            match left {
+                Some(_) => self.targets.add(&members),
+                None => {
+                    let g = prev.handover.as_ref().and_then(|h| h.second);
+                    self.seen.group = Some(Group {
+                        pgid: second.pgid,
+                        start_time: g.and_then(|g| g.start_time),
+                        sid: g.and_then(|g| g.sid),
+                        started_at: None,
+                    });
+                    self.targets = match second.leader {
+                        Some((pid, start)) => Targets::child(pid, Some(start)),
+                        None => Targets::group(second.pgid),
+                    };
+                }
+            }
         }
         if !holders.is_empty() {
             warn!(
@@ -560,6 +642,8 @@ impl Daemon {
             self.targets.prune();
             if self.machine.child_pid() == Some(pid) {
                 self.child_exited(kind);
+            } else if self.machine.second_pid() == Some(pid) {
+                self.second_exited(pid, kind);
             } else if self.preflight_reaped(pid, kind) {
             } else if let Some(a) = self.alerting.as_mut() {
                 if a.hooks().reaped(pid, kind) {
@@ -599,6 +683,7 @@ impl Daemon {
                 }
             }
         }
+        self.handover_settled();
         self.probes.schedule(
             matches!(self.machine.phase(), Phase::Running { .. }),
             Instant::now(),
@@ -632,13 +717,20 @@ impl Daemon {
                 None
             }
             Action::Note(note) => {
+                self.handover_noted(&note);
                 self.narrate(note);
                 None
             }
             Action::Exit => None,
-            // Never asked for while `overlap` is off.
-            Action::SpawnNew => Some(Event::NewSpawnFailed),
-            Action::SignalSecond { .. } | Action::StopAlso { .. } => None,
+            Action::SpawnNew => Some(self.spawn_new()),
+            Action::SignalSecond { kill, .. } => {
+                self.signal_second(kill);
+                None
+            }
+            Action::StopAlso { pgid } => {
+                self.stop_also(pgid);
+                None
+            }
         }
     }
 
@@ -697,8 +789,25 @@ impl Daemon {
 
     fn write_state(&mut self) {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
-        let rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        rec.counters = Some(self.counters());
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// The counters as they stand: what was handed over plus what this
+    /// image counted. Every alert event is named, with 0 before its first.
+    fn counters(&self) -> state::Counters {
+        let mut c = self.carried.clone();
+        for event in crate::config::AlertEvent::ALL {
+            c.alerts.entry(event.as_str().to_owned()).or_default();
+        }
+        for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
+            *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
+        }
+        let (stdout, stderr) = self.logs.counts.get();
+        c.log_bytes.stdout += stdout;
+        c.log_bytes.stderr += stderr;
+        c
     }
 }
 

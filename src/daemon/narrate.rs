@@ -216,11 +216,40 @@ impl Daemon {
                     ),
                 };
                 warn!("{line}");
+                self.handover_failure = Some(line.clone());
                 self.alert(Seen::HandoverFailed, |_| format!("{addr}: {line}"));
             }
-            Note::Restarted(Ok(pid)) => info!("restart done: child {pid} serves"),
-            Note::Restarted(Err(why)) => warn!("restart failed: {}", self.unmet(why)),
+            Note::Restarted(result) => self.restarted(result),
         }
+    }
+
+    /// The outcome of a requested restart, in the record for `restart`.
+    fn restarted(&mut self, result: Result<i32, Unmet>) {
+        let failure = self.handover_failure.take();
+        let (ok, message) = match result {
+            Ok(pid) => {
+                let ready = match self.cfg.health.readiness() {
+                    true => " and is ready",
+                    false => "",
+                };
+                (true, format!("child {pid} runs{ready}"))
+            }
+            Err(why) => (
+                false,
+                failure.unwrap_or_else(|| format!("the new child {}", self.unmet(why))),
+            ),
+        };
+        match ok {
+            true => info!("restart done: {message}"),
+            false => warn!("restart failed: {message}"),
+        }
+        let seq = self.seen.restart.as_ref().map_or(0, |r| r.seq) + 1;
+        self.seen.restart = Some(crate::state::RestartOutcome {
+            seq,
+            at: crate::state::timestamp_ms(std::time::SystemTime::now()),
+            ok,
+            message,
+        });
     }
 
     /// Why a restart brought no new ready child, in words.

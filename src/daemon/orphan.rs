@@ -71,8 +71,11 @@ pub(crate) struct Leftovers {
 /// Records from before a reboot name nothing of ours. The leader counts if
 /// its pid *and* start time match. A group whose leader is gone counts only
 /// through a member that started after the child did and still sits in the
-/// session the child was started in (the supervisor's): a stranger's daemon
-/// that now owns that group id has its own session.
+/// recorded session: the child's own (its pid; a record of an older version
+/// names the supervisor's). A stranger's group that took the id later in
+/// another session does not count. While any of the child's group or
+/// session lives, the kernel does not hand its pid out again, so a stranger
+/// can only own the id once every leftover is gone.
 pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
     let child = prev.child.as_ref()?;
     let pgid = child.pgid.filter(|g| *g > 1)?;
@@ -98,6 +101,24 @@ pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
         facts.start_time(m).is_some_and(|t| t >= started) && facts.session(m) == Some(sid)
     });
     ours.then_some(Leftovers { pgid, leader: None })
+}
+
+/// The second child of a handover an earlier supervisor was in the middle
+/// of (`handover.second` in its record), by the same rule as [`find`].
+pub(crate) fn find_second(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
+    let g = prev.handover.as_ref()?.second?;
+    let child = prev.child.clone().map(|c| crate::state::ChildInfo {
+        pid: Some(g.pgid),
+        pgid: Some(g.pgid),
+        start_time: g.start_time,
+        sid: g.sid,
+        ..c
+    })?;
+    let as_child = Record {
+        child: Some(child),
+        ..prev.clone()
+    };
+    find(&as_child, facts)
 }
 
 /// The processes that still hold an earlier supervisor's listening socket
@@ -182,6 +203,8 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
             }),
             child: Some(ChildInfo {
                 pid,
@@ -240,6 +263,18 @@ mod tests {
             let fake = Fake { boot, procs };
             assert_eq!(find(&record(pid), &fake), want, "case {i}");
         }
+        // Today's records name the child's own session (its pid): a member
+        // left in it counts, one that moved to a session of its own not.
+        let mut own = record(None);
+        if let Some(c) = own.child.as_mut() {
+            c.sid = Some(100);
+        }
+        let fake = |sid| Fake {
+            boot: "b1",
+            procs: vec![(101, 600, 100, sid)],
+        };
+        assert_eq!(find(&own, &fake(100)), group);
+        assert_eq!(find(&own, &fake(50)), None);
     }
 
     #[test]

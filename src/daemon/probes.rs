@@ -15,8 +15,15 @@ use crate::policy::Event;
 /// The first readiness probe comes this soon after a spawn.
 const FIRST: Duration = Duration::from_millis(50);
 
+/// While a handover's new child starts, probes come this often (it is
+/// ready when one of them is answered by it).
+const HANDOVER_GAP: Duration = Duration::from_millis(100);
+
+/// What a probe found, and which process took its connection, when asked.
+pub(crate) type Probed = (Result<u16, String>, Option<i32>);
+
 /// An HTTP health probe in flight.
-type Probe = Pin<Box<dyn Future<Output = Result<u16, String>>>>;
+type Probe = Pin<Box<dyn Future<Output = Probed>>>;
 
 pub(crate) struct Probes {
     path: Option<String>,
@@ -73,19 +80,29 @@ impl Probes {
         }
     }
 
-    pub(crate) fn start(&mut self) {
+    /// Start a probe; with `identify`, find out who takes its connection.
+    pub(crate) fn start(&mut self, identify: bool) {
         self.next = None;
         if let Some(path) = &self.path {
-            self.probe = Some(Box::pin(health::probe(
+            self.probe = Some(Box::pin(health::probe_by(
                 self.target,
                 path.clone(),
                 self.timeout,
+                identify,
             )));
         }
     }
 
+    /// A handover's new child was started: probe soon, and often.
+    pub(crate) fn hurry(&mut self, now: Instant) {
+        let soon = now + FIRST.min(self.interval);
+        if self.next.is_some_and(|n| n > soon) {
+            self.next = Some(soon);
+        }
+    }
+
     /// The probe in flight; pending forever when there is none.
-    pub(crate) async fn done(&mut self) -> Result<u16, String> {
+    pub(crate) async fn done(&mut self) -> Probed {
         match &mut self.probe {
             Some(p) => p.as_mut().await,
             None => std::future::pending().await,
@@ -98,9 +115,12 @@ impl Probes {
         result: &Result<u16, String>,
         ready: bool,
         now: Instant,
+        hurry: bool,
     ) -> Event {
         self.probe = None;
-        let gap = if ready {
+        let gap = if hurry {
+            HANDOVER_GAP.min(self.interval)
+        } else if ready {
             self.interval
         } else {
             self.gap = (self.gap * 2).min(self.interval);

@@ -7,18 +7,38 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use tracing::warn;
 
+use super::handover::Whose;
 use super::Daemon;
 use crate::health::Notice;
-use crate::policy::{Event, Phase};
+use crate::policy::{Event, Phase, Stage};
 
 impl Daemon {
-    /// A probe ended: tell the machine.
-    pub(super) fn on_probe(&mut self, result: Result<u16, String>) {
+    /// A probe ended: tell the machine. During a handover, `by` says
+    /// which child took the connection: an answer by the new child says
+    /// whether it is ready, one by the old child (draining) counts for
+    /// nobody.
+    pub(super) fn on_probe(&mut self, result: Result<u16, String>, by: Option<i32>) {
         let Phase::Running { pid, health, .. } = self.machine.phase() else {
             return;
         };
+        let starting = matches!(
+            self.machine.handover().map(|h| h.stage),
+            Some(Stage::Starting { .. })
+        );
+        let whose = match self.machine.handover() {
+            Some(_) => self.whose(by),
+            None => Whose::Serving,
+        };
         let ready = health.ready_since.is_some();
-        let event = self.probes.finished(&result, ready, Instant::now());
+        let event = self
+            .probes
+            .finished(&result, ready, Instant::now(), starting);
+        match (whose, &result) {
+            (Whose::New, Ok(_)) => return self.feed(Event::NewReady),
+            // Not ready yet; its failures are not the serving child's.
+            (Whose::New, Err(_)) | (Whose::Draining, _) => return self.write_state(),
+            _ => {}
+        }
         self.seen.last_probe = self.probes.last().map(str::to_owned);
         if let (Err(e), true) = (&result, ready) {
             warn!(
@@ -36,6 +56,22 @@ impl Daemon {
         let Some(pgid) = self.machine.child_pid() else {
             return;
         };
+        if self.machine.handover().is_some() {
+            match self.whose(notice.sender) {
+                Whose::New => {
+                    if let Some(status) = notice.status {
+                        self.new_status = Some(status);
+                    }
+                    if notice.ready {
+                        self.feed(Event::NewReady);
+                    }
+                    return;
+                }
+                // The old child, on its way out, is not heard any more.
+                Whose::Draining => return,
+                Whose::Serving | Whose::Stranger => {}
+            }
+        }
         if let Some(sender) = notice.sender {
             let group = nix::unistd::getpgid(Some(Pid::from_raw(sender))).map(Pid::as_raw);
             if group != Ok(pgid) {

@@ -11,7 +11,10 @@ use tracing::{error, info, warn};
 
 use crate::lock::InstanceLock;
 use crate::policy::{ExitKind, Machine, Phase};
-use crate::state::{self, ChildInfo, ExitInfo, ListenInfo, PortHolder, Record, SupervisorInfo};
+use crate::state::{
+    self, ChildInfo, ExitInfo, GroupInfo, HandoverInfo, ListenInfo, PortHolder, Record,
+    SupervisorInfo,
+};
 use crate::text::signal_name;
 
 /// A state write refused by the disk is retried after this, doubling up to
@@ -75,6 +78,12 @@ pub(crate) struct Observed {
     pub(crate) alerts: Option<crate::state::AlertsInfo>,
     /// Why the last `reload` failed.
     pub(crate) reload_error: Option<crate::state::ReloadError>,
+    /// The outcome of the last requested restart.
+    pub(crate) restart: Option<crate::state::RestartOutcome>,
+    /// During a handover: the second child's group (the new one while it
+    /// starts, the old one while it drains) and when the handover began.
+    pub(crate) second: Option<Group>,
+    pub(crate) handover_at: Option<SystemTime>,
 }
 
 /// The record for this moment.
@@ -122,6 +131,8 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             executable: Some(o.me.executable.clone()),
             reload_error: o.reload_error.clone(),
             stop_timeout_ms: Some(o.me.stop_timeout.as_millis() as u64),
+            restart: o.restart.clone(),
+            start_timeout_ms: Some(m.settings().health.start_timeout.as_millis() as u64),
         }),
         listen: Some(ListenInfo {
             address: o.address.clone(),
@@ -154,8 +165,20 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
         }),
         bind_error: o.bind_error.clone(),
         alerts: o.alerts.clone(),
+        counters: None,
         error: None,
         updated_at: None,
+        handover: m.handover().map(|h| HandoverInfo {
+            phase: h.phase_name().into(),
+            new_pid: h.new,
+            old_pid: h.old,
+            started_at: state::timestamp(o.handover_at.unwrap_or(wall)),
+            second: o.second.map(|g| GroupInfo {
+                pgid: g.pgid,
+                start_time: g.start_time,
+                sid: g.sid,
+            }),
+        }),
     }
 }
 
@@ -194,8 +217,14 @@ impl StateFile {
 
     /// Replace state.json if anything a reader cares about changed.
     pub(crate) fn write(&mut self, mut rec: Record, wall: SystemTime) {
-        // Compare without the ever-changing countdown and time stamp.
+        // Compare without the ever-changing countdown and time stamp, and
+        // without the child's output count: it is recorded with what
+        // changes, never a reason for a write of its own.
         let countdown = rec.next_restart_in_ms.take();
+        let streams = rec
+            .counters
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.log_bytes));
         let key = rec.encode();
         if self.written.as_deref() == Some(key.as_str()) {
             return;
@@ -226,6 +255,9 @@ impl StateFile {
             }
         }
         rec.next_restart_in_ms = countdown;
+        if let (Some(c), Some(s)) = (rec.counters.as_mut(), streams) {
+            c.log_bytes = s;
+        }
         rec.updated_at = Some(state::timestamp_ms(wall));
         let name = self.path.file_name().unwrap_or(OsStr::new("state.json"));
         match state::write_atomic(self.lock.dir(), name, &rec.encode()) {
@@ -304,6 +336,9 @@ mod tests {
             bind_error: None,
             alerts: None,
             reload_error: None,
+            restart: None,
+            second: None,
+            handover_at: None,
         }
     }
 

@@ -92,6 +92,9 @@ pub(crate) struct Handoff {
     /// resolve `child.user` again.
     #[serde(default)]
     pub(crate) creds: Option<crate::child::Creds>,
+    /// The metrics' counters so far: they survive the exec.
+    #[serde(default)]
+    pub(crate) counters: Option<state::Counters>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -283,6 +286,13 @@ impl Daemon {
             info!("SIGUSR2: a reload is already under way");
             return;
         }
+        if self.machine.handover().is_some() {
+            return self.reload_failed(
+                1,
+                "a handover is in progress (two children run for a moment); reload once it is over"
+                    .into(),
+            );
+        }
         if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
             return self.reload_failed(
                 1,
@@ -437,6 +447,12 @@ impl Daemon {
     /// the exec failed, with everything put back.
     fn exec_new_image(&mut self, exe: &Path) {
         let now = Instant::now();
+        if self.machine.handover().is_some() {
+            return self.reload_failed(
+                1,
+                "a handover began during the reload's checks; reload once it is over".into(),
+            );
+        }
         let Some(machine) = MachineHand::of(&self.machine.snapshot(), now) else {
             return self.reload_failed(
                 1,
@@ -491,6 +507,7 @@ impl Daemon {
             last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
             alerts: self.seen.alerts.clone(),
             creds: self.recipe.creds.clone(),
+            counters: Some(self.counters()),
         };
         let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
@@ -520,7 +537,7 @@ impl Daemon {
             .logs
             .files
             .as_ref()
-            .map(|f| Readers::start(f.child.clone()))
+            .map(|f| Readers::start(f.child.clone(), self.logs.counts.clone()))
         {
             Some(Ok(readers)) => {
                 for p in pipes {
@@ -541,6 +558,7 @@ impl Daemon {
     pub(super) fn carry_on(&mut self, h: Handoff, old: Config, problems: Vec<(i32, String)>) {
         let now = Instant::now();
         self.seen.me.reloads = h.reloads + 1;
+        self.carried = h.counters.clone().unwrap_or_default();
         self.seen.me.started_at = from_unix_ms(h.started_at_ms);
         self.seen.inherited = h.inherited;
         self.seen.socket_id = h.socket_id;
@@ -617,7 +635,8 @@ impl Daemon {
                 cfg.listen.address, old.listen.address
             );
             match self.machine.child_pid() {
-                Some(_) => self.feed(Event::Restart),
+                // Onto the new socket: the old child must go first.
+                Some(_) => self.feed(Event::RestartStopFirst),
                 None => self.switch_listener(),
             }
         } else if cfg.child != old.child

@@ -21,24 +21,13 @@ use std::time::Duration;
 
 use crate::cli::{LaunchdAction, SystemdAction};
 use crate::config::Config;
-use crate::daemon::{KILL_GRACE, PUMP_DRAIN};
 use crate::exit::{self, Fatal, Outcome};
 
-/// Added to a graceful stop's worst case before the service manager may
-/// SIGKILL the supervisor: the state write (an `F_FULLFSYNC` on macOS), the
-/// process's own exit, and a machine busy enough to be slow at all of it.
-pub const STOP_MARGIN: Duration = Duration::from_secs(5);
-
 /// How long launchd (`ExitTimeOut`) and systemd (`TimeoutStopSec`) must let
-/// the supervisor stop before they SIGKILL it, in whole seconds: the child's
-/// `stop_timeout` (stop signal, then SIGKILL), the supervisor's grace for
-/// SIGKILLed leftovers to vanish ([`KILL_GRACE`]), its drain of the child's
-/// last log lines ([`PUMP_DRAIN`]) and [`STOP_MARGIN`], rounded up. Killing
-/// the supervisor sooner would orphan a child in the middle of its
-/// graceful stop.
+/// the supervisor stop before they SIGKILL it, in whole seconds: the one
+/// stop budget ([`crate::daemon::stop_budget`]).
 pub fn stop_budget_secs(stop_timeout: Duration) -> u64 {
-    let total = stop_timeout + KILL_GRACE + PUMP_DRAIN + STOP_MARGIN;
-    total.as_secs() + u64::from(total.subsec_nanos() > 0)
+    crate::daemon::stop_budget(stop_timeout).as_secs()
 }
 
 /// What a job file needs, resolved: every path absolute and canonical.
@@ -346,21 +335,23 @@ mod tests {
 
     #[test]
     fn stop_budget_covers_a_graceful_stop() {
-        // stop_timeout + 5 s kill grace + 2 s drain + 5 s margin, rounded up.
+        use crate::daemon::{HOOK_AT_EXIT, KILL_GRACE, PUMP_DRAIN};
+        // stop_timeout + 5 s kill grace + 2 s hook at exit + 5 s its kill
+        // grace + 2 s drain + 5 s margin, rounded up.
         let cases = [
-            (Duration::from_millis(1), 13),
-            (Duration::from_secs(1), 13),
-            (Duration::from_millis(1500), 14),
-            (Duration::from_secs(3), 15),
-            (Duration::from_secs(10), 22),
-            (Duration::from_millis(10_001), 23),
-            (Duration::from_secs(60), 72),
-            (Duration::from_secs(3600), 3612),
+            (Duration::from_millis(1), 20),
+            (Duration::from_secs(1), 20),
+            (Duration::from_millis(1500), 21),
+            (Duration::from_secs(3), 22),
+            (Duration::from_secs(10), 29),
+            (Duration::from_millis(10_001), 30),
+            (Duration::from_secs(60), 79),
+            (Duration::from_secs(3600), 3619),
         ];
         for (stop, want) in cases {
             let got = stop_budget_secs(stop);
             assert_eq!(got, want, "stop_timeout {stop:?}");
-            let needed = stop + KILL_GRACE + PUMP_DRAIN;
+            let needed = stop + KILL_GRACE + HOOK_AT_EXIT + KILL_GRACE + PUMP_DRAIN;
             assert!(Duration::from_secs(got) > needed, "{stop:?}: {got} s");
         }
     }

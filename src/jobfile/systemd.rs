@@ -11,14 +11,14 @@
 //! config or the environment goes through [`exec_word`] or [`escape`].
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{
     choose_name, existing, print_all, shell_quote, stop_budget_secs, write_job_file, Existing,
     JobSpec, Written,
 };
 use crate::cli::SystemdAction;
-use crate::daemon::{KILL_GRACE, PUMP_DRAIN};
+use crate::daemon::{HOOK_AT_EXIT, KILL_GRACE, PUMP_DRAIN, STOP_MARGIN};
 use crate::exit::{self, Fatal};
 
 /// Which manager runs the unit.
@@ -183,11 +183,13 @@ pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
     let _ = writeln!(w, "KillSignal=SIGTERM");
     let _ = writeln!(
         w,
-        "# child.stop_timeout {} + kill grace {} + log drain {} + margin {}, rounded up.",
+        "# child.stop_timeout {} + kill grace {} + alert command at exit {} and its kill grace {} + log drain {} + margin {}, rounded up.",
         secs(spec.stop_timeout),
         secs(KILL_GRACE),
+        secs(HOOK_AT_EXIT),
+        secs(KILL_GRACE),
         secs(PUMP_DRAIN),
-        secs(super::STOP_MARGIN)
+        secs(STOP_MARGIN)
     );
     let _ = writeln!(w, "TimeoutStopSec={}s", stop_budget_secs(spec.stop_timeout));
     let _ = writeln!(w, "\n[Install]");
@@ -315,12 +317,67 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
         "systemctl"
     };
     let n = shell_quote(&name);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let config_home = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+    let folders = unit_folders(user, home.as_deref(), config_home.as_deref());
+    let absolute = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+    if !folders.contains(&absolute) {
+        // systemd loads units only from its own folders: a --dir elsewhere
+        // (a checkout, /tmp) needs the copy before daemon-reload finds them.
+        let to = folders.first().map_or("the unit folder".into(), |f| {
+            shell_quote(&f.display().to_string())
+        });
+        let from: Vec<String> = files
+            .iter()
+            .map(|(file, _)| shell_quote(&dir.join(file).display().to_string()))
+            .collect();
+        crate::out!(
+            "next: {ctl} reads units only from its unit folders, not {}: copy them there\n  \
+             {}cp {} {to}/\n",
+            dir.display(),
+            if user { "" } else { "sudo " },
+            from.join(" ")
+        );
+    }
     crate::out!(
         "next: {ctl} daemon-reload, then one of\n  \
          {ctl} enable --now {n}.service    # the supervisor binds the port\n  \
          {ctl} enable --now {n}.socket {n}.service    # systemd holds the port\n"
     );
     Ok(())
+}
+
+/// The folders systemd loads units from (systemd.unit(5)), the one for an
+/// administrator's own units first.
+fn unit_folders(user: bool, home: Option<&Path>, config_home: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if user {
+        let config = config_home
+            .map(Path::to_path_buf)
+            .or_else(|| home.map(|h| h.join(".config")));
+        out.extend(config.map(|c| c.join("systemd/user")));
+        out.extend(home.map(|h| h.join(".local/share/systemd/user")));
+        out.extend(
+            [
+                "/etc/systemd/user",
+                "/usr/lib/systemd/user",
+                "/usr/local/lib/systemd/user",
+            ]
+            .map(PathBuf::from),
+        );
+    } else {
+        out.extend(
+            [
+                "/etc/systemd/system",
+                "/run/systemd/system",
+                "/usr/local/lib/systemd/system",
+                "/usr/lib/systemd/system",
+                "/lib/systemd/system",
+            ]
+            .map(PathBuf::from),
+        );
+    }
+    out
 }
 
 /// `User=`/`Group=` for a system unit: whoever writes it, unless root.
@@ -346,6 +403,19 @@ fn run_as() -> Option<(String, String)> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn unit_folders_are_where_systemd_looks_first_the_admins() {
+        let home = Path::new("/home/ann");
+        let user = unit_folders(true, Some(home), None);
+        assert_eq!(user[0], Path::new("/home/ann/.config/systemd/user"));
+        assert!(user.contains(&PathBuf::from("/etc/systemd/user")));
+        let xdg = unit_folders(true, Some(home), Some(Path::new("/cfg")));
+        assert_eq!(xdg[0], Path::new("/cfg/systemd/user"));
+        let system = unit_folders(false, Some(home), None);
+        assert_eq!(system[0], Path::new("/etc/systemd/system"));
+        assert!(!system.iter().any(|f| f.starts_with(home)));
+    }
 
     fn spec() -> JobSpec {
         JobSpec {

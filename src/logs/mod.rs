@@ -20,7 +20,13 @@
 //! A sink never fails its caller: while the file cannot be written (disk full,
 //! directory gone) batches are dropped and counted, stderr hears about it at
 //! most once a minute, and the count is written into the file once it works
-//! again. A slow disk blocks only the reader thread, which back-pressures the
+//! again. A full disk (ENOSPC, EDQUOT) first makes room: the log's oldest
+//! rotated files are deleted, one at a time, until the write goes through,
+//! and with none left the file is rotated early so that it can be next:
+//! `max_bytes` x `max_files` is a ceiling, not a promise of space. The
+//! child's log narrates all this into `supervisor.log` (what was deleted,
+//! when lines started being dropped, how many lines and bytes were lost
+//! once space is back), so the warning does not live only on stderr. A slow disk blocks only the reader thread, which back-pressures the
 //! children through their pipes; memory stays bounded whatever they write.
 //!
 //! [`tail`] is the other side: `supervisor logs` reading these files, and
@@ -30,7 +36,7 @@ mod framer;
 mod reader;
 pub(crate) mod tail;
 
-pub(crate) use reader::{Handed, Readers};
+pub(crate) use reader::{Handed, LogCounts, Readers};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -52,6 +58,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Complaints about a failing file reach stderr at most this often.
 const COMPLAIN_EVERY: Duration = Duration::from_secs(60);
+/// The reason recorded for lines dropped on a full disk.
+const DISK_FULL: &str = "the disk was full";
 
 /// The folder's mode when (re-)created.
 const DIR_MODE: u32 = 0o750;
@@ -138,6 +146,9 @@ pub struct RotatingFile {
     /// Bytes in the file as far as we know; refreshed with fstat before
     /// rotating, since `copytruncate` may have emptied the file meanwhile.
     size: u64,
+    /// Rotated files deleted to make room on a full disk (and their
+    /// sizes), not yet told.
+    freed: Vec<(PathBuf, u64)>,
 }
 
 impl RotatingFile {
@@ -160,6 +171,7 @@ impl RotatingFile {
             max_files,
             file,
             size,
+            freed: Vec::new(),
         })
     }
 
@@ -210,11 +222,64 @@ impl RotatingFile {
                     }
                 }
             };
-            self.file.write_all(&rest[..cut])?;
-            self.size += cut as u64;
+            self.write_making_room(&rest[..cut])?;
             rest = &rest[cut..];
         }
         Ok(())
+    }
+
+    /// Writes all of `buf`; on a full disk deletes this log's oldest
+    /// rotated file and goes on with what is left of `buf` (no torn line),
+    /// as long as there is one to delete. With none left, a non-empty
+    /// file is rotated early (it becomes `NAME.1`, the next to go) and the
+    /// error returned: the caller drops and counts the rest.
+    fn write_making_room(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.file.write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.size += n as u64;
+                    buf = &buf[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_disk_full(&e) => match self.delete_oldest()? {
+                    Some(gone) => self.freed.push(gone),
+                    None => {
+                        if self.size > 0 && self.max_files > 0 {
+                            self.rotate()?;
+                        }
+                        return Err(e);
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the highest-numbered rotated file there is; its path and
+    /// size, or None when there is none.
+    fn delete_oldest(&self) -> io::Result<Option<(PathBuf, u64)>> {
+        for i in (1..=self.max_files).rev() {
+            let name = numbered_name(&self.name, i);
+            let Ok(meta) = self.dir.stat_at(&name) else {
+                continue;
+            };
+            match self.dir.unlink(&name) {
+                Ok(()) => {
+                    let size = u64::try_from(meta.st_size).unwrap_or(0);
+                    return Ok(Some((self.dir.path().join(&name), size)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rotated files deleted to make room since last asked.
+    fn take_freed(&mut self) -> Vec<(PathBuf, u64)> {
+        std::mem::take(&mut self.freed)
     }
 
     /// Whether the file ends without a newline. Reads the last byte through
@@ -294,6 +359,11 @@ fn split(path: &Path) -> (PathBuf, OsString) {
     (folder, name)
 }
 
+/// No space left on the file system, or the user's quota used up.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -313,6 +383,9 @@ pub struct LogSink {
     /// Set by [`LogSink::reopen`] when a writer held the lock; the next
     /// `write_batch` reopens before writing.
     reopen_pending: AtomicBool,
+    /// Tell `tracing` (the supervisor's own log) about drops and room
+    /// made. Never for the sink `tracing` itself writes into.
+    narrate: bool,
 }
 
 struct Inner {
@@ -324,6 +397,17 @@ struct Inner {
     file: Option<RotatingFile>,
     /// Lines dropped since the file last worked.
     dropped: u64,
+    /// Their bytes.
+    dropped_bytes: u64,
+    /// Why the first of them was dropped: the disk was full, or the error.
+    dropped_why: Option<String>,
+    /// Rotated files deleted to make room and their bytes, not yet said
+    /// (said at most once a minute), and the last one's path.
+    freed: (u64, u64),
+    freed_last: Option<PathBuf>,
+    freed_said: Option<Instant>,
+    /// Why the file could not be opened last time.
+    open_error: Option<String>,
     last_open_attempt: Option<Instant>,
     last_complaint: Option<Instant>,
     /// When the open file was last checked for having been deleted.
@@ -334,6 +418,23 @@ impl LogSink {
     /// Opens `path`; if that fails, starts dropping lines and tries again on
     /// later writes (at most once a second) or on `reopen`.
     pub fn new(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+        Self::build(path, perms, max_bytes, max_files, false)
+    }
+
+    /// [`LogSink::new`] for a log other than the one `tracing` writes into:
+    /// drops, their count and the files deleted to make room are also said
+    /// in the supervisor's own log.
+    pub fn narrated(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+        Self::build(path, perms, max_bytes, max_files, true)
+    }
+
+    fn build(
+        path: PathBuf,
+        perms: Perms,
+        max_bytes: u64,
+        max_files: u32,
+        narrate: bool,
+    ) -> Arc<LogSink> {
         let (folder, name) = split(&path);
         let sink = LogSink {
             path,
@@ -347,11 +448,18 @@ impl LogSink {
                 said_moved: false,
                 file: None,
                 dropped: 0,
+                dropped_bytes: 0,
+                dropped_why: None,
+                freed: (0, 0),
+                freed_last: None,
+                freed_said: None,
+                open_error: None,
                 last_open_attempt: None,
                 last_link_check: None,
                 last_complaint: None,
             }),
             reopen_pending: AtomicBool::new(false),
+            narrate,
         };
         {
             let mut inner = sink.lock();
@@ -367,6 +475,15 @@ impl LogSink {
         if buf.is_empty() {
             return;
         }
+        let mut said = Vec::new();
+        self.write_locked(buf, lines, &mut said);
+        // Outside the lock: the supervisor's log is another sink.
+        for line in said {
+            tracing::warn!("{line}");
+        }
+    }
+
+    fn write_locked(&self, buf: &[u8], lines: u64, said: &mut Vec<String>) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if self.reopen_pending.swap(false, Ordering::AcqRel)
@@ -394,33 +511,96 @@ impl LogSink {
         }
         let Some(file) = inner.file.as_mut() else {
             inner.dropped += lines;
+            inner.dropped_bytes += buf.len() as u64;
+            if inner.dropped_why.is_none() {
+                inner.dropped_why = inner.open_error.clone();
+            }
             return;
         };
         let mut result = Ok(());
+        let was_dropped = (inner.dropped, inner.dropped_bytes);
         if inner.dropped > 0 {
             // A write that failed halfway (disk full) may have left a torn
             // line: the notice starts on a line of its own.
+            let why = match inner.dropped_why.as_deref() {
+                Some(why) => format!("; {why}"),
+                None => String::new(),
+            };
             let notice = format!(
-                "{}{} supervisor: {} lines dropped while {} could not be written\n",
+                "{}{} supervisor: {} lines dropped while {} could not be written \
+                 ({} bytes{why})\n",
                 if file.ends_mid_line() { "\n" } else { "" },
                 humantime::format_rfc3339_millis(SystemTime::now()),
                 inner.dropped,
-                self.path.display()
+                self.path.display(),
+                inner.dropped_bytes,
             );
             result = file.write_batch(notice.as_bytes());
-            if result.is_ok() {
-                inner.dropped = 0;
-            }
         }
         if result.is_ok() {
             result = file.write_batch(buf);
         }
-        if let Err(e) = result {
-            // The descriptor may point at a rotated file now: start over.
-            inner.file = None;
-            inner.last_open_attempt = Some(Instant::now());
-            inner.dropped += lines;
-            self.complain(inner, &e);
+        for (path, bytes) in file.take_freed() {
+            inner.freed.0 += 1;
+            inner.freed.1 += bytes;
+            inner.freed_last = Some(path);
+        }
+        if self.narrate
+            && inner.freed.0 > 0
+            && inner
+                .freed_said
+                .is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY)
+        {
+            let (files, bytes) = std::mem::take(&mut inner.freed);
+            let last = inner.freed_last.take().unwrap_or_default();
+            said.push(format!(
+                "{}: the disk is full; deleted {files} rotated log file(s) ({bytes} bytes; \
+                 the last {}) to make room: log.max_bytes x log.max_files is more than the \
+                 disk holds",
+                self.path.display(),
+                last.display()
+            ));
+            inner.freed_said = Some(Instant::now());
+        }
+        match result {
+            Ok(()) if was_dropped.0 > 0 => {
+                if self.narrate {
+                    let (n, bytes) = was_dropped;
+                    let why = match inner.dropped_why.as_deref() {
+                        Some(DISK_FULL) => "while the disk was full".to_owned(),
+                        Some(why) => format!("while it could not be written ({why})"),
+                        None => "while it could not be written".to_owned(),
+                    };
+                    said.push(format!(
+                        "{}: dropped {n} lines ({bytes} bytes) {why}; logging again",
+                        self.path.display()
+                    ));
+                }
+                inner.dropped = 0;
+                inner.dropped_bytes = 0;
+                inner.dropped_why = None;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // The descriptor may point at a rotated file now: start over.
+                inner.file = None;
+                inner.last_open_attempt = Some(Instant::now());
+                inner.dropped += lines;
+                inner.dropped_bytes += buf.len() as u64;
+                if inner.dropped_why.is_none() {
+                    inner.dropped_why = Some(if is_disk_full(&e) {
+                        DISK_FULL.to_owned()
+                    } else {
+                        e.to_string()
+                    });
+                }
+                if self.complain(inner, &e) && self.narrate {
+                    said.push(format!(
+                        "cannot write {}: {e}; dropping its lines (counted) until it works again",
+                        self.path.display()
+                    ));
+                }
+            }
         }
     }
 
@@ -460,7 +640,12 @@ impl LogSink {
                     inner.dir = Some(Arc::new(d));
                     inner.said_moved = false;
                 }
-                Err(e) => return self.complain(inner, &io::Error::from(e)),
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    inner.open_error = Some(format!("cannot open its folder: {e}"));
+                    self.complain(inner, &e);
+                    return;
+                }
             }
         }
         let Some(dir) = inner.dir.clone() else {
@@ -473,8 +658,18 @@ impl LogSink {
             self.max_bytes,
             self.max_files,
         ) {
-            Ok(f) => inner.file = Some(f),
-            Err(e) => self.complain(inner, &e),
+            Ok(f) => {
+                inner.file = Some(f);
+                inner.open_error = None;
+            }
+            Err(e) => {
+                inner.open_error = Some(if is_disk_full(&e) {
+                    DISK_FULL.to_owned()
+                } else {
+                    format!("cannot open it: {e}")
+                });
+                self.complain(inner, &e);
+            }
         }
         self.notice_moved(inner);
     }
@@ -507,12 +702,13 @@ impl LogSink {
         }
     }
 
-    fn complain(&self, inner: &mut Inner, err: &io::Error) {
+    /// Says so on stderr, at most once a minute; whether it did.
+    fn complain(&self, inner: &mut Inner, err: &io::Error) -> bool {
         if inner
             .last_complaint
             .is_some_and(|t| t.elapsed() < COMPLAIN_EVERY)
         {
-            return;
+            return false;
         }
         inner.last_complaint = Some(Instant::now());
         // Not through tracing: that may be this very sink.
@@ -522,6 +718,7 @@ impl LogSink {
             self.path.display(),
             err
         );
+        true
     }
 }
 

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +55,33 @@ pub(crate) struct Handed {
     pub(crate) pid: u32,
 }
 
+/// Bytes read from the children's pipes, per stream, since the supervisor
+/// image started. The reader thread adds to
+/// them once per read; `/metrics` and the state record read them.
+#[derive(Debug, Default)]
+pub(crate) struct LogCounts {
+    stdout: AtomicU64,
+    stderr: AtomicU64,
+}
+
+impl LogCounts {
+    fn add(&self, stream: Stream, n: usize) {
+        let counter = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// (stdout, stderr)
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.stdout.load(Ordering::Relaxed),
+            self.stderr.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// What the control loop hands the reader thread.
 struct Shared {
     /// Pipes to start reading.
@@ -74,7 +101,7 @@ pub(crate) struct Readers {
 }
 
 impl Readers {
-    pub(crate) fn start(sink: Arc<LogSink>) -> io::Result<Readers> {
+    pub(crate) fn start(sink: Arc<LogSink>, counts: Arc<LogCounts>) -> io::Result<Readers> {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         woken.set_nonblocking(true)?;
@@ -87,7 +114,7 @@ impl Readers {
         let thread = thread::Builder::new()
             .name("log-reader".into())
             .stack_size(STACK)
-            .spawn(move || run(&theirs, woken, &sink))?;
+            .spawn(move || run(&theirs, woken, &sink, &counts))?;
         Ok(Readers {
             shared,
             wake,
@@ -161,7 +188,7 @@ impl Readers {
     }
 }
 
-fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) -> Vec<Handed> {
+fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCounts) -> Vec<Handed> {
     let mut pipes: Vec<Pipe> = Vec::new();
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(FLUSH_AT);
@@ -211,7 +238,7 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink) -> Vec<Handed> {
             if !ready.pipes.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            if !read_once(p, &mut buf, &mut out, &mut ts, sink) {
+            if !read_once(p, &mut buf, &mut out, &mut ts, sink, counts) {
                 ended.push(i);
             }
         }
@@ -267,6 +294,7 @@ fn read_once(
     out: &mut Vec<u8>,
     ts: &mut String,
     sink: &LogSink,
+    counts: &LogCounts,
 ) -> bool {
     let n = loop {
         match p.file.read(buf) {
@@ -280,6 +308,7 @@ fn read_once(
             }
         }
     };
+    counts.add(p.stream, n);
     set_timestamp(ts);
     let mut lines = 0;
     for part in buf[..n].chunks(SLICE) {
@@ -328,7 +357,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
         let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
-        let readers = Readers::start(sink).unwrap();
+        let counts = Arc::new(LogCounts::default());
+        let readers = Readers::start(sink, counts.clone()).unwrap();
         let (r, mut w) = io::pipe().unwrap();
         readers.add(File::from(OwnedFd::from(r)), Stream::Stderr, 4243);
         let many: Vec<u8> = b"\n".repeat(100_000); // tiny lines: batches stay bounded
@@ -349,6 +379,11 @@ mod tests {
             assert!(rest.starts_with("err[4243]: "), "{s}");
         }
         assert!(lines[0].ends_with(b"err[4243]: first\r"));
+        // Every byte the child wrote, counted on its stream.
+        assert_eq!(
+            counts.get(),
+            (0, (7 + 100_000 + "no newline at the end".len()) as u64)
+        );
         readers.finish(Duration::from_secs(5));
     }
 
@@ -357,7 +392,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
         let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
-        let readers = Readers::start(sink).unwrap();
+        let readers = Readers::start(sink, Arc::default()).unwrap();
         // Many pipes, one thread: a writer that never closes its end
         // (a detached helper) and the dead child's pipe with a last line.
         let mut keep = Vec::new();

@@ -15,8 +15,6 @@ use std::time::Instant;
 
 use super::{Action, Event, Handover, Health, LastExit, Machine, Note, Phase, Stage, Unmet};
 
-// The driver does not carry handovers out yet (`overlap` is off there).
-#[allow(dead_code)]
 impl Machine {
     /// The handover in progress, if any.
     pub(crate) fn handover(&self) -> Option<Handover> {

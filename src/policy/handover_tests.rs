@@ -312,6 +312,12 @@ fn only_a_requested_restart_of_a_ready_child_overlaps() {
         m3.step(Event::Restart, t0),
         vec![Action::Signal { kill: false }]
     );
+    // Onto a new socket (a reload changed [listen]): stop first.
+    let mut m4 = ready(overlap_settings(), t0);
+    assert_eq!(
+        m4.step(Event::RestartStopFirst, t0),
+        vec![Action::Signal { kill: false }]
+    );
     // Too much memory, ready, overlap on: a handover.
     let mut m = ready(overlap_settings(), t0);
     let a = m.step(Event::TooBig(1 << 30), t0);

@@ -264,6 +264,12 @@ impl Machine {
                 }
                 self.stop_child(pid, now, now)
             }
+            (Phase::Running { pid, .. }, Event::RestartStopFirst) => {
+                let mut actions = self.merge_handover(None);
+                actions.extend(self.stop_child(pid, now, now));
+                actions
+            }
+            (_, Event::RestartStopFirst) => vec![],
             (Phase::Backoff { .. } | Phase::WaitingForPort { .. }, Event::Restart) => {
                 self.asked = true;
                 self.launch()

@@ -134,7 +134,6 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // the handover's events: not sent by the driver yet
 pub(crate) enum Event {
     /// The lock is held and the driver is ready.
     Start,
@@ -159,6 +158,9 @@ pub(crate) enum Event {
     Tick,
     /// SIGUSR1 / `supervisor restart`.
     Restart,
+    /// A restart that must stop the child first whatever `overlap` says
+    /// (a `reload` moved the service to another socket).
+    RestartStopFirst,
     /// The child said READY=1.
     Ready,
     /// An HTTP probe answered 2xx / failed.
@@ -270,7 +272,6 @@ pub(crate) enum Stage {
     Draining { deadline: Instant, killed: bool },
 }
 
-#[allow(dead_code)] // read by the driver once it carries handovers out
 impl Handover {
     /// The child that is not the machine's: the new one until it is
     /// ready, the old one after.

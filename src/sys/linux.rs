@@ -114,6 +114,24 @@ fn own_socket_inodes() -> Vec<u64> {
         .collect()
 }
 
+pub fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    // A v4 client of an IPv6 wildcard shows as a v4-mapped address there.
+    let mapped = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    tcp_table()
+        .ok()?
+        .into_iter()
+        .find(|e| {
+            e.inode != 0
+                && (e.remote == client || e.remote == mapped(client))
+                && e.local.port() == server.port()
+                && (e.local == server || e.local == mapped(server))
+        })
+        .map(|e| e.inode)
+}
+
 fn tcp_table() -> io::Result<Vec<procnet::TcpEntry>> {
     let mut all = Vec::new();
     let mut read_any = false;

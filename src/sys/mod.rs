@@ -56,19 +56,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.
 pub fn process_command(pid: i32) -> Option<String> {
-    imp::process_command(pid).map(|c| one_line(&c, 400))
-}
-
-fn one_line(text: &str, max: usize) -> String {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let joined = words.join(" ");
-    match joined.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
-    }
+    imp::process_command(pid).map(|c| crate::text::one_line(&c, 400))
 }
 
 /// Whether `pid` is a live process: zombies count as dead, since they hold
@@ -281,6 +269,14 @@ pub enum Scope {
 /// not root) are not seen.
 pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     imp::socket_holders(id, scope)
+}
+
+/// The socket, as `socket_id` names it, that the server side of our TCP
+/// connection from `client` to `server` got from `accept`: who holds it is
+/// who answers. `None` until it is accepted, and always on macOS (where
+/// nobody can be told apart this way).
+pub fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    imp::accepted_socket(server, client)
 }
 
 /// A TCP socket listening on some port.

@@ -21,6 +21,8 @@ pub const CLOSE: u8 = 0x07;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpEntry {
     pub local: SocketAddr,
+    /// The other end (all zeros for a listener).
+    pub remote: SocketAddr,
     pub state: u8,
     /// The socket's inode, as in `/proc/PID/fd/N -> socket:[INODE]`; 0 for
     /// sockets no descriptor holds (TIME_WAIT, half-open connections).
@@ -36,10 +38,12 @@ pub fn parse(text: &str) -> Vec<TcpEntry> {
 fn parse_line(line: &str) -> Option<TcpEntry> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let local = parse_addr(f.get(1)?)?;
+    let remote = parse_addr(f.get(2)?)?;
     let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
     let inode = f.get(9)?.parse().ok()?;
     Some(TcpEntry {
         local,
+        remote,
         state,
         inode,
     })
@@ -99,6 +103,12 @@ mod tests {
         let want: Vec<(SocketAddr, u8, u64)> =
             want.iter().map(|(a, s, i)| (addr(a), *s, *i)).collect();
         assert_eq!(got, want);
+        // The established connection, seen from the server's side.
+        let server = v4
+            .iter()
+            .find(|e| e.local == addr("127.0.0.1:47811") && e.state == 0x01)
+            .map(|e| (e.remote, e.inode));
+        assert_eq!(server, Some((addr("127.0.0.1:34912"), 73539)));
 
         let v6 = parse(TCP6);
         let want6 = [

@@ -3,6 +3,7 @@
 //! socket, executables, our own start time and memory.
 
 use super::*;
+use crate::text::one_line;
 
 #[test]
 fn commands_are_shown_on_one_short_line() {

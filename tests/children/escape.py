@@ -6,8 +6,9 @@ real programs do. The mode is argv[2]:
   setsid    serves, and starts a grandchild that calls setsid() and serves
             fd 3 too
   setpgid   the same with setpgid(0, 0)
-  leave     moves itself into its parent's (the supervisor's) process
-            group, then serves and ignores SIGTERM until argv[3] == "polite"
+  leave     tries to move itself into its parent's (the supervisor's)
+            process group ("left" or, refused, "stayed PGRP ERRNO"), then
+            serves and ignores SIGTERM until argv[3] == "polite"
   shutdown  serves one request, then shuts fd 3 down (SHUT_RDWR, a common
             way to wake a blocked accept) and exits 1
   helper    starts a helper in a new session (no fd 3, stdout and stderr
@@ -67,8 +68,14 @@ elif mode in ("setsid", "setpgid"):
 elif mode == "leave":
     if "polite" not in args:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.setpgid(0, os.getpgid(os.getppid()))
-    c.event("left", os.getpgrp())
+    # The child leads a session of its own: it cannot join another
+    # session's group (EPERM), nor leave its own while it leads it.
+    try:
+        os.setpgid(0, os.getpgid(os.getppid()))
+    except OSError as e:
+        c.event("stayed", os.getpgrp(), e.errno)
+    else:
+        c.event("left", os.getpgrp())
     serve_as(me)
 
 elif mode == "shutdown":

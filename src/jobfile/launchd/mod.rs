@@ -22,10 +22,7 @@ use std::time::{Duration, Instant};
 
 use plist::Value;
 
-use super::{
-    choose_name, existing, print_all, shell_quote, stop_budget_secs, write_job_file, Existing,
-    JobSpec,
-};
+use super::{choose_name, existing, print_all, shell_quote, write_job_file, Existing, JobSpec};
 use crate::cli::{LaunchdAction, LaunchdJob};
 use crate::config::Config;
 use crate::exit::{self, Fatal};
@@ -344,7 +341,7 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         ));
     };
     // The human status: state, pids, the port.
-    let _ = status::run(Ok(cfg.state_location()), false);
+    let _ = status::run(Ok(cfg.state_location()), status::Format::Text);
     crate::out!(
         "installed: launchd job {} ({}) runs supervisor pid {pid}\n",
         job.label,
@@ -428,7 +425,7 @@ fn uninstall(config: &Path, label: Option<&str>, dry_run: bool) -> Result<(), Fa
     }
     // bootout stops the job's process; wait for it to be gone for good.
     if let (Loaded::Yes { pid: Some(pid) }, Some(spec)) = (loaded, &spec) {
-        let budget = Duration::from_secs(stop_budget_secs(spec.stop_timeout) + 5);
+        let budget = crate::daemon::stop_budget(spec.stop_timeout) + Duration::from_secs(5);
         if wait_for(budget, || (!sys::is_alive(pid)).then_some(())).is_none() {
             return Err(Fatal::with_code(
                 exit::FAILURE,

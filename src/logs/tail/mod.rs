@@ -102,7 +102,13 @@ pub(crate) fn run(cfg: &Config, lines: u64, follow: bool, supervisor: bool) -> O
         })?),
         false => None,
     };
+    // A person at a terminal gets the child's bytes with control
+    // characters escaped (no escape sequence of the child's retitles,
+    // clears or rewrites their screen); a pipe or file gets them as they
+    // are.
+    let escape = io::IsTerminal::is_terminal(&stdout);
     let mut out = Output::new(stdout.lock());
+    out.escape = escape;
     out.stop = waiter.as_ref().map(|w| w.stopped.clone());
     let result = show(&name, lines, scan, &mut out).and_then(|follower| match waiter {
         Some(mut waiter) => follow_until_stopped(follower, &mut out, &mut waiter),
@@ -165,6 +171,11 @@ struct Output<W: Write> {
     /// Set by SIGINT/SIGTERM with `-f`: with the handlers installed those
     /// no longer kill us, so a long first print checks it block by block.
     stop: Option<Arc<AtomicBool>>,
+    /// Escape control characters (stdout is a terminal).
+    escape: bool,
+    /// The last byte written was a 0xC2 that may start a C1 control
+    /// (U+0080..U+009F) whose second byte comes in the next block.
+    held_c2: bool,
 }
 
 impl<W: Write> Output<W> {
@@ -173,6 +184,8 @@ impl<W: Write> Output<W> {
             w,
             last: None,
             stop: None,
+            escape: false,
+            held_c2: false,
         }
     }
 
@@ -185,7 +198,12 @@ impl<W: Write> Output<W> {
             return Err(Failure::Stopped);
         }
         if let Some(&last) = bytes.last() {
-            self.w.write_all(bytes).map_err(Failure::Write)?;
+            if self.escape {
+                let shown = escape_controls(bytes, &mut self.held_c2);
+                self.w.write_all(&shown).map_err(Failure::Write)?;
+            } else {
+                self.w.write_all(bytes).map_err(Failure::Write)?;
+            }
             self.last = Some(last);
         }
         Ok(())
@@ -200,8 +218,42 @@ impl<W: Write> Output<W> {
     }
 
     fn flush(&mut self) -> Result<(), Failure> {
+        if std::mem::take(&mut self.held_c2) {
+            self.w.write_all(&[0xc2]).map_err(Failure::Write)?;
+        }
         self.w.flush().map_err(Failure::Write)
     }
+}
+
+/// `bytes` for a terminal: every control character but newline and tab
+/// (C0, DEL, and C1 as UTF-8, U+0080..U+009F) written as `\xNN` (a C1
+/// as its code point, `\u{9b}`), so it is seen, not obeyed. `held_c2`
+/// carries a 0xC2 that ended the previous block (the first byte of what
+/// may be a C1 control); it is written once the next byte tells.
+fn escape_controls(bytes: &[u8], held_c2: &mut bool) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let mut prev_c2 = std::mem::take(held_c2);
+    for (i, &b) in bytes.iter().enumerate() {
+        if prev_c2 {
+            prev_c2 = false;
+            if (0x80..=0x9f).contains(&b) {
+                let _ = write!(out, "\\u{{{b:x}}}");
+                continue;
+            }
+            out.push(0xc2);
+        }
+        match b {
+            b'\n' | b'\t' => out.push(b),
+            0..=0x1f | 0x7f => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+            0xc2 if i + 1 == bytes.len() => *held_c2 = true,
+            0xc2 => prev_c2 = true,
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// Which file a descriptor or a name refers to.

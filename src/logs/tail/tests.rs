@@ -357,3 +357,23 @@ fn reasons_read_like_words() {
         "not a regular file"
     );
 }
+
+#[test]
+fn a_terminal_gets_control_characters_escaped() {
+    let mut out = Output::new(Vec::new());
+    out.escape = true;
+    // An OSC title, a clear screen, a carriage return, a C1 CSI split
+    // across two blocks, and text that must stay as it is.
+    out.put(b"\x1b]0;TITLE\x07\x1b[2J\rok \xc3\xa9\t\xc2")
+        .unwrap();
+    out.put(b"\x9b2J\xc2\xa0\n").unwrap();
+    out.flush().unwrap();
+    assert_eq!(
+        String::from_utf8(out.w).unwrap(),
+        "\\x1b]0;TITLE\\x07\\x1b[2J\\x0dok \u{e9}\t\\u{9b}2J\u{a0}\n"
+    );
+    // A pipe gets the bytes as they are.
+    let mut raw = Output::new(Vec::new());
+    raw.put(b"\x1b[2J\r").unwrap();
+    assert_eq!(raw.w, b"\x1b[2J\r");
+}

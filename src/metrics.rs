@@ -1,0 +1,437 @@
+//! The Prometheus text exposition format (version 0.0.4) of a status
+//! record: what `status --format prometheus` prints and `GET /metrics`
+//! serves. A pure function of the record `status` shows and one live
+//! measure, the child's resident memory, taken when asked ([`child_memory`]).
+//!
+//! Families follow Prometheus' naming: `_total` for counters, `_seconds`
+//! and `_bytes` for units, labels only where SPEC.md gives them. A
+//! supervisor that is not running is `supervisor_up 0` and nothing else
+//! of its own, so a textfile collector still tells that it is down.
+
+use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
+
+use crate::config::AlertEvent;
+use crate::state::{self, Counters, Record};
+use crate::sys;
+
+/// The exposition text for `rec` (as `status` presents it), with the
+/// child's resident memory `memory` in bytes.
+pub(crate) fn render(rec: &Record, memory: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    let up = !matches!(rec.state.as_str(), "not-running" | "unknown");
+    family(
+        &mut out,
+        "up",
+        "gauge",
+        "Whether the supervisor runs (1) or not (0).",
+        &[("", f(up))],
+    );
+    family(
+        &mut out,
+        "build_info",
+        "gauge",
+        "The supervisor's version, as a label; always 1.",
+        &[(
+            &format!("version=\"{}\"", escape(env!("CARGO_PKG_VERSION"))),
+            1.0,
+        )],
+    );
+    if !up {
+        return out;
+    }
+    let sup = rec.supervisor.as_ref();
+    let child = rec.child.as_ref();
+    let seconds = |at: Option<&str>| {
+        at.and_then(state::parse_timestamp)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    };
+    let started = seconds(sup.map(|s| s.started_at.as_str()));
+    family(
+        &mut out,
+        "start_time_seconds",
+        "gauge",
+        "When the supervisor started (Unix time; kept across reloads).",
+        &started.map(|t| ("", t)).into_iter().collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "reloads_total",
+        "counter",
+        "Times the supervisor re-executed itself in place (reload).",
+        &[("", sup.map_or(0.0, |s| s.reloads.into()))],
+    );
+    family(
+        &mut out,
+        "port_bound",
+        "gauge",
+        "Whether the listening socket is bound and listening (1) or not (0).",
+        &[("", f(rec.listen.as_ref().is_some_and(|l| l.bound)))],
+    );
+    let pid = child.and_then(|c| c.pid);
+    let running = pid.is_some() && child.is_some_and(|c| c.started_at.is_some());
+    family(
+        &mut out,
+        "child_up",
+        "gauge",
+        "Whether a child process runs (1) or not (0: starting, backing off, waiting for the port, stopping).",
+        &[("", f(running))],
+    );
+    family(
+        &mut out,
+        "child_ready",
+        "gauge",
+        "Whether the child passed its readiness check (always once it runs, without [health]).",
+        &[("", f(running && child.is_some_and(|c| c.ready)))],
+    );
+    let child_started = running
+        .then(|| seconds(child.and_then(|c| c.started_at.as_deref())))
+        .flatten();
+    family(
+        &mut out,
+        "child_start_time_seconds",
+        "gauge",
+        "When the running child started (Unix time); no sample while none runs.",
+        &child_started
+            .map(|t| ("", t))
+            .into_iter()
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "child_restarts_total",
+        "counter",
+        "Children started after the first.",
+        &[("", child.map_or(0.0, |c| c.restarts.into()))],
+    );
+    family(
+        &mut out,
+        "child_crash_streak",
+        "gauge",
+        "Early deaths in a row (the backoff exponent); 0 once a child stayed up.",
+        &[("", child.map_or(0.0, |c| c.crash_streak.into()))],
+    );
+    let exit = child.and_then(|c| c.last_exit.as_ref());
+    let code = exit.and_then(|e| e.code).map_or(-1.0, f64::from);
+    let signal = exit
+        .and_then(|e| e.signal.as_deref())
+        .map_or(0.0, |s| signal_number(s).into());
+    family(
+        &mut out,
+        "child_last_exit_code",
+        "gauge",
+        "The last child's exit code; -1 before the first exit or when a signal ended it.",
+        &[("", code)],
+    );
+    family(
+        &mut out,
+        "child_last_exit_signal",
+        "gauge",
+        "The signal that ended the last child (9: SIGKILL); 0 before the first exit or when it exited.",
+        &[("", signal)],
+    );
+    family(
+        &mut out,
+        "child_memory_bytes",
+        "gauge",
+        "Resident memory of the child's process group, measured now (the max_memory measure).",
+        &[("", memory as f64)],
+    );
+    let counters = rec.counters.clone().unwrap_or_default();
+    family(
+        &mut out,
+        "handovers_total",
+        "counter",
+        "Overlapped restarts, by how they ended.",
+        &[
+            ("result=\"ok\"", counters.handovers.ok as f64),
+            ("result=\"failed\"", counters.handovers.failed as f64),
+        ],
+    );
+    let alerts = alert_counts(&counters);
+    let labels: Vec<(String, f64)> = alerts
+        .iter()
+        .map(|(e, n)| (format!("event=\"{}\"", escape(e)), *n as f64))
+        .collect();
+    family(
+        &mut out,
+        "alerts_total",
+        "counter",
+        "Alerts the [alerts] rule fired, by event.",
+        &labels
+            .iter()
+            .map(|(l, n)| (l.as_str(), *n))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "log_bytes_total",
+        "counter",
+        "Bytes the child wrote to its stdout and stderr.",
+        &[
+            ("stream=\"stdout\"", counters.log_bytes.stdout as f64),
+            ("stream=\"stderr\"", counters.log_bytes.stderr as f64),
+        ],
+    );
+    out
+}
+
+/// Every alert event with its count, 0 before its first; names a newer
+/// record brings are kept.
+fn alert_counts(c: &Counters) -> Vec<(String, u64)> {
+    let mut all: std::collections::BTreeMap<String, u64> = AlertEvent::ALL
+        .iter()
+        .map(|e| (e.as_str().to_owned(), 0))
+        .collect();
+    for (name, n) in &c.alerts {
+        all.insert(name.clone(), *n);
+    }
+    all.into_iter().collect()
+}
+
+fn f(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// One family: `# HELP`, `# TYPE` and its samples (`labels` without
+/// braces, "" for none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(out, "# HELP supervisor_{name} {help}");
+    let _ = writeln!(out, "# TYPE supervisor_{name} {kind}");
+    for (labels, value) in samples {
+        let value = number(*value);
+        if labels.is_empty() {
+            let _ = writeln!(out, "supervisor_{name} {value}");
+        } else {
+            let _ = writeln!(out, "supervisor_{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Integers without a fraction, times with their milliseconds.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A label value as the format wants it: `\`, `"` and newlines escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// "SIGKILL" → 9; "signal 64" (a name the platform lacks) → 64; else 0.
+fn signal_number(name: &str) -> i32 {
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .ok()
+        .or_else(|| name.strip_prefix("signal ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The resident memory of the child `rec` names, in bytes: its process
+/// group, the child itself should it have left the group, and whatever
+/// below the supervisor holds its listening socket (a daemonized
+/// grandchild serves for the child) — what `max_memory` adds up. 0 while
+/// no child runs.
+pub(crate) fn child_memory(rec: &Record) -> u64 {
+    let Some(child) = rec.child.as_ref() else {
+        return 0;
+    };
+    let Some(pid) = child.pid else { return 0 };
+    let supervisor = rec.supervisor.as_ref().map(|s| s.pid);
+    let mut pids = child.pgid.map(sys::group_members).unwrap_or_default();
+    pids.push(pid);
+    if let (Some(id), Some(sup)) = (rec.listen.as_ref().and_then(|l| l.socket_id), supervisor) {
+        pids.extend(sys::socket_holders(id, sys::Scope::DescendantsOf(sup)));
+    }
+    pids.retain(|p| Some(*p) != supervisor);
+    crate::daemon::memory::resident(pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ChildInfo, ExitInfo, ListenInfo, SupervisorInfo};
+
+    fn running() -> Record {
+        Record {
+            state: "running".into(),
+            supervisor: Some(SupervisorInfo {
+                pid: 40,
+                started_at: "2026-11-26T08:00:00Z".into(),
+                start_time: None,
+                version: None,
+                boot_id: None,
+                reloads: 2,
+                executable: None,
+                reload_error: None,
+                stop_timeout_ms: None,
+                restart: None,
+                start_timeout_ms: None,
+            }),
+            listen: Some(ListenInfo {
+                address: "127.0.0.1:8420".into(),
+                bound: true,
+                name: None,
+                inherited: false,
+                socket_id: None,
+            }),
+            child: Some(ChildInfo {
+                pid: Some(41),
+                pgid: Some(41),
+                start_time: None,
+                sid: None,
+                started_at: Some("2026-11-26T08:00:01Z".into()),
+                restarts: 2,
+                last_exit: Some(ExitInfo {
+                    code: None,
+                    signal: Some("SIGKILL".into()),
+                    at: "2026-11-26T08:00:00Z".into(),
+                }),
+                crash_streak: 1,
+                ready: true,
+                status: None,
+                last_probe: None,
+                spawn_error: None,
+            }),
+            counters: Some(Counters {
+                alerts: [("crash-loop".to_owned(), 3)].into(),
+                log_bytes: state::Streams {
+                    stdout: 10,
+                    stderr: 20,
+                },
+                handovers: state::Handovers { ok: 1, failed: 0 },
+            }),
+            ..Record::not_running()
+        }
+    }
+
+    /// The value of the sample `line` starts with (name and labels).
+    fn sample(text: &str, name: &str) -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .map(|l| l[name.len() + 1..].to_owned())
+    }
+
+    #[test]
+    fn a_running_supervisor_in_every_family() {
+        let text = render(&running(), 4096);
+        // (sample, value)
+        let table = [
+            ("supervisor_up", "1"),
+            ("supervisor_start_time_seconds", "1795680000"),
+            ("supervisor_reloads_total", "2"),
+            ("supervisor_port_bound", "1"),
+            ("supervisor_child_up", "1"),
+            ("supervisor_child_ready", "1"),
+            ("supervisor_child_start_time_seconds", "1795680001"),
+            ("supervisor_child_restarts_total", "2"),
+            ("supervisor_child_crash_streak", "1"),
+            ("supervisor_child_last_exit_code", "-1"),
+            ("supervisor_child_last_exit_signal", "9"),
+            ("supervisor_child_memory_bytes", "4096"),
+            ("supervisor_handovers_total{result=\"ok\"}", "1"),
+            ("supervisor_handovers_total{result=\"failed\"}", "0"),
+            ("supervisor_alerts_total{event=\"crash-loop\"}", "3"),
+            ("supervisor_alerts_total{event=\"recovered\"}", "0"),
+            ("supervisor_log_bytes_total{stream=\"stdout\"}", "10"),
+            ("supervisor_log_bytes_total{stream=\"stderr\"}", "20"),
+        ];
+        for (name, want) in table {
+            assert_eq!(sample(&text, name).as_deref(), Some(want), "{name}\n{text}");
+        }
+        let version = format!(
+            "supervisor_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &version).as_deref(), Some("1"));
+        // Every family has its HELP and TYPE, once, before its samples.
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(families.len(), 16, "{text}");
+        for t in families {
+            let name = t.split(' ').next().unwrap();
+            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1);
+        }
+        for kind in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = kind.split_once(' ').unwrap();
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name}");
+        }
+    }
+
+    #[test]
+    fn what_a_stopped_or_starting_child_shows() {
+        let mut rec = running();
+        let c = rec.child.as_mut().unwrap();
+        c.pid = None;
+        c.started_at = None;
+        c.last_exit = Some(ExitInfo {
+            code: Some(3),
+            signal: None,
+            at: "2026-11-26T08:00:00Z".into(),
+        });
+        rec.state = "backoff".into();
+        let text = render(&rec, 0);
+        assert_eq!(sample(&text, "supervisor_child_up").as_deref(), Some("0"));
+        assert_eq!(
+            sample(&text, "supervisor_child_ready").as_deref(),
+            Some("0")
+        );
+        assert_eq!(sample(&text, "supervisor_child_start_time_seconds"), None);
+        assert!(text.contains("# TYPE supervisor_child_start_time_seconds gauge"));
+        assert_eq!(
+            sample(&text, "supervisor_child_last_exit_code").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            sample(&text, "supervisor_child_last_exit_signal").as_deref(),
+            Some("0")
+        );
+        // Before the first exit, and before any counter was recorded.
+        rec.child.as_mut().unwrap().last_exit = None;
+        rec.counters = None;
+        let text = render(&rec, 0);
+        assert_eq!(
+            sample(&text, "supervisor_child_last_exit_code").as_deref(),
+            Some("-1")
+        );
+        assert_eq!(
+            sample(&text, "supervisor_alerts_total{event=\"crash-loop\"}").as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn a_supervisor_that_does_not_run_is_up_0_and_nothing_else() {
+        for rec in [Record::not_running(), Record::unknown("bad".into())] {
+            let text = render(&rec, 0);
+            assert_eq!(sample(&text, "supervisor_up").as_deref(), Some("0"));
+            let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(samples.len(), 2, "{text}");
+        }
+    }
+
+    #[test]
+    fn signals_and_labels() {
+        assert_eq!(signal_number("SIGKILL"), 9);
+        assert_eq!(signal_number("SIGTERM"), 15);
+        assert_eq!(signal_number("signal 64"), 64);
+        assert_eq!(signal_number("nonsense"), 0);
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(number(1.0), "1");
+        assert_eq!(number(-1.0), "-1");
+        assert_eq!(number(1.5), "1.500");
+    }
+}

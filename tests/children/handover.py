@@ -1,0 +1,132 @@
+"""A notify child for handover tests, serving HTTP from threads as a real
+server does. argv[2] is the mode:
+
+  ready AFTER        READY=1 after AFTER seconds (before that it does not
+                     accept), then serve
+  exit AFTER CODE    exit CODE after AFTER seconds, never ready
+  never              never send READY=1 (serves nothing either)
+
+The mode can be overridden for the next start by a file `next-mode` in the
+temp dir (one line, the words above; removed once read), so a test can make
+only the new child of a handover misbehave.
+
+GET / answers "PID\\n" at once; GET /slow?SECS answers "PID\\n" after SECS
+seconds (default 1). On SIGTERM: a "term" event, then it stops accepting,
+finishes the requests it holds, records "drained" and exits 0.
+"""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+import childlib as c
+
+
+def notify(msg):
+    addr = os.environ["NOTIFY_SOCKET"]
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.sendto(msg.encode(), addr)
+    finally:
+        s.close()
+
+
+def mode():
+    try:
+        with open(c.path("next-mode")) as f:
+            words = f.read().split()
+        os.unlink(c.path("next-mode"))
+        return words
+    except OSError:
+        return sys.argv[2:]
+
+
+stopping = threading.Event()
+busy = [0]
+lock = threading.Lock()
+
+
+def handle(conn):
+    with lock:
+        busy[0] += 1
+    try:
+        conn.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 8192:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        target = line.split(" ")[1] if line.count(" ") >= 2 else "/"
+        if target.startswith("/slow"):
+            secs = float(target.split("?", 1)[1]) if "?" in target else 1.0
+            c.event("slow-begin")
+            time.sleep(secs)
+            c.event("slow-end")
+        body = b"%d\n" % os.getpid()
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )
+    except OSError:
+        pass
+    finally:
+        conn.close()
+        with lock:
+            busy[0] -= 1
+
+
+def on_term(signum, frame):
+    c.event("term")
+    stopping.set()
+
+
+import signal  # noqa: E402
+
+signal.signal(signal.SIGTERM, on_term)
+words = mode()
+sock = c.listener()
+c.event("start", *words)
+if words[0] == "ready":
+    time.sleep(float(words[1]))
+    notify("STATUS=serving\nREADY=1")
+    c.event("ready")
+elif words[0] == "exit":
+    time.sleep(float(words[1]))
+    c.event("exit", words[2])
+    os._exit(int(words[2]))
+else:
+    while not stopping.is_set():
+        time.sleep(0.05)
+    os._exit(0)
+
+sock.setblocking(False)
+import select  # noqa: E402
+
+while not stopping.is_set():
+    try:
+        r, _, _ = select.select([sock], [], [], 0.05)
+    except InterruptedError:
+        continue
+    if not r:
+        continue
+    try:
+        conn, _ = sock.accept()
+    except (BlockingIOError, InterruptedError):
+        continue
+    conn.setblocking(True)
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+# Drain: no more accepts; finish what we hold.
+while True:
+    with lock:
+        if busy[0] == 0:
+            break
+    time.sleep(0.01)
+c.event("drained")
+os._exit(0)
