@@ -346,6 +346,11 @@ fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     reload::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
+    // Started the way `run` would be, by a manager passing the socket?
+    // Every check comes before the first line of output: an invalid config
+    // prints its errors only, not the resolved config first.
+    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
@@ -357,9 +362,6 @@ fn check_config(cfg: &Config) -> Outcome {
     };
     let (plan, facts) = &pre.attributes;
     crate::out!("{}", attrs::report(plan, facts, inherited));
-    // Started the way `run` would be, by a manager passing the socket?
-    let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
-        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())))?;
     if passed.is_some() {
         crate::out!(
             "# listen: the socket the service manager passed for {} (no bind)\n",

@@ -50,6 +50,20 @@ pub(crate) fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// How long a child lived, as the tail of "child N exited ...": "after 4s",
+/// but "12 ms after it started" under a second and "right after it
+/// started" under a millisecond (not "after 0s" or "after 1ms", which read
+/// like a clock that was not read).
+pub(crate) fn lived(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        "right after it started".into()
+    } else if d < Duration::from_secs(1) {
+        format!("{} ms after it started", d.as_millis())
+    } else {
+        format!("after {}", human(d))
+    }
+}
+
 /// `n` and the noun, singular or plural: "1 byte", "3 restarts".
 pub(crate) fn count(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -73,6 +87,16 @@ mod tests {
         ];
         for (d, want) in table {
             assert_eq!(human(d), want);
+        }
+        for (d, want) in [
+            (Duration::ZERO, "right after it started"),
+            (Duration::from_micros(900), "right after it started"),
+            (Duration::from_micros(1_500), "1 ms after it started"),
+            (Duration::from_millis(999), "999 ms after it started"),
+            (Duration::from_millis(1_000), "after 1s"),
+            (Duration::from_millis(61_500), "after 1m 1s"),
+        ] {
+            assert_eq!(lived(d), want, "{d:?}");
         }
         assert_eq!(describe_exit(ExitKind::Code(3)), "exited with code 3");
         assert_eq!(describe_exit(ExitKind::Signal(9)), "was killed by SIGKILL");

@@ -248,3 +248,28 @@ fn sighup_reopens_logs_and_is_not_forwarded_to_the_child() {
         env.fail("reopen-logs reached or replaced the child");
     }
 }
+
+/// An invalid setup prints its error only: `check-config` started the way
+/// a manager would start `run`, with `LISTEN_FDS` naming no matching socket,
+/// used to print the whole resolved config before the error.
+#[test]
+fn check_config_prints_only_the_error_when_invalid() {
+    let env = Setup::new("serve.py").build();
+    let script = format!(
+        "export LISTEN_FDS=1 LISTEN_PID=$$; exec {BIN} --config {} check-config 3</dev/null",
+        env.config.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(78) || !stdout.is_empty() || !stderr.contains("LISTEN_FDS") {
+        env.fail(format!(
+            "want 78, the error on stderr and nothing on stdout: {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status.code()
+        ));
+    }
+}

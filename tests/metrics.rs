@@ -12,9 +12,11 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A tool on PATH (or in /usr/bin, /usr/sbin), if installed.
 fn tool(name: &str) -> Option<PathBuf> {
@@ -190,4 +192,420 @@ fn status_format_prometheus_passes_promtool_and_matches_status_json() {
     promtool_check(&out.stdout);
     let m = parse(&out.stdout);
     assert_eq!(m.get("supervisor_up"), Some(&0.0), "{m:#?}");
+}
+
+/// An Env whose config has `[metrics] address` on a free port; the address.
+fn with_metrics(setup: Setup) -> (Env, SocketAddr) {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let env = setup.set("metrics", "address", &addr.to_string()).build();
+    (env, addr)
+}
+
+/// One HTTP/1.1 request (`method path`), the whole answer: status code,
+/// head and body.
+fn http(addr: SocketAddr, method: &str, path: &str) -> io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, DEADLINE)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("not HTTP: {text:?}")))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status: {text:?}")))?;
+    Ok((code, head.to_owned(), body.to_owned()))
+}
+
+/// `GET path`, which must answer 200; the body.
+fn get(env: &Env, addr: SocketAddr, path: &str) -> String {
+    match http(addr, "GET", path) {
+        Ok((200, _, body)) => body,
+        other => env.fail(format!("GET {path} on {addr}: {other:?}")),
+    }
+}
+
+/// The keys of a JSON object, recursively (`a.b.c`), values left out.
+fn keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let name = format!("{prefix}{k}");
+            keys(v, &format!("{name}."), out);
+            out.push(name);
+        }
+    }
+}
+
+/// The supervisor's descriptors: (number, what it names).
+fn fds(pid: i32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((n, target.display().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_and_status_over_http_match_status_json() {
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let sup = env.spawn();
+    let v = two_kills(&env);
+    let text = get(&env, addr, "/metrics");
+    promtool_check(&text);
+    matches_json(&env, &parse(&text), &v);
+
+    // /status: the JSON of `status --json`, in keys and state.
+    let (_, json) = env.status_json();
+    let served: Value = serde_json::from_str(&get(&env, addr, "/status")).unwrap();
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    keys(&json, "", &mut want);
+    keys(&served, "", &mut got);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "/status keys differ from status --json");
+    assert_eq!(served["state"], json["state"]);
+    assert_eq!(served["child"]["pid"], json["child"]["pid"]);
+    assert_eq!(served["child"]["restarts"], 2);
+
+    // Nothing else: other paths 404, other methods 405; the service is
+    // untouched.
+    for (method, path, code) in [
+        ("GET", "/", 404),
+        ("GET", "/metrics/x", 404),
+        ("POST", "/status", 405),
+        ("PUT", "/metrics", 405),
+        ("DELETE", "/metrics", 405),
+        ("HEAD", "/metrics", 405),
+    ] {
+        match http(addr, method, path) {
+            Ok((c, _, _)) if c == code => {}
+            other => env.fail(format!("{method} {path}: want {code}, got {other:?}")),
+        }
+    }
+    let (_, after) = env.status_json();
+    assert_eq!(after["child"]["pid"], json["child"]["pid"]);
+    assert_eq!(after["child"]["restarts"], 2);
+
+    // The listener is not fd 3 (the service's socket is) and the child
+    // has none of ours.
+    if cfg!(target_os = "linux") {
+        let ours = fds(sup.pid());
+        let three = ours.iter().find(|(n, _)| *n == 3).map(|(_, t)| t.clone());
+        let child = env.child_pid().unwrap();
+        let theirs = fds(child);
+        assert!(
+            theirs.iter().all(|(n, _)| *n <= 3),
+            "the child holds more than 0-3: {theirs:?}"
+        );
+        assert_eq!(
+            theirs.iter().find(|(n, _)| *n == 3).map(|(_, t)| t.clone()),
+            three,
+            "fd 3 is the service's socket in both"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_the_services_own_address() {
+    let env = Setup::new("serve.py").build();
+    let listen = env.addr();
+    for (metrics, ok) in [
+        (listen.to_string(), false),
+        (format!("0.0.0.0:{}", listen.port()), false),
+        (format!("127.0.0.1:{}", free_port()), true),
+        ("localhost:9420".to_owned(), false),
+    ] {
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        let path = env.path(&format!("m-{ok}.toml"));
+        std::fs::write(
+            &path,
+            format!("{text}\n[metrics]\naddress = \"{metrics}\"\n"),
+        )
+        .unwrap();
+        let out = env.cli_with(&path, &["check-config"], DEADLINE);
+        let want = if ok { 0 } else { 78 };
+        assert_eq!(out.code, Some(want), "metrics.address = {metrics:?}\n{out}");
+        if !ok {
+            assert!(out.stderr.contains("metrics.address"), "{out}");
+        }
+    }
+}
+
+/// The value of `name` in `text` (the exposition format), if sampled.
+fn value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The inode of the socket listening on 127.0.0.1:`port` (Linux).
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9)?.parse().ok())?
+    })
+}
+
+/// Voluntary and involuntary context switches of all of `pid`'s threads:
+/// every time it was woken or preempted (Linux).
+fn context_switches(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+fn threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_and_half_requests_do_not_delay_a_scrape_and_are_dropped() {
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    get(&env, addr, "/metrics");
+    let linux = cfg!(target_os = "linux");
+    let (fds_before, threads_before) = (fds(sup.pid()).len(), threads(sup.pid()));
+
+    // 40 connections that say nothing, one that sends half a request.
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect_timeout(&addr, DEADLINE).unwrap())
+        .collect();
+    let mut half = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let opened = Instant::now();
+
+    let t = Instant::now();
+    let text = get(&env, addr, "/metrics");
+    let took = t.elapsed();
+    assert!(value(&text, "supervisor_up") == Some(1.0), "{text}");
+    if took > Duration::from_secs(2) {
+        env.fail(format!("a scrape beside 41 idle connections took {took:?}"));
+    }
+
+    // The half request is dropped about 5 s after it connected.
+    half.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let got = half.read_to_end(&mut buf);
+    let after = opened.elapsed();
+    let answered = String::from_utf8_lossy(&buf);
+    if answered.contains(" 200 ") || !(secs(4.0)..secs(12.0)).contains(&after) {
+        env.fail(format!(
+            "the half request ended after {after:?} ({got:?}, {answered:?}); want dropped after about 5 s"
+        ));
+    }
+    eprintln!("scrape beside 41 idle connections: {took:?}; half request dropped after {after:?}");
+    drop(idle);
+
+    // A 20 KiB head is refused (431, or the connection closed on it), and
+    // the listener serves on.
+    let mut big = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    big.set_read_timeout(Some(DEADLINE)).unwrap();
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes());
+    let mut buf = Vec::new();
+    let _ = big.read_to_end(&mut buf);
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        !answer.contains(" 200 "),
+        "a 20 KiB head was answered: {answer:?}"
+    );
+    eprintln!(
+        "20 KiB head: {:?}",
+        answer
+            .lines()
+            .next()
+            .unwrap_or("(closed without an answer)")
+    );
+    if !answer.is_empty() {
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    }
+    drop(big);
+    get(&env, addr, "/metrics");
+    get(&env, addr, "/status");
+
+    // Threads and descriptors back where they were.
+    if linux {
+        env.wait_for(
+            "descriptors and threads back to where they were",
+            DEADLINE,
+            || fds(sup.pid()).len() == fds_before && threads(sup.pid()) == threads_before,
+        );
+    }
+}
+
+#[test]
+fn counters_and_the_listener_survive_reload() {
+    let (env, addr) = with_metrics(Setup::new("chatty.py").arg("100"));
+    let _sup = env.spawn();
+    let v = two_kills(&env);
+    let child = v["child"]["pid"].as_i64().unwrap();
+    for _ in 0..3 {
+        request(env.addr(), DEADLINE).unwrap();
+    }
+    let bytes = |text: &str| value(text, "supervisor_log_bytes_total{stream=\"stdout\"}");
+    let before = env.wait_value("the child's output counted", DEADLINE, || {
+        let text = get(&env, addr, "/metrics");
+        bytes(&text).filter(|b| *b >= 300.0).map(|_| text)
+    });
+    let inode = listening_inode(addr.port());
+    let out = env.cli(&["reload"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let after = get(&env, addr, "/metrics");
+    promtool_check(&after);
+    let m = parse(&after);
+    assert_eq!(m["supervisor_reloads_total"], 1.0, "{after}");
+    assert_eq!(m["supervisor_child_restarts_total"], 2.0, "{after}");
+    assert_eq!(m["supervisor_child_last_exit_signal"], 9.0, "{after}");
+    assert!(
+        bytes(&after) >= bytes(&before),
+        "log bytes went back: {before}\n{after}"
+    );
+    assert_eq!(env.child_pid(), Some(child as i32), "the child carried on");
+    // And counts on in the new image.
+    request(env.addr(), DEADLINE).unwrap();
+    env.wait_for("the new image counts on", DEADLINE, || {
+        bytes(&get(&env, addr, "/metrics")) > bytes(&after)
+    });
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            listening_inode(addr.port()),
+            inode,
+            "the metrics listener is the same socket after reload"
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn no_wake_ups_while_nobody_asks() {
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    // Asked once: whatever timer that connection had ends with it.
+    get(&env, addr, "/metrics");
+    env.wait_for("the connection gone", DEADLINE, || {
+        !fds(sup.pid()).is_empty() && {
+            let before = context_switches(sup.pid());
+            std::thread::sleep(Duration::from_millis(200));
+            context_switches(sup.pid()) == before
+        }
+    });
+    let before = context_switches(sup.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let woken = context_switches(sup.pid()) - before;
+    if woken != 0 {
+        env.fail(format!(
+            "supervisor {} was woken {woken} times in 5 s idle with [metrics] set",
+            sup.pid()
+        ));
+    }
+    get(&env, addr, "/metrics");
+}
+
+/// A Prometheus server of our own; killed (by pid) when dropped.
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_server_scrapes_it() {
+    let Some(prometheus) = tool("prometheus") else {
+        eprintln!(
+            "skipped: prometheus is not installed (Debian: apt-get install prometheus; .ci/run does)"
+        );
+        return;
+    };
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let _sup = env.spawn();
+    two_kills(&env);
+    let dir = env.path("prometheus");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: supervisor\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    \
+             static_configs:\n      - targets: [\"{addr}\"]\n"
+        ),
+    )
+    .unwrap();
+    let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let server = Prometheus(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus.display())),
+    );
+    let query = |q: &str| -> Option<String> {
+        let path = format!("/api/v1/query?query={q}");
+        let (code, _, body) = http(web, "GET", &path).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        if code != 200 || v["status"] != "success" {
+            return None;
+        }
+        Some(v["data"]["result"].get(0)?["value"][1].as_str()?.to_owned())
+    };
+    let deadline = Duration::from_secs(60);
+    let found = wait_until(deadline, || {
+        query("supervisor_child_up%20%3D%3D%201").as_deref() == Some("1")
+            && query("supervisor_child_restarts_total").as_deref() == Some("2")
+    });
+    if found.is_err() {
+        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+        env.fail(format!(
+            "Prometheus (pid {}) never answered supervisor_child_up == 1 and restarts 2: \
+             up {:?}, restarts {:?}, targets {:?}\n--- its log:\n{log}",
+            server.0.id(),
+            query("supervisor_child_up"),
+            query("supervisor_child_restarts_total"),
+            http(web, "GET", "/api/v1/targets").map(|(_, _, b)| b),
+        ));
+    }
+    drop(server);
 }

@@ -78,6 +78,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "log",
     "health",
     "alerts",
+    "metrics",
 ];
 
 /// The alerts being built; a key of `[alerts]` without `command` is refused
@@ -443,6 +444,13 @@ pub(super) static KEYS: &[KeyDef] = &[
         },
         |c| alerts_value(c, |a| r::duration(a.timeout)),
     ),
+    key(
+        "metrics",
+        "address",
+        "serve GET /metrics and GET /status here (default: no listener)",
+        |c, i, _| v::address(i).map(|a| c.metrics.address = Some(a)),
+        |c| c.metrics.address.map(|a| r::text(&a.to_string())),
+    ),
 ];
 
 /// The definition of `name` in `section`, if there is one.
@@ -520,6 +528,21 @@ pub(super) fn cross_checks(c: &mut Config, found: &Found, sub: &mut Sub) {
             "restart.overlap",
             "needs [health] notify = true or http: without a readiness signal there is no moment at which the old child may go",
         );
+    }
+
+    if let Some(m) = c.metrics.address {
+        let l = c.listen.address;
+        let overlap = m.port() == l.port()
+            && (m.ip() == l.ip() || m.ip().is_unspecified() || l.ip().is_unspecified());
+        if overlap {
+            sub.report(
+                found.span("metrics", "address"),
+                "metrics.address",
+                format!(
+                    "{m} is (or overlaps) the service's own listen.address {l}; give the metrics another port"
+                ),
+            );
+        }
     }
 
     if !found.present("alerts", "command") {

@@ -68,6 +68,14 @@ pub struct Config {
     pub health: HealthSection,
     /// `None` unless `[alerts] command` is set: its presence enables alerts.
     pub alerts: Option<AlertsSection>,
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` and `GET /status` here; `None`: no listener.
+    pub address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +461,7 @@ impl Config {
                 watchdog: None,
             },
             alerts: None,
+            metrics: MetricsSection::default(),
         }
     }
 }

@@ -26,6 +26,7 @@
 //! preflight; [`reload`] re-executing in place.
 
 mod alerting;
+mod exporter;
 mod handover;
 mod helper;
 mod hooks;
@@ -50,7 +51,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::child::{self, Recipe};
 use crate::config::{Config, LogTo};
@@ -158,6 +159,11 @@ pub(crate) struct Daemon {
     /// Counters an earlier image of this process handed over (`reload`):
     /// what this one counts is added to them.
     carried: state::Counters,
+    /// Handovers this image saw end, well or not.
+    handovers: state::Handovers,
+    /// `[metrics]`: what its requests read, and its listener's descriptor
+    /// (served by a task; handed over by `reload`).
+    metrics: Option<(Arc<exporter::View>, std::os::fd::RawFd)>,
 }
 
 /// How this image of the supervisor began.
@@ -336,6 +342,8 @@ impl Daemon {
             handover_failure: None,
             next_listener: None,
             carried: state::Counters::default(),
+            handovers: state::Handovers::default(),
+            metrics: None,
             cfg,
         })
     }
@@ -363,18 +371,24 @@ impl Daemon {
             .flatten()
             .and_then(|r| r.supervisor)
             .and_then(|s| s.restart);
-        match start {
-            Start::Fresh => self.take_over(),
+        let handed_metrics = match start {
+            Start::Fresh => {
+                self.take_over();
+                None
+            }
             Start::Reloaded {
-                handoff,
+                mut handoff,
                 old,
                 problems,
                 next_listener,
             } => {
                 self.next_listener = next_listener;
-                self.carry_on(*handoff, *old, problems)
+                let metrics = handoff.metrics.take();
+                self.carry_on(*handoff, *old, problems);
+                metrics
             }
-        }
+        };
+        self.start_metrics(handed_metrics);
 
         let mut poll = Duration::from_millis(2);
         while self.machine.phase() != Phase::Exited {
@@ -791,7 +805,46 @@ impl Daemon {
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
         let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
         rec.counters = Some(self.counters());
+        if let Some((view, _)) = &self.metrics {
+            view.publish(rec.clone(), self.carried.log_bytes, SystemTime::now());
+        }
         self.state.write(rec, SystemTime::now());
+    }
+
+    /// `[metrics]`: serve on the listener an earlier image handed over if
+    /// it is for the same address (else it is closed), or on a new one. A
+    /// listener that cannot be had is logged; the service runs on
+    /// without metrics.
+    fn start_metrics(&mut self, handed: Option<reload::MetricsHand>) {
+        let want = self.cfg.metrics.address;
+        let handed = handed.and_then(|h| {
+            let fd = exporter::adopt(h.fd)?;
+            // Another address now (or none): the old listener closes here.
+            (Some(h.address) == want.map(|a| a.to_string())).then_some(fd)
+        });
+        let Some(addr) = want else { return };
+        let fd = match handed {
+            Some(fd) => fd,
+            None => match exporter::bind(addr) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    error!(
+                        "metrics: cannot listen on {addr}: {}; serving no metrics (the service runs on)",
+                        crate::listener::describe_bind_error(&e)
+                    );
+                    return;
+                }
+            },
+        };
+        let view = exporter::View::new(self.logs.counts.clone());
+        match exporter::serve(fd, view.clone()) {
+            Ok(raw) => {
+                self.metrics = Some((view, raw));
+                info!("metrics: serving GET /metrics and GET /status on {addr}");
+                self.write_state();
+            }
+            Err(e) => error!("metrics: cannot serve on {addr}: {e}; serving no metrics"),
+        }
     }
 
     /// The counters as they stand: what was handed over plus what this
@@ -804,6 +857,8 @@ impl Daemon {
         for (event, n) in self.alerting.iter().flat_map(alerting::Alerting::fired) {
             *c.alerts.entry(event.as_str().to_owned()).or_default() += n;
         }
+        c.handovers.ok += self.handovers.ok;
+        c.handovers.failed += self.handovers.failed;
         let (stdout, stderr) = self.logs.counts.get();
         c.log_bytes.stdout += stdout;
         c.log_bytes.stderr += stderr;

@@ -58,7 +58,7 @@ impl Daemon {
             } => {
                 let how = describe_exit(kind);
                 let lived = match expected {
-                    false => format!(" after {}", human(lived)),
+                    false => format!(" {}", crate::text::lived(lived)),
                     true => String::new(),
                 };
                 let next = match next {
@@ -199,12 +199,14 @@ impl Daemon {
                 human(self.cfg.child.stop_timeout)
             ),
             Note::HandoverDone { old, new } => {
+                self.handovers.ok += 1;
                 info!("handover done: old child {old} is gone; child {new} serves")
             }
             Note::HandoverBusy => {
                 warn!("restart ignored: a handover is in progress")
             }
             Note::HandoverFailed { old, new, why } => {
+                self.handovers.failed += 1;
                 let text = self.unmet(why);
                 let new = new.map_or("the new child".into(), |p| format!("new child {p}"));
                 let line = match why {

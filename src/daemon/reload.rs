@@ -95,6 +95,16 @@ pub(crate) struct Handoff {
     /// The metrics' counters so far: they survive the exec.
     #[serde(default)]
     pub(crate) counters: Option<state::Counters>,
+    /// The `[metrics]` listener.
+    #[serde(default)]
+    pub(crate) metrics: Option<MetricsHand>,
+}
+
+/// The `[metrics]` listener and the address it was bound for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MetricsHand {
+    pub(crate) fd: RawFd,
+    pub(crate) address: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -477,44 +487,52 @@ impl Daemon {
                 cleanup,
             }
         });
-        let handoff = Handoff {
-            version: HANDOFF_VERSION,
-            lock_fd: self.state.lock().raw_fd(),
-            listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
-            inherited: self.seen.inherited,
-            socket_id: self.seen.socket_id,
-            managers: self.managers.clone(),
-            notify,
-            pipes: pipes
-                .iter()
-                .map(|p| PipeHand {
-                    fd: p.file.as_raw_fd(),
-                    stderr: p.stream == Stream::Stderr,
-                    pid: p.pid,
-                })
-                .collect(),
-            config: self.cfg.to_toml(),
-            started_at_ms: unix_ms(self.seen.me.started_at),
-            reloads: self.seen.me.reloads,
-            machine,
-            group: self.seen.group.map(|g| GroupHand {
-                pgid: g.pgid,
-                start_time: g.start_time,
-                sid: g.sid,
-                started_at_ms: g.started_at.map(unix_ms),
-            }),
-            child_status: self.seen.status.clone(),
-            last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
-            alerts: self.seen.alerts.clone(),
-            creds: self.recipe.creds.clone(),
-            counters: Some(self.counters()),
-        };
+        let handoff =
+            Handoff {
+                version: HANDOFF_VERSION,
+                lock_fd: self.state.lock().raw_fd(),
+                listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
+                inherited: self.seen.inherited,
+                socket_id: self.seen.socket_id,
+                managers: self.managers.clone(),
+                notify,
+                pipes: pipes
+                    .iter()
+                    .map(|p| PipeHand {
+                        fd: p.file.as_raw_fd(),
+                        stderr: p.stream == Stream::Stderr,
+                        pid: p.pid,
+                    })
+                    .collect(),
+                config: self.cfg.to_toml(),
+                started_at_ms: unix_ms(self.seen.me.started_at),
+                reloads: self.seen.me.reloads,
+                machine,
+                group: self.seen.group.map(|g| GroupHand {
+                    pgid: g.pgid,
+                    start_time: g.start_time,
+                    sid: g.sid,
+                    started_at_ms: g.started_at.map(unix_ms),
+                }),
+                child_status: self.seen.status.clone(),
+                last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
+                alerts: self.seen.alerts.clone(),
+                creds: self.recipe.creds.clone(),
+                counters: Some(self.counters()),
+                metrics: self.metrics.as_ref().zip(self.cfg.metrics.address).map(
+                    |((_, fd), addr)| MetricsHand {
+                        fd: *fd,
+                        address: addr.to_string(),
+                    },
+                ),
+            };
         let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
                 let mut fds: Vec<RawFd> = vec![handoff.lock_fd, file.as_raw_fd()];
                 fds.extend(handoff.listen_fd);
                 fds.extend(handoff.notify.as_ref().map(|n| n.fd));
                 fds.extend(handoff.pipes.iter().map(|p| p.fd));
+                fds.extend(handoff.metrics.as_ref().map(|m| m.fd));
                 let held = signals::hold();
                 info!(
                     "reload: executing {} (pid {} stays; handing over {} descriptors)",

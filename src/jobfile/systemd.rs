@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(get(&u, "Type"), ["simple"]);
         assert_eq!(get(&u, "Restart"), ["on-failure"]);
         assert_eq!(get(&u, "KillMode"), ["mixed"]);
-        assert_eq!(get(&u, "TimeoutStopSec"), ["22s"]);
+        assert_eq!(get(&u, "TimeoutStopSec"), ["29s"]);
         let reload = get(&u, "ExecReload");
         assert!(
             reload.len() == 1 && reload[0].ends_with(" reload") && reload[0].contains("--config"),

@@ -125,7 +125,15 @@ impl Setup {
         }
 
         let mut text = String::new();
-        for section in ["supervisor", "listen", "child", "restart", "log", "health"] {
+        for section in [
+            "supervisor",
+            "listen",
+            "child",
+            "restart",
+            "log",
+            "health",
+            "metrics",
+        ] {
             let Some(keys) = sections.get(section) else {
                 continue;
             };

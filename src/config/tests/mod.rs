@@ -204,6 +204,8 @@ const EVERY_KEY: &str = r#"
     port_busy_after = "1m"
     min_interval = "1h"
     timeout = "5s"
+    [metrics]
+    address = "127.0.0.1:9420"
 "#;
 
 #[test]

@@ -55,7 +55,7 @@ fn the_plist_has_every_key() {
     assert_eq!(b(&["KeepAlive", "SuccessfulExit"]), Some(false));
     assert_eq!(s(&["ProcessType"]).as_deref(), Some("Standard"));
     assert_eq!(n(&["ThrottleInterval"]), Some(10));
-    assert_eq!(n(&["ExitTimeOut"]), Some(22));
+    assert_eq!(n(&["ExitTimeOut"]), Some(29));
     assert_eq!(s(&["WorkingDirectory"]).as_deref(), Some("/Users/me/sm"));
     assert_eq!(
         s(&["StandardErrorPath"]).as_deref(),
