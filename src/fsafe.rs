@@ -399,16 +399,7 @@ impl Dir {
     /// Open `name` in this folder, never through a link, close-on-exec.
     /// `flags` add to that (`O_CREAT`, `O_APPEND`, ...).
     pub(crate) fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<File> {
-        check_name(name)?;
-        let fd = nix::fcntl::openat(
-            Some(self.fd.as_raw_fd()),
-            name,
-            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode as libc::mode_t),
-        )
-        .map_err(nix_io)?;
-        // SAFETY: `openat` just returned this descriptor; nothing else owns it.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        open_at(self.fd.as_fd(), name, flags, mode)
     }
 
     /// `lstat` of `name` in this folder.
@@ -425,22 +416,51 @@ impl Dir {
     /// Rename `from` to `to`, both in this folder (links are renamed, never
     /// followed).
     pub(crate) fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        check_name(from)?;
-        check_name(to)?;
-        let fd = self.fd.as_raw_fd();
-        nix::fcntl::renameat(Some(fd), from, Some(fd), to).map_err(nix_io)
+        rename_at(self.fd.as_fd(), from, to)
     }
 
     /// Remove the file `name` from this folder.
     pub(crate) fn unlink(&self, name: &OsStr) -> io::Result<()> {
-        check_name(name)?;
-        nix::unistd::unlinkat(
-            Some(self.fd.as_raw_fd()),
-            name,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        )
-        .map_err(nix_io)
+        unlink_at(self.fd.as_fd(), name)
     }
+}
+
+/// Open `name` in the folder `dir`, never through a link, close-on-exec.
+pub(crate) fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: OFlag,
+    mode: u32,
+) -> io::Result<File> {
+    check_name(name)?;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode as libc::mode_t),
+    )
+    .map_err(nix_io)?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Rename `from` to `to`, both in the folder `dir`.
+pub(crate) fn rename_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    check_name(from)?;
+    check_name(to)?;
+    let fd = dir.as_raw_fd();
+    nix::fcntl::renameat(Some(fd), from, Some(fd), to).map_err(nix_io)
+}
+
+/// Remove the file `name` from the folder `dir`.
+pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    check_name(name)?;
+    nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    )
+    .map_err(nix_io)
 }
 
 impl AsFd for Dir {

@@ -135,7 +135,7 @@ pub struct AlertsInfo {
     pub sent: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
     pub pid: i32,
     pub started_at: String,
@@ -162,6 +162,11 @@ pub struct SupervisorInfo {
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// The config file this supervisor runs (absolute, through links):
+    /// one state folder belongs to one service, and a command for another
+    /// config is refused rather than acting on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     /// The outcome of the last requested restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartOutcome>,
@@ -341,25 +346,27 @@ pub fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
 /// Replace `name` in the held folder `dir` atomically with `text`, mode
 /// 0600: a temp file created with `O_EXCL | O_NOFOLLOW` beside it, synced,
 /// renamed over it. Nothing is reached through a link.
-pub fn write_atomic(dir: &crate::fsafe::Dir, name: &OsStr, text: &str) -> io::Result<()> {
+pub fn write_atomic(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr, text: &str) -> io::Result<()> {
+    use crate::fsafe::{open_at, rename_at, unlink_at};
     use nix::fcntl::OFlag;
     let mut tmp = OsString::from(".");
     tmp.push(name);
     tmp.push(format!(".{}.tmp", std::process::id()));
     // Left by an earlier process that had our pid and died mid-write.
-    let _ = dir.unlink(&tmp);
+    let _ = unlink_at(dir, &tmp);
     let result = (|| {
-        let mut f = dir.open_file(
+        let mut f = open_at(
+            dir,
             &tmp,
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
             0o600,
         )?;
         f.write_all(text.as_bytes())?;
         crate::sys::sync_file(&f)?;
-        dir.rename(&tmp, name)
+        rename_at(dir, &tmp, name)
     })();
     if result.is_err() {
-        let _ = dir.unlink(&tmp);
+        let _ = unlink_at(dir, &tmp);
     }
     result
 }
@@ -393,6 +400,7 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                config: None,
                 restart: None,
                 start_timeout_ms: None,
             }),
@@ -496,14 +504,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
         let held = crate::fsafe::Dir::open("state dir", dir.path(), 0o700).unwrap();
+        let held = std::os::fd::AsFd::as_fd(&held);
         let name = OsStr::new("state.json");
-        write_atomic(&held, name, "one").unwrap();
+        write_atomic(held, name, "one").unwrap();
         // A temp file left by an earlier process with our pid is replaced.
         let tmp = dir
             .path()
             .join(format!(".state.json.{}.tmp", std::process::id()));
         fs::write(&tmp, "stale").unwrap();
-        write_atomic(&held, name, "two").unwrap();
+        write_atomic(held, name, "two").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         // A link where the temp file goes is removed, never followed.
@@ -511,7 +520,7 @@ mod tests {
         let victim = outside.path().join("victim");
         fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        write_atomic(&held, name, "three").unwrap();
+        write_atomic(held, name, "three").unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&p).unwrap(), "three");
     }
