@@ -116,10 +116,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             at: state::timestamp(o.last_exit_at.unwrap_or(wall)),
         }
     });
-    let state = match phase {
-        Phase::Exited => "not-running",
-        p => p.name(),
-    };
+    let state = m.state_name();
     Record {
         state: state.into(),
         supervisor: Some(SupervisorInfo {
