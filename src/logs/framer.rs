@@ -371,7 +371,10 @@ mod tests {
                     stream.push(b'\n');
                 }
             }
-            let (mut a, mut b) = (Framer::new(Stream::Stderr, 7), Framer::new(Stream::Stderr, 7));
+            let (mut a, mut b) = (
+                Framer::new(Stream::Stderr, 7),
+                Framer::new(Stream::Stderr, 7),
+            );
             let (mut want, mut got) = (Vec::new(), Vec::new());
             let (mut want_lines, mut got_lines) = (0, 0);
             let mut rest = &stream[..];
