@@ -5,7 +5,7 @@
 //! signals, after proving it is the lock holder.
 
 use std::io::IsTerminal;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,12 @@ use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, LogTo, StateLocation};
-use crate::daemon::{self, reload, Daemon, Start};
+use crate::daemon::{self, handoff, reload, Daemon, Origin, Resumption};
 use crate::exit::{self, Fatal, Outcome};
+use crate::fsafe;
 use crate::listener;
 use crate::lock::{self, Finding, InstanceLock};
-use crate::logs::{LogSink, PrefixedStderr, SinkWriter};
+use crate::logs::{LogSink, Perms, PrefixedStderr, SinkWriter};
 use crate::state::Record;
 use crate::status;
 use crate::sys;
@@ -158,6 +159,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     check_writable("state dir", &cfg.supervisor.state_dir)?;
     if cfg.log.to == LogTo::Files {
         check_writable("log dir", &cfg.log.dir)?;
+        log_perms(cfg)?;
     }
     let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
@@ -210,6 +212,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
                 "{file}: key `child.command`: {e}; the child cannot start until it is there"
             ));
         }
+    }
+    if let Some(why) = child::misuses_the_socket(&cfg.child.command) {
+        warnings.push(format!("{file}: key `child.command`: {why}"));
     }
     if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
         // Run from wherever the supervisor runs: a path relative to that
@@ -267,6 +272,44 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
     }
 }
 
+/// Who may read the log files: 0600, or 0640 and `log.group`, a group
+/// that must exist and that we are root or a member of (else `fchown`
+/// would fail on every file).
+fn log_perms(cfg: &Config) -> Result<Perms, Fatal> {
+    use nix::unistd::{getegid, Gid, Group, Uid, User};
+    let Some(name) = cfg.log.group.as_deref() else {
+        return Ok(Perms::PRIVATE);
+    };
+    let bad = |why: String| {
+        Fatal::config(format!(
+            "{}: key `log.group`: {why}; nothing started",
+            cfg.path.display()
+        ))
+    };
+    let group = match name.parse::<u32>() {
+        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+        Err(_) => Group::from_name(name),
+    }
+    .map_err(|e| bad(format!("cannot look up group {name:?}: {e}")))?
+    .ok_or_else(|| bad(format!("no group {name:?} on this system")))?;
+    // The group database's members (as `id` and `newgrp` see them; the
+    // same on Linux and macOS), or our own group.
+    let me = User::from_uid(Uid::from_raw(fsafe::euid())).ok().flatten();
+    let member = fsafe::euid() == 0
+        || getegid() == group.gid
+        || me.is_some_and(|u| u.gid == group.gid || group.mem.contains(&u.name));
+    if !member {
+        return Err(bad(format!(
+            "this supervisor (uid {}) is not a member of group {} ({}), so it cannot give \
+             the log files to it; add its user to the group or run it as root",
+            fsafe::euid(),
+            group.name,
+            group.gid
+        )));
+    }
+    Ok(Perms::readable_by(Some(group.gid.as_raw())))
+}
+
 /// Hostile state and log folders (a link, not ours, writable by others)
 /// are refused before anything is created or locked. Whether the state dir
 /// exists already (else `run` creates it).
@@ -307,7 +350,7 @@ fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Fac
 /// config on stdout, followed by the child's attributes here as comments.
 fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
-    reload::can_take_over().map_err(Fatal::failure)?;
+    handoff::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
     // Started the way `run` would be, by a manager passing the socket?
     // Every check comes before the first line of output: an invalid config
@@ -348,7 +391,7 @@ fn run(path: &Path) -> Outcome {
     sys::raise_nofile();
     // Re-executed by `reload`? Then the lock, the socket and the child are
     // ours already.
-    if let Some(handoff) = reload::take_handoff()
+    if let Some(handoff) = handoff::take()
         .map_err(|e| Fatal::failure(format!("cannot carry on after a reload: {e}")))?
     {
         return run_reloaded(path, handoff);
@@ -409,10 +452,9 @@ fn run(path: &Path) -> Outcome {
         cfg,
         creds: pre.creds,
         lock,
-        passed,
         notify: None,
         held,
-        start: Start::Fresh,
+        origin: Origin::Fresh { passed },
     })
 }
 
@@ -459,7 +501,15 @@ fn live_recorded_supervisor(cfg: &Config) -> Option<i32> {
 /// compared; what cannot be taken (an invalid file, a `[listen]` that
 /// cannot be bound, a moved state dir) leaves the config the child runs
 /// under in force, and is reported as the reload's failure.
-fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
+fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
+    let handoff::Resumed {
+        lock,
+        listener,
+        notify,
+        pipes,
+        metrics,
+        handoff,
+    } = resumed;
     let old = Config::parse(&handoff.config, path).map_err(|e| {
         Fatal::failure(format!(
             "cannot read the config handed over by the reload:\n{e}"
@@ -537,38 +587,32 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
             }
         }
     }
-    // SAFETY: the old image handed these descriptors to us alone.
-    let lock_file = unsafe { std::fs::File::from_raw_fd(handoff.lock_fd) };
-    let lock = InstanceLock::from_handed(lock_file, cfg.pid_path()).map_err(|e| {
+    let lock = InstanceLock::from_handed(lock, cfg.pid_path()).map_err(|e| {
         Fatal::failure(format!(
             "cannot take the instance lock over after a reload: {e}"
         ))
     })?;
-    let passed = match handoff.listen_fd {
-        // SAFETY: as above.
+    let listener = match listener {
         Some(fd) => Some(
-            listener::Listener::adopt(unsafe { OwnedFd::from_raw_fd(fd) })
+            listener::Listener::adopt(fd)
                 .map_err(|e| Fatal::failure(format!("cannot take the socket over: {e}")))?,
         ),
         None => None,
     };
-    let notify = handoff.notify.as_ref().map(|n| {
-        // SAFETY: as above.
-        let fd = unsafe { OwnedFd::from_raw_fd(n.fd) };
-        (fd, n.env_value.clone(), n.cleanup.clone())
-    });
     serve(Serve {
         held: daemon::signals::hold(),
-        start: Start::Reloaded {
-            handoff: Box::new(handoff),
-            old: Box::new(old),
+        origin: Origin::Resumed(Box::new(Resumption {
+            handoff,
+            listener,
+            pipes,
+            old,
             problems,
             next_listener,
-        },
+            metrics,
+        })),
         cfg,
         creds,
         lock,
-        passed,
         notify,
     })
 }
@@ -578,12 +622,11 @@ struct Serve {
     cfg: Config,
     creds: Option<Creds>,
     lock: InstanceLock,
-    passed: Option<listener::Listener>,
     /// A notify socket handed over by `reload`: (fd, NOTIFY_SOCKET value,
     /// files to remove at exit).
     notify: Option<(OwnedFd, String, Vec<std::path::PathBuf>)>,
     held: nix::sys::signal::SigSet,
-    start: Start,
+    origin: Origin,
 }
 
 /// The lock is held: open the logs, start the event loop and drive.
@@ -592,10 +635,9 @@ fn serve(s: Serve) -> Outcome {
         cfg,
         creds,
         lock,
-        passed,
         notify,
         held,
-        start,
+        origin,
     } = s;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
@@ -605,10 +647,16 @@ fn serve(s: Serve) -> Outcome {
     let files = match cfg.log.to {
         LogTo::Files => {
             lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
-            let child =
-                LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+            let perms = log_perms(&cfg)?;
+            let child = LogSink::narrated(
+                cfg.child_log_path(),
+                perms,
+                cfg.log.max_bytes,
+                cfg.log.max_files,
+            );
             let supervisor = LogSink::new(
                 cfg.supervisor_log_path(),
+                perms,
                 cfg.log.max_bytes,
                 cfg.log.max_files,
             );
@@ -625,7 +673,7 @@ fn serve(s: Serve) -> Outcome {
             // Once, one line, on a fresh start: a newcomer at a terminal
             // sees where the lines go; under launchd or systemd it is one
             // line per start in what they capture.
-            if matches!(start, Start::Fresh) {
+            if matches!(origin, Origin::Fresh { .. }) {
                 crate::say!(
                     "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
                      (`supervisor logs -f`)",
@@ -675,8 +723,8 @@ fn serve(s: Serve) -> Outcome {
             ),
             (false, _) => None,
         };
-        Daemon::new(cfg, creds, lock, files, notify, passed)?
-            .run(signals, start)
+        Daemon::new(cfg, creds, lock, files, notify, origin)?
+            .run(signals)
             .await
     });
     if let Err(e) = &result {

@@ -3,6 +3,7 @@
 //! when anything a reader cares about changed, repairing the instance lock
 //! on the way if the state dir was removed.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,7 +42,7 @@ pub(crate) struct Me {
 /// earlier supervisor's that is being stopped. Kept in the record until
 /// it is gone, so a supervisor that dies meanwhile leaves its successor a
 /// trail to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Group {
     pub(crate) pgid: i32,
     /// Its leader's start time (the child's): with the pid, one process.
@@ -49,6 +50,7 @@ pub(crate) struct Group {
     /// The session it was started in.
     pub(crate) sid: Option<i32>,
     /// When the child was started, for people.
+    #[serde(rename = "started_at_ms", with = "super::handoff::opt_unix_ms")]
     pub(crate) started_at: Option<SystemTime>,
 }
 
@@ -116,10 +118,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             at: state::timestamp(o.last_exit_at.unwrap_or(wall)),
         }
     });
-    let state = match phase {
-        Phase::Exited => "not-running",
-        p => p.name(),
-    };
+    let state = m.state_name();
     Record {
         state: state.into(),
         supervisor: Some(SupervisorInfo {
@@ -192,6 +191,9 @@ pub(crate) struct StateFile {
     written: Option<String>,
     /// A write the disk refused is retried at this time, with this gap.
     retry: Option<(Instant, Duration)>,
+    /// The lock was found lost (said once); `state.json` is not written
+    /// while it is.
+    lock_lost: bool,
 }
 
 impl StateFile {
@@ -201,6 +203,7 @@ impl StateFile {
             lock,
             written: None,
             retry: None,
+            lock_lost: false,
         }
     }
 
@@ -228,24 +231,38 @@ impl StateFile {
             return;
         }
         match self.lock.ensure_linked() {
-            Ok(false) => {}
-            Ok(true) => warn!(
-                "{} (or its folder) had been removed or replaced; wrote it again (the lock is \
-                 the state folder's)",
-                self.lock.path().display()
-            ),
-            Err(e) => error!(
-                "the instance lock on {} is lost ({e}); a second supervisor for this config could start now; \
-                 this one carries on and tries again at the next state write",
-                self.lock.path().display()
-            ),
+            Ok(false) => self.lock_lost = false,
+            Ok(true) => {
+                self.lock_lost = false;
+                warn!(
+                    "{} (or its folder) had been removed or replaced; wrote it again (the lock is \
+                     the state folder's)",
+                    self.lock.path().display()
+                )
+            }
+            Err(e) => {
+                // Whatever `state.json` is now, it is not ours to write:
+                // another supervisor may own it, or the path may lead
+                // somewhere we must not write.
+                if !self.lock_lost {
+                    error!(
+                        "the instance lock on {} is lost ({e}); a second supervisor for this config could start now; \
+                         {} is not written while the lock is lost; this one carries on and tries again at the next state change",
+                        self.lock.path().display(),
+                        self.path.display()
+                    );
+                }
+                self.lock_lost = true;
+                return;
+            }
         }
         rec.next_restart_in_ms = countdown;
         if let (Some(c), Some(s)) = (rec.counters.as_mut(), streams) {
             c.log_bytes = s;
         }
         rec.updated_at = Some(state::timestamp_ms(wall));
-        match state::write_atomic(&self.path, &rec.encode()) {
+        let name = self.path.file_name().unwrap_or(OsStr::new("state.json"));
+        match state::write_atomic(self.lock.dir_fd(), name, &rec.encode()) {
             Ok(()) => {
                 if self.retry.take().is_some() {
                     info!("{} is written again", self.path.display());
