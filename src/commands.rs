@@ -22,8 +22,9 @@ use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, reload, Daemon, Start};
 use crate::exit::{self, Fatal, Outcome};
 use crate::listener;
-use crate::lock::{self, InstanceLock};
+use crate::lock::{self, Finding, InstanceLock};
 use crate::logs::{LogSink, PrefixedStderr, SinkWriter};
+use crate::state::Record;
 use crate::status;
 use crate::sys;
 use crate::text::human;
@@ -43,25 +44,27 @@ pub fn main(cli: Cli) -> i32 {
                 (false, f) => f.unwrap_or(status::Format::Text),
             };
             Ok(match check {
-                Some(Check::Ready) => status::ready(reach(&path).map(|(loc, _)| loc)),
-                None => status::run(reach(&path).map(|(loc, _)| loc), format),
+                Some(Check::Ready) => status::ready(reach(&path)),
+                None => status::run(reach(&path), format),
             })
         }
         Command::Stop { timeout } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| stop(&loc, cfg.as_ref(), timeout)),
-        Command::Restart { no_wait: true, .. } => reach(&path)
-            .map_err(Fatal::config)
-            .and_then(|(loc, _)| signal(&loc, Signal::SIGUSR1, "restart the child")),
+        Command::Restart { no_wait: true, .. } => {
+            reach(&path).map_err(Fatal::config).and_then(|(loc, cfg)| {
+                signal(&loc, cfg.as_ref(), Signal::SIGUSR1, "restart the child")
+            })
+        }
         Command::Restart { timeout, .. } => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| restart(&loc, cfg.as_ref(), timeout)),
         Command::Reload => reach(&path)
             .map_err(Fatal::config)
-            .and_then(|(loc, _)| reload(&loc)),
+            .and_then(|(loc, cfg)| reload(&loc, cfg.as_ref())),
         Command::ReopenLogs => reach(&path)
             .map_err(Fatal::config)
-            .and_then(|(loc, _)| signal(&loc, Signal::SIGHUP, "reopen the logs")),
+            .and_then(|(loc, cfg)| signal(&loc, cfg.as_ref(), Signal::SIGHUP, "reopen the logs")),
         Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
         Command::HandoffVersion => {
             crate::out!("{}", reload::handoff_answer());
@@ -367,20 +370,7 @@ fn run(path: &Path) -> Outcome {
                 pid_path.display()
             )));
         }
-        Ok(Err(held)) => {
-            // The deliberate exit 0: launchd's SuccessfulExit=false keeps
-            // this copy from being respawned. Nothing was written.
-            let who = held
-                .pid
-                .map_or("another supervisor (pid not yet written)".into(), |p| {
-                    format!("pid {p}")
-                });
-            crate::say!(
-                "supervisor: already running as {who} (lock {}); this copy exits and changes nothing",
-                pid_path.display()
-            );
-            return Ok(exit::OK);
-        }
+        Ok(Err(held)) => return already_running(&cfg, held.pid),
         Err(e) => {
             return Err(Fatal::failure(format!(
                 "cannot lock {}: {e}; nothing started",
@@ -388,6 +378,20 @@ fn run(path: &Path) -> Outcome {
             )))
         }
     };
+
+    // A supervisor whose lock was taken from it (its state folder removed
+    // and made again) still runs its service: this copy must not take it
+    // over, nor stop its child as an earlier supervisor's leftovers.
+    if let Some(pid) = live_recorded_supervisor(&cfg) {
+        drop(lock);
+        crate::say!(
+            "supervisor: already running as pid {pid} (recorded in {}), though it no longer \
+             holds the lock on {}; this copy exits and changes nothing (stop that one first)",
+            cfg.state_path().display(),
+            cfg.supervisor.state_dir.display()
+        );
+        return Ok(exit::OK);
+    }
 
     // From here on we are the one supervisor.
     let pre = preflight(&cfg)?;
@@ -407,6 +411,45 @@ fn run(path: &Path) -> Outcome {
         held,
         start: Start::Fresh,
     })
+}
+
+/// A `run` that lost the race for the lock. The deliberate exit 0:
+/// launchd's SuccessfulExit=false keeps this copy from being respawned.
+/// Nothing was written. Unless the holder is proven to be the supervisor
+/// of another config sharing this state folder: that is a configuration
+/// to fix (78), not a second copy.
+fn already_running(cfg: &Config, pid: Option<i32>) -> Outcome {
+    let address = cfg.listen.address.to_string();
+    let mut who = pid.map_or("another supervisor (pid not yet written)".into(), |p| {
+        format!("pid {p}")
+    });
+    match lock::find(&cfg.pid_path(), &cfg.state_path()) {
+        Finding::Running { pid, record } => {
+            if let Some(why) = lock::other_service(
+                &record,
+                &cfg.path,
+                Some(&address),
+                &cfg.supervisor.state_dir,
+            ) {
+                return Err(Fatal::config(format!("{why}; nothing started")));
+            }
+            who = format!("pid {pid}");
+        }
+        Finding::Unknown { why, .. } => who = format!("{who} ({why})"),
+        Finding::NotRunning => {}
+    }
+    crate::say!(
+        "supervisor: already running as {who} (lock {}); this copy exits and changes nothing",
+        cfg.supervisor.state_dir.display()
+    );
+    Ok(exit::OK)
+}
+
+/// The supervisor `state.json` names, when it is alive and still the
+/// process that wrote the record (pid, start time, boot) and is not us.
+fn live_recorded_supervisor(cfg: &Config) -> Option<i32> {
+    let rec = crate::state::read(&cfg.state_path()).ok().flatten()?;
+    crate::daemon::orphan::live_supervisor(&rec, &crate::daemon::orphan::System)
 }
 
 /// `run` in the image `reload` executed: the config read again, checked,
@@ -493,7 +536,11 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
     }
     // SAFETY: the old image handed these descriptors to us alone.
     let lock_file = unsafe { std::fs::File::from_raw_fd(handoff.lock_fd) };
-    let lock = InstanceLock::from_handed(lock_file, cfg.pid_path());
+    let lock = InstanceLock::from_handed(lock_file, cfg.pid_path()).map_err(|e| {
+        Fatal::failure(format!(
+            "cannot take the instance lock over after a reload: {e}"
+        ))
+    })?;
     let passed = match handoff.listen_fd {
         // SAFETY: as above.
         Some(fd) => Some(
@@ -635,8 +682,35 @@ fn serve(s: Serve) -> Outcome {
     result.map(|()| exit::OK)
 }
 
-fn signal(loc: &StateLocation, sig: Signal, what: &str) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+/// The supervisor running for `loc`, proven to be the lock holder its
+/// record names (`lock::find`) and to run this config: `None` when none
+/// runs. A holder that is not proven is exit 4, and is never signalled;
+/// another service's supervisor (a shared state folder) is 78.
+fn running(
+    loc: &StateLocation,
+    cfg: Option<&Config>,
+    what: &str,
+) -> Result<Option<(i32, Record)>, Fatal> {
+    match lock::find(&loc.pid_path(), &loc.state_path()) {
+        Finding::NotRunning => Ok(None),
+        Finding::Unknown { why, .. } => Err(Fatal::with_code(
+            exit::UNKNOWN,
+            format!("{why}; cannot {what}: nothing was signalled"),
+        )),
+        Finding::Running { pid, record } => {
+            let address = cfg.map(|c| c.listen.address.to_string());
+            match lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir) {
+                Some(why) => Err(Fatal::config(format!(
+                    "{why}; cannot {what}: nothing was done"
+                ))),
+                None => Ok(Some((pid, *record))),
+            }
+        }
+    }
+}
+
+fn signal(loc: &StateLocation, cfg: Option<&Config>, sig: Signal, what: &str) -> Outcome {
+    let Some((pid, _)) = running(loc, cfg, what)? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -645,6 +719,11 @@ fn signal(loc: &StateLocation, sig: Signal, what: &str) -> Outcome {
             ),
         ));
     };
+    send(pid, sig, what)
+}
+
+/// `sig` to the proven supervisor `pid`.
+fn send(pid: i32, sig: Signal, what: &str) -> Outcome {
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) => Ok(exit::OK),
         Err(Errno::ESRCH) => Err(Fatal::with_code(
@@ -664,8 +743,8 @@ const RELOAD_WAIT: Duration = Duration::from_secs(60);
 /// `supervisor reload`: SIGUSR2 to the running supervisor, then wait until
 /// its record says the new image runs (`supervisor.reloads` grew) or why
 /// the reload failed (`supervisor.reload_error`, newer than the request).
-fn reload(loc: &StateLocation) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
+    let Some((pid, found)) = running(loc, cfg, "reload")? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -684,18 +763,15 @@ fn reload(loc: &StateLocation) -> Outcome {
     // The answer is a change: more reloads, or a reload error other than
     // the one recorded before asking (its time stamp has only
     // milliseconds, so comparing it with the clock could miss a fast one).
-    let handover = crate::state::read(&loc.state_path())
-        .ok()
-        .flatten()
-        .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
-        .and_then(|r| r.handover);
-    if let Some(h) = handover {
+    if let Some(h) = found.handover.as_ref() {
         return Err(Fatal::failure(format!(
             "a handover is in progress ({}); reload once it is over",
-            handover_words(&h)
+            handover_words(h)
         )));
     }
-    let (before, old_error) = record().map_or((0, None), |s| (s.reloads, s.reload_error));
+    let (before, old_error) = found
+        .supervisor
+        .map_or((0, None), |s| (s.reloads, s.reload_error));
     match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
         Ok(()) => {}
         Err(Errno::ESRCH) => {
@@ -756,7 +832,7 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// the answer to this request, or to one that was already under way).
 /// A handover in progress is refused at once (exit 1).
 fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+    let Some((pid, found)) = running(loc, cfg, "restart the child")? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -771,7 +847,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
             .flatten()
             .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
     };
-    let rec = record();
+    let rec = Some(found);
     if let Some(h) = rec.as_ref().and_then(|r| r.handover.as_ref()) {
         return Err(Fatal::failure(format!(
             "a handover is already in progress ({}); not restarting again",
@@ -791,7 +867,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         .or(cfg.map(|c| c.child.stop_timeout))
         .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
     let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
-    signal(loc, Signal::SIGUSR1, "restart the child")?;
+    send(pid, Signal::SIGUSR1, "restart the child")?;
     let deadline = Instant::now() + timeout;
     loop {
         let outcome = record()
@@ -831,16 +907,13 @@ pub(crate) fn handover_words(h: &crate::state::HandoverInfo) -> String {
 }
 
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
-    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
+    let Some((pid, record)) = running(loc, cfg, "stop it")? else {
         return Ok(exit::OK);
     };
     // The running supervisor's own stop_timeout, not the file's: it may
     // have been edited since.
-    let running = crate::state::read(&loc.state_path())
-        .ok()
-        .flatten()
-        .and_then(|r| r.supervisor)
-        .filter(|s| s.pid == pid)
+    let running = record
+        .supervisor
         .and_then(|s| s.stop_timeout_ms)
         .map(Duration::from_millis);
     let from_file = cfg.map_or(crate::config::DEFAULT_STOP_TIMEOUT, |c| {

@@ -15,7 +15,7 @@
 //! on `reload` (SIGUSR2) it re-executes itself in place, handing the lock,
 //! the socket and the child to its new image. The other subcommands
 //! find the running supervisor without taking its lock
-//! (`lock::find_supervisor`), show its record (`status`) and talk to it
+//! (`lock::find`, which proves the holder is the recorded supervisor), show its record (`status`) and talk to it
 //! through signals; `launchd` and `systemd` write the job files that
 //! run a config (`jobfile`). Words for people live in `text`; platform differences
 //! in `sys` only.

@@ -1,15 +1,19 @@
 //! The instance lock, and the checks on the folders it lives in.
 //!
-//! One exclusive `flock` on `<state_dir>/supervisor.pid`, held for the life
-//! of the process. The lock belongs to the open file description, so the fd
-//! is close-on-exec: a child must never inherit it and keep the lock alive
-//! after the supervisor died. The file is never truncated or written before
-//! the lock is held, and never unlinked (a waiter could lock the unlinked
-//! inode); after locking we re-check that the locked inode is still the one
-//! at the path.
+//! One exclusive `flock` on the state folder itself (open
+//! `O_DIRECTORY|O_NOFOLLOW`), held for the life of the process: an
+//! operator's cleanup that removes `supervisor.pid` takes nothing away.
+//! The pid file is information (written again when removed) and is
+//! flocked too, for supervisors from before the folder lock. A lock
+//! belongs to the open file description, so the fds are close-on-exec: a
+//! child must never inherit them and keep the lock alive after the
+//! supervisor died. The pid file is never truncated or written before the
+//! lock is held; after locking we re-check that the locked folder is still
+//! the one at the path.
 //!
-//! The other side lives here too: [`find_supervisor`], how every other
-//! command finds the lock holder without ever taking the lock.
+//! The other side lives here too: [`find`], how every other command finds
+//! the lock holder without ever taking the lock, and proves it is the
+//! supervisor `state.json` records before anything signals it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,6 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::state::Record;
 use crate::sys;
 
 pub(crate) use crate::fsafe::{check_dir, create_dir};
@@ -29,22 +34,53 @@ pub(crate) struct Held {
     pub(crate) pid: Option<i32>,
 }
 
-/// The held instance lock.
+/// The held instance lock: an exclusive `flock` on the state folder itself,
+/// open `O_DIRECTORY|O_NOFOLLOW`. Nothing an operator's cleanup does to the
+/// files in it (`rm supervisor.pid`, a tmp cleaner ageing files) takes the
+/// lock away: every other command and copy still finds it held. The pid
+/// file is information for people and log rotators, put back when removed;
+/// it is flocked too, so that a supervisor from before the folder lock
+/// (which locks only the pid file) sees this one.
 #[derive(Debug)]
 pub(crate) struct InstanceLock {
-    file: File,
+    /// The state folder, open and locked: the lock itself.
+    dir: File,
+    dir_path: PathBuf,
+    /// `supervisor.pid`, opened through `dir`.
+    pid_file: File,
     path: PathBuf,
 }
 
-/// Open the pid file without changing it: no truncation, no write.
-fn open_pid_file(path: &Path) -> io::Result<File> {
+/// The state folder, open for reading: never through a symbolic link.
+fn open_dir(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+/// Open the pid file in the held folder without changing it: no
+/// truncation, no write; never through a link.
+fn open_pid_file_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<File> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::FromRawFd;
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: openat just returned this descriptor; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether the open file `f` is still the one at `path` (not removed, not
+/// replaced).
+fn still_at(f: &File, path: &Path) -> io::Result<bool> {
+    let ours = f.metadata()?;
+    Ok(fs::symlink_metadata(path)
+        .is_ok_and(|now| now.ino() == ours.ino() && now.dev() == ours.dev()))
 }
 
 /// Read the pid a holder wrote; `None` for an empty, partial or garbage file.
@@ -89,59 +125,105 @@ fn holder_pid(file: &File, path: &Path) -> Option<i32> {
 }
 
 impl InstanceLock {
-    /// Try to become the one supervisor for this state dir. Never blocks.
+    /// Try to become the one supervisor for the state folder that holds
+    /// `path` (the pid file). Never blocks.
     pub(crate) fn acquire(path: &Path) -> io::Result<Result<InstanceLock, Held>> {
+        let dir_path = path.parent().unwrap_or(Path::new("/")).to_owned();
+        let name = path.file_name().unwrap_or_default();
         for _ in 0..8 {
-            let file = open_pid_file(path)?;
-            // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux and macOS.
-            match file.try_lock() {
+            let dir = open_dir(&dir_path)?;
+            // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux and macOS;
+            // a folder opened for reading can be flocked on both.
+            match dir.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
                     return Ok(Err(Held {
-                        pid: holder_pid(&file, path),
+                        pid: holder_pid(&dir, path),
                     }));
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-            // Someone may have replaced the file between our open and our
+            // Someone may have replaced the folder between our open and our
             // lock: then we hold a lock nobody else will ever look at.
-            let ours = file.metadata()?;
-            match fs::symlink_metadata(path) {
-                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                    return Ok(Ok(InstanceLock {
-                        file,
-                        path: path.to_owned(),
+            if !still_at(&dir, &dir_path)? {
+                continue;
+            }
+            let pid_file = open_pid_file_at(&dir, name)?;
+            match pid_file.try_lock() {
+                Ok(()) => {}
+                // A supervisor from before the folder lock runs here.
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Ok(Err(Held {
+                        pid: holder_pid(&pid_file, path),
                     }));
                 }
-                _ => continue,
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
+            return Ok(Ok(InstanceLock {
+                dir,
+                dir_path,
+                pid_file,
+                path: path.to_owned(),
+            }));
         }
         Err(io::Error::other(
-            "the pid file keeps being replaced while we lock it",
+            "the state folder keeps being replaced while we lock it",
         ))
     }
 
     /// Record our pid; only ever called while holding the lock.
     pub(crate) fn write_pid(&mut self) -> io::Result<()> {
         let text = format!("{}\n", std::process::id());
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.write_all(text.as_bytes())?;
+        self.pid_file.set_len(0)?;
+        self.pid_file.seek(SeekFrom::Start(0))?;
+        self.pid_file.write_all(text.as_bytes())?;
         // Tools read the pid file with any permissions they like; keep ours.
-        self.file
+        self.pid_file
             .set_permissions(fs::Permissions::from_mode(0o600))?;
         Ok(())
     }
 
-    /// The lock handed over across `reload`: the same open file, so the same
-    /// lock, never released or taken again in between.
-    pub(crate) fn from_handed(file: File, path: PathBuf) -> InstanceLock {
-        InstanceLock { file, path }
+    /// The lock handed over across `reload`: the same open folder, so the
+    /// same lock, never released or taken again in between. An image from
+    /// before the folder lock hands over its locked pid file instead: that
+    /// stays ours, and the folder is locked beside it.
+    pub(crate) fn from_handed(file: File, path: PathBuf) -> io::Result<InstanceLock> {
+        let dir_path = path.parent().unwrap_or(Path::new("/")).to_owned();
+        let name = path.file_name().unwrap_or_default().to_owned();
+        if file.metadata()?.is_dir() {
+            let pid_file = open_pid_file_at(&file, &name)?;
+            // The old image's descriptor closed at the exec, and its lock
+            // with it; best effort (only older supervisors look at it).
+            let _ = pid_file.try_lock();
+            return Ok(InstanceLock {
+                dir: file,
+                dir_path,
+                pid_file,
+                path,
+            });
+        }
+        let dir = open_dir(&dir_path)?;
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::other(format!(
+                    "another process holds the lock on {}",
+                    dir_path.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(InstanceLock {
+            dir,
+            dir_path,
+            pid_file: file,
+            path,
+        })
     }
 
     /// The descriptor that holds the lock (handed over across `reload`).
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
+        self.dir.as_raw_fd()
     }
 
     /// On a clean exit: leave the pid file empty (the file itself stays;
@@ -149,73 +231,375 @@ impl InstanceLock {
     /// then signals nobody, instead of whoever reused our pid: newsyslog's
     /// SIGHUP would kill an unrelated process.
     pub(crate) fn clear_pid(&mut self) -> io::Result<()> {
-        self.file.set_len(0)
+        self.pid_file.set_len(0)
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A tmp cleaner (or a person) may delete the state dir while we run;
-    /// then the next supervisor would lock a fresh file and think itself
-    /// alone. Called on every state change: if our locked inode is no
-    /// longer at the path, recreate the folder and lock a new pid file.
-    /// `Ok(true)` when the lock had to be re-established.
+    /// Called on every state change. The lock is on the folder, so removing
+    /// the pid file takes nothing away; it is written again (log rotators
+    /// read it). A tmp cleaner (or a person) may delete the whole state
+    /// folder: then the next supervisor would lock a fresh one and think
+    /// itself alone, so recreate the folder and lock it again. `Ok(true)`
+    /// when something had to be put back.
     pub(crate) fn ensure_linked(&mut self) -> io::Result<bool> {
-        let ours = self.file.metadata()?;
-        if let Ok(now) = fs::symlink_metadata(&self.path) {
-            if now.ino() == ours.ino() && now.dev() == ours.dev() {
-                return Ok(false);
-            }
+        if !still_at(&self.dir, &self.dir_path)? {
+            create_dir("state dir", &self.dir_path, 0o700)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            return match InstanceLock::acquire(&self.path)? {
+                Ok(fresh) => {
+                    // The old descriptors (and their locks on the lost
+                    // folder) close here.
+                    *self = fresh;
+                    self.write_pid()?;
+                    Ok(true)
+                }
+                Err(held) => Err(io::Error::other(format!(
+                    "another supervisor ({}) locked {} after it was removed",
+                    held.pid
+                        .map_or("pid unknown".into(), |p| format!("pid {p}")),
+                    self.dir_path.display()
+                ))),
+            };
         }
-        if let Some(dir) = self.path.parent() {
-            create_dir("state dir", dir, 0o700).map_err(|e| io::Error::other(e.to_string()))?;
+        if still_at(&self.pid_file, &self.path)? {
+            return Ok(false);
         }
-        match InstanceLock::acquire(&self.path)? {
-            Ok(fresh) => {
-                // The old descriptor (and its lock on the lost inode) closes here.
-                self.file = fresh.file;
-                self.write_pid()?;
-                Ok(true)
-            }
-            Err(held) => Err(io::Error::other(format!(
-                "another supervisor ({}) locked {} after it was removed",
-                held.pid
-                    .map_or("pid unknown".into(), |p| format!("pid {p}")),
-                self.path.display()
-            ))),
+        let name = self.path.file_name().unwrap_or_default().to_owned();
+        let fresh = open_pid_file_at(&self.dir, &name)?;
+        let _ = fresh.try_lock();
+        self.pid_file = fresh;
+        self.write_pid()?;
+        Ok(true)
+    }
+}
+
+/// What the other commands find in a state folder.
+#[derive(Debug)]
+pub(crate) enum Finding {
+    /// Nobody holds the lock.
+    NotRunning,
+    /// The lock holder is proven to be the supervisor `record` names.
+    Running { pid: i32, record: Box<Record> },
+    /// Someone holds the lock (or we cannot tell), but it is not proven
+    /// to be a supervisor: never signalled.
+    Unknown { why: String },
+}
+
+/// How long a lock holder whose record does not name it yet (a supervisor
+/// a moment after taking the lock, or a moment after a `reload` to another
+/// path) is waited for.
+const PROOF_WAIT: Duration = Duration::from_secs(2);
+
+/// What proving a lock holder asks of the system.
+pub(crate) trait Facts {
+    fn is_alive(&self, pid: i32) -> bool;
+    /// Whether `pid` has the file (dev, ino) open.
+    fn holds(&self, pid: i32, object: (u64, u64)) -> io::Result<bool>;
+    fn start_time(&self, pid: i32) -> Option<u64>;
+    fn boot_id(&self) -> Option<String>;
+    fn executable(&self, pid: i32) -> Option<PathBuf>;
+}
+
+struct System;
+
+impl Facts for System {
+    fn is_alive(&self, pid: i32) -> bool {
+        sys::is_alive(pid)
+    }
+    fn holds(&self, pid: i32, object: (u64, u64)) -> io::Result<bool> {
+        sys::holds_file(pid, object.0, object.1)
+    }
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        sys::process_start_time(pid)
+    }
+    fn boot_id(&self) -> Option<String> {
+        sys::boot_id()
+    }
+    fn executable(&self, pid: i32) -> Option<PathBuf> {
+        sys::executable(pid)
+    }
+}
+
+/// Why a lock holder is not (yet) proven to be the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Doubt {
+    /// It has exited.
+    Gone,
+    /// Its open files cannot be listed.
+    Cannot(String),
+    /// It does not have the lock object open.
+    NotOpen,
+    /// `state.json` names no supervisor, or another pid.
+    NotRecorded(Option<i32>),
+    /// `state.json` names it, with another start time: the pid was reused.
+    StartTime,
+    /// `state.json` is from another boot.
+    Boot,
+    /// It runs another executable than the one recorded.
+    Executable {
+        runs: Option<String>,
+        recorded: String,
+    },
+}
+
+impl Doubt {
+    /// Worth waiting for: the holder may be about to record itself, or
+    /// be exiting (its descriptors closed a moment before the lock table
+    /// forgets it).
+    fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            Doubt::Gone | Doubt::NotOpen | Doubt::NotRecorded(_) | Doubt::Executable { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Doubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Doubt::Gone => write!(
+                f,
+                "it has exited; the lock was passed on to a process that cannot be named"
+            ),
+            Doubt::Cannot(e) => write!(f, "its open files cannot be listed ({e})"),
+            Doubt::NotOpen => write!(
+                f,
+                "it does not have the locked folder open (the lock was taken by a process \
+                 that has exited, and the pid reused?)"
+            ),
+            Doubt::NotRecorded(None) => write!(f, "state.json names no supervisor"),
+            Doubt::NotRecorded(Some(p)) => write!(f, "state.json names supervisor {p} instead"),
+            Doubt::StartTime => write!(
+                f,
+                "its start time is not the one state.json records (the pid was reused?)"
+            ),
+            Doubt::Boot => write!(f, "state.json was written before the last reboot"),
+            Doubt::Executable { runs, recorded } => write!(
+                f,
+                "it runs {}, not {recorded} as state.json records",
+                runs.as_deref()
+                    .unwrap_or("an executable that cannot be read")
+            ),
         }
     }
 }
 
-/// The pid of the supervisor that holds the lock on `pid_path`, if any,
-/// proven without taking the lock (that could make a supervisor starting at
-/// that instant lose the race). Where the platform has a lock table (Linux:
-/// `/proc/locks`) it names the holder. Elsewhere the pid file's pid must be
-/// alive and be the process `state.json` recorded (pid *and* start time);
-/// only without a record of that pid does "runs this same program" do. A
-/// recorded start time that differs means the pid was reused: never ours.
-pub(crate) fn find_supervisor(pid_path: &Path, state_path: &Path) -> Option<i32> {
-    let file = OpenOptions::new()
+/// The rule: `pid` holds the lock object (dev, ino) as the supervisor
+/// `rec` names if it has that object open and its pid, start time (and
+/// boot) and executable are the ones recorded.
+pub(crate) fn prove(
+    pid: i32,
+    object: (u64, u64),
+    rec: Option<&Record>,
+    facts: &impl Facts,
+) -> Result<(), Doubt> {
+    if !facts.is_alive(pid) {
+        return Err(Doubt::Gone);
+    }
+    match facts.holds(pid, object) {
+        Ok(true) => {}
+        Ok(false) => return Err(Doubt::NotOpen),
+        // Exited between the two looks.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Doubt::Gone),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(Doubt::Cannot("permission denied".into()))
+        }
+        Err(e) => return Err(Doubt::Cannot(e.to_string())),
+    }
+    let named = rec.and_then(|r| r.supervisor.as_ref());
+    let s = named
+        .filter(|s| s.pid == pid)
+        .ok_or(Doubt::NotRecorded(named.map(|s| s.pid)))?;
+    if let (Some(then), Some(now)) = (s.boot_id.as_deref(), facts.boot_id()) {
+        if then != now {
+            return Err(Doubt::Boot);
+        }
+    }
+    if s.start_time.is_none() || facts.start_time(pid) != s.start_time {
+        return Err(Doubt::StartTime);
+    }
+    if let Some(recorded) = &s.executable {
+        let runs = facts.executable(pid);
+        if !runs
+            .as_deref()
+            .is_some_and(|r| sys::same_file_path(r, Path::new(recorded)))
+        {
+            return Err(Doubt::Executable {
+                runs: runs.map(|r| r.display().to_string()),
+                recorded: recorded.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The device and inode of an open file.
+fn ident(f: &File) -> io::Result<(u64, u64)> {
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Who holds the lock on the state folder at `state_dir`, proven without
+/// taking the lock (that could make a supervisor starting at that instant
+/// lose the race). Where the platform has a lock table (Linux:
+/// `/proc/locks`) it names the holder; elsewhere the pid file (or the
+/// record) names a candidate, which must have the folder open. The
+/// holder is then proven to be the supervisor `state.json` records
+/// ([`prove`]); a holder that is not is `Unknown`, never signalled. A
+/// folder we may not read is `Unknown` too: it may well hold a running
+/// supervisor.
+pub(crate) fn find(pid_path: &Path, state_path: &Path) -> Finding {
+    find_with(pid_path, state_path, &System)
+}
+
+fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding {
+    let dir_path = pid_path.parent().unwrap_or(Path::new("/"));
+    let unknown = |why: String| Finding::Unknown { why };
+    let dir = match open_dir(dir_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Finding::NotRunning,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return unknown(format!(
+                "cannot read the state folder {}: permission denied (run as its owner)",
+                dir_path.display()
+            ))
+        }
+        Err(e) => {
+            return unknown(format!(
+                "cannot open the state folder {}: {e}",
+                dir_path.display()
+            ))
+        }
+    };
+    let pid_file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(pid_path)
-        .ok()?;
-    if let Some(answer) = sys::flock_holder(file.as_raw_fd()) {
-        return answer.filter(|pid| sys::is_alive(*pid));
+        .open(pid_path);
+    // The lock objects, folder first; the pid file for a supervisor from
+    // before the folder lock.
+    let mut objects = vec![&dir];
+    if let Ok(f) = &pid_file {
+        objects.push(f);
     }
-    let pid = read_pid(pid_path)?;
-    if !sys::is_alive(pid) {
+    let deadline = Instant::now() + PROOF_WAIT;
+    loop {
+        // From the lock table: the holder of the first locked object.
+        let mut named: Option<(i32, &File)> = None;
+        let mut table = true;
+        for f in &objects {
+            match sys::flock_holder(f.as_raw_fd()) {
+                Some(Some(pid)) => {
+                    named = Some((pid, f));
+                    break;
+                }
+                Some(None) => {}
+                None => {
+                    table = false;
+                    break;
+                }
+            }
+        }
+        let rec = match crate::state::read(state_path) {
+            Ok(r) => r,
+            Err(e) => return unknown(e),
+        };
+        let verdict = if table {
+            let Some((pid, f)) = named else {
+                return Finding::NotRunning;
+            };
+            let object = match ident(f) {
+                Ok(o) => o,
+                Err(e) => return unknown(e.to_string()),
+            };
+            (pid, prove(pid, object, rec.as_ref(), facts))
+        } else {
+            // No lock table: a candidate that has neither object open
+            // holds no lock of ours.
+            let candidate = read_pid(pid_path).or_else(|| {
+                rec.as_ref()
+                    .and_then(|r| r.supervisor.as_ref())
+                    .map(|s| s.pid)
+            });
+            let Some(pid) = candidate.filter(|p| facts.is_alive(*p)) else {
+                return Finding::NotRunning;
+            };
+            let mut verdict = Err(Doubt::NotOpen);
+            for f in &objects {
+                let Ok(object) = ident(f) else { continue };
+                verdict = prove(pid, object, rec.as_ref(), facts);
+                if verdict != Err(Doubt::NotOpen) {
+                    break;
+                }
+            }
+            if verdict == Err(Doubt::NotOpen) {
+                return Finding::NotRunning;
+            }
+            (pid, verdict)
+        };
+        match verdict {
+            (pid, Ok(())) => {
+                let Some(record) = rec else {
+                    return unknown("state.json is gone".into());
+                };
+                return Finding::Running {
+                    pid,
+                    record: Box::new(record),
+                };
+            }
+            (_, Err(d)) if d.may_pass() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (pid, Err(d)) => {
+                let what = sys::process_command(pid)
+                    .filter(|c| !c.is_empty())
+                    .map_or(String::new(), |c| format!(" ({c})"));
+                return unknown(format!(
+                    "the lock on {} is held by pid {pid}{what}, which is not proven to be the \
+                         supervisor: {d}",
+                    dir_path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// Whether the supervisor that wrote `record` runs another service than
+/// the config at `ours` (listening on `address`, when the config could be
+/// read): then the words that say so, naming both configs. The same file
+/// reached through another path, or a copy for the same address, is the
+/// same service; a record from before configs were recorded names none.
+pub(crate) fn other_service(
+    record: &Record,
+    ours: &Path,
+    address: Option<&str>,
+    state_dir: &Path,
+) -> Option<String> {
+    let theirs = record.supervisor.as_ref()?.config.as_deref()?;
+    if sys::same_file_path(Path::new(theirs), ours) {
         return None;
     }
-    let recorded = crate::state::read(state_path)
-        .ok()
-        .flatten()
-        .and_then(|r| r.supervisor)
-        .filter(|s| s.pid == pid);
-    match recorded.and_then(|s| s.start_time) {
-        Some(t) => (sys::process_start_time(pid) == Some(t)).then_some(pid),
-        None => sys::runs_same_executable(pid).then_some(pid),
+    let their_address = record.listen.as_ref().map(|l| l.address.as_str());
+    if address.is_some() && address == their_address {
+        return None;
+    }
+    Some(format!(
+        "the state folder {} belongs to the service of {theirs}{}, not to {}{}: two services \
+         cannot share a state folder; give each config its own supervisor.state_dir",
+        state_dir.display(),
+        their_address.map_or(String::new(), |a| format!(" (on {a})")),
+        ours.display(),
+        address.map_or(String::new(), |a| format!(" (on {a})")),
+    ))
+}
+
+/// The pid of the proven supervisor holding the lock, if any (see [`find`]).
+pub(crate) fn find_supervisor(pid_path: &Path, state_path: &Path) -> Option<i32> {
+    match find(pid_path, state_path) {
+        Finding::Running { pid, .. } => Some(pid),
+        _ => None,
     }
 }
 
@@ -271,6 +655,194 @@ mod tests {
         assert!(lock.ensure_linked().unwrap());
         assert!(InstanceLock::acquire(&path).unwrap().is_err(), "still ours");
         assert_eq!(read_pid(&path), Some(std::process::id() as i32));
+    }
+
+    #[test]
+    fn removing_the_pid_file_leaves_the_lock_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.pid");
+        let mut lock = InstanceLock::acquire(&path).unwrap().unwrap();
+        lock.write_pid().unwrap();
+        fs::remove_file(&path).unwrap();
+        assert!(InstanceLock::acquire(&path).unwrap().is_err(), "still ours");
+        assert!(
+            lock.ensure_linked().unwrap(),
+            "the pid file is written again"
+        );
+        assert_eq!(read_pid(&path), Some(std::process::id() as i32));
+        assert!(!lock.ensure_linked().unwrap());
+        drop(lock);
+        assert!(InstanceLock::acquire(&path).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_pid_file_locked_by_an_older_supervisor_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.pid");
+        let old = File::create(&path).unwrap();
+        old.try_lock().unwrap();
+        assert!(InstanceLock::acquire(&path).unwrap().is_err());
+        // Its reload hands the locked pid file to a new image, which
+        // locks the folder beside it.
+        let handed = InstanceLock::from_handed(old, path.clone()).unwrap();
+        assert!(InstanceLock::acquire(&path).unwrap().is_err());
+        let dir_fd = OpenOptions::new().read(true).open(dir.path()).unwrap();
+        assert!(dir_fd.try_lock().is_err(), "the folder is locked");
+        drop(handed);
+        assert!(InstanceLock::acquire(&path).unwrap().is_ok());
+    }
+
+    /// A made-up process table for [`prove`]: (pid, start time, open
+    /// object, executable).
+    type Proc = (i32, u64, Option<(u64, u64)>, &'static str);
+    struct Fake(Vec<Proc>, bool);
+
+    impl Facts for Fake {
+        fn is_alive(&self, pid: i32) -> bool {
+            self.0.iter().any(|p| p.0 == pid)
+        }
+        fn holds(&self, pid: i32, object: (u64, u64)) -> io::Result<bool> {
+            if self.1 {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            Ok(self.0.iter().any(|p| p.0 == pid && p.2 == Some(object)))
+        }
+        fn start_time(&self, pid: i32) -> Option<u64> {
+            self.0.iter().find(|p| p.0 == pid).map(|p| p.1)
+        }
+        fn boot_id(&self) -> Option<String> {
+            Some("b1".into())
+        }
+        fn executable(&self, pid: i32) -> Option<PathBuf> {
+            self.0
+                .iter()
+                .find(|p| p.0 == pid)
+                .map(|p| p.2.map_or("/x", |_| p.3).into())
+        }
+    }
+
+    #[test]
+    fn a_holder_is_proven_by_its_open_folder_and_its_record() {
+        const DIR: (u64, u64) = (1, 77);
+        let record = |pid: i32, start: Option<u64>, boot: &str| crate::state::Record {
+            supervisor: Some(crate::state::SupervisorInfo {
+                pid,
+                started_at: String::new(),
+                start_time: start,
+                version: None,
+                boot_id: Some(boot.into()),
+                reloads: 0,
+                executable: Some("/usr/bin/env".into()),
+                reload_error: None,
+                stop_timeout_ms: None,
+                config: None,
+                ..Default::default()
+            }),
+            ..crate::state::Record::not_running()
+        };
+        let sup = (40, 500, Some(DIR), "/usr/bin/env");
+        type Case = (Fake, Option<Record>, Result<(), Doubt>);
+        let table: Vec<Case> = vec![
+            (
+                Fake(vec![sup], false),
+                Some(record(40, Some(500), "b1")),
+                Ok(()),
+            ),
+            (
+                Fake(vec![], false),
+                Some(record(40, Some(500), "b1")),
+                Err(Doubt::Gone),
+            ),
+            // A decoy holding the lock: the folder open, no record of it.
+            (
+                Fake(vec![(40, 500, Some(DIR), "/usr/bin/flock")], false),
+                Some(record(41, Some(9), "b1")),
+                Err(Doubt::NotRecorded(Some(41))),
+            ),
+            (Fake(vec![sup], false), None, Err(Doubt::NotRecorded(None))),
+            // The pid the lock table names was reused: nothing open.
+            (
+                Fake(vec![(40, 900, None, "/bin/sleep")], false),
+                Some(record(40, Some(500), "b1")),
+                Err(Doubt::NotOpen),
+            ),
+            // ... or it has the folder open, but started later.
+            (
+                Fake(vec![(40, 900, Some(DIR), "/usr/bin/env")], false),
+                Some(record(40, Some(500), "b1")),
+                Err(Doubt::StartTime),
+            ),
+            (
+                Fake(vec![sup], false),
+                Some(record(40, None, "b1")),
+                Err(Doubt::StartTime),
+            ),
+            (
+                Fake(vec![sup], false),
+                Some(record(40, Some(500), "b0")),
+                Err(Doubt::Boot),
+            ),
+            (
+                Fake(vec![(40, 500, Some(DIR), "/bin/sh")], false),
+                Some(record(40, Some(500), "b1")),
+                Err(Doubt::Executable {
+                    runs: Some("/bin/sh".into()),
+                    recorded: "/usr/bin/env".into(),
+                }),
+            ),
+            (
+                Fake(vec![sup], true),
+                Some(record(40, Some(500), "b1")),
+                Err(Doubt::Cannot("permission denied".into())),
+            ),
+        ];
+        for (i, (facts, rec, want)) in table.into_iter().enumerate() {
+            assert_eq!(prove(40, DIR, rec.as_ref(), &facts), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn another_config_is_another_service() {
+        let rec = |config: Option<&str>| crate::state::Record {
+            supervisor: Some(crate::state::SupervisorInfo {
+                pid: 40,
+                started_at: String::new(),
+                start_time: None,
+                version: None,
+                boot_id: None,
+                reloads: 0,
+                executable: None,
+                reload_error: None,
+                stop_timeout_ms: None,
+                config: config.map(str::to_owned),
+                ..Default::default()
+            }),
+            listen: Some(crate::state::ListenInfo {
+                address: "127.0.0.1:8420".into(),
+                bound: true,
+                name: None,
+                inherited: false,
+                socket_id: None,
+            }),
+            ..crate::state::Record::not_running()
+        };
+        let dir = Path::new("/srv/run");
+        let a = Path::new("/etc/a.toml");
+        assert!(other_service(&rec(Some("/etc/a.toml")), a, Some("127.0.0.1:8421"), dir).is_none());
+        assert!(
+            other_service(&rec(None), a, Some("127.0.0.1:8421"), dir).is_none(),
+            "older"
+        );
+        // Another file for the same address: a copy of the same service.
+        let b = Path::new("/etc/b.toml");
+        assert!(other_service(&rec(Some("/etc/a.toml")), b, Some("127.0.0.1:8420"), dir).is_none());
+        for address in [Some("127.0.0.1:8421"), None] {
+            let why = other_service(&rec(Some("/etc/a.toml")), b, address, dir).unwrap();
+            assert!(
+                why.contains("/etc/a.toml") && why.contains("/etc/b.toml"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -276,6 +276,7 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                config: None,
                 restart: None,
                 start_timeout_ms: None,
             }),

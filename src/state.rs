@@ -135,7 +135,7 @@ pub struct AlertsInfo {
     pub sent: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
     pub pid: i32,
     pub started_at: String,
@@ -162,6 +162,11 @@ pub struct SupervisorInfo {
     /// waits by it even after the file on disk was edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// The config file this supervisor runs (absolute, through links):
+    /// one state folder belongs to one service, and a command for another
+    /// config is refused rather than acting on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     /// The outcome of the last requested restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartOutcome>,
@@ -393,6 +398,7 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                config: None,
                 restart: None,
                 start_timeout_ms: None,
             }),

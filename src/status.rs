@@ -2,15 +2,15 @@
 //!
 //! A pid file and a state file on disk prove nothing by themselves: the
 //! supervisor may have been SIGKILLed and its pid reused. So liveness is
-//! proven first ([`lock::find_supervisor`]), and only then is the record
+//! proven first ([`lock::find`]), and only then is the record
 //! read, checked against the processes it names, and shown.
 
 use std::io::IsTerminal;
 use std::time::SystemTime;
 
-use crate::config::StateLocation;
+use crate::config::{Config, StateLocation};
 use crate::exit;
-use crate::lock;
+use crate::lock::{self, Finding};
 use crate::state::{self, Record};
 use crate::sys;
 
@@ -18,15 +18,8 @@ use crate::sys;
 /// behind) once it is this old.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The record to show for a live supervisor `pid`.
-fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record, String> {
-    let Some(mut rec) = state::read(&loc.state_path())? else {
-        return Ok(starting(pid));
-    };
-    // A record by an earlier supervisor: this one has not written yet.
-    if rec.supervisor.as_ref().map(|s| s.pid) != Some(pid) {
-        return Ok(starting(pid));
-    }
+/// The record to show for the live supervisor that wrote `rec` (proven).
+fn live_record(loc: &StateLocation, mut rec: Record, now: SystemTime) -> Record {
     // The record names a child that is gone (or whose pid now belongs to
     // someone else). Usually the supervisor is a moment away from recording
     // the exit; if the record is old, it cannot write it (a full disk). Either
@@ -53,7 +46,7 @@ fn live_record(loc: &StateLocation, pid: i32, now: SystemTime) -> Result<Record,
             }
         }
     }
-    Ok(present(rec, now))
+    present(rec, now)
 }
 
 /// A live supervisor's record as `status` shows it at `now`: the countdown
@@ -88,26 +81,6 @@ pub(crate) fn present(mut rec: Record, now: SystemTime) -> Record {
     rec
 }
 
-fn starting(pid: i32) -> Record {
-    Record {
-        state: "starting".into(),
-        supervisor: Some(state::SupervisorInfo {
-            pid,
-            started_at: state::timestamp(SystemTime::now()),
-            start_time: None,
-            version: None,
-            boot_id: None,
-            reloads: 0,
-            executable: None,
-            reload_error: None,
-            stop_timeout_ms: None,
-            restart: None,
-            start_timeout_ms: None,
-        }),
-        ..Record::not_running()
-    }
-}
-
 /// How `status` prints the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -120,16 +93,35 @@ pub enum Format {
 }
 
 /// `supervisor status [--json | --format F]`; returns the exit code.
-pub(crate) fn run(loc: Result<StateLocation, String>, format: Format) -> i32 {
+///
+/// The lock holder is proven to be the supervisor its record names
+/// (`lock::find`) before anything is shown of it: otherwise unknown (4),
+/// naming the pid and why. A record of another config's supervisor (a
+/// shared state folder) is 78, naming both.
+pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, format: Format) -> i32 {
     let now = SystemTime::now();
-    let rec = match loc {
+    let mut other_service = false;
+    let rec = match found {
         Err(e) => Record::unknown(e),
-        Ok(loc) => match lock::find_supervisor(&loc.pid_path(), &loc.state_path()) {
-            None => Record::not_running(),
-            Some(pid) => live_record(&loc, pid, now).unwrap_or_else(Record::unknown),
+        Ok((loc, cfg)) => match lock::find(&loc.pid_path(), &loc.state_path()) {
+            Finding::NotRunning => Record::not_running(),
+            Finding::Unknown { why, .. } => Record::unknown(why),
+            Finding::Running { record, .. } => {
+                let address = cfg.as_ref().map(|c| c.listen.address.to_string());
+                match lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir)
+                {
+                    Some(why) => {
+                        other_service = true;
+                        crate::say!("supervisor: {why}");
+                        Record::unknown(why)
+                    }
+                    None => live_record(&loc, *record, now),
+                }
+            }
         },
     };
     let code = match rec.state.as_str() {
+        _ if other_service => exit::CONFIG,
         "running" => exit::OK,
         "not-running" => exit::NOT_RUNNING,
         "unknown" => exit::UNKNOWN,
@@ -150,16 +142,25 @@ pub(crate) fn run(loc: Result<StateLocation, String>, format: Format) -> i32 {
 /// when the child runs and is ready, 1 otherwise (starting, backing off,
 /// stopping, an unreadable record), 3 when no supervisor runs. The same
 /// proofs as `status`, no more: it answers in a few milliseconds.
-pub(crate) fn ready(loc: Result<StateLocation, String>) -> i32 {
-    let Ok(loc) = loc else {
+pub(crate) fn ready(found: Result<(StateLocation, Option<Config>), String>) -> i32 {
+    let Ok((loc, cfg)) = found else {
         return exit::FAILURE;
     };
-    let Some(pid) = lock::find_supervisor(&loc.pid_path(), &loc.state_path()) else {
-        return exit::NOT_RUNNING;
-    };
-    match live_record(&loc, pid, SystemTime::now()) {
-        Ok(rec) if is_ready(&rec) => exit::OK,
-        _ => exit::FAILURE,
+    match lock::find(&loc.pid_path(), &loc.state_path()) {
+        Finding::NotRunning => exit::NOT_RUNNING,
+        Finding::Unknown { .. } => exit::FAILURE,
+        Finding::Running { record, .. } => {
+            let address = cfg.as_ref().map(|c| c.listen.address.to_string());
+            if lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir)
+                .is_some()
+            {
+                return exit::CONFIG;
+            }
+            match is_ready(&live_record(&loc, *record, SystemTime::now())) {
+                true => exit::OK,
+                false => exit::FAILURE,
+            }
+        }
     }
 }
 
@@ -299,6 +300,26 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
 mod tests {
     use super::*;
     use crate::state::{ChildInfo, ExitInfo};
+
+    fn starting(pid: i32) -> Record {
+        Record {
+            state: "starting".into(),
+            supervisor: Some(state::SupervisorInfo {
+                pid,
+                started_at: state::timestamp(SystemTime::now()),
+                start_time: None,
+                version: None,
+                boot_id: None,
+                reloads: 0,
+                executable: None,
+                reload_error: None,
+                stop_timeout_ms: None,
+                config: None,
+                ..Default::default()
+            }),
+            ..Record::not_running()
+        }
+    }
 
     #[test]
     fn ready_means_running_with_a_ready_child() {

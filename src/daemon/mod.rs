@@ -271,6 +271,7 @@ impl Daemon {
                     .display()
                     .to_string(),
                 reloads: 0,
+                config: cfg.path.display().to_string(),
             },
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),

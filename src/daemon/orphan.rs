@@ -25,6 +25,10 @@ pub(crate) trait Facts {
     fn listening(&self, port: u16) -> Vec<u64>;
     /// The processes, other than us, holding socket `id`.
     fn holders(&self, id: u64) -> Vec<i32>;
+    /// This process.
+    fn me(&self) -> i32 {
+        std::process::id() as i32
+    }
 }
 
 /// The real answers.
@@ -58,6 +62,20 @@ impl Facts for System {
     }
 }
 
+/// The supervisor that wrote `prev`, when it is still alive (same pid,
+/// start time and boot) and is not this process: a supervisor that lost
+/// its lock (its state folder was removed and made again) but still runs
+/// its service. What it runs is never an earlier supervisor's leftovers.
+pub(crate) fn live_supervisor(prev: &Record, facts: &impl Facts) -> Option<i32> {
+    let s = prev.supervisor.as_ref()?;
+    let recorded_boot = s.boot_id.as_deref()?;
+    if facts.boot_id().as_deref() != Some(recorded_boot) || s.pid == facts.me() {
+        return None;
+    }
+    let started = s.start_time?;
+    (facts.is_alive(s.pid) && facts.start_time(s.pid) == Some(started)).then_some(s.pid)
+}
+
 /// An earlier supervisor's child, or what is left of its process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Leftovers {
@@ -67,7 +85,8 @@ pub(crate) struct Leftovers {
 }
 
 /// Whether the child named by an earlier supervisor's record (or its
-/// leftovers) is still alive and that supervisor's, and nobody else's.
+/// leftovers) is still alive and that supervisor's, and nobody else's;
+/// never while that supervisor itself is alive ([`live_supervisor`]).
 /// Records from before a reboot name nothing of ours. The leader counts if
 /// its pid *and* start time match. A group whose leader is gone counts only
 /// through a member that started after the child did and still sits in the
@@ -77,6 +96,9 @@ pub(crate) struct Leftovers {
 /// session lives, the kernel does not hand its pid out again, so a stranger
 /// can only own the id once every leftover is gone.
 pub(crate) fn find(prev: &Record, facts: &impl Facts) -> Option<Leftovers> {
+    if live_supervisor(prev, facts).is_some() {
+        return None;
+    }
     let child = prev.child.as_ref()?;
     let pgid = child.pgid.filter(|g| *g > 1)?;
     let recorded_boot = prev.supervisor.as_ref()?.boot_id.as_deref()?;
@@ -127,6 +149,9 @@ pub(crate) fn find_second(prev: &Record, facts: &impl Facts) -> Option<Leftovers
 /// that socket still listens on `port` (an id of a closed socket may name
 /// another socket later).
 pub(crate) fn socket_holders(prev: &Record, port: u16, facts: &impl Facts) -> Vec<i32> {
+    if live_supervisor(prev, facts).is_some() {
+        return Vec::new();
+    }
     let recorded_boot = prev.supervisor.as_ref().and_then(|s| s.boot_id.as_deref());
     let id = prev.listen.as_ref().and_then(|l| l.socket_id);
     match (recorded_boot, id) {
@@ -203,6 +228,7 @@ mod tests {
                 executable: None,
                 reload_error: None,
                 stop_timeout_ms: None,
+                config: None,
                 restart: None,
                 start_timeout_ms: None,
             }),
@@ -275,6 +301,35 @@ mod tests {
         };
         assert_eq!(find(&own, &fake(100)), group);
         assert_eq!(find(&own, &fake(50)), None);
+    }
+
+    #[test]
+    fn a_live_supervisor_leaves_nothing_over() {
+        // The supervisor that wrote the record (pid 40, started at 1) is
+        // alive: its child and its socket's holders are its own.
+        let fake = Fake {
+            boot: "b1",
+            procs: vec![(40, 1, 40, 40), (100, 500, 100, 50)],
+        };
+        let mut r = record(Some(100));
+        r.listen = Some(crate::state::ListenInfo {
+            address: "127.0.0.1:8420".into(),
+            bound: true,
+            name: None,
+            inherited: false,
+            socket_id: Some(77),
+        });
+        assert_eq!(live_supervisor(&r, &fake), Some(40));
+        assert_eq!(find(&r, &fake), None);
+        assert_eq!(socket_holders(&r, 8420, &fake), [] as [i32; 0]);
+        // Its pid reused by another process: it is gone.
+        let fake = Fake {
+            boot: "b1",
+            procs: vec![(40, 2, 40, 40), (100, 500, 100, 50)],
+        };
+        assert_eq!(live_supervisor(&r, &fake), None);
+        assert!(find(&r, &fake).is_some());
+        assert_eq!(socket_holders(&r, 8420, &fake), [300, 301]);
     }
 
     #[test]

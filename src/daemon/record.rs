@@ -33,6 +33,8 @@ pub(crate) struct Me {
     /// The binary, and reloads since the first start.
     pub(crate) executable: String,
     pub(crate) reloads: u32,
+    /// The config file it runs (absolute, through links).
+    pub(crate) config: String,
 }
 
 /// The process group being run or stopped: the latest child's, or an
@@ -130,6 +132,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             executable: Some(o.me.executable.clone()),
             reload_error: o.reload_error.clone(),
             stop_timeout_ms: Some(o.me.stop_timeout.as_millis() as u64),
+            config: Some(o.me.config.clone()),
             restart: o.restart.clone(),
             start_timeout_ms: Some(m.settings().health.start_timeout.as_millis() as u64),
         }),
@@ -227,7 +230,8 @@ impl StateFile {
         match self.lock.ensure_linked() {
             Ok(false) => {}
             Ok(true) => warn!(
-                "{} had been removed; recreated it and took the lock again",
+                "{} (or its folder) had been removed or replaced; wrote it again (the lock is \
+                 the state folder's)",
                 self.lock.path().display()
             ),
             Err(e) => error!(
@@ -297,6 +301,7 @@ mod tests {
                 stop_timeout: ms(10_000),
                 executable: "/usr/bin/supervisor".into(),
                 reloads: 0,
+                config: "/etc/sup.toml".into(),
             },
             address: "127.0.0.1:8420".into(),
             name: "http".into(),

@@ -56,6 +56,24 @@ impl Framer {
         self.end_line(&[], out)
     }
 
+    /// A partial line has gone quiet (a prompt with no newline): frames
+    /// what is held back as a line now, with the time its last bytes came;
+    /// the rest of that line, when it comes, continues as a `+` piece.
+    pub(crate) fn flush_partial(&mut self, out: &mut Vec<u8>) -> u64 {
+        if self.carry.is_empty() {
+            return 0;
+        }
+        emit(out, &self.head, self.continued, &self.carry, &[]);
+        self.carry.clear();
+        self.continued = true;
+        1
+    }
+
+    /// Whether an incomplete line is held back.
+    pub(crate) fn has_partial(&self) -> bool {
+        !self.carry.is_empty()
+    }
+
     /// Bytes of the incomplete line held back.
     #[cfg(test)]
     fn carried(&self) -> usize {
@@ -132,6 +150,29 @@ mod tests {
         eof: bool,
         want: &'static [(&'static str, &'static [u8])],
         carried: usize,
+    }
+
+    #[test]
+    fn a_quiet_partial_line_is_flushed_and_its_rest_continues() {
+        let mut f = Framer::new(Stream::Stdout, 42);
+        let mut out = Vec::new();
+        assert_eq!(f.frame(b"done\nPassword: ", TS, &mut out), 1);
+        assert!(f.has_partial());
+        assert_eq!(f.flush_partial(&mut out), 1);
+        assert!(!f.has_partial());
+        assert_eq!(f.flush_partial(&mut out), 0, "nothing twice");
+        assert_eq!(f.frame(b"ok\nnext\n", TS, &mut out), 2);
+        let want = [
+            line(":", b"done"),
+            line(":", b"Password: "),
+            line("+", b"ok"),
+            line(":", b"next"),
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want)
+        );
     }
 
     #[test]

@@ -39,12 +39,27 @@ const FLUSH_AT: usize = 128 * 1024;
 /// The thread only polls, reads, frames and writes: a small stack will do.
 const STACK: usize = 128 * 1024;
 
+/// A partial line (no newline yet: a prompt, a progress bar) is written
+/// once its pipe has been quiet this long.
+const PARTIAL_QUIET: Duration = Duration::from_secs(1);
+
 /// One child pipe being read.
 struct Pipe {
     file: File,
     framer: Framer,
     stream: Stream,
     pid: u32,
+    /// When bytes last came (for a partial line's quiet time).
+    last_read: Instant,
+}
+
+impl Pipe {
+    /// When its partial line, if any, is due to be written.
+    fn partial_due(&self) -> Option<Instant> {
+        self.framer
+            .has_partial()
+            .then(|| self.last_read + PARTIAL_QUIET)
+    }
 }
 
 /// A child pipe handed over (across `reload`): the descriptor, which stream
@@ -133,6 +148,7 @@ impl Readers {
                 framer: Framer::new(stream, pid),
                 stream,
                 pid,
+                last_read: Instant::now(),
             });
         self.poke();
     }
@@ -242,6 +258,15 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
                 ended.push(i);
             }
         }
+        // Partial lines that went quiet are written now.
+        let now = Instant::now();
+        for p in &mut pipes {
+            if p.partial_due().is_some_and(|due| due <= now) {
+                let lines = p.framer.flush_partial(&mut out);
+                sink.write_batch(&out, lines);
+                out.clear();
+            }
+        }
         for i in ended.into_iter().rev() {
             let mut p = pipes.swap_remove(i);
             set_timestamp(&mut ts);
@@ -265,9 +290,19 @@ fn wait(woken: &UnixStream, pipes: &[Pipe], finishing: bool) -> io::Result<Ready
         .chain(pipes.iter().map(|p| p.file.as_fd()))
         .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
         .collect();
+    // No wake-up unless a partial line waits for its quiet time to pass.
     let timeout = match finishing {
         true => PollTimeout::ZERO,
-        false => PollTimeout::NONE,
+        false => match pipes.iter().filter_map(Pipe::partial_due).min() {
+            None => PollTimeout::NONE,
+            Some(due) => {
+                let ms = due
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .saturating_add(1);
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        },
     };
     loop {
         match poll(&mut fds, timeout) {
@@ -309,6 +344,7 @@ fn read_once(
         }
     };
     counts.add(p.stream, n);
+    p.last_read = Instant::now();
     set_timestamp(ts);
     let mut lines = 0;
     for part in buf[..n].chunks(SLICE) {
@@ -350,6 +386,31 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// A prompt (no newline) from a child that then waits is logged after
+    /// a quiet second, not when the child exits; the rest of its line
+    /// continues as a `+` piece.
+    #[test]
+    fn a_quiet_partial_line_is_written_while_the_pipe_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let readers = Readers::start(sink, Arc::new(LogCounts::default())).unwrap();
+        let (r, mut w) = io::pipe().unwrap();
+        readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 7);
+        let wrote = Instant::now();
+        w.write_all(b"Password: ").unwrap();
+        wait_for("the prompt in the log", || {
+            read(&path).ends_with(b"out[7]: Password: \n")
+        });
+        assert!(
+            wrote.elapsed() >= PARTIAL_QUIET,
+            "not before the quiet time: a line may be on its way"
+        );
+        w.write_all(b"typed\n").unwrap();
+        wait_for("the rest", || read(&path).ends_with(b"out[7]+ typed\n"));
+        drop(w);
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub fn parse_kinfo_procs(bytes: &[u8]) -> Vec<ProcEntry> {
 
 /// `proc_fdtype` of a socket in a `PROC_PIDLISTFDS` answer.
 pub const PROX_FDTYPE_SOCKET: u32 = 2;
+/// `proc_fdtype` of a file or folder (a vnode).
+pub const PROX_FDTYPE_VNODE: u32 = 1;
+/// `PROC_PIDFDVNODEINFO`, the `proc_pidfdinfo` flavor for vnodes.
+pub const PROC_PIDFDVNODEINFO: i32 = 1;
 /// `PROC_PIDFDSOCKETINFO`, the `proc_pidfdinfo` flavor for sockets.
 pub const PROC_PIDFDSOCKETINFO: i32 = 3;
 /// `soi_kind` of a TCP socket, whose `soi_proto` is a `tcp_sockinfo`.
@@ -284,6 +288,33 @@ pub struct SocketInfo {
     pub soi_proto: SoiProto,
 }
 
+/// `struct vnode_info`: what a vnode descriptor is open on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VnodeInfo {
+    pub vi_stat: VinfoStat,
+    pub vi_type: i32,
+    pub vi_pad: i32,
+    pub vi_fsid: [i32; 2],
+}
+
+/// `struct vnode_fdinfo`, the answer to `PROC_PIDFDVNODEINFO`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VnodeFdInfo {
+    pub pfi: ProcFileInfo,
+    pub pvi: VnodeInfo,
+}
+
+impl VnodeFdInfo {
+    /// An all-zero record for the kernel to fill.
+    pub fn zeroed() -> VnodeFdInfo {
+        // SAFETY: every field is an integer or an array of them; all-zero
+        // is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
 /// `struct socket_fdinfo`, the answer to `PROC_PIDFDSOCKETINFO`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -300,6 +331,9 @@ const _: () = {
     assert!(size_of::<SoiProto>() == 528);
     assert!(size_of::<SocketInfo>() == 768);
     assert!(size_of::<SocketFdInfo>() == 792);
+    assert!(size_of::<VnodeInfo>() == 152);
+    assert!(size_of::<VnodeFdInfo>() == 176);
+    assert!(offset_of!(VinfoStat, vst_ino) == 8);
     assert!(offset_of!(SocketInfo, soi_so) == 136);
     assert!(offset_of!(SocketInfo, soi_family) == 160);
     assert!(offset_of!(SocketInfo, soi_kind) == 232);

@@ -341,7 +341,11 @@ pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     holders
         .iter()
         .find(|h| h.1 == exact)
-        .or_else(|| holders.iter().find(|h| holds_file(h.0, dev, ino)))
+        .or_else(|| {
+            holders
+                .iter()
+                .find(|h| holds_file(h.0, dev, ino).unwrap_or(false))
+        })
         .map(|h| Some(h.0))
 }
 
@@ -367,13 +371,11 @@ pub(crate) fn flock_lines(text: &str, ino: u64) -> Vec<(i32, (u32, u32))> {
         .collect()
 }
 
-/// Whether `pid` has a descriptor open on the file (`dev`, `ino`).
-fn holds_file(pid: i32, dev: u64, ino: u64) -> bool {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    dir.flatten()
-        .any(|e| fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd"))?;
+    Ok(dir
+        .flatten()
+        .any(|e| fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)))
 }
 
 pub fn cloexec_from(from: RawFd) {

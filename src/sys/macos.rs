@@ -296,10 +296,20 @@ fn descendants(root: i32) -> Vec<i32> {
 /// The open descriptors of `pid` (`PROC_PIDLISTFDS` answers in bytes; with
 /// no buffer, the room needed: proc_pidfdlist in bsd/kern/proc_info.c).
 fn fds_of(pid: i32) -> Vec<libc::proc_fdinfo> {
+    try_fds_of(pid).unwrap_or_default()
+}
+
+/// `fds_of`, saying why the list could not be had (EPERM: another user's
+/// process).
+fn try_fds_of(pid: i32) -> io::Result<Vec<libc::proc_fdinfo>> {
     // SAFETY: a size query, no buffer.
     let bytes = unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDLISTFDS, 0, ptr::null_mut(), 0) };
     if bytes <= 0 {
-        return Vec::new();
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(0) | None => Ok(Vec::new()),
+            _ => Err(e),
+        };
     }
     let size = mem::size_of::<libc::proc_fdinfo>();
     let empty = libc::proc_fdinfo {
@@ -318,10 +328,38 @@ fn fds_of(pid: i32) -> Vec<libc::proc_fdinfo> {
         )
     };
     if n <= 0 {
-        return Vec::new();
+        return Err(io::Error::last_os_error());
     }
     fds.truncate((n as usize / size).min(fds.len()));
-    fds
+    Ok(fds)
+}
+
+/// What `proc_pidfdinfo(PROC_PIDFDVNODEINFO)` tells of a file descriptor.
+fn vnode_info(pid: i32, fd: RawFd) -> Option<darwin::VnodeFdInfo> {
+    let mut info = darwin::VnodeFdInfo::zeroed();
+    let size = mem::size_of::<darwin::VnodeFdInfo>() as libc::c_int;
+    // SAFETY: the buffer is one live vnode_fdinfo of `size` bytes (the
+    // layout is checked at compile time in `darwin`).
+    let n = unsafe {
+        libc::proc_pidfdinfo(
+            pid,
+            fd,
+            darwin::PROC_PIDFDVNODEINFO,
+            (&mut info as *mut darwin::VnodeFdInfo).cast(),
+            size,
+        )
+    };
+    (n == size).then_some(info)
+}
+
+pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+    // st_dev is a 32-bit dev_t here; MetadataExt widens it.
+    let dev = dev as u32;
+    Ok(try_fds_of(pid)?
+        .into_iter()
+        .filter(|f| f.proc_fdtype == darwin::PROX_FDTYPE_VNODE)
+        .filter_map(|f| vnode_info(pid, f.proc_fd))
+        .any(|v| v.pvi.vi_stat.vst_dev == dev && v.pvi.vi_stat.vst_ino == ino))
 }
 
 fn socket_info(pid: i32, fd: RawFd) -> Option<SocketFdInfo> {

@@ -101,20 +101,15 @@ pub fn boot_id() -> Option<String> {
     imp::boot_id()
 }
 
-/// Whether `pid` runs the same executable as this process: the macOS
-/// fallback for `flock_holder`, and a sanity check everywhere. Both paths
-/// are resolved first (`current_exe()` may name a symbolic link, as
-/// Homebrew installs do, where the kernel reports the file it points to).
-/// On Linux a binary replaced under a running process (an upgrade) still
-/// counts as the same path.
-pub fn runs_same_executable(pid: i32) -> bool {
-    match (std::env::current_exe().ok(), imp::executable(pid)) {
-        (Some(ours), Some(theirs)) => same_file_path(&ours, &theirs),
-        _ => false,
-    }
+/// The executable `pid` runs, as the kernel names it (resolved; on Linux
+/// a binary replaced under it still reads as its path). `None` when it
+/// cannot be read (gone, or another user's process).
+pub fn executable(pid: i32) -> Option<PathBuf> {
+    imp::executable(pid)
 }
 
-fn same_file_path(a: &Path, b: &Path) -> bool {
+/// Whether two paths name the same file, through symbolic links.
+pub fn same_file_path(a: &Path, b: &Path) -> bool {
     let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     resolve(a) == resolve(b)
 }
@@ -147,6 +142,16 @@ pub fn set_child_subreaper() -> bool {
 /// taking the lock itself.
 pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     imp::flock_holder(fd)
+}
+
+/// Whether process `pid` has the file (`dev`, `ino`) open on one of its
+/// descriptors (Linux: `/proc/PID/fd`; macOS: `PROC_PIDLISTFDS` and each
+/// vnode's `vinfo_stat`). An error when its descriptors cannot be listed
+/// (another user's process, when not root: permission denied). What proves
+/// that a lock holder is the process it claims to be: it has the very
+/// lock object open.
+pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+    imp::holds_file(pid, dev, ino)
 }
 
 /// Mark every descriptor from `from` up close-on-exec, so whatever our own

@@ -251,8 +251,10 @@ fn command_lines_memory_and_executables() {
         sys::resident_bytes(child.pid()).filter(|b| *b > 1 << 20)
     });
     assert!(rss.is_some(), "{:?}", sys::resident_bytes(child.pid()));
-    assert!(sys::runs_same_executable(me()));
-    assert!(!sys::runs_same_executable(child.pid()));
+    let ours = std::env::current_exe().unwrap();
+    let same = |pid| sys::executable(pid).is_some_and(|e| sys::same_file_path(&e, &ours));
+    assert!(same(me()));
+    assert!(!same(child.pid()));
 }
 
 #[test]

@@ -341,7 +341,10 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         ));
     };
     // The human status: state, pids, the port.
-    let _ = status::run(Ok(cfg.state_location()), status::Format::Text);
+    let _ = status::run(
+        Ok((cfg.state_location(), Some(cfg.clone()))),
+        status::Format::Text,
+    );
     crate::out!(
         "installed: launchd job {} ({}) runs supervisor pid {pid}\n",
         job.label,

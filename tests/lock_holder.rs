@@ -1,0 +1,370 @@
+//! The instance lock and who holds it (issue 20 item 4, issue 25 items 1
+//! and 3): the lock is the state folder itself, so removing the pid file
+//! takes nothing away; control commands signal only a lock holder proven
+//! to be the supervisor `state.json` records (a decoy, a reused pid and an
+//! unreadable state folder are unknown, 4, and nothing is signalled); and
+//! one state folder belongs to one service.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn expect_code(env: &Env, out: &Out, code: i32) {
+    if out.code != Some(code) {
+        env.fail(format!("want exit {code}\n{out}"));
+    }
+}
+
+fn port_closed(env: &Env) -> bool {
+    TcpStream::connect_timeout(&env.addr(), Duration::from_millis(500)).is_err()
+}
+
+/// A process this test started, SIGKILLed by pid when dropped.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        kill(self.0.id() as i32, libc::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// A python process that flocks `path` (a folder or a file), writes
+/// `marker` and sleeps: a decoy lock holder.
+fn decoy(env: &Env, path: &std::path::Path) -> Started {
+    let marker = env.path("decoy-locked");
+    let _ = fs::remove_file(&marker);
+    let code = "import fcntl, os, sys, time\n\
+                fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                fcntl.flock(fd, fcntl.LOCK_EX)\n\
+                open(sys.argv[2], 'w').write('locked')\n\
+                time.sleep(600)\n";
+    let child = Command::new(python())
+        .args(["-c", code])
+        .arg(path)
+        .arg(&marker)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn the decoy");
+    let d = Started(child);
+    env.wait_for("the decoy holds the lock", DEADLINE, || marker.exists());
+    d
+}
+
+/// Every control command that signals: each must exit `code` and signal
+/// nothing (`alive` still alive after each).
+fn no_command_signals(env: &Env, code: i32, alive: &[i32], why: &str) {
+    for args in [
+        &["stop", "--timeout", "3s"][..],
+        &["restart"],
+        &["reopen-logs"],
+        &["reload"],
+    ] {
+        let out = env.cli(args);
+        expect_code(env, &out, code);
+        if !out.stderr.contains(why) {
+            env.fail(format!("{args:?} should say {why:?}\n{out}"));
+        }
+        for &pid in alive {
+            if !pid_alive(pid) {
+                env.fail(format!("{args:?} ended pid {pid}\n{out}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_removed_pid_file_leaves_the_supervisor_found_and_a_second_run_changes_nothing() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let child = env.wait_child(&[]);
+    fs::remove_file(env.state_dir.join("supervisor.pid")).unwrap();
+
+    let (code, v) = env.status_json();
+    if code != 0 || v["supervisor"]["pid"].as_i64() != Some(sup.pid() as i64) {
+        env.fail(format!("status after rm supervisor.pid: {code} {v}"));
+    }
+    let state_before = fs::read_to_string(env.state_dir.join("state.json")).unwrap();
+    let second = env.spawn();
+    let st = second.wait_exit(DEADLINE);
+    if st.code() != Some(0) || !second.stderr().contains("already running") {
+        env.fail(format!(
+            "second run: {st}, want 0 'already running'; stderr: {}",
+            second.stderr()
+        ));
+    }
+    if sup.exited().is_some() || !pid_alive(child) || env.child_pid() != Some(child) {
+        env.fail("the second run disturbed the first supervisor or its child");
+    }
+    if fs::read_to_string(env.state_dir.join("state.json")).unwrap() != state_before {
+        env.fail("the second run rewrote state.json");
+    }
+    let out = env.cli(&["stop"]);
+    expect_code(&env, &out, 0);
+    let st = sup.wait_exit(DEADLINE);
+    if st.code() != Some(0) || pid_alive(child) || !port_closed(&env) {
+        env.fail(format!(
+            "after stop: supervisor {st}, child alive {}, port open {}",
+            pid_alive(child),
+            !port_closed(&env)
+        ));
+    }
+}
+
+#[test]
+fn a_decoy_holding_the_lock_is_unknown_and_never_signalled() {
+    let env = Setup::new("serve.py").build();
+    // A record of an earlier supervisor, stopped since.
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    expect_code(&env, &env.cli(&["stop"]), 0);
+    sup.wait_exit(DEADLINE);
+
+    // The lock object itself (the folder), then the pid file an older
+    // supervisor locked.
+    for object in [env.state_dir.clone(), env.state_dir.join("supervisor.pid")] {
+        let d = decoy(&env, &object);
+        let pid = d.0.id() as i32;
+        let (code, v) = env.status_json();
+        let error = v["error"].as_str().unwrap_or("");
+        if code != 4 || v["state"] != "unknown" || !error.contains(&format!("pid {pid}")) {
+            env.fail(format!("status with a decoy on {object:?}: {code} {v}"));
+        }
+        no_command_signals(&env, 4, &[pid], &format!("pid {pid}"));
+        // A run does not start beside it either.
+        let starts = env.events_of("start").len();
+        let second = env.spawn();
+        second.wait_exit(DEADLINE);
+        if env.events_of("start").len() != starts || !env.child_processes().is_empty() {
+            env.fail("a child started while the decoy holds the lock");
+        }
+    }
+}
+
+#[test]
+fn a_holder_whose_start_time_is_not_the_recorded_one_is_never_signalled() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let child = env.wait_child(&[]);
+    let path = env.state_dir.join("state.json");
+    let good = fs::read_to_string(&path).unwrap();
+    // The record now names the pid with another start time: the pid's
+    // process is not the one that wrote it (a reused pid).
+    let mut v: Value = serde_json::from_str(&good).unwrap();
+    let t = v["supervisor"]["start_time"].as_u64().unwrap();
+    v["supervisor"]["start_time"] = Value::from(t + 1);
+    let forged = serde_json::to_string_pretty(&v).unwrap();
+    fs::write(&path, &forged).unwrap();
+
+    let (code, s) = env.status_json();
+    if code != 4 || !s["error"].as_str().unwrap_or("").contains("start time") {
+        env.fail(format!("status with a forged start time: {code} {s}"));
+    }
+    no_command_signals(&env, 4, &[sup.pid(), child], "start time");
+    if sup.exited().is_some() || !pid_alive(child) {
+        env.fail("the supervisor or its child was disturbed");
+    }
+    // The record put back, it is found and stopped again.
+    fs::write(&path, &good).unwrap();
+    expect_code(&env, &env.cli(&["stop"]), 0);
+    sup.wait_exit(DEADLINE);
+}
+
+/// Linux: a process takes the lock and forks; the parent exits, so
+/// `/proc/locks` names a dead pid. That pid is then given to an unrelated
+/// process (`ns_last_pid`, as root) which must never be signalled.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lock_table_naming_a_reused_pid_is_unknown_and_never_signalled() {
+    let env = Setup::new("serve.py").build();
+    fs::create_dir(&env.state_dir).unwrap();
+    fs::set_permissions(&env.state_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let holder_file = env.path("holder.pid");
+    let code = "import fcntl, os, sys, time\n\
+                fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                fcntl.flock(fd, fcntl.LOCK_EX)\n\
+                if os.fork() == 0:\n\
+                \x20   os.setsid()\n\
+                \x20   open(sys.argv[2], 'w').write(str(os.getpid()))\n\
+                \x20   time.sleep(600)\n\
+                \x20   os._exit(0)\n\
+                while not os.path.exists(sys.argv[2]):\n\
+                \x20   time.sleep(0.01)\n";
+    let mut parent = Command::new(python())
+        .args(["-c", code])
+        .arg(&env.state_dir)
+        .arg(&holder_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dead = parent.id() as i32;
+    parent.wait().unwrap();
+    let keeper: i32 = fs::read_to_string(&holder_file).unwrap().parse().unwrap();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            kill(self.0, libc::SIGKILL);
+        }
+    }
+    let _keeper = Kill(keeper);
+
+    // Give the dead parent's pid to an unrelated process, where we may.
+    let mut reused: Option<Started> = None;
+    for _ in 0..50 {
+        if fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", dead - 1)).is_err() {
+            break;
+        }
+        let s = Started(
+            Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        if s.0.id() as i32 == dead {
+            reused = Some(s);
+            break;
+        }
+    }
+    match &reused {
+        Some(_) => eprintln!("pid {dead} reused by a sleep"),
+        None => eprintln!(
+            "cannot make pid {dead} be reused (ns_last_pid needs root, and a quiet machine); \
+             checking the dead holder only"
+        ),
+    }
+    let (code, v) = env.status_json();
+    if code != 4
+        || !v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("pid {dead}"))
+    {
+        env.fail(format!(
+            "status with the lock table naming pid {dead}: {code} {v}"
+        ));
+    }
+    let mut alive = vec![keeper];
+    if reused.is_some() {
+        alive.push(dead);
+    }
+    no_command_signals(&env, 4, &alive, &format!("pid {dead}"));
+}
+
+#[test]
+fn an_unreadable_state_folder_is_unknown_not_not_running() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the commands as another user (nobody)");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    // The config readable by everyone; the state folder stays root's 0700.
+    fs::set_permissions(&env.dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut full: Vec<String> = [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            BIN,
+            "--config",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        full.push(env.config.display().to_string());
+        full.extend(args.iter().map(|s| s.to_string()));
+        run_cmd("setpriv", &full, DEADLINE).unwrap_or_else(|e| env.fail(e))
+    };
+    let out = as_nobody(&["status", "--json"]);
+    if out.code != Some(4) || !out.stdout.contains("permission denied") {
+        env.fail(format!(
+            "status as nobody: want 4 'permission denied'\n{out}"
+        ));
+    }
+    for args in [&["stop"][..], &["restart"], &["reopen-logs"], &["reload"]] {
+        let out = as_nobody(args);
+        if out.code != Some(4) || !out.stderr.contains("permission denied") {
+            env.fail(format!(
+                "{args:?} as nobody: want 4 'permission denied'\n{out}"
+            ));
+        }
+    }
+    if sup.exited().is_some() {
+        env.fail("the supervisor exited");
+    }
+}
+
+#[test]
+fn two_configs_sharing_a_state_folder_cannot_act_on_each_other() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let child = env.wait_child(&[]);
+    // A second service (another port, its own logs) naming the same
+    // state folder.
+    let other_port = free_port();
+    let b = env.path("b.toml");
+    let text = env
+        .config_text
+        .replace(&format!(":{}\"", env.port), &format!(":{other_port}\""))
+        .replace("dir = \"logs\"", "dir = \"logs-b\"");
+    assert!(text.contains(&other_port.to_string()), "{text}");
+    fs::write(&b, text).unwrap();
+    let names_both = |out: &Out| {
+        out.stderr.contains(&env.config.display().to_string())
+            && out.stderr.contains(&b.display().to_string())
+    };
+    let out = env.cli_with(&b, &["run"], DEADLINE);
+    if out.code != Some(78) || !names_both(&out) {
+        env.fail(format!(
+            "second service's run: want 78 naming both configs\n{out}"
+        ));
+    }
+    for args in [
+        &["status"][..],
+        &["stop"],
+        &["restart"],
+        &["reload"],
+        &["reopen-logs"],
+    ] {
+        let out = env.cli_with(&b, args, DEADLINE);
+        if out.code != Some(78) || !names_both(&out) {
+            env.fail(format!(
+                "second service's {args:?}: want 78 naming both\n{out}"
+            ));
+        }
+    }
+    let (code, v) = env.status_json();
+    if code != 0
+        || sup.exited().is_some()
+        || env.child_pid() != Some(child)
+        || v["supervisor"]["reloads"] != 0
+        || env.events_of("start").len() != 1
+    {
+        env.fail(format!("the first service was disturbed: {code} {v}"));
+    }
+    if TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], other_port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+    {
+        env.fail("the second service's port is open");
+    }
+    expect_code(&env, &env.cli(&["stop"]), 0);
+    sup.wait_exit(DEADLINE);
+}
