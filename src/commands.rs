@@ -211,6 +211,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
             ));
         }
     }
+    if let Some(why) = child::misuses_the_socket(&cfg.child.command) {
+        warnings.push(format!("{file}: key `child.command`: {why}"));
+    }
     if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
         // Run from wherever the supervisor runs: a path relative to that
         // would mean something else under launchd.

@@ -273,3 +273,28 @@ fn check_config_prints_only_the_error_when_invalid() {
         ));
     }
 }
+
+/// gunicorn given `--bind fd://3` dies with EBADF at every start: the
+/// config is still valid (0), with a warning naming the fix.
+#[test]
+fn check_config_warns_about_gunicorn_binding_fd_3() {
+    let env = Setup::new("serve.py").build();
+    let text = fs::read_to_string(&env.config).expect("config");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("command = ") {
+                "command = [\"gunicorn\", \"--bind\", \"fd://3\", \"app:app\"]".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&env.config, text).expect("write config");
+    let out = env.cli(&["check-config"]);
+    expect_code(&env, &out, 0);
+    if !out.stderr.contains("Bad file descriptor") || !out.stderr.contains("drop the --bind") {
+        env.fail(format!("want a warning about --bind fd://3\n{out}"));
+    }
+}

@@ -251,3 +251,229 @@ fn overlapped_restarts_make_clients_wait_no_longer_than_stop_first_ones() {
         env.fail(format!("want one child left\n{ctx}"));
     }
 }
+
+/// A supervisor with overlap whose first child is ready: (env, supervisor, first pid).
+fn ready_env(start_timeout: &str) -> Env {
+    Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", start_timeout)
+        .set("child", "stop_timeout", "3s")
+        .raw("restart", "overlap", "true")
+        .build()
+}
+
+fn supervisor_log(env: &Env) -> String {
+    std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default()
+}
+
+/// `restart` in the background (it waits for the outcome).
+fn restart_in_background(env: &Env) -> thread::JoinHandle<Out> {
+    let config = env.config.display().to_string();
+    thread::spawn(move || {
+        run_cmd(
+            BIN,
+            &["--config".into(), config, "restart".into()],
+            secs(60.0),
+        )
+        .expect("restart runs")
+    })
+}
+
+/// The handover object of `status --json` once it is in `phase`.
+fn wait_handover(env: &Env, phase: &str) -> serde_json::Value {
+    env.wait_value(&format!("a handover {phase}"), DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["handover"]["phase"] == phase).then_some(v)
+    })
+}
+
+#[test]
+fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
+    for (mode, why) in [
+        ("exit 0.3 3", "exited with code 3 before it was ready"),
+        ("never", "was not ready within start_timeout (2s)"),
+    ] {
+        let env = ready_env("2s");
+        let _sup = env.spawn();
+        let old = first_ready(&env);
+        std::fs::write(env.path("next-mode"), mode).unwrap();
+        let clients = Clients::start(env.addr(), Duration::from_millis(5));
+        let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+        let seen = clients.finish();
+        if out.code != Some(1) || !out.stderr.contains(why) {
+            env.fail(format!("{mode}: want exit 1 saying {why:?}:\n{out}"));
+        }
+        if seen.refused != 0 || seen.reset != 0 || !seen.other.is_empty() || seen.pids != [old] {
+            env.fail(format!("{mode}: clients: {seen:?} (old child {old})"));
+        }
+        let (code, v) = env.status_json();
+        if code != 0 || v["child"]["pid"] != old || !v["handover"].is_null() {
+            env.fail(format!("{mode}: the old child should serve on: {v:#}"));
+        }
+        let alive = env.child_processes();
+        if alive != [old] {
+            env.fail(format!("{mode}: want only {old} alive, got {alive:?}"));
+        }
+        let log = supervisor_log(&env);
+        if !log.contains("handover failed") || !log.contains(why) {
+            env.fail(format!("{mode}: the log does not say why"));
+        }
+        // A later restart works.
+        std::fs::write(env.path("next-mode"), "ready 0.2").unwrap();
+        let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+        if out.code != Some(0) {
+            env.fail(format!("{mode}: the next restart failed:\n{out}"));
+        }
+    }
+}
+
+#[test]
+fn a_slow_request_held_by_the_old_child_is_answered_in_full() {
+    let env = ready_env("10s");
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    let addr = env.addr();
+    let slow = thread::spawn(move || get(addr, "/slow?2"));
+    env.wait_for("the old child holds the slow request", DEADLINE, || {
+        !env.events_of("slow-begin").is_empty()
+    });
+    std::fs::write(env.path("next-mode"), "ready 0.3").unwrap();
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    if out.code != Some(0) {
+        env.fail(format!("restart failed:\n{out}"));
+    }
+    match slow.join().unwrap() {
+        Ok(body) if body == old.to_string() => {}
+        other => env.fail(format!(
+            "the slow request was not answered by {old}: {other:?}"
+        )),
+    }
+    // The old child got the stop signal only once the new one was ready,
+    // and drained before it exited.
+    let ready_new = env
+        .events_of("ready")
+        .into_iter()
+        .find(|e| e.pid != old)
+        .map(|e| e.t);
+    let term_old = env.events_of("term").into_iter().find(|e| e.pid == old);
+    let drained = env.events_of("drained").into_iter().any(|e| e.pid == old);
+    match (ready_new, term_old) {
+        (Some(r), Some(t)) if t.t >= r && drained => {}
+        _ => env.fail("the old child was stopped before the new one was ready, or did not drain"),
+    }
+}
+
+#[test]
+fn during_a_handover_status_says_so_and_restart_and_reload_are_refused() {
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "20s")
+        .set("child", "stop_timeout", "3s")
+        .raw("restart", "overlap", "true")
+        .build();
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::write(env.path("next-mode"), "ready 2.5").unwrap();
+    let first = restart_in_background(&env);
+    let v = wait_handover(&env, "starting");
+    let new = v["handover"]["new_pid"].as_i64().unwrap_or(0) as i32;
+    if v["child"]["pid"] != old || v["handover"]["old_pid"] != old || new == 0 || new == old {
+        env.fail(format!("while starting, child is the old one: {v:#}"));
+    }
+    if v["handover"]["started_at"].as_str().is_none() {
+        env.fail(format!("no started_at: {v:#}"));
+    }
+    let text = env.cli(&["status"]);
+    let want = format!("handover:     starting new child {new} (old {old} serving)");
+    if !text.stdout.contains(&want) {
+        env.fail(format!("status text lacks {want:?}:\n{text}"));
+    }
+    let again = env.cli(&["restart"]);
+    if again.code != Some(1) || !again.stderr.contains("a handover is already in progress") {
+        env.fail(format!("a second restart should be refused:\n{again}"));
+    }
+    let reload = env.cli(&["reload"]);
+    if reload.code != Some(1) || !reload.stderr.contains("a handover is in progress") {
+        env.fail(format!("reload should be refused:\n{reload}"));
+    }
+    // SIGUSR1 during one is logged and ignored.
+    let sup_pid = v["supervisor"]["pid"].as_i64().unwrap() as i32;
+    kill(sup_pid, libc::SIGUSR1);
+    env.wait_for("the ignored SIGUSR1 logged", DEADLINE, || {
+        supervisor_log(&env).contains("restart ignored: a handover is in progress")
+    });
+    let out = first.join().unwrap();
+    if out.code != Some(0) || !out.stdout.contains(&format!("child {new}")) {
+        env.fail(format!("the first restart should succeed:\n{out}"));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != new || !v["handover"].is_null() || env.child_processes() != [new] {
+        env.fail(format!("after it, only the new child: {v:#}"));
+    }
+}
+
+#[test]
+fn stop_during_a_handover_stops_both_children() {
+    let env = ready_env("20s");
+    let sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::write(env.path("next-mode"), "ready 5").unwrap();
+    let restart = restart_in_background(&env);
+    let v = wait_handover(&env, "starting");
+    let new = v["handover"]["new_pid"].as_i64().unwrap_or(0) as i32;
+    let out = env.cli(&["stop"]);
+    if out.code != Some(0) {
+        env.fail(format!("stop failed:\n{out}"));
+    }
+    sup.wait_exit(DEADLINE);
+    if pid_alive(old) || pid_alive(new) || !env.child_processes().is_empty() {
+        env.fail(format!("both {old} and {new} should be gone"));
+    }
+    let out = restart.join().unwrap();
+    if out.code == Some(0) {
+        env.fail(format!(
+            "the restart cut by the stop cannot succeed:\n{out}"
+        ));
+    }
+}
+
+#[test]
+fn a_supervisor_killed_mid_handover_leaves_nothing_the_next_one_does_not_stop() {
+    let env = ready_env("20s");
+    let sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::write(env.path("next-mode"), "ready 30").unwrap();
+    let _restart = restart_in_background(&env);
+    let v = wait_handover(&env, "starting");
+    let new = v["handover"]["new_pid"].as_i64().unwrap_or(0) as i32;
+    // Its SIGTERM handler is in place (the death signal of a killed
+    // supervisor then only asks it to stop, once it has started serving).
+    env.wait_for("the new child started", DEADLINE, || {
+        env.events_of("start").iter().any(|e| e.pid == new)
+    });
+    let state = env.state().unwrap_or_default();
+    if state["handover"]["second"]["pgid"] != new {
+        env.fail(format!(
+            "state.json does not name the second child: {state:#}"
+        ));
+    }
+    sup.kill9();
+    sup.wait_exit(DEADLINE);
+    let _next = env.spawn();
+    let third = env.wait_value("one new child tree serving", DEADLINE, || {
+        let (_, v) = env.status_json();
+        let pid = v["child"]["pid"].as_i64()? as i32;
+        (v["state"] == "running" && !pid_alive(old) && !pid_alive(new) && pid != old && pid != new)
+            .then_some(pid)
+    });
+    env.wait_for("one child tree", DEADLINE, || {
+        env.child_processes() == [third]
+    });
+    if !supervisor_log(&env).contains("second child of an earlier supervisor's handover") {
+        env.fail("the log does not say the second child was stopped");
+    }
+}

@@ -391,3 +391,99 @@ fn logs_escapes_control_characters_on_a_terminal_only() {
         ));
     }
 }
+
+// ------------------------------------------------------------ systemd print
+
+#[test]
+fn a_root_unit_leaves_out_path_folders_another_user_owns() {
+    if !as_root("a_root_unit_leaves_out_path_folders_another_user_owns") {
+        return;
+    }
+    let (uid, gid, _) = nobody();
+    let env = Setup::new("trust.py").build();
+    let theirs = env.dir.join("nobody-bin");
+    let open = env.dir.join("open-bin");
+    fs::create_dir(&theirs).unwrap();
+    fs::create_dir(&open).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(uid), Some(gid)).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let path = format!("{}:/usr/bin:{}:/bin", theirs.display(), open.display());
+    let o = run_cmd(
+        "/usr/bin/env",
+        &[
+            format!("PATH={path}"),
+            BIN.into(),
+            "--config".into(),
+            env.config.display().to_string(),
+            "systemd".into(),
+            "print".into(),
+        ],
+        DEADLINE,
+    )
+    .unwrap_or_else(|e| env.fail(e));
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Environment=") && l.contains("PATH="))
+        .unwrap_or_default()
+        .to_owned();
+    let named = |d: &Path| o.stderr.contains(&format!("{:?}", d.display().to_string()));
+    if o.code != Some(0)
+        || line != "Environment=\"PATH=/usr/bin:/bin\""
+        || !named(&theirs)
+        || !named(&open)
+        || !o.stdout.contains("# Left out of PATH")
+    {
+        env.fail(format!(
+            "want PATH=/usr/bin:/bin, the two folders named on stderr and in the unit; got {line:?}:\n{o}"
+        ));
+    }
+}
+
+// ------------------------------------------------------------ STATUS= writes
+
+#[test]
+fn a_chatty_status_writes_state_json_about_once_a_second_and_the_last_text_lands() {
+    use std::os::unix::fs::MetadataExt;
+    let mut env = Setup::new("trust.py")
+        .raw("health", "notify", "true")
+        .build();
+    let out = out_dir(&env, None);
+    trust_child(&mut env, python(), "chatty", &out, &["600"]);
+    let state = env.state_dir.join("state.json");
+    let _sup = env.spawn();
+    // Every write replaces the file (a new inode, or a reused one with a
+    // new mtime): count them while the child talks (600 texts over 1.2 s
+    // or more).
+    let mut seen = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < DEADLINE {
+        if let Ok(m) = fs::metadata(&state) {
+            seen.insert((m.ino(), m.mtime(), m.mtime_nsec()));
+        }
+        if let Some(v) = env.state() {
+            last = v["child"]["status"].as_str().unwrap_or_default().to_owned();
+            if last == "final" {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    if last != "final" {
+        env.fail(format!(
+            "the last STATUS= text never landed (last seen {last:?})"
+        ));
+    }
+    // At most about one a second for the texts, plus the writes of the
+    // start itself (spawned, ready); generous for a loaded machine.
+    let bound = 6 + took.as_secs() as usize * 2;
+    eprintln!("{} state.json writes seen in {took:?}", seen.len());
+    if seen.len() > bound {
+        env.fail(format!(
+            "{} state.json writes seen in {took:?} (bound {bound})",
+            seen.len()
+        ));
+    }
+}

@@ -21,7 +21,13 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
     eprintln!("idle cost ...");
     let root = root();
     let kinds: Vec<Kind> = std::iter::once(Kind::Ours)
-        .chain(peers.each(&[Kind::Supervisord, Kind::Runsv, Kind::S6, Kind::SdActivate]))
+        .chain(peers.each(&[
+            Kind::Static,
+            Kind::Supervisord,
+            Kind::Runsv,
+            Kind::S6,
+            Kind::SdActivate,
+        ]))
         .collect();
     let mut rss: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut wake: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
@@ -162,6 +168,16 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         "—",
         None,
     );
+    if peers.has(Kind::Static) {
+        let st = get(&rss, Kind::Static);
+        table.add(
+            "static (musl) build: idle RSS, MiB (healthy child)",
+            show(&st, 2),
+            format!("glibc build {}", show(&r, 2)),
+            "< 2.5 MiB",
+            st.as_ref().map(|s| s.median() < 2.5),
+        );
+    }
     for k in kinds.iter().skip(1) {
         let note = match k {
             Kind::Runsv => " (runsv + svlogd)",
@@ -295,7 +311,19 @@ pub(crate) fn log_throughput(n: &Counts, peers: &Peers, table: &mut Table) {
     let mut peak = Vec::new();
     let mut file_rate = Vec::new();
     let bytes = n.log_bytes;
+    // The static build's runs, taken in turn with the glibc build's.
+    let mut static_rate = Vec::new();
     for _ in 0..n.log_runs {
+        if peers.has(Kind::Static) {
+            let s = start(Kind::Static, &Job::Spew(bytes), &RESTART_FAST, &root);
+            let logs = s.dir.join("logs");
+            wait_for(Duration::from_secs(20), || logs.join("child.log").exists());
+            if let Some((_, f)) = timed_spew(&s, &logs, Some("child.log"), bytes) {
+                static_rate.push(f);
+            }
+            drop(s);
+            let _ = fs::remove_dir_all(&logs);
+        }
         let s = start(Kind::Ours, &Job::Spew(bytes), &RESTART_FAST, &root);
         let logs = s.dir.join("logs");
         wait_for(Duration::from_secs(20), || logs.join("child.log").exists());
@@ -354,6 +382,21 @@ pub(crate) fn log_throughput(n: &Counts, peers: &Peers, table: &mut Table) {
         p.as_ref().map(|s| s.max() < 8.0),
     );
     let fig = format!("log throughput, MB/s reaching child.log ({mb} MB of 100-byte lines)");
+    if let Some(st) = Stats::new(static_rate) {
+        let vs = f.as_ref().map(|g| 100.0 * st.median() / g.median());
+        table.peer(&fig, Kind::Static, show(&Some(st.clone()), 0));
+        table.add(
+            "static (musl) build: log throughput, MB/s reaching child.log",
+            show(&Some(st), 0),
+            format!(
+                "glibc build {}; {}",
+                show(&f, 0),
+                vs.map_or("?".into(), |p| format!("{p:.0}%"))
+            ),
+            "≥ 90% of the glibc build's",
+            vs.map(|p| p >= 90.0),
+        );
+    }
     for k in peers.each(&[Kind::Supervisord, Kind::Runsv]) {
         let s = start(k, &Job::Spew(bytes), &RESTART_FAST, &root);
         let r = match k {

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
     Ours,
+    /// The same supervisor linked statically with musl (the container
+    /// artifact), where built: `$SUPERVISOR_BENCH_STATIC`, else
+    /// `target/x86_64-unknown-linux-musl/release/supervisor`.
+    Static,
     Supervisord,
     Runsv,
     S6,
@@ -27,11 +31,17 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) const PEERS: [Kind; 4] =
-        [Kind::Supervisord, Kind::Runsv, Kind::S6, Kind::SdActivate];
+    pub(crate) const PEERS: [Kind; 5] = [
+        Kind::Static,
+        Kind::Supervisord,
+        Kind::Runsv,
+        Kind::S6,
+        Kind::SdActivate,
+    ];
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Ours => "supervisor",
+            Kind::Static => "supervisor, static musl",
             Kind::Supervisord => "supervisord",
             Kind::Runsv => "runsv",
             Kind::S6 => "s6-supervise",
@@ -41,12 +51,25 @@ impl Kind {
     pub(crate) fn program(self) -> &'static str {
         match self {
             Kind::Ours => BIN,
+            Kind::Static => static_bin(),
             Kind::Supervisord => "supervisord",
             Kind::Runsv => "runsv",
             Kind::S6 => "s6-supervise",
             Kind::SdActivate => "systemd-socket-activate",
         }
     }
+}
+
+/// Where the static build is looked for (see [`Kind::Static`]).
+pub(crate) fn static_bin() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| match std::env::var("SUPERVISOR_BENCH_STATIC") {
+        Ok(p) if !p.is_empty() => p,
+        _ => format!(
+            "{}/target/x86_64-unknown-linux-musl/release/supervisor",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    })
 }
 
 pub(crate) struct Peers {
@@ -57,7 +80,10 @@ impl Peers {
     pub(crate) fn find() -> Peers {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut found = BTreeMap::new();
-        for k in Kind::PEERS {
+        if Path::new(static_bin()).is_file() {
+            found.insert(Kind::Static, PathBuf::from(static_bin()));
+        }
+        for k in Kind::PEERS.into_iter().filter(|k| *k != Kind::Static) {
             if let Some(p) = std::env::split_paths(&path)
                 .map(|d| d.join(k.program()))
                 .find(|p| p.is_file())
@@ -269,7 +295,7 @@ pub(crate) fn start(kind: Kind, job: &Job, opts: &OurOpts, root: &Path) -> Svc {
 /// Writes the files `kind` reads in `dir` to supervise `job` on `addr`.
 fn prepare(kind: Kind, job: &Job, opts: &OurOpts, dir: &Path, addr: SocketAddr) {
     match kind {
-        Kind::Ours => {
+        Kind::Ours | Kind::Static => {
             let argv: Vec<String> = job.argv(true, addr).iter().map(|s| q(s)).collect();
             let cfg = format!(
                 "[supervisor]\nstate_dir = \"run\"\n\n[listen]\naddress = \"{addr}\"\n\n\
@@ -333,8 +359,8 @@ fn prepare(kind: Kind, job: &Job, opts: &OurOpts, dir: &Path, addr: SocketAddr) 
 pub(crate) fn command(kind: Kind, job: &Job, dir: &Path, addr: SocketAddr) -> Command {
     let mut cmd;
     match kind {
-        Kind::Ours => {
-            cmd = Command::new(BIN);
+        Kind::Ours | Kind::Static => {
+            cmd = Command::new(kind.program());
             cmd.arg("--config")
                 .arg(dir.join("supervisor.toml"))
                 .arg("run");

@@ -52,8 +52,8 @@ use crate::attrs::{self, Plan};
 use crate::listener::LISTEN_FD;
 use crate::sys;
 pub(crate) use identity::{credentials, environment, path_left_out, Creds, PROTOCOL_ENV};
-pub(crate) use program::resolve_program;
 use program::why_not_started;
+pub(crate) use program::{misuses_the_socket, resolve_program};
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 /// Enough digits for any pid (pid_t is 32-bit).

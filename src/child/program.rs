@@ -7,6 +7,31 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// A known way a command fails with the socket it is handed, in words for
+/// a warning: gunicorn given `--bind fd://N` adds that descriptor on top
+/// of the one it takes from `LISTEN_FDS` itself, and the second `socket()`
+/// on fd 3 dies with EBADF ("Bad file descriptor") at every start.
+pub(crate) fn misuses_the_socket(command: &[String]) -> Option<String> {
+    let is_gunicorn = command.iter().take(4).any(|a| {
+        Path::new(a)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("gunicorn"))
+            || a == "gunicorn"
+    });
+    let binds_fd = command
+        .windows(2)
+        .any(|w| matches!(w[0].as_str(), "-b" | "--bind") && w[1].starts_with("fd://"))
+        || command
+            .iter()
+            .any(|a| a.starts_with("--bind=fd://") || a.starts_with("-bfd://"));
+    (is_gunicorn && binds_fd).then(|| {
+        "gunicorn with `--bind fd://...` adds the socket a second time (it takes fd 3 from \
+         LISTEN_FDS by itself) and exits with \"Bad file descriptor\" at every start: drop the \
+         --bind"
+            .to_owned()
+    })
+}
+
 /// Find `program` the way a shell would: as given when it has a slash
 /// (relative to the child's folder), else along `path`.
 pub(crate) fn resolve_program(

@@ -320,3 +320,27 @@ fn a_step_that_fails_after_fork_is_named() {
     assert_eq!(image.umask, Some(0o027));
     assert!(named(STEP_FD3).contains("fd 3"));
 }
+
+#[test]
+fn gunicorn_binding_fd_3_itself_is_named() {
+    let argv = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<String>>();
+    let table = [
+        ("gunicorn --bind fd://3 app:app", true),
+        ("/srv/.venv/bin/gunicorn -b fd://3 app:app", true),
+        ("python3 -m gunicorn --bind=fd://3 app:app", true),
+        ("gunicorn app:app", false),
+        ("gunicorn --bind 127.0.0.1:8000 app:app", false),
+        ("uvicorn --fd 3 app:app", false),
+        ("myserver --bind fd://3", false),
+    ];
+    for (command, named) in table {
+        let why = super::misuses_the_socket(&argv(command));
+        assert_eq!(why.is_some(), named, "{command}");
+        if let Some(why) = why {
+            assert!(
+                why.contains("Bad file descriptor") && why.contains("--bind"),
+                "{why}"
+            );
+        }
+    }
+}

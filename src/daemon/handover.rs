@@ -117,6 +117,8 @@ impl Daemon {
 
     /// The second child's leader was reaped.
     pub(super) fn second_exited(&mut self, pid: i32, kind: ExitKind) {
+        // It may have shut the socket down for everyone on its way out.
+        self.rearm();
         self.second.forget(pid);
         self.second.prune();
         let others_left = !self.second.gone();

@@ -82,7 +82,7 @@ impl Daemon {
     /// A child may have shut the listening socket down (`shutdown(2)` on
     /// fd 3 disarms it for every holder): listen on it again, or, if that
     /// fails, bind anew.
-    fn rearm(&mut self) {
+    pub(super) fn rearm(&mut self) {
         let Some(l) = &self.listener else { return };
         if l.is_listening() {
             return;

@@ -137,6 +137,10 @@ pub(crate) struct Daemon {
     tell_manager: Option<String>,
     /// Complaints about notify datagrams, at most one line a minute.
     quiet: narrate::Quiet,
+    /// `STATUS=` text writes `state.json` at most once a second
+    /// (`readiness::STATUS_WRITE_EVERY`): the last such write, and when a
+    /// text that came meanwhile is due.
+    status_writes: (Option<Instant>, Option<Instant>),
     /// `[alerts]`: the rule and the command runner.
     alerting: Option<alerting::Alerting>,
     /// Orphaned descendants come back to us (Linux): then whatever holds
@@ -211,6 +215,8 @@ enum Wake {
     ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
+    /// A `STATUS=` text held back to keep state writes rare.
+    StatusDue,
     MemoryCheck,
     /// The alert rule's, the alert command's or the preflight's deadline.
     HelperTick,
@@ -332,6 +338,7 @@ impl Daemon {
                 .filter(|s| !s.is_empty()),
             tell_manager: None,
             quiet: narrate::Quiet::default(),
+            status_writes: (None, None),
             alerting: cfg
                 .alerts
                 .as_ref()
@@ -398,6 +405,7 @@ impl Daemon {
                 || self.machine.second_group_pending().is_some();
             let probe_due = self.probes.due();
             let state_retry = self.state.retry_at();
+            let status_due = self.status_writes.1;
             let running = match self.machine.phase() {
                 Phase::Running { pid, .. } => Some(pid),
                 _ => None,
@@ -414,6 +422,7 @@ impl Daemon {
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
+                _ = sleep_until(status_due), if status_due.is_some() => Wake::StatusDue,
                 _ = self.memory.elapsed(), if memory_armed => Wake::MemoryCheck,
                 _ = sleep_until(helper_due), if helper_due.is_some() => Wake::HelperTick,
                 (hook, out) = helper::output(
@@ -455,6 +464,10 @@ impl Daemon {
                     self.probes.start(identify);
                 }
                 Wake::StateRetry => self.write_state(),
+                Wake::StatusDue => {
+                    self.write_state();
+                    self.status_writes.0 = Some(Instant::now());
+                }
                 Wake::MemoryCheck => self.check_memory(),
                 Wake::HelperTick => {
                     let now = Instant::now();
@@ -803,6 +816,8 @@ impl Daemon {
     }
 
     fn write_state(&mut self) {
+        // Whatever `STATUS=` text was held back goes out with this write.
+        self.status_writes.1 = None;
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
         let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
         rec.counters = Some(self.counters());

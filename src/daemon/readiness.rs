@@ -50,6 +50,21 @@ impl Daemon {
         self.feed(event);
     }
 
+    /// A new `STATUS=` text: written now if the last status write is
+    /// `STATUS_WRITE_EVERY` old, else once that much has passed (a chatty
+    /// child costs one fsync'd write a second, and its last text still
+    /// lands).
+    fn status_changed(&mut self, now: Instant) {
+        let (last, due) = self.status_writes;
+        match status_write_at(last, now) {
+            None => {
+                self.write_state();
+                self.status_writes = (Some(now), None);
+            }
+            Some(at) => self.status_writes = (last, due.or(Some(at))),
+        }
+    }
+
     /// A datagram on the notify socket: accepted only from the child's
     /// process group (the kernel vouches for the sender's pid on Linux).
     pub(super) fn on_notice(&mut self, notice: Notice) {
@@ -81,15 +96,51 @@ impl Daemon {
                 return;
             }
         }
-        if let Some(status) = notice.status {
+        if let Some(status) = notice
+            .status
+            .filter(|s| self.seen.status.as_ref() != Some(s))
+        {
             self.seen.status = Some(status);
-            self.write_state();
+            self.status_changed(Instant::now());
         }
         if notice.ready {
             self.feed(Event::Ready);
         }
         if notice.watchdog {
             self.feed(Event::WatchdogPing);
+        }
+    }
+}
+
+/// `STATUS=` texts write `state.json` at most this often.
+pub(super) const STATUS_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When a status text that came at `now` should be written, given the
+/// last status write: `None` for at once.
+fn status_write_at(last: Option<Instant>, now: Instant) -> Option<Instant> {
+    let next = last? + STATUS_WRITE_EVERY;
+    (next > now).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn status_writes_are_at_most_one_a_second() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // (last status write, now, when to write)
+        let table = [
+            (None, ms(0), None),
+            (Some(ms(0)), ms(10), Some(ms(1000))),
+            (Some(ms(0)), ms(999), Some(ms(1000))),
+            (Some(ms(0)), ms(1000), None),
+            (Some(ms(0)), ms(5000), None),
+        ];
+        for (last, now, want) in table {
+            assert_eq!(status_write_at(last, now), want, "{last:?} {now:?}");
         }
     }
 }

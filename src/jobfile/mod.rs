@@ -44,6 +44,10 @@ pub struct JobSpec {
     /// `PATH` as it is now, so the venv and Homebrew found from this shell
     /// are found by the job; `None` when unset.
     pub path_env: Option<String>,
+    /// Folders left out of `path_env` and why ("/home/me/.cargo/bin (owned
+    /// by uid 1000 (me))"): a unit that runs as root searches no folder
+    /// another user could write (`systemd print`).
+    pub path_left_out: Vec<String>,
     pub stop_timeout: Duration,
     pub address: SocketAddr,
     pub backlog: i32,
@@ -94,6 +98,7 @@ impl JobSpec {
             workdir,
             log_dir: cfg.log.dir.clone(),
             path_env,
+            path_left_out: Vec::new(),
             stop_timeout: cfg.child.stop_timeout,
             address: cfg.listen.address,
             backlog: cfg.listen.backlog,

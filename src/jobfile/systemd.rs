@@ -139,6 +139,12 @@ pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
         "WorkingDirectory={}",
         escape(&spec.workdir.display().to_string())
     );
+    for left in &spec.path_left_out {
+        let _ = writeln!(
+            w,
+            "# Left out of PATH (root must not run programs from a folder another user could write): {left}"
+        );
+    }
     if let Some(path) = &spec.path_env {
         let _ = writeln!(
             w,
@@ -263,6 +269,10 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
         true => Scope::User,
         false => Scope::System { run_as: run_as() },
     };
+    let mut spec = spec;
+    if scope == (Scope::System { run_as: None }) {
+        root_path(&mut spec, &crate::pathdirs::Disk);
+    }
     let service = service(&spec, &name, &scope);
     let socket = socket(&spec, &name).map_err(|e| Fatal::with_code(exit::CONFIG, e))?;
     let files = [
@@ -347,6 +357,28 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// A unit without `User=` runs as root: its `PATH` keeps only folders
+/// that root (and no group or other) may write, all the way up, and each
+/// one left out is named on stderr and in a comment in the unit.
+fn root_path(spec: &mut JobSpec, fs: &impl crate::pathdirs::Lookup) {
+    let Some(path) = spec.path_env.take() else {
+        return;
+    };
+    let (kept, left) = crate::pathdirs::filter(std::ffi::OsStr::new(&path), &|uid| uid != 0, fs);
+    for l in &left {
+        crate::say!(
+            "supervisor: PATH folder {:?} is left out of the unit, which runs as root: {}",
+            l.dir,
+            l.why
+        );
+    }
+    spec.path_left_out = left
+        .into_iter()
+        .map(|l| format!("{:?} ({})", l.dir, l.why))
+        .collect();
+    spec.path_env = Some(String::from_utf8_lossy(&kept).into_owned());
+}
+
 /// The folders systemd loads units from (systemd.unit(5)), the one for an
 /// administrator's own units first.
 fn unit_folders(user: bool, home: Option<&Path>, config_home: Option<&Path>) -> Vec<PathBuf> {
@@ -424,6 +456,7 @@ mod tests {
             workdir: "/opt/sm".into(),
             log_dir: "/opt/sm/logs".into(),
             path_env: Some("/opt/sm/.venv/bin:/usr/bin:/bin".into()),
+            path_left_out: Vec::new(),
             stop_timeout: Duration::from_secs(10),
             address: "127.0.0.1:8420".parse().unwrap(),
             backlog: 1024,
@@ -498,6 +531,41 @@ mod tests {
         );
         assert_eq!(get(&u, "WantedBy"), ["multi-user.target"]);
         assert_eq!(get(&u, "After"), ["network-online.target"]);
+    }
+
+    #[test]
+    fn a_root_unit_leaves_out_path_folders_another_user_could_write() {
+        use crate::pathdirs::{Lookup, Node};
+        use std::path::{Path, PathBuf};
+        /// /home/me is uid 1000's; everything else root's; /srv/tmp 0777.
+        struct Fake;
+        impl Lookup for Fake {
+            fn node(&self, p: &Path) -> Option<Node> {
+                let s = p.to_str()?;
+                let uid = if s.starts_with("/home/me") { 1000 } else { 0 };
+                let mode = if s == "/srv/tmp" { 0o40777 } else { 0o40755 };
+                Some(Node {
+                    uid,
+                    mode,
+                    is_link: false,
+                })
+            }
+            fn resolve(&self, p: &Path) -> Option<PathBuf> {
+                Some(p.to_owned())
+            }
+        }
+        let mut sp = spec();
+        sp.path_env = Some("/home/me/.cargo/bin:/usr/bin:/srv/tmp:/bin".into());
+        root_path(&mut sp, &Fake);
+        assert_eq!(sp.path_env.as_deref(), Some("/usr/bin:/bin"));
+        let u = service(&sp, "x", &Scope::System { run_as: None });
+        assert_eq!(get(&u, "Environment"), ["\"PATH=/usr/bin:/bin\""]);
+        assert!(u.contains("# Left out of PATH"), "{u}");
+        assert!(
+            u.contains("\"/home/me/.cargo/bin\" (owned by uid 1000"),
+            "{u}"
+        );
+        assert!(u.contains("\"/srv/tmp\" (writable by anyone)"), "{u}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ who cannot write the test's temp dir):
                      decoded) and READY=1 to $NOTIFY_SOCKET, then serve
   shout OUT TEXT     write TEXT (decoded the same way) and a newline to
                      stdout, then serve
+  chatty OUT N       READY=1, then N distinct STATUS= texts 2 ms apart, then
+                     STATUS=final, then serve
   notify OUT         serve; each line "MSG" written to OUT/send is sent as a
                      notify datagram once (for the socket tests)
 """
@@ -91,6 +93,14 @@ elif mode == "shout":
     text = sys.argv[4].encode().decode("unicode_escape")
     sys.stdout.buffer.write(text.encode("latin-1") + b"\n")
     sys.stdout.buffer.flush()
+    c.serve(c.listener())
+
+elif mode == "chatty":
+    notify(b"READY=1")
+    for i in range(int(sys.argv[4])):
+        notify(b"STATUS=step %d" % i)
+        time.sleep(0.002)
+    notify(b"STATUS=final")
     c.serve(c.listener())
 
 elif mode == "notify":

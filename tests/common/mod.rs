@@ -40,7 +40,14 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
+/// The binary under test: the one cargo built for this test run, or the
+/// one `SUPERVISOR_TEST_BIN` names when the tests were compiled (CI runs
+/// the suite again against the static musl build that way; cargo rebuilds
+/// the tests when the variable changes).
+pub const BIN: &str = match option_env!("SUPERVISOR_TEST_BIN") {
+    Some(path) => path,
+    None => env!("CARGO_BIN_EXE_supervisor"),
+};
 
 /// Deadline for anything that should happen "soon" on a noisy 2-core box.
 pub const DEADLINE: Duration = Duration::from_secs(20);

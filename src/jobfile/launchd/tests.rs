@@ -12,6 +12,7 @@ fn spec() -> JobSpec {
         workdir: "/Users/me/sm".into(),
         log_dir: "/Users/me/sm/logs".into(),
         path_env: Some("/Users/me/sm/.venv/bin:/opt/homebrew/bin:/usr/bin:/bin".into()),
+        path_left_out: Vec::new(),
         stop_timeout: Duration::from_secs(10),
         address: "127.0.0.1:8420".parse::<SocketAddr>().unwrap(),
         backlog: 1024,
