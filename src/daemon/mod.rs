@@ -156,6 +156,9 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// A `reload` asked for during a restart: begun once the child runs
+    /// again, or failed at this time (the stop budget).
+    reload_waits: Option<Instant>,
     /// Why the handover under way failed, for the restart's outcome.
     handover_failure: Option<String>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
@@ -425,6 +428,7 @@ impl Daemon {
             exe,
             gave_up: None,
             reloading: None,
+            reload_waits: None,
             handover_failure: None,
             next_listener,
             carried: carried.unwrap_or_default(),
@@ -488,7 +492,13 @@ impl Daemon {
             };
             let memory_armed = self.memory.arm(running, Instant::now());
             let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
-            let reload_due = self.reloading.as_ref().and_then(|p| p.deadline());
+            let reload_due = self
+                .reloading
+                .as_ref()
+                .and_then(|p| p.deadline())
+                .into_iter()
+                .chain(self.reload_waits)
+                .min();
             let helper_due = alert_due.into_iter().chain(reload_due).min();
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
@@ -796,6 +806,7 @@ impl Daemon {
         if let Some(message) = self.tell_manager.take() {
             health::tell_manager(self.manager.as_deref(), &message);
         }
+        self.reload_when_settled(Instant::now());
     }
 
     fn perform(&mut self, action: Action) -> Option<Event> {

@@ -50,7 +50,7 @@ use super::{signals, Daemon};
 use crate::config::Config;
 use crate::listener::Listener;
 use crate::logs::{Handed, Readers, Stream};
-use crate::policy::{Event, ExitKind};
+use crate::policy::{Event, ExitKind, Want};
 
 use crate::state::{self, ReloadError};
 use crate::sys;
@@ -124,11 +124,26 @@ impl Daemon {
             );
         }
         if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
+            if self.machine.want() == Want::Up {
+                // A restart under way: reload once the child runs again,
+                // within the stop budget.
+                if self.reload_waits.is_none() {
+                    let budget = super::stop_budget(self.cfg.child.stop_timeout);
+                    self.reload_waits = Some(Instant::now() + budget);
+                    info!(
+                        "SIGUSR2 while the supervisor is {}: reloading once its child runs again \
+                         (waiting up to {})",
+                        self.machine.state_name(),
+                        human(budget)
+                    );
+                }
+                return;
+            }
             return self.reload_failed(
                 1,
                 format!(
-                    "the supervisor is {} (its child is being stopped or started); try again in a moment",
-                    self.machine.phase().name()
+                    "the supervisor is {} (it is exiting); not reloading",
+                    self.machine.state_name()
                 ),
             );
         }
@@ -170,6 +185,34 @@ impl Daemon {
     pub(super) fn reload_tick(&mut self, now: Instant) {
         if let Some(p) = self.reloading.as_mut().filter(|p| p.helper.overdue(now)) {
             p.helper.kill();
+        }
+        self.reload_when_settled(now);
+    }
+
+    /// A reload that waits for a restart: begun once the child runs (or
+    /// backs off, or waits for the port) again; failed when the
+    /// supervisor is exiting instead, or the stop budget is spent.
+    pub(super) fn reload_when_settled(&mut self, now: Instant) {
+        let Some(deadline) = self.reload_waits else {
+            return;
+        };
+        if self.machine.want() != Want::Up {
+            self.reload_waits = None;
+            return self.reload_failed(1, "the supervisor is exiting; not reloading".into());
+        }
+        if MachineHand::of(&self.machine.snapshot(), now).is_some() {
+            self.reload_waits = None;
+            return self.begin_reload();
+        }
+        if now >= deadline {
+            self.reload_waits = None;
+            self.reload_failed(
+                1,
+                format!(
+                    "the supervisor was still {} when its stop budget ran out; try again",
+                    self.machine.state_name()
+                ),
+            );
         }
     }
 
@@ -288,7 +331,7 @@ impl Daemon {
                 1,
                 format!(
                     "the supervisor became {}; try again",
-                    self.machine.phase().name()
+                    self.machine.state_name()
                 ),
             );
         };

@@ -39,6 +39,13 @@ const FLUSH_AT: usize = 128 * 1024;
 /// The thread only polls, reads, frames and writes: a small stack will do.
 const STACK: usize = 128 * 1024;
 
+/// The pipes of at most this many earlier children are read: detached
+/// helpers (`setsid sleep 100000 &`) keep a dead child's pipes open, and
+/// a child restarted again and again would otherwise pile up descriptors
+/// until every spawn failed. Past it the oldest child's pipes are closed,
+/// with one log line.
+pub(super) const EARLIER_CHILDREN: usize = 16;
+
 /// A partial line (no newline yet: a prompt, a progress bar) is written
 /// once its pipe has been quiet this long.
 const PARTIAL_QUIET: Duration = Duration::from_secs(1);
@@ -218,6 +225,19 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
                 .unwrap_or_else(PoisonError::into_inner)
                 .drain(..),
         );
+        for pid in over_the_bound(&pipes) {
+            set_timestamp(&mut ts);
+            for mut p in extract(&mut pipes, pid) {
+                let lines = p.framer.finish(&ts, &mut out);
+                sink.write_batch(&out, lines);
+                out.clear();
+            }
+            tracing::warn!(
+                "closed the output pipes of earlier child {pid}: something it started still \
+                 holds them, and only the {EARLIER_CHILDREN} latest earlier children's are kept; \
+                 what it writes there is lost"
+            );
+        }
         let ready = match wait(&woken, &pipes, finishing) {
             Ok(r) => r,
             Err(e) => {
@@ -268,13 +288,40 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
             }
         }
         for i in ended.into_iter().rev() {
-            let mut p = pipes.swap_remove(i);
+            let mut p = pipes.remove(i);
             set_timestamp(&mut ts);
             let lines = p.framer.finish(&ts, &mut out);
             sink.write_batch(&out, lines);
             out.clear();
         }
     }
+}
+
+/// The earlier children whose pipes are past [`EARLIER_CHILDREN`], oldest
+/// first. `pipes` are in the order they were added, the latest child's
+/// last (pipes only leave, at their end, in order).
+fn over_the_bound(pipes: &[Pipe]) -> Vec<u32> {
+    let mut children: Vec<u32> = Vec::new();
+    for p in pipes {
+        if !children.contains(&p.pid) {
+            children.push(p.pid);
+        }
+    }
+    // The latest child is not an earlier one.
+    let earlier = children.len().saturating_sub(1);
+    children
+        .into_iter()
+        .take(earlier.saturating_sub(EARLIER_CHILDREN))
+        .collect()
+}
+
+/// Take `pid`'s pipes out of `pipes`, keeping the order of the rest.
+fn extract(pipes: &mut Vec<Pipe>, pid: u32) -> Vec<Pipe> {
+    let (theirs, rest) = std::mem::take(pipes)
+        .into_iter()
+        .partition(|p| p.pid == pid);
+    *pipes = rest;
+    theirs
 }
 
 /// Which descriptors are readable (or at their end).
@@ -376,6 +423,33 @@ mod tests {
     use std::os::fd::OwnedFd;
     use std::path::Path;
 
+    #[test]
+    fn only_the_latest_earlier_childrens_pipes_are_kept() {
+        let pipe = |pid: u32, stream: Stream| Pipe {
+            file: File::open("/dev/null").unwrap(),
+            framer: Framer::new(stream, pid),
+            stream,
+            pid,
+            last_read: Instant::now(),
+        };
+        // Children 1..=20, two pipes each, 20 the latest; child 3's stdout
+        // ended already.
+        let mut pipes: Vec<Pipe> = (1..=20u32)
+            .flat_map(|pid| [pipe(pid, Stream::Stdout), pipe(pid, Stream::Stderr)])
+            .filter(|p| !(p.pid == 3 && p.stream == Stream::Stdout))
+            .collect();
+        // 19 earlier children, 16 kept: the 3 oldest go.
+        let over = over_the_bound(&pipes);
+        assert_eq!(over, [1, 2, 3]);
+        for pid in over {
+            assert!(!extract(&mut pipes, pid).is_empty());
+        }
+        assert_eq!(pipes.first().map(|p| p.pid), Some(4));
+        assert_eq!(pipes.len(), 2 * 17);
+        assert!(over_the_bound(&pipes).is_empty());
+        assert!(over_the_bound(&pipes[..0]).is_empty());
+    }
+
     fn read(p: &Path) -> Vec<u8> {
         std::fs::read(p).unwrap_or_default()
     }
@@ -395,7 +469,7 @@ mod tests {
     fn a_quiet_partial_line_is_written_while_the_pipe_stays_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink, Arc::new(LogCounts::default())).unwrap();
         let (r, mut w) = io::pipe().unwrap();
         readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 7);
@@ -417,7 +491,7 @@ mod tests {
     fn frames_pipes_until_their_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let counts = Arc::new(LogCounts::default());
         let readers = Readers::start(sink, counts.clone()).unwrap();
         let (r, mut w) = io::pipe().unwrap();
@@ -452,7 +526,7 @@ mod tests {
     fn finishing_takes_what_is_buffered_and_never_waits_for_live_writers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink, Arc::default()).unwrap();
         // Many pipes, one thread: a writer that never closes its end
         // (a detached helper) and the dead child's pipe with a last line.
@@ -466,7 +540,8 @@ mod tests {
         readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 77);
         w.write_all(b"last words, no newline").unwrap();
         drop(w);
-        keep[3].write_all(b"a helper's partial").unwrap();
+        // (Among the 16 latest earlier children's: older ones are closed.)
+        keep[40].write_all(b"a helper's partial").unwrap();
         let started = Instant::now();
         readers.finish(Duration::from_secs(10));
         assert!(
@@ -475,6 +550,6 @@ mod tests {
         );
         let data = String::from_utf8(read(&path)).unwrap();
         assert!(data.contains("out[77]: last words, no newline\n"), "{data}");
-        assert!(data.contains("out[3]: a helper's partial\n"), "{data}");
+        assert!(data.contains("out[40]: a helper's partial\n"), "{data}");
     }
 }
