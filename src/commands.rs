@@ -5,7 +5,7 @@
 //! signals, after proving it is the lock holder.
 
 use std::io::IsTerminal;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::attrs;
 use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, LogTo, StateLocation};
-use crate::daemon::{self, reload, Daemon, Start};
+use crate::daemon::{self, handoff, reload, Daemon, Origin, Resumption};
 use crate::exit::{self, Fatal, Outcome};
 use crate::listener;
 use crate::lock::{self, Finding, InstanceLock};
@@ -310,7 +310,7 @@ fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Fac
 /// config on stdout, followed by the child's attributes here as comments.
 fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
-    reload::can_take_over().map_err(Fatal::failure)?;
+    handoff::can_take_over().map_err(Fatal::failure)?;
     let pre = preflight(cfg)?;
     // Started the way `run` would be, by a manager passing the socket?
     // Every check comes before the first line of output: an invalid config
@@ -348,7 +348,7 @@ fn check_config(cfg: &Config) -> Outcome {
 fn run(path: &Path) -> Outcome {
     // Re-executed by `reload`? Then the lock, the socket and the child are
     // ours already.
-    if let Some(handoff) = reload::take_handoff()
+    if let Some(handoff) = handoff::take()
         .map_err(|e| Fatal::failure(format!("cannot carry on after a reload: {e}")))?
     {
         return run_reloaded(path, handoff);
@@ -409,10 +409,9 @@ fn run(path: &Path) -> Outcome {
         cfg,
         creds: pre.creds,
         lock,
-        passed,
         notify: None,
         held,
-        start: Start::Fresh,
+        origin: Origin::Fresh { passed },
     })
 }
 
@@ -459,7 +458,15 @@ fn live_recorded_supervisor(cfg: &Config) -> Option<i32> {
 /// compared; what cannot be taken (an invalid file, a `[listen]` that
 /// cannot be bound, a moved state dir) leaves the config the child runs
 /// under in force, and is reported as the reload's failure.
-fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
+fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
+    let handoff::Resumed {
+        lock,
+        listener,
+        notify,
+        pipes,
+        metrics,
+        handoff,
+    } = resumed;
     let old = Config::parse(&handoff.config, path).map_err(|e| {
         Fatal::failure(format!(
             "cannot read the config handed over by the reload:\n{e}"
@@ -537,38 +544,32 @@ fn run_reloaded(path: &Path, handoff: reload::Handoff) -> Outcome {
             }
         }
     }
-    // SAFETY: the old image handed these descriptors to us alone.
-    let lock_file = unsafe { std::fs::File::from_raw_fd(handoff.lock_fd) };
-    let lock = InstanceLock::from_handed(lock_file, cfg.pid_path()).map_err(|e| {
+    let lock = InstanceLock::from_handed(lock, cfg.pid_path()).map_err(|e| {
         Fatal::failure(format!(
             "cannot take the instance lock over after a reload: {e}"
         ))
     })?;
-    let passed = match handoff.listen_fd {
-        // SAFETY: as above.
+    let listener = match listener {
         Some(fd) => Some(
-            listener::Listener::adopt(unsafe { OwnedFd::from_raw_fd(fd) })
+            listener::Listener::adopt(fd)
                 .map_err(|e| Fatal::failure(format!("cannot take the socket over: {e}")))?,
         ),
         None => None,
     };
-    let notify = handoff.notify.as_ref().map(|n| {
-        // SAFETY: as above.
-        let fd = unsafe { OwnedFd::from_raw_fd(n.fd) };
-        (fd, n.env_value.clone(), n.cleanup.clone())
-    });
     serve(Serve {
         held: daemon::signals::hold(),
-        start: Start::Reloaded {
-            handoff: Box::new(handoff),
-            old: Box::new(old),
+        origin: Origin::Resumed(Box::new(Resumption {
+            handoff,
+            listener,
+            pipes,
+            old,
             problems,
             next_listener,
-        },
+            metrics,
+        })),
         cfg,
         creds,
         lock,
-        passed,
         notify,
     })
 }
@@ -578,12 +579,11 @@ struct Serve {
     cfg: Config,
     creds: Option<Creds>,
     lock: InstanceLock,
-    passed: Option<listener::Listener>,
     /// A notify socket handed over by `reload`: (fd, NOTIFY_SOCKET value,
     /// files to remove at exit).
     notify: Option<(OwnedFd, String, Vec<std::path::PathBuf>)>,
     held: nix::sys::signal::SigSet,
-    start: Start,
+    origin: Origin,
 }
 
 /// The lock is held: open the logs, start the event loop and drive.
@@ -592,10 +592,9 @@ fn serve(s: Serve) -> Outcome {
         cfg,
         creds,
         lock,
-        passed,
         notify,
         held,
-        start,
+        origin,
     } = s;
     // A file-size limit (RLIMIT_FSIZE) must fail a log write with EFBIG,
     // which the sinks drop and count, not kill us. The child gets every
@@ -625,7 +624,7 @@ fn serve(s: Serve) -> Outcome {
             // Once, one line, on a fresh start: a newcomer at a terminal
             // sees where the lines go; under launchd or systemd it is one
             // line per start in what they capture.
-            if matches!(start, Start::Fresh) {
+            if matches!(origin, Origin::Fresh { .. }) {
                 crate::say!(
                     "supervisor: running as pid {} for {}; its log: {}, the child's output: {} \
                      (`supervisor logs -f`)",
@@ -675,8 +674,8 @@ fn serve(s: Serve) -> Outcome {
             ),
             (false, _) => None,
         };
-        Daemon::new(cfg, creds, lock, files, notify, passed)?
-            .run(signals, start)
+        Daemon::new(cfg, creds, lock, files, notify, origin)?
+            .run(signals)
             .await
     });
     if let Err(e) = &result {

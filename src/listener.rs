@@ -211,14 +211,12 @@ pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listen
     let mut seen = Vec::new();
     let mut chosen = None;
     for (fd, fd_name) in passed {
-        // SAFETY: the manager passed these descriptors to this process and
-        // nothing here owns them yet; a number that is not open fails below.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        // The manager passed these descriptors to this process and nothing
+        // here owns them yet.
+        let Some(owned) = sys::adopt_fd(fd) else {
             seen.push(format!("fd {fd}: not open"));
             continue;
-        }
-        // SAFETY: as above: an open descriptor given to us.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        };
         let sock = socket2::SockRef::from(&owned);
         let local = sock.local_addr().ok().and_then(|a| a.as_socket());
         let listening = nix::sys::socket::getsockopt(&owned, nix::sys::socket::sockopt::AcceptConn)

@@ -18,7 +18,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -35,7 +35,6 @@ use tracing::warn;
 
 use crate::logs::LogCounts;
 use crate::state::{Record, Streams};
-use crate::sys;
 
 /// hyper's smallest read buffer, and the most a request head may take.
 pub(crate) const HEAD_MAX: usize = 8 * 1024;
@@ -116,19 +115,6 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
-}
-
-/// A listener handed over by an earlier image (`reload`), checked to be
-/// open, made close-on-exec again.
-pub(crate) fn adopt(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: F_GETFD only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return None;
-    }
-    // SAFETY: the old image handed this descriptor to us alone.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = sys::set_cloexec(owned.as_raw_fd(), true);
-    Some(owned)
 }
 
 /// Serve on `fd` from now on (a task on the current runtime). Returns the

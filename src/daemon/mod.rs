@@ -14,8 +14,8 @@
 //! (`waitpid(-1)`: we are a subreaper), which tells the child's exit, an
 //! alert command's and a preflight's apart.
 //!
-//! The rooms: this file is the loop, the start (fresh, or carried on after
-//! a reload) and the reaper; [`launch`] brings a child up (the socket, the
+//! The rooms: this file is the loop, the start (fresh, or resumed from a
+//! reload's [`handoff`]) and the reaper; [`launch`] brings a child up (the socket, the
 //! rivals holding it, the spawn); [`narrate`] puts the machine's decisions
 //! into words and alerts; [`readiness`] hears probes and notify datagrams;
 //! [`signals`] is the signal stream; [`record`] what `state.json` says and
@@ -27,6 +27,7 @@
 
 mod alerting;
 mod exporter;
+pub(crate) mod handoff;
 mod handover;
 mod helper;
 mod hooks;
@@ -59,7 +60,7 @@ use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
 use crate::listener::Listener;
 use crate::lock::InstanceLock;
-use crate::logs::{LogCounts, LogSink, Readers};
+use crate::logs::{Handed, LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
@@ -155,6 +156,9 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// A `reload` asked for during a restart: begun once the child runs
+    /// again, or failed at this time (the stop budget).
+    reload_waits: Option<Instant>,
     /// Why the handover under way failed, for the restart's outcome.
     handover_failure: Option<String>,
     /// After a `reload` that changed `[listen]`: the new socket, bound,
@@ -168,21 +172,42 @@ pub(crate) struct Daemon {
     /// `[metrics]`: what its requests read, and its listener's descriptor
     /// (served by a task; handed over by `reload`).
     metrics: Option<(Arc<exporter::View>, std::os::fd::RawFd)>,
+    /// Until `run` starts: what a `reload`ed image still has to apply.
+    carry: Option<Carry>,
 }
 
 /// How this image of the supervisor began.
-pub(crate) enum Start {
-    /// A fresh start (with the socket the service manager passed, if any).
-    Fresh,
-    /// Re-executed by `reload`: carry on from the handoff; `old` is the
-    /// config the child runs under, `problems` what went wrong with the
-    /// new one (reported as the reload's failure).
-    Reloaded {
-        handoff: Box<reload::Handoff>,
-        old: Box<Config>,
-        problems: Vec<(i32, String)>,
-        next_listener: Option<OwnedFd>,
-    },
+pub(crate) enum Origin {
+    /// A fresh start, with the socket the service manager passed, if any.
+    Fresh { passed: Option<Listener> },
+    /// Re-executed by `reload`: carry on from the handoff.
+    Resumed(Box<Resumption>),
+}
+
+/// What a `reload`ed image starts from: the handoff's record with its
+/// descriptors owned, and what the new config made of it.
+pub(crate) struct Resumption {
+    /// The record (its descriptor numbers are spent: they are below).
+    pub(crate) handoff: handoff::Handoff,
+    pub(crate) listener: Option<Listener>,
+    /// The child's log pipes.
+    pub(crate) pipes: Vec<Handed>,
+    /// The config the child runs under.
+    pub(crate) old: Config,
+    /// What went wrong with the new one (reported as the reload's failure).
+    pub(crate) problems: Vec<(i32, String)>,
+    /// A socket bound for a changed `[listen]`.
+    pub(crate) next_listener: Option<OwnedFd>,
+    /// The `[metrics]` listener and the address it was bound for.
+    pub(crate) metrics: Option<(OwnedFd, String)>,
+}
+
+/// What `run` still does with a [`Resumption`] once the driver is built.
+struct Carry {
+    old: Box<Config>,
+    problems: Vec<(i32, String)>,
+    /// The `[metrics]` listener and the address it was bound for.
+    metrics: Option<(OwnedFd, String)>,
 }
 
 /// The path this program was started as: `argv[0]` made absolute when it
@@ -231,7 +256,7 @@ impl Daemon {
         lock: InstanceLock,
         files: Option<LogFiles>,
         notify: Option<NotifySocket>,
-        passed: Option<Listener>,
+        origin: Origin,
     ) -> Result<Daemon, Fatal> {
         let settings = Settings {
             initial_backoff: cfg.restart.initial_backoff,
@@ -264,8 +289,7 @@ impl Daemon {
         };
         let me = std::process::id() as i32;
         let exe = invoked_as();
-        let socket_id = passed.as_ref().and_then(|l| sys::socket_id(l.as_fd()));
-        let seen = Observed {
+        let mut seen = Observed {
             me: Me {
                 pid: me,
                 start_time: sys::process_start_time(me),
@@ -281,9 +305,9 @@ impl Daemon {
             },
             address: cfg.listen.address.to_string(),
             name: cfg.listen.name.clone(),
-            bound: passed.is_some(),
-            inherited: passed.is_some(),
-            socket_id,
+            bound: false,
+            inherited: false,
+            socket_id: None,
             group: None,
             last_exit_at: None,
             status: None,
@@ -297,6 +321,67 @@ impl Daemon {
             second: None,
             handover_at: None,
         };
+        let mut machine = Machine::new(settings);
+        let mut targets = Targets::default();
+        let mut alerting = cfg
+            .alerts
+            .as_ref()
+            .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after));
+        let (listener, managers, pipes, carry, next_listener, carried) = match origin {
+            Origin::Fresh { passed } => {
+                seen.bound = passed.is_some();
+                seen.inherited = passed.is_some();
+                seen.socket_id = passed.as_ref().and_then(|l| sys::socket_id(l.as_fd()));
+                // Whoever passed the socket holds it too, and is never a
+                // rival: our parent (systemd, systemd-socket-activate,
+                // launchd), if it holds it.
+                let managers = match passed {
+                    Some(_) => manager_pids(seen.socket_id),
+                    None => Vec::new(),
+                };
+                (passed, managers, Vec::new(), None, None, None)
+            }
+            Origin::Resumed(r) => {
+                let Resumption {
+                    handoff: h,
+                    listener,
+                    pipes,
+                    old,
+                    problems,
+                    next_listener,
+                    metrics,
+                } = *r;
+                let now = Instant::now();
+                seen.me.reloads = h.reloads + 1;
+                seen.me.started_at = handoff::from_unix_ms(h.started_at_ms);
+                seen.inherited = h.inherited;
+                seen.socket_id = h.socket_id;
+                seen.bound = listener.as_ref().is_some_and(Listener::is_listening);
+                seen.status = h.child_status;
+                seen.last_exit_at = h.last_exit_at_ms.map(handoff::from_unix_ms);
+                seen.group = h.group;
+                machine = Machine::restore(settings, h.machine.snapshot(now), now);
+                if let Phase::Running { pid, .. } = machine.phase() {
+                    targets = Targets::child(pid, seen.group.and_then(|g| g.start_time));
+                }
+                if let Some(a) = alerting.as_mut() {
+                    a.resume(machine.streak(), h.alerts.as_ref());
+                }
+                let carry = Carry {
+                    old: Box::new(old),
+                    problems,
+                    metrics,
+                };
+                (
+                    listener,
+                    h.managers,
+                    pipes,
+                    Some(carry),
+                    next_listener,
+                    h.counters,
+                )
+            }
+        };
         let counts = Arc::new(LogCounts::default());
         let readers = match &files {
             Some(f) => Some(
@@ -308,18 +393,17 @@ impl Daemon {
             ),
             None => None,
         };
+        if let Some(readers) = &readers {
+            for p in pipes {
+                readers.add(p.file, p.stream, p.pid);
+            }
+        }
         Ok(Daemon {
-            machine: Machine::new(settings),
+            machine,
             recipe,
-            managers: match passed {
-                // Whoever passed the socket holds it too, and is never a
-                // rival: our parent (systemd, systemd-socket-activate,
-                // launchd), if it holds it.
-                Some(_) => manager_pids(socket_id),
-                None => Vec::new(),
-            },
-            listener: passed,
-            targets: Targets::default(),
+            managers,
+            listener,
+            targets,
             second: Targets::default(),
             new_status: None,
             seen,
@@ -339,25 +423,24 @@ impl Daemon {
             tell_manager: None,
             quiet: narrate::Quiet::default(),
             status_writes: (None, None),
-            alerting: cfg
-                .alerts
-                .as_ref()
-                .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after)),
+            alerting,
             subreaper: false,
             exe,
             gave_up: None,
             reloading: None,
+            reload_waits: None,
             handover_failure: None,
-            next_listener: None,
-            carried: state::Counters::default(),
+            next_listener,
+            carried: carried.unwrap_or_default(),
             handovers: state::Handovers::default(),
             metrics: None,
+            carry,
             cfg,
         })
     }
 
     /// Run until asked to stop.
-    pub(crate) async fn run(mut self, mut signals: Signals, start: Start) -> Result<(), Fatal> {
+    pub(crate) async fn run(mut self, mut signals: Signals) -> Result<(), Fatal> {
         self.state.lock().write_pid().map_err(|e| {
             Fatal::failure(format!(
                 "cannot write {}: {e}; nothing started",
@@ -379,20 +462,17 @@ impl Daemon {
             .flatten()
             .and_then(|r| r.supervisor)
             .and_then(|s| s.restart);
-        let handed_metrics = match start {
-            Start::Fresh => {
+        let handed_metrics = match self.carry.take() {
+            None => {
                 self.take_over();
                 None
             }
-            Start::Reloaded {
-                mut handoff,
+            Some(Carry {
                 old,
                 problems,
-                next_listener,
-            } => {
-                self.next_listener = next_listener;
-                let metrics = handoff.metrics.take();
-                self.carry_on(*handoff, *old, problems);
+                metrics,
+            }) => {
+                self.carry_on(&old, problems);
                 metrics
             }
         };
@@ -412,7 +492,13 @@ impl Daemon {
             };
             let memory_armed = self.memory.arm(running, Instant::now());
             let alert_due = self.alerting.as_ref().and_then(|a| a.deadline());
-            let reload_due = self.reloading.as_ref().and_then(|p| p.deadline());
+            let reload_due = self
+                .reloading
+                .as_ref()
+                .and_then(|p| p.deadline())
+                .into_iter()
+                .chain(self.reload_waits)
+                .min();
             let helper_due = alert_due.into_iter().chain(reload_due).min();
             let wake = tokio::select! {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
@@ -720,6 +806,7 @@ impl Daemon {
         if let Some(message) = self.tell_manager.take() {
             health::tell_manager(self.manager.as_deref(), &message);
         }
+        self.reload_when_settled(Instant::now());
     }
 
     fn perform(&mut self, action: Action) -> Option<Event> {
@@ -831,12 +918,11 @@ impl Daemon {
     /// it is for the same address (else it is closed), or on a new one. A
     /// listener that cannot be had is logged; the service runs on
     /// without metrics.
-    fn start_metrics(&mut self, handed: Option<reload::MetricsHand>) {
+    fn start_metrics(&mut self, handed: Option<(OwnedFd, String)>) {
         let want = self.cfg.metrics.address;
-        let handed = handed.and_then(|h| {
-            let fd = exporter::adopt(h.fd)?;
+        let handed = handed.and_then(|(fd, address)| {
             // Another address now (or none): the old listener closes here.
-            (Some(h.address) == want.map(|a| a.to_string())).then_some(fd)
+            (Some(address) == want.map(|a| a.to_string())).then_some(fd)
         });
         let Some(addr) = want else { return };
         let fd = match handed {

@@ -41,7 +41,7 @@ pub(crate) struct Me {
 /// earlier supervisor's that is being stopped. Kept in the record until
 /// it is gone, so a supervisor that dies meanwhile leaves its successor a
 /// trail to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Group {
     pub(crate) pgid: i32,
     /// Its leader's start time (the child's): with the pid, one process.
@@ -49,6 +49,7 @@ pub(crate) struct Group {
     /// The session it was started in.
     pub(crate) sid: Option<i32>,
     /// When the child was started, for people.
+    #[serde(rename = "started_at_ms", with = "super::handoff::opt_unix_ms")]
     pub(crate) started_at: Option<SystemTime>,
 }
 
@@ -116,10 +117,7 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             at: state::timestamp(o.last_exit_at.unwrap_or(wall)),
         }
     });
-    let state = match phase {
-        Phase::Exited => "not-running",
-        p => p.name(),
-    };
+    let state = m.state_name();
     Record {
         state: state.into(),
         supervisor: Some(SupervisorInfo {

@@ -11,7 +11,7 @@
 //!    read by the loop, killed after [`PREFLIGHT_TIMEOUT`]. A failure is
 //!    logged and recorded (`supervisor.reload_error`, which `reload`
 //!    prints) and nothing changes.
-//! 2. The handoff: a versioned JSON record ([`Handoff`]) in an unlinked
+//! 2. The handoff ([`super::handoff`]): a versioned JSON record in an unlinked
 //!    file, plus the descriptors it names — the lock, the socket, the
 //!    notify socket, the child's log pipes (the reader thread stops first,
 //!    having written what they held) — made inheritable; every other
@@ -21,8 +21,10 @@
 //! 3. `execve`. If it fails, everything is put back and the old image runs
 //!    on, saying why.
 //! 4. The new image (`commands::run` sees [`HANDOFF_ENV`]) takes the lock
-//!    and descriptors over without taking or releasing anything, restores
-//!    the machine (`Machine::restore`) and compares the config with the one
+//!    and descriptors over without taking or releasing anything
+//!    ([`handoff::take`]), builds its driver from them once
+//!    (`Daemon::new` with `Origin::Resumed`: the machine restored, the
+//!    record carried) and compares the config with the one
 //!    the child runs under: `[child]`/`[health]` changed → a graceful
 //!    restart; `[listen]` changed → the new address bound first, the child
 //!    restarted onto it, the old socket closed (if it cannot be bound,
@@ -30,125 +32,34 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::handoff::{
+    self, Handoff, MachineHand, MetricsHand, NotifyHand, PipeHand, HANDOFF_ENV, HANDOFF_VERSION,
+    HANDOFF_VERSION_ENV,
+};
 use super::helper::Helper;
-use super::record::Group;
 use super::{signals, Daemon};
 use crate::config::Config;
 use crate::listener::Listener;
 use crate::logs::{Handed, Readers, Stream};
-use crate::policy::{Event, ExitKind, Health, LastExit, Machine, Phase, Snapshot};
+use crate::policy::{Event, ExitKind, Want};
 
-use crate::state::{self, AlertsInfo, ReloadError};
+use crate::state::{self, ReloadError};
 use crate::sys;
 use crate::text::{describe_exit, human};
 
-/// Where the new image finds the handoff: the number of an inherited
-/// descriptor.
-pub(crate) const HANDOFF_ENV: &str = "SUPERVISOR_HANDOFF";
-/// Told to the preflight: the handoff version it would be given.
-pub(crate) const HANDOFF_VERSION_ENV: &str = "SUPERVISOR_HANDOFF_VERSION";
-/// The handoff this build writes and reads.
-pub(crate) const HANDOFF_VERSION: u32 = 1;
 /// A preflight that takes longer is killed and the reload given up.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 /// What of the preflight's stderr is kept for the reason.
 const STDERR_CAP: usize = 4096;
-
-/// Everything the new image needs to carry on. Versioned: an image that
-/// cannot read it says so in the preflight, before anything happens.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Handoff {
-    pub(crate) version: u32,
-    pub(crate) lock_fd: RawFd,
-    pub(crate) listen_fd: Option<RawFd>,
-    pub(crate) inherited: bool,
-    pub(crate) socket_id: Option<u64>,
-    pub(crate) managers: Vec<i32>,
-    pub(crate) notify: Option<NotifyHand>,
-    pub(crate) pipes: Vec<PipeHand>,
-    /// The config the child runs under, as TOML (`check-config`'s output).
-    pub(crate) config: String,
-    /// Unix ms of the first start, and reloads so far.
-    pub(crate) started_at_ms: u64,
-    pub(crate) reloads: u32,
-    pub(crate) machine: MachineHand,
-    pub(crate) group: Option<GroupHand>,
-    pub(crate) child_status: Option<String>,
-    pub(crate) last_exit_at_ms: Option<u64>,
-    pub(crate) alerts: Option<AlertsInfo>,
-    /// Who the child runs as: the new image keeps it if it cannot
-    /// resolve `child.user` again.
-    #[serde(default)]
-    pub(crate) creds: Option<crate::child::Creds>,
-    /// The metrics' counters so far: they survive the exec.
-    #[serde(default)]
-    pub(crate) counters: Option<state::Counters>,
-    /// The `[metrics]` listener.
-    #[serde(default)]
-    pub(crate) metrics: Option<MetricsHand>,
-}
-
-/// The `[metrics]` listener and the address it was bound for.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct MetricsHand {
-    pub(crate) fd: RawFd,
-    pub(crate) address: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NotifyHand {
-    pub(crate) fd: RawFd,
-    pub(crate) env_value: String,
-    pub(crate) cleanup: Vec<PathBuf>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct PipeHand {
-    pub(crate) fd: RawFd,
-    pub(crate) stderr: bool,
-    pub(crate) pid: u32,
-}
-
-/// A process group with its leader's start time and session.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct GroupHand {
-    pub(crate) pgid: i32,
-    pub(crate) start_time: Option<u64>,
-    pub(crate) sid: Option<i32>,
-    pub(crate) started_at_ms: Option<u64>,
-}
-
-/// The machine's snapshot with its instants as ages (ms before the exec)
-/// or delays (ms after it).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct MachineHand {
-    /// "running", "backoff" or "waiting-for-port".
-    pub(crate) phase: String,
-    pub(crate) pid: Option<i32>,
-    /// Running: how long the child has run, and been ready.
-    pub(crate) up_ms: Option<u64>,
-    pub(crate) ready_ms: Option<u64>,
-    /// Backoff / waiting: when the next try is due.
-    pub(crate) due_in_ms: Option<u64>,
-    pub(crate) spawns: u32,
-    pub(crate) streak: u32,
-    pub(crate) bind_failures: u32,
-    pub(crate) port_waiting_ms: Option<u64>,
-    /// (exit code, signal, ms ago)
-    pub(crate) last_exit: Option<(Option<i32>, Option<i32>, u64)>,
-}
 
 /// The preflight under way: first the new binary is asked which handoff
 /// it speaks, then it checks the config.
@@ -198,97 +109,6 @@ fn answered_version(said: &str) -> Option<u32> {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-impl MachineHand {
-    fn of(s: &Snapshot, now: Instant) -> Option<MachineHand> {
-        let age = |t: Instant| ms(now.saturating_duration_since(t));
-        let due = |t: Instant| ms(t.saturating_duration_since(now));
-        let mut h = MachineHand {
-            phase: String::new(),
-            pid: None,
-            up_ms: None,
-            ready_ms: None,
-            due_in_ms: None,
-            spawns: s.spawns,
-            streak: s.streak,
-            bind_failures: s.bind_failures,
-            port_waiting_ms: s.port_since.map(age),
-            last_exit: s.last_exit.map(|e| match e.kind {
-                ExitKind::Code(c) => (Some(c), None, age(e.at)),
-                ExitKind::Signal(sig) => (None, Some(sig), age(e.at)),
-            }),
-        };
-        match s.phase {
-            Phase::Running { pid, since, health } => {
-                h.phase = "running".into();
-                h.pid = Some(pid);
-                h.up_ms = Some(age(since));
-                h.ready_ms = health.ready_since.map(age);
-            }
-            Phase::Backoff { until } => {
-                h.phase = "backoff".into();
-                h.due_in_ms = Some(due(until));
-            }
-            Phase::WaitingForPort { retry_at, .. } => {
-                h.phase = "waiting-for-port".into();
-                h.due_in_ms = Some(due(retry_at));
-            }
-            _ => return None,
-        }
-        Some(h)
-    }
-
-    fn snapshot(&self, now: Instant) -> Snapshot {
-        let ago = |m: u64| now.checked_sub(Duration::from_millis(m)).unwrap_or(now);
-        let due = |m: Option<u64>| now + Duration::from_millis(m.unwrap_or(0));
-        let phase = match (self.phase.as_str(), self.pid) {
-            ("running", Some(pid)) => Phase::Running {
-                pid,
-                since: ago(self.up_ms.unwrap_or(0)),
-                health: Health {
-                    ready_since: self.ready_ms.map(ago),
-                    probe_failures: 0,
-                    watchdog_until: None,
-                },
-            },
-            ("backoff", _) => Phase::Backoff {
-                until: due(self.due_in_ms),
-            },
-            ("waiting-for-port", _) => Phase::WaitingForPort {
-                since: ago(self.port_waiting_ms.unwrap_or(0)),
-                retry_at: due(self.due_in_ms),
-            },
-            _ => Phase::Starting,
-        };
-        Snapshot {
-            phase,
-            spawns: self.spawns,
-            streak: self.streak,
-            bind_failures: self.bind_failures,
-            port_since: self.port_waiting_ms.map(ago),
-            last_exit: self.last_exit.map(|(code, sig, age)| LastExit {
-                kind: match (code, sig) {
-                    (Some(c), _) => ExitKind::Code(c),
-                    (None, s) => ExitKind::Signal(s.unwrap_or(0)),
-                },
-                at: ago(age),
-            }),
-        }
-    }
-}
-
 impl Daemon {
     /// SIGUSR2 / `supervisor reload`: run the preflight.
     pub(super) fn begin_reload(&mut self) {
@@ -304,11 +124,26 @@ impl Daemon {
             );
         }
         if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
+            if self.machine.want() == Want::Up {
+                // A restart under way: reload once the child runs again,
+                // within the stop budget.
+                if self.reload_waits.is_none() {
+                    let budget = super::stop_budget(self.cfg.child.stop_timeout);
+                    self.reload_waits = Some(Instant::now() + budget);
+                    info!(
+                        "SIGUSR2 while the supervisor is {}: reloading once its child runs again \
+                         (waiting up to {})",
+                        self.machine.state_name(),
+                        human(budget)
+                    );
+                }
+                return;
+            }
             return self.reload_failed(
                 1,
                 format!(
-                    "the supervisor is {} (its child is being stopped or started); try again in a moment",
-                    self.machine.phase().name()
+                    "the supervisor is {} (it is exiting); not reloading",
+                    self.machine.state_name()
                 ),
             );
         }
@@ -350,6 +185,34 @@ impl Daemon {
     pub(super) fn reload_tick(&mut self, now: Instant) {
         if let Some(p) = self.reloading.as_mut().filter(|p| p.helper.overdue(now)) {
             p.helper.kill();
+        }
+        self.reload_when_settled(now);
+    }
+
+    /// A reload that waits for a restart: begun once the child runs (or
+    /// backs off, or waits for the port) again; failed when the
+    /// supervisor is exiting instead, or the stop budget is spent.
+    pub(super) fn reload_when_settled(&mut self, now: Instant) {
+        let Some(deadline) = self.reload_waits else {
+            return;
+        };
+        if self.machine.want() != Want::Up {
+            self.reload_waits = None;
+            return self.reload_failed(1, "the supervisor is exiting; not reloading".into());
+        }
+        if MachineHand::of(&self.machine.snapshot(), now).is_some() {
+            self.reload_waits = None;
+            return self.begin_reload();
+        }
+        if now >= deadline {
+            self.reload_waits = None;
+            self.reload_failed(
+                1,
+                format!(
+                    "the supervisor was still {} when its stop budget ran out; try again",
+                    self.machine.state_name()
+                ),
+            );
         }
     }
 
@@ -468,7 +331,7 @@ impl Daemon {
                 1,
                 format!(
                     "the supervisor became {}; try again",
-                    self.machine.phase().name()
+                    self.machine.state_name()
                 ),
             );
         };
@@ -505,17 +368,12 @@ impl Daemon {
                     })
                     .collect(),
                 config: self.cfg.to_toml(),
-                started_at_ms: unix_ms(self.seen.me.started_at),
+                started_at_ms: handoff::unix_ms(self.seen.me.started_at),
                 reloads: self.seen.me.reloads,
                 machine,
-                group: self.seen.group.map(|g| GroupHand {
-                    pgid: g.pgid,
-                    start_time: g.start_time,
-                    sid: g.sid,
-                    started_at_ms: g.started_at.map(unix_ms),
-                }),
+                group: self.seen.group,
                 child_status: self.seen.status.clone(),
-                last_exit_at_ms: self.seen.last_exit_at.map(unix_ms),
+                last_exit_at_ms: self.seen.last_exit_at.map(handoff::unix_ms),
                 alerts: self.seen.alerts.clone(),
                 creds: self.recipe.creds.clone(),
                 counters: Some(self.counters()),
@@ -526,7 +384,7 @@ impl Daemon {
                     },
                 ),
             };
-        let error = match write_handoff(&self.cfg.supervisor.state_dir, &handoff) {
+        let error = match handoff::write(&self.cfg.supervisor.state_dir, &handoff) {
             Ok(file) => {
                 let mut fds: Vec<RawFd> = vec![handoff.lock_fd, file.as_raw_fd()];
                 fds.extend(handoff.listen_fd);
@@ -571,52 +429,11 @@ impl Daemon {
         self.reload_failed(1, format!("cannot execute {}: {error}", exe.display()));
     }
 
-    /// In the new image: carry on from the handoff. `old` is the config the
-    /// child runs under; `self.cfg` what was read now.
-    pub(super) fn carry_on(&mut self, h: Handoff, old: Config, problems: Vec<(i32, String)>) {
-        let now = Instant::now();
-        self.seen.me.reloads = h.reloads + 1;
-        self.carried = h.counters.clone().unwrap_or_default();
-        self.seen.me.started_at = from_unix_ms(h.started_at_ms);
-        self.seen.inherited = h.inherited;
-        self.seen.socket_id = h.socket_id;
-        self.seen.bound = self.listener.as_ref().is_some_and(Listener::is_listening);
-        self.managers = h.managers.clone();
-        self.seen.status = h.child_status.clone();
-        self.seen.last_exit_at = h.last_exit_at_ms.map(from_unix_ms);
-        self.seen.group = h.group.as_ref().map(|g| Group {
-            pgid: g.pgid,
-            start_time: g.start_time,
-            sid: g.sid,
-            started_at: g.started_at_ms.map(from_unix_ms),
-        });
-        let snap = h.machine.snapshot(now);
-        self.machine = Machine::restore(*self.machine.settings(), snap, now);
-        if let Phase::Running { pid, .. } = self.machine.phase() {
-            let start = self.seen.group.and_then(|g| g.start_time);
-            self.targets = super::targets::Targets::child(pid, start);
-        }
-        if let Some(readers) = &self.logs.readers {
-            for p in &h.pipes {
-                // SAFETY: handed over by the old image for us alone; the
-                // number is checked to be open first.
-                if unsafe { libc::fcntl(p.fd, libc::F_GETFD) } < 0 {
-                    continue;
-                }
-                let file = unsafe { File::from_raw_fd(p.fd) };
-                let _ = sys::set_cloexec(file.as_raw_fd(), true);
-                let stream = if p.stderr {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
-                };
-                readers.add(file, stream, p.pid);
-            }
-        }
-        let streak = self.machine.streak();
-        if let Some(a) = self.alerting.as_mut() {
-            a.resume(streak, h.alerts.as_ref());
-        }
+    /// In the new image, started from the handoff ([`super::Origin`]):
+    /// say so, report what went wrong with the new config, apply what
+    /// changed. `old` is the config the child runs under; `self.cfg`
+    /// what was read now.
+    pub(super) fn carry_on(&mut self, old: &Config, problems: Vec<(i32, String)>) {
         info!(
             "reloaded: supervisor {} now runs {} {} ({}); child {}",
             std::process::id(),
@@ -632,8 +449,8 @@ impl Daemon {
         }
         // Health probes of a running child go on from now.
         self.probes
-            .schedule(self.machine.child_pid().is_some(), now);
-        self.apply_changes(&old);
+            .schedule(self.machine.child_pid().is_some(), Instant::now());
+        self.apply_changes(old);
         self.write_state();
         // A child that ended while the old image handed over is a zombie
         // whose SIGCHLD went to the old image: reap it now, not at the
@@ -698,24 +515,6 @@ impl Daemon {
     }
 }
 
-/// The handoff in an unlinked file of the state dir (no size limit, no
-/// reader needed while writing), rewound for the new image.
-fn write_handoff(dir: &Path, h: &Handoff) -> io::Result<File> {
-    let text = serde_json::to_vec(h).map_err(io::Error::other)?;
-    let path = dir.join(format!(".handoff.{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)?;
-    let _ = std::fs::remove_file(&path);
-    file.write_all(&text)?;
-    file.rewind()?;
-    Ok(file)
-}
-
 /// `execve(exe --config CONFIG run)` with `fds` inheritable and the handoff
 /// named in the environment; `argv0` is the path we were started as, so
 /// the new image resolves the same link at its own next reload. Returns
@@ -758,55 +557,9 @@ fn exec(exe: &Path, argv0: &Path, config: &Path, handoff: RawFd, fds: &[RawFd]) 
     }
 }
 
-/// In a new image: the handoff, if the old one left one (and the variable
-/// leaves the environment). An unreadable one is an error: the lock and
-/// the child are ours, and starting over would orphan the child.
-pub(crate) fn take_handoff() -> Result<Option<Handoff>, String> {
-    let Some(value) = std::env::var_os(HANDOFF_ENV) else {
-        return Ok(None);
-    };
-    // SAFETY: called at start-up, before any other thread exists.
-    unsafe { std::env::remove_var(HANDOFF_ENV) };
-    let fd: RawFd = value
-        .to_str()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{HANDOFF_ENV}={value:?} is not a descriptor number"))?;
-    // SAFETY: the old image handed this descriptor to us alone; it is
-    // checked to be open first.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("{HANDOFF_ENV} names fd {fd}, which is not open"));
-    }
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    let mut text = Vec::new();
-    file.read_to_end(&mut text)
-        .map_err(|e| format!("cannot read the handoff: {e}"))?;
-    let h: Handoff =
-        serde_json::from_slice(&text).map_err(|e| format!("cannot read the handoff: {e}"))?;
-    if h.version != HANDOFF_VERSION {
-        return Err(format!(
-            "the handoff is version {}, this build reads {HANDOFF_VERSION}",
-            h.version
-        ));
-    }
-    Ok(Some(h))
-}
-
-/// For `check-config` run as a reload's preflight: whether this build can
-/// take over from the handoff version it would be given.
-pub(crate) fn can_take_over() -> Result<(), String> {
-    match std::env::var(HANDOFF_VERSION_ENV) {
-        Ok(v) if v.trim() != HANDOFF_VERSION.to_string() => Err(format!(
-            "this build cannot take over from a supervisor that hands over version {v} \
-             (it reads version {HANDOFF_VERSION}); stop and start it instead"
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Health, LastExit};
 
     #[test]
     fn only_this_handoff_version_answered_alone_is_taken() {
@@ -821,76 +574,5 @@ mod tests {
         ] {
             assert_eq!(answered_version(said), None, "{said:?}");
         }
-    }
-
-    #[test]
-    fn the_machine_crosses_the_exec() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let running = Snapshot {
-            phase: Phase::Running {
-                pid: 42,
-                since: t0,
-                health: Health {
-                    ready_since: Some(t0 + ms(100)),
-                    probe_failures: 2,
-                    watchdog_until: None,
-                },
-            },
-            spawns: 3,
-            streak: 1,
-            bind_failures: 0,
-            port_since: None,
-            last_exit: Some(LastExit {
-                kind: ExitKind::Signal(9),
-                at: t0,
-            }),
-        };
-        let later = t0 + ms(5000);
-        let h = MachineHand::of(&running, later).unwrap();
-        let json = serde_json::to_string(&h).unwrap();
-        let back: MachineHand = serde_json::from_str(&json).unwrap();
-        let s = back.snapshot(later);
-        assert_eq!((s.spawns, s.streak), (3, 1));
-        match s.phase {
-            Phase::Running { pid, since, health } => {
-                assert_eq!(pid, 42);
-                assert_eq!(later.duration_since(since), ms(5000));
-                assert_eq!(
-                    health.ready_since.map(|r| later.duration_since(r)),
-                    Some(ms(4900))
-                );
-                assert_eq!(health.probe_failures, 0);
-            }
-            p => panic!("{p:?}"),
-        }
-        assert_eq!(s.last_exit.map(|e| e.kind), Some(ExitKind::Signal(9)));
-        // A backoff keeps what is left of its delay.
-        let backoff = Snapshot {
-            phase: Phase::Backoff {
-                until: t0 + ms(800),
-            },
-            ..running
-        };
-        let s = MachineHand::of(&backoff, t0 + ms(300))
-            .unwrap()
-            .snapshot(t0 + ms(300));
-        assert_eq!(
-            s.phase,
-            Phase::Backoff {
-                until: t0 + ms(800)
-            }
-        );
-        // A stop under way cannot be handed over.
-        let stopping = Snapshot {
-            phase: Phase::Stopping {
-                leader: Some(42),
-                deadline: t0,
-                killed: false,
-                restart_at: t0,
-            },
-            ..running
-        };
-        assert!(MachineHand::of(&stopping, t0).is_none());
     }
 }

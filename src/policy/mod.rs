@@ -160,6 +160,18 @@ impl Machine {
         self.want
     }
 
+    /// The state `status` shows: the phase's name, but `restarting` while a
+    /// requested restart (`restart`, SIGUSR1) stops the old child and
+    /// starts the new one, until its outcome is told: the supervisor is
+    /// not stopping.
+    pub(crate) fn state_name(&self) -> &'static str {
+        let name = self.phase.name();
+        match name {
+            "stopping" | "starting" if self.asked && self.want == Want::Up => "restarting",
+            _ => name,
+        }
+    }
+
     pub(crate) fn streak(&self) -> u32 {
         self.streak
     }

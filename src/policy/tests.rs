@@ -901,3 +901,32 @@ fn a_healthy_run_resets_the_count_towards_give_up_after() {
     assert_eq!(m.streak(), 1);
     assert_eq!(m.want(), Want::Up, "{a:?}");
 }
+
+#[test]
+fn a_requested_restart_is_restarting_until_its_outcome() {
+    let t0 = Instant::now();
+    let mut m = spawned(notify_settings(), t0);
+    m.step(Event::Ready, t0);
+    assert_eq!(m.state_name(), "running");
+    // (event, state after it)
+    let table = [
+        (Event::Restart, "restarting"),
+        (
+            Event::ChildExited {
+                kind: ExitKind::Signal(15),
+                others_left: false,
+            },
+            "restarting",
+        ),
+        (Event::Spawned { pid: 101 }, "restarting"),
+        (Event::Ready, "running"),
+    ];
+    // The machine's Launch is answered by the table's next event.
+    for (event, want) in table {
+        m.step(event, t0 + ms(10));
+        assert_eq!(m.state_name(), want, "after {event:?}");
+    }
+    // A stop for exit, and leftovers being stopped, stay `stopping`.
+    m.step(Event::Stop, t0 + ms(20));
+    assert_eq!(m.state_name(), "stopping");
+}

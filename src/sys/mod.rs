@@ -228,6 +228,21 @@ pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
     imp::sync_file(f)
 }
 
+/// Own descriptor `raw`, which was handed to this process alone (by the
+/// service manager, or by the image before a `reload`): `None` if it is
+/// not open. Made close-on-exec: what we take, the child never inherits.
+pub fn adopt_fd(raw: RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
+    if raw < 0 || unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    let _ = set_cloexec(raw, true);
+    // SAFETY: open, and handed to us alone: nothing else in this process
+    // owns it (the caller takes each number once).
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
 /// Set or clear close-on-exec on `fd` (what `reload` hands to its new
 /// image must survive the exec; everything else must not).
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
