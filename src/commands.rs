@@ -21,9 +21,10 @@ use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, handoff, reload, Daemon, Origin, Resumption};
 use crate::exit::{self, Fatal, Outcome};
+use crate::fsafe;
 use crate::listener;
 use crate::lock::{self, Finding, InstanceLock};
-use crate::logs::{LogSink, PrefixedStderr, SinkWriter};
+use crate::logs::{LogSink, Perms, PrefixedStderr, SinkWriter};
 use crate::state::Record;
 use crate::status;
 use crate::sys;
@@ -158,6 +159,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     check_writable("state dir", &cfg.supervisor.state_dir)?;
     if cfg.log.to == LogTo::Files {
         check_writable("log dir", &cfg.log.dir)?;
+        log_perms(cfg)?;
     }
     let attributes = attributes(cfg, creds.is_some())?;
     match std::fs::metadata(&cfg.child.cwd) {
@@ -268,6 +270,44 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
             )))
         }
     }
+}
+
+/// Who may read the log files: 0600, or 0640 and `log.group`, a group
+/// that must exist and that we are root or a member of (else `fchown`
+/// would fail on every file).
+fn log_perms(cfg: &Config) -> Result<Perms, Fatal> {
+    use nix::unistd::{getegid, Gid, Group, Uid, User};
+    let Some(name) = cfg.log.group.as_deref() else {
+        return Ok(Perms::PRIVATE);
+    };
+    let bad = |why: String| {
+        Fatal::config(format!(
+            "{}: key `log.group`: {why}; nothing started",
+            cfg.path.display()
+        ))
+    };
+    let group = match name.parse::<u32>() {
+        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+        Err(_) => Group::from_name(name),
+    }
+    .map_err(|e| bad(format!("cannot look up group {name:?}: {e}")))?
+    .ok_or_else(|| bad(format!("no group {name:?} on this system")))?;
+    // The group database's members (as `id` and `newgrp` see them; the
+    // same on Linux and macOS), or our own group.
+    let me = User::from_uid(Uid::from_raw(fsafe::euid())).ok().flatten();
+    let member = fsafe::euid() == 0
+        || getegid() == group.gid
+        || me.is_some_and(|u| u.gid == group.gid || group.mem.contains(&u.name));
+    if !member {
+        return Err(bad(format!(
+            "this supervisor (uid {}) is not a member of group {} ({}), so it cannot give \
+             the log files to it; add its user to the group or run it as root",
+            fsafe::euid(),
+            group.name,
+            group.gid
+        )));
+    }
+    Ok(Perms::readable_by(Some(group.gid.as_raw())))
 }
 
 /// Hostile state and log folders (a link, not ours, writable by others)
@@ -604,10 +644,16 @@ fn serve(s: Serve) -> Outcome {
     let files = match cfg.log.to {
         LogTo::Files => {
             lock::create_dir("log dir", &cfg.log.dir, 0o750)?;
-            let child =
-                LogSink::narrated(cfg.child_log_path(), cfg.log.max_bytes, cfg.log.max_files);
+            let perms = log_perms(&cfg)?;
+            let child = LogSink::narrated(
+                cfg.child_log_path(),
+                perms,
+                cfg.log.max_bytes,
+                cfg.log.max_files,
+            );
             let supervisor = LogSink::new(
                 cfg.supervisor_log_path(),
+                perms,
                 cfg.log.max_bytes,
                 cfg.log.max_files,
             );

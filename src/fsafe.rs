@@ -18,11 +18,16 @@
 //! "us" is root, so root only).
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::fs::{self, Metadata};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode};
 
 /// The sticky bit (`S_ISVTX`, whose type differs between platforms).
 const STICKY: u32 = 0o1000;
@@ -313,6 +318,170 @@ pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(
     check_dir(what, path).map(|_| ())
 }
 
+/// A checked folder held open for the supervisor's life; files in it are
+/// reached only relative to it.
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Whether `a` (from `fstat`/`fstatat`) and `b` are the same file.
+// The casts are needed where `st_dev` is an `i32` (macOS).
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn same(a: &FileStat, b: &Metadata) -> bool {
+    a.st_dev as u64 == b.dev() && a.st_ino as u64 == b.ino()
+}
+
+impl Dir {
+    /// Check the folder (all the way up), create it with `mode` if it is
+    /// missing, and open it without following a link; the folder opened
+    /// must be the one checked.
+    pub(crate) fn open(what: &'static str, path: &Path, mode: u32) -> Result<Dir, DirError> {
+        create_dir(what, path, mode)?;
+        let err = |reason: String| DirError {
+            what,
+            path: path.to_owned(),
+            reason,
+        };
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err(format!("cannot open it: {}", nix_io(e))))?;
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let dir = Dir {
+            fd,
+            path: path.to_owned(),
+        };
+        // Checked, then opened: still the same folder?
+        let checked =
+            fs::symlink_metadata(path).map_err(|e| err(format!("cannot inspect it: {e}")))?;
+        let opened = dir
+            .stat()
+            .map_err(|e| err(format!("cannot inspect it: {e}")))?;
+        if !same(&opened, &checked) {
+            return Err(err(
+                "was replaced while being opened; refusing to use it".into()
+            ));
+        }
+        Ok(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn stat(&self) -> io::Result<FileStat> {
+        nix::sys::stat::fstat(self.fd.as_raw_fd()).map_err(nix_io)
+    }
+
+    /// The held folder was removed (no name is left for it).
+    pub(crate) fn is_removed(&self) -> bool {
+        self.stat().is_ok_and(|s| s.st_nlink == 0)
+    }
+
+    /// Whether the configured path still leads to the held folder (it may
+    /// have been removed, moved, or replaced by a link or another folder).
+    pub(crate) fn is_at_path(&self) -> bool {
+        match (self.stat(), fs::symlink_metadata(&self.path)) {
+            (Ok(s), Ok(m)) => s.st_nlink > 0 && same(&s, &m),
+            _ => false,
+        }
+    }
+
+    /// Open `name` in this folder, never through a link, close-on-exec.
+    /// `flags` add to that (`O_CREAT`, `O_APPEND`, ...).
+    pub(crate) fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<File> {
+        open_at(self.fd.as_fd(), name, flags, mode)
+    }
+
+    /// `lstat` of `name` in this folder.
+    pub(crate) fn stat_at(&self, name: &OsStr) -> io::Result<FileStat> {
+        check_name(name)?;
+        nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(nix_io)
+    }
+
+    /// Rename `from` to `to`, both in this folder (links are renamed, never
+    /// followed).
+    pub(crate) fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        rename_at(self.fd.as_fd(), from, to)
+    }
+
+    /// Remove the file `name` from this folder.
+    pub(crate) fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        unlink_at(self.fd.as_fd(), name)
+    }
+}
+
+/// Open `name` in the folder `dir`, never through a link, close-on-exec.
+pub(crate) fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: OFlag,
+    mode: u32,
+) -> io::Result<File> {
+    check_name(name)?;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode as libc::mode_t),
+    )
+    .map_err(nix_io)?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Rename `from` to `to`, both in the folder `dir`.
+pub(crate) fn rename_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    check_name(from)?;
+    check_name(to)?;
+    let fd = dir.as_raw_fd();
+    nix::fcntl::renameat(Some(fd), from, Some(fd), to).map_err(nix_io)
+}
+
+/// Remove the file `name` from the folder `dir`.
+pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    check_name(name)?;
+    nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    )
+    .map_err(nix_io)
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Only plain names are reached relative to a held folder: no `/`, no
+/// `..`, nothing that could lead out of it.
+fn check_name(name: &OsStr) -> io::Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a plain file name"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,5 +630,45 @@ mod tests {
             e.contains("symbolic link") && e.contains("uid 65534"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn held_folders_are_never_written_through_a_link() {
+        let t = base();
+        let d = t.path().join("logs");
+        let dir = Dir::open("log dir", &d, 0o750).unwrap();
+        let f = dir
+            .open_file(OsStr::new("a.log"), OFlag::O_WRONLY | OFlag::O_CREAT, 0o600)
+            .unwrap();
+        drop(f);
+        assert!(dir.is_at_path());
+        // Swap the folder for a link to another one.
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::rename(&d, t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &d).unwrap();
+        assert!(!dir.is_at_path());
+        assert!(!dir.is_removed());
+        dir.open_file(OsStr::new("b.log"), OFlag::O_WRONLY | OFlag::O_CREAT, 0o600)
+            .unwrap();
+        dir.rename(OsStr::new("b.log"), OsStr::new("b.log.1"))
+            .unwrap();
+        assert!(t.path().join("moved/b.log.1").exists());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // Names that could leave the folder are refused.
+        for bad in ["", ".", "..", "../x", "a/b"] {
+            assert!(dir.unlink(OsStr::new(bad)).is_err(), "{bad}");
+        }
+        // A link inside is never followed.
+        std::os::unix::fs::symlink(elsewhere.join("t"), t.path().join("moved/l")).unwrap();
+        assert!(dir
+            .open_file(OsStr::new("l"), OFlag::O_WRONLY | OFlag::O_CREAT, 0o600)
+            .is_err());
+        assert!(!elsewhere.join("t").exists());
+        // Opening the link path itself is refused.
+        assert!(Dir::open("log dir", &d, 0o750).is_err());
+        // Removed: known.
+        fs::remove_dir_all(t.path().join("moved")).unwrap();
+        assert!(dir.is_removed());
     }
 }

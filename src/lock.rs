@@ -221,6 +221,12 @@ impl InstanceLock {
         })
     }
 
+    /// The state folder, held open (and locked): `state.json` is written
+    /// relative to it, never through the folder's path.
+    pub(crate) fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
+    }
+
     /// The descriptor that holds the lock (handed over across `reload`).
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.dir.as_raw_fd()

@@ -6,9 +6,9 @@
 //! Everything read back is untrusted: a record may be truncated, hand-made,
 //! from the future or about processes that no longer exist.
 
-use std::fs::{self, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -343,28 +343,30 @@ pub fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Replace `path` atomically with `text`, mode 0600.
-pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("state.json");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+/// Replace `name` in the held folder `dir` atomically with `text`, mode
+/// 0600: a temp file created with `O_EXCL | O_NOFOLLOW` beside it, synced,
+/// renamed over it. Nothing is reached through a link.
+pub fn write_atomic(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr, text: &str) -> io::Result<()> {
+    use crate::fsafe::{open_at, rename_at, unlink_at};
+    use nix::fcntl::OFlag;
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    // Left by an earlier process that had our pid and died mid-write.
+    let _ = unlink_at(dir, &tmp);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
+        let mut f = open_at(
+            dir,
+            &tmp,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            0o600,
+        )?;
         f.write_all(text.as_bytes())?;
         crate::sys::sync_file(&f)?;
-        fs::rename(&tmp, path)
+        rename_at(dir, &tmp, name)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = unlink_at(dir, &tmp);
     }
     result
 }
@@ -501,9 +503,25 @@ mod tests {
     fn atomic_write_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        write_atomic(&p, "one").unwrap();
-        write_atomic(&p, "two").unwrap();
+        let held = crate::fsafe::Dir::open("state dir", dir.path(), 0o700).unwrap();
+        let held = std::os::fd::AsFd::as_fd(&held);
+        let name = OsStr::new("state.json");
+        write_atomic(held, name, "one").unwrap();
+        // A temp file left by an earlier process with our pid is replaced.
+        let tmp = dir
+            .path()
+            .join(format!(".state.json.{}.tmp", std::process::id()));
+        fs::write(&tmp, "stale").unwrap();
+        write_atomic(held, name, "two").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A link where the temp file goes is removed, never followed.
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(held, name, "three").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "three");
     }
 }

@@ -4,7 +4,7 @@
 //! another user, or writable by group or others is refused with exit 78
 //! before anything is created, locked, bound or started. Files are created
 //! with explicit modes (state dir 0700, pid file and state.json 0600, logs
-//! 0640) whatever the umask, and with O_NOFOLLOW: a link planted where a
+//! 0600, or 0640 and `log.group`) whatever the umask, and with O_NOFOLLOW: a link planted where a
 //! file goes is never written through. At run time: a full disk (a tiny
 //! tmpfs, or RLIMIT_FSIZE) and a removed state dir do not stop the child
 //! from serving, and `status` keeps telling the truth.
@@ -323,18 +323,21 @@ impl Drop for Umask0 {
 }
 
 /// Every file and folder the supervisor creates, with the mode it must
-/// have even under umask 000 (log dir: at most 0750).
-fn check_modes(env: &Env, rotated: bool) {
+/// have even under umask 000 (log dir: at most 0750). Log files are 0600,
+/// or 0640 and owned by `log_group` when one is configured.
+fn check_modes(env: &Env, rotated: bool, log_group: Option<u32>) {
+    let log_mode = if log_group.is_some() { 0o640 } else { 0o600 };
     let mut want = vec![
         (env.state_dir.clone(), 0o700),
         (env.state_dir.join("supervisor.pid"), 0o600),
         (env.state_dir.join("state.json"), 0o600),
-        (env.log_dir.join("supervisor.log"), 0o640),
-        (env.log_dir.join("child.log"), 0o640),
+        (env.log_dir.join("supervisor.log"), log_mode),
+        (env.log_dir.join("child.log"), log_mode),
     ];
     if rotated {
-        want.push((env.log_dir.join("child.log.1"), 0o640));
+        want.push((env.log_dir.join("child.log.1"), log_mode));
     }
+    let is_log = |p: &Path| p.starts_with(&env.log_dir);
     let mut bad = Vec::new();
     for (p, mode) in &want {
         match fs::symlink_metadata(p) {
@@ -343,6 +346,9 @@ fn check_modes(env: &Env, rotated: bool) {
                 "{p:?} has mode {:o}, want {mode:o}",
                 m.mode() & 0o7777
             )),
+            Ok(m) if is_log(p) && log_group.is_some_and(|g| m.gid() != g) => {
+                bad.push(format!("{p:?} has group {}, want {log_group:?}", m.gid()))
+            }
             Ok(_) => {}
             Err(e) => bad.push(format!("{p:?}: {e}")),
         }
@@ -368,11 +374,27 @@ fn check_modes(env: &Env, rotated: bool) {
 
 #[test]
 fn files_get_explicit_modes_whatever_the_umask() {
-    let env = Setup::new("chatty.py")
+    explicit_modes(None);
+}
+
+#[test]
+fn log_files_are_0640_and_the_log_group_s_with_log_group() {
+    // nogroup/nobody's group: a group we (root) are not in by default.
+    if !can_chown() {
+        return;
+    }
+    explicit_modes(Some(NOBODY));
+}
+
+fn explicit_modes(log_group: Option<u32>) {
+    let mut setup = Setup::new("chatty.py")
         .arg("1000")
         .set("log", "max_bytes", "4KiB")
-        .raw("log", "max_files", "2")
-        .build();
+        .raw("log", "max_files", "2");
+    if let Some(g) = log_group {
+        setup = setup.set("log", "group", &g.to_string());
+    }
+    let env = setup.build();
     let mut sup = Umask0::spawn(&env);
     let child = env.wait_child(&[]);
     // Enough output to rotate child.log at least once.
@@ -387,13 +409,13 @@ fn files_get_explicit_modes_whatever_the_umask() {
         DEADLINE,
         || env.log_dir.join("child.log.1").exists() && env.log_dir.join("child.log").exists(),
     );
-    check_modes(&env, true);
+    check_modes(&env, true, log_group);
     sup.stop(&env);
     if pid_alive(child) {
         env.fail(format!("child {child} survived the stop"));
     }
     // The final state write on the way out keeps the mode too.
-    check_modes(&env, true);
+    check_modes(&env, true, log_group);
 }
 
 #[test]
@@ -413,6 +435,149 @@ fn files_with_loose_modes_from_before_are_tightened() {
         if got != Some(want) {
             env.fail(format!("{name}: mode {}, want {want:o}", octal(got)));
         }
+    }
+}
+
+// ------------------------------------------------------------- held folders
+
+/// Runs `script` in `env.dir` as nobody (the child's user of this story).
+fn as_nobody(env: &Env, script: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&env.dir)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        env.fail(format!(
+            "as nobody: {script}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+}
+
+/// The folder holding the state and log folders passes the checks at
+/// start; then it is given to nobody (standing for the child's user, or
+/// any user who gained that folder), who swaps `name` for a link to a
+/// folder of root's. Returns that folder.
+fn swap_for_a_link(env: &Env, name: &str) -> PathBuf {
+    let target = env.path("target");
+    mkdir(&target, 0o755);
+    chown(&env.dir, NOBODY);
+    as_nobody(
+        env,
+        &format!("mv {name} {name}.moved && ln -s target {name}"),
+    );
+    target
+}
+
+fn files_in(p: &Path) -> Vec<String> {
+    fs::read_dir(p)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_log_folder_swapped_for_a_link_during_rotation_is_never_written_through() {
+    if !can_chown() {
+        return;
+    }
+    let env = Setup::new("chatty.py")
+        .arg("1000")
+        .set("log", "max_bytes", "4KiB")
+        .raw("log", "max_files", "2")
+        .build();
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    let target = swap_for_a_link(&env, "logs");
+    let moved = env.path("logs.moved");
+    // The child prints past max_bytes (rotations) until the supervisor
+    // has said what it does.
+    let said = "no longer leads to the folder opened at start";
+    let logs_text = || -> String {
+        ["child.log.2", "child.log.1", "child.log", "supervisor.log"]
+            .iter()
+            .filter_map(|n| fs::read_to_string(moved.join(n)).ok())
+            .collect()
+    };
+    env.wait_for(
+        "rotation in the held folder, and the supervisor saying so",
+        DEADLINE,
+        || {
+            let _ = served_by(&env);
+            moved.join("child.log.1").exists() && logs_text().contains(said)
+        },
+    );
+    for _ in 0..8 {
+        let _ = served_by(&env);
+    }
+    // A SIGHUP reopens in the held folder too.
+    sup.signal(libc::SIGHUP);
+    env.wait_for("the reopen said in the held folder", DEADLINE, || {
+        logs_text().contains("SIGHUP: log files reopened")
+    });
+    let _ = served_by(&env);
+    if !files_in(&target).is_empty() {
+        env.fail(format!(
+            "written through the link: {:?} in {target:?}",
+            files_in(&target)
+        ));
+    }
+    let stderr = sup.stderr();
+    if !stderr.contains(said) || !stderr.contains(&env.log_dir.display().to_string()) {
+        env.fail(format!(
+            "the supervisor did not say what it did on stderr:\n{stderr}"
+        ));
+    }
+}
+
+#[test]
+fn a_state_folder_swapped_for_a_link_gets_no_state_json_through_it_nor_after_the_lock_is_lost() {
+    if !can_chown() {
+        return;
+    }
+    let env = serve_env();
+    let _sup = env.spawn();
+    let first = env.wait_child(&[]);
+    let target = swap_for_a_link(&env, "run");
+    let moved = env.path("run.moved");
+    let before = fs::read(moved.join("state.json")).unwrap();
+    // A state change: the child dies and is restarted.
+    kill(first, libc::SIGKILL);
+    env.wait_for("the supervisor saying the lock is lost", DEADLINE, || {
+        fs::read_to_string(env.log_dir.join("supervisor.log"))
+            .unwrap_or_default()
+            .contains("is lost")
+    });
+    env.wait_for("a new child", DEADLINE, || {
+        env.events_of("start").iter().any(|e| e.pid != first)
+    });
+    if !files_in(&target).is_empty() {
+        env.fail(format!(
+            "written through the link: {:?} in {target:?}",
+            files_in(&target)
+        ));
+    }
+    if fs::read(moved.join("state.json")).unwrap() != before {
+        env.fail("state.json was written after the lock was lost");
+    }
+    let log = fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    // It says why (the folder above is no longer trusted, or the state dir
+    // is a link now) and that state.json waits for the lock.
+    if !log.contains("refusing to use it")
+        || !log.contains("state.json is not written while the lock is lost")
+    {
+        env.fail(format!("the supervisor did not say why:\n{log}"));
+    }
+    for e in env.events_of("start") {
+        kill(e.pid, libc::SIGKILL);
     }
 }
 

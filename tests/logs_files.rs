@@ -249,9 +249,9 @@ fn reopen_logs_recreates_files_moved_away() {
         .iter()
         .map(|p| fs::metadata(p).unwrap().permissions().mode() & 0o777)
         .collect();
-    if old != [0, 1, 2, 3, 4] || new != [5, 6, 7, 8, 9] || modes != [0o640, 0o640] {
+    if old != [0, 1, 2, 3, 4] || new != [5, 6, 7, 8, 9] || modes != [0o600, 0o600] {
         env.fail(format!(
-            "old {old:?}, new {new:?}, modes {modes:?} (want [416, 416])"
+            "old {old:?}, new {new:?}, modes {modes:?} (want [384, 384]: 0600)"
         ));
     }
     stop(&env, &sup);

@@ -304,6 +304,13 @@ pub(super) static KEYS: &[KeyDef] = &[
     ),
     key(
         "log",
+        "group",
+        "a group that may read the log files (then 0640 and that group; else 0600)",
+        |c, i, _| set(&mut c.log.group, v::user(i).map(Some)),
+        |c| c.log.group.as_deref().map(r::text),
+    ),
+    key(
+        "log",
         "max_bytes",
         "per file, then rotated to NAME.1, NAME.2, ...",
         |c, i, _| {

@@ -137,6 +137,9 @@ pub struct LogSection {
     /// Where the child's output and the supervisor's own lines go.
     pub to: LogTo,
     pub dir: PathBuf,
+    /// A group that may read the log files (name or gid); else they are
+    /// the supervisor's user's alone.
+    pub group: Option<String>,
     pub max_bytes: u64,
     pub max_files: u32,
 }
@@ -444,6 +447,7 @@ impl Config {
             log: LogSection {
                 to: LogTo::Files,
                 dir: folder.join("logs"),
+                group: None,
                 max_bytes: 10 << 20,
                 max_files: 5,
             },

@@ -3,6 +3,7 @@
 //! when anything a reader cares about changed, repairing the instance lock
 //! on the way if the state dir was removed.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -190,6 +191,9 @@ pub(crate) struct StateFile {
     written: Option<String>,
     /// A write the disk refused is retried at this time, with this gap.
     retry: Option<(Instant, Duration)>,
+    /// The lock was found lost (said once); `state.json` is not written
+    /// while it is.
+    lock_lost: bool,
 }
 
 impl StateFile {
@@ -199,6 +203,7 @@ impl StateFile {
             lock,
             written: None,
             retry: None,
+            lock_lost: false,
         }
     }
 
@@ -226,24 +231,38 @@ impl StateFile {
             return;
         }
         match self.lock.ensure_linked() {
-            Ok(false) => {}
-            Ok(true) => warn!(
-                "{} (or its folder) had been removed or replaced; wrote it again (the lock is \
-                 the state folder's)",
-                self.lock.path().display()
-            ),
-            Err(e) => error!(
-                "the instance lock on {} is lost ({e}); a second supervisor for this config could start now; \
-                 this one carries on and tries again at the next state write",
-                self.lock.path().display()
-            ),
+            Ok(false) => self.lock_lost = false,
+            Ok(true) => {
+                self.lock_lost = false;
+                warn!(
+                    "{} (or its folder) had been removed or replaced; wrote it again (the lock is \
+                     the state folder's)",
+                    self.lock.path().display()
+                )
+            }
+            Err(e) => {
+                // Whatever `state.json` is now, it is not ours to write:
+                // another supervisor may own it, or the path may lead
+                // somewhere we must not write.
+                if !self.lock_lost {
+                    error!(
+                        "the instance lock on {} is lost ({e}); a second supervisor for this config could start now; \
+                         {} is not written while the lock is lost; this one carries on and tries again at the next state change",
+                        self.lock.path().display(),
+                        self.path.display()
+                    );
+                }
+                self.lock_lost = true;
+                return;
+            }
         }
         rec.next_restart_in_ms = countdown;
         if let (Some(c), Some(s)) = (rec.counters.as_mut(), streams) {
             c.log_bytes = s;
         }
         rec.updated_at = Some(state::timestamp_ms(wall));
-        match state::write_atomic(&self.path, &rec.encode()) {
+        let name = self.path.file_name().unwrap_or(OsStr::new("state.json"));
+        match state::write_atomic(self.lock.dir_fd(), name, &rec.encode()) {
             Ok(()) => {
                 if self.retry.take().is_some() {
                     info!("{} is written again", self.path.display());

@@ -9,6 +9,14 @@
 //! line boundaries. Files are opened with O_APPEND so logrotate's
 //! `copytruncate` leaves no NUL hole.
 //!
+//! Files are reached only through the log folder held open since start
+//! ([`crate::fsafe::Dir`]): open, rotation, reopen and deletion are
+//! `openat`/`renameat`/`unlinkat` in that folder, never through a path, so
+//! a folder renamed away and replaced by a link (by whoever could) is never
+//! written through; the lines keep going to the folder we hold, and the
+//! supervisor says so. A removed folder is re-created only after the
+//! folders above it pass the same checks as at start.
+//!
 //! A sink never fails its caller: while the file cannot be written (disk full,
 //! directory gone) batches are dropped and counted, stderr hears about it at
 //! most once a minute, and the count is written into the file once it works
@@ -30,14 +38,18 @@ pub(crate) mod tail;
 
 pub(crate) use reader::{Handed, LogCounts, Readers};
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::OFlag;
+
+use crate::fsafe::Dir;
 
 /// Longest payload written as one line; longer lines are split into pieces.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -48,6 +60,55 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const COMPLAIN_EVERY: Duration = Duration::from_secs(60);
 /// The reason recorded for lines dropped on a full disk.
 const DISK_FULL: &str = "the disk was full";
+
+/// The folder's mode when (re-)created.
+const DIR_MODE: u32 = 0o750;
+
+/// Who may read the log files: 0600, or 0640 with a group (`log.group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perms {
+    pub mode: u32,
+    /// The group the files are given (`fchown`), when one may read them.
+    pub group: Option<u32>,
+}
+
+impl Perms {
+    /// Only the supervisor's user.
+    pub const PRIVATE: Perms = Perms {
+        mode: 0o600,
+        group: None,
+    };
+
+    /// `log.group`'s gid, if any.
+    pub fn readable_by(group: Option<u32>) -> Perms {
+        match group {
+            Some(gid) => Perms {
+                mode: 0o640,
+                group: Some(gid),
+            },
+            None => Perms::PRIVATE,
+        }
+    }
+
+    /// Give an open log file our mode and group, whatever it had (an older
+    /// file, a umask).
+    fn apply(self, file: &File) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = file.metadata()?;
+        if let Some(gid) = self.group.filter(|g| *g != meta.gid()) {
+            nix::unistd::fchown(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                None,
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        }
+        if meta.mode() & 0o7777 != self.mode {
+            file.set_permissions(std::fs::Permissions::from_mode(self.mode))?;
+        }
+        Ok(())
+    }
+}
 
 /// Which pipe a child line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +137,9 @@ impl Stream {
 /// After any error from [`RotatingFile::write_batch`] the value may hold a
 /// descriptor of an already rotated file: drop it and open a new one.
 pub struct RotatingFile {
-    path: PathBuf,
+    dir: Arc<Dir>,
+    name: OsString,
+    perms: Perms,
     max_bytes: u64,
     max_files: u32,
     file: File,
@@ -89,19 +152,35 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    /// Opens (creating with mode 0640) `path` for appending. Refuses a
-    /// symbolic link in the last component.
-    pub fn open(path: PathBuf, max_bytes: u64, max_files: u32) -> io::Result<Self> {
-        let file = open_append(&path)?;
+    /// Opens (creating with `perms`) `name` in the held folder `dir` for
+    /// appending. Refuses a symbolic link.
+    pub fn open_in(
+        dir: Arc<Dir>,
+        name: OsString,
+        perms: Perms,
+        max_bytes: u64,
+        max_files: u32,
+    ) -> io::Result<Self> {
+        let file = open_append(&dir, &name, perms)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
-            path,
+            dir,
+            name,
+            perms,
             max_bytes,
             max_files,
             file,
             size,
             freed: Vec::new(),
         })
+    }
+
+    /// `path` in its folder, opened (and created, 0750) as the sinks do.
+    #[cfg(test)]
+    fn open(path: PathBuf, max_bytes: u64, max_files: u32) -> io::Result<Self> {
+        let (folder, name) = split(&path);
+        let dir = Dir::open("log dir", &folder, DIR_MODE)?;
+        RotatingFile::open_in(Arc::new(dir), name, Perms::PRIVATE, max_bytes, max_files)
     }
 
     /// The open file no longer has a name (deleted, or its folder removed).
@@ -182,12 +261,15 @@ impl RotatingFile {
     /// size, or None when there is none.
     fn delete_oldest(&self) -> io::Result<Option<(PathBuf, u64)>> {
         for i in (1..=self.max_files).rev() {
-            let path = numbered(&self.path, i);
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+            let name = numbered_name(&self.name, i);
+            let Ok(meta) = self.dir.stat_at(&name) else {
                 continue;
             };
-            match fs::remove_file(&path) {
-                Ok(()) => return Ok(Some((path, meta.len()))),
+            match self.dir.unlink(&name) {
+                Ok(()) => {
+                    let size = u64::try_from(meta.st_size).unwrap_or(0);
+                    return Ok(Some((self.dir.path().join(&name), size)));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -205,15 +287,18 @@ impl RotatingFile {
     fn ends_mid_line(&self) -> bool {
         let mut last = [0u8; 1];
         self.size > 0
-            && File::open(&self.path)
+            && self
+                .dir
+                .open_file(&self.name, OFlag::O_RDONLY, 0)
                 .and_then(|f| f.read_at(&mut last, self.size - 1))
                 .is_ok_and(|n| n == 1 && last[0] != b'\n')
     }
 
-    /// Closes and reopens by path: after logrotate moved the file away this
-    /// creates a new one. On error the old descriptor is kept.
+    /// Closes and reopens by name in the held folder: after logrotate moved
+    /// the file away this creates a new one. On error the old descriptor is
+    /// kept.
     pub fn reopen(&mut self) -> io::Result<()> {
-        let file = open_append(&self.path)?;
+        let file = open_append(&self.dir, &self.name, self.perms)?;
         self.size = file.metadata()?.len();
         self.file = file;
         Ok(())
@@ -222,51 +307,56 @@ impl RotatingFile {
     /// `NAME.(max_files)` is removed, `NAME.i` becomes `NAME.(i+1)`, `NAME`
     /// becomes `NAME.1`, and a fresh `NAME` is opened.
     fn rotate(&mut self) -> io::Result<()> {
+        let dir = &self.dir;
+        let name = &self.name;
         if self.max_files == 0 {
-            ignore_not_found(fs::remove_file(&self.path))?;
+            ignore_not_found(dir.unlink(name))?;
         } else {
-            ignore_not_found(fs::remove_file(numbered(&self.path, self.max_files)))?;
+            ignore_not_found(dir.unlink(&numbered_name(name, self.max_files)))?;
             for i in (1..self.max_files).rev() {
-                let from = numbered(&self.path, i);
-                ignore_not_found(fs::rename(&from, numbered(&self.path, i + 1)))?;
+                let from = numbered_name(name, i);
+                ignore_not_found(dir.rename(&from, &numbered_name(name, i + 1)))?;
             }
-            ignore_not_found(fs::rename(&self.path, numbered(&self.path, 1)))?;
+            ignore_not_found(dir.rename(name, &numbered_name(name, 1)))?;
         }
         self.reopen()
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-    };
-    match open() {
-        // The log folder was removed (a tmp cleaner, a careless rm -r):
-        // recreate it, as it was created at start, rather than lose lines.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(dir)?;
-                open()
-            }
-            _ => Err(e),
-        },
-        other => other,
-    }
+/// Open `name` in `dir` for appending, creating it with `perms`; never
+/// through a link.
+fn open_append(dir: &Dir, name: &OsStr, perms: Perms) -> io::Result<File> {
+    let file = dir.open_file(
+        name,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+        perms.mode,
+    )?;
+    perms.apply(&file)?;
+    Ok(file)
 }
 
 /// `NAME.n`
-fn numbered(path: &Path, n: u32) -> PathBuf {
+fn numbered_name(name: &OsStr, n: u32) -> OsString {
+    let mut name = name.to_owned();
+    name.push(format!(".{n}"));
+    name
+}
+
+/// `NAME.n` beside `path`.
+pub(crate) fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// A log path's folder and file name.
+fn split(path: &Path) -> (PathBuf, OsString) {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(OsStr::to_owned).unwrap_or_default();
+    (folder, name)
 }
 
 /// No space left on the file system, or the user's quota used up.
@@ -284,6 +374,9 @@ fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
 /// A log file shared by writers on several threads; never fails its callers.
 pub struct LogSink {
     path: PathBuf,
+    folder: PathBuf,
+    name: OsString,
+    perms: Perms,
     max_bytes: u64,
     max_files: u32,
     inner: Mutex<Inner>,
@@ -296,6 +389,10 @@ pub struct LogSink {
 }
 
 struct Inner {
+    /// The log folder held open; None while it cannot be opened.
+    dir: Option<Arc<Dir>>,
+    /// Whether we said that the folder's path no longer leads to it.
+    said_moved: bool,
     /// None while the file cannot be opened.
     file: Option<RotatingFile>,
     /// Lines dropped since the file last worked.
@@ -320,23 +417,35 @@ struct Inner {
 impl LogSink {
     /// Opens `path`; if that fails, starts dropping lines and tries again on
     /// later writes (at most once a second) or on `reopen`.
-    pub fn new(path: PathBuf, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
-        Self::build(path, max_bytes, max_files, false)
+    pub fn new(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+        Self::build(path, perms, max_bytes, max_files, false)
     }
 
     /// [`LogSink::new`] for a log other than the one `tracing` writes into:
     /// drops, their count and the files deleted to make room are also said
     /// in the supervisor's own log.
-    pub fn narrated(path: PathBuf, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
-        Self::build(path, max_bytes, max_files, true)
+    pub fn narrated(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+        Self::build(path, perms, max_bytes, max_files, true)
     }
 
-    fn build(path: PathBuf, max_bytes: u64, max_files: u32, narrate: bool) -> Arc<LogSink> {
+    fn build(
+        path: PathBuf,
+        perms: Perms,
+        max_bytes: u64,
+        max_files: u32,
+        narrate: bool,
+    ) -> Arc<LogSink> {
+        let (folder, name) = split(&path);
         let sink = LogSink {
             path,
+            folder,
+            name,
+            perms,
             max_bytes,
             max_files,
             inner: Mutex::new(Inner {
+                dir: None,
+                said_moved: false,
                 file: None,
                 dropped: 0,
                 dropped_bytes: 0,
@@ -386,8 +495,9 @@ impl LogSink {
             self.open_locked(inner);
         }
         // A log deleted under us (its folder removed) would swallow every
-        // line until the next rotation: check now and then, and reopen by
-        // path, which recreates the folder.
+        // line until the next rotation: check now and then, and reopen,
+        // which recreates the folder (after checking the folders above).
+        // A folder moved or replaced under its path is said once.
         if inner.file.is_some()
             && inner
                 .last_link_check
@@ -397,6 +507,7 @@ impl LogSink {
             if inner.file.as_ref().is_some_and(RotatingFile::is_deleted) {
                 self.open_locked(inner);
             }
+            self.notice_moved(inner);
         }
         let Some(file) = inner.file.as_mut() else {
             inner.dropped += lines;
@@ -515,10 +626,38 @@ impl LogSink {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// (Re)open the file in the held folder; a folder that was removed is
+    /// checked (all the way up), re-created and opened again first. A
+    /// folder that is still there but no longer at its path (renamed away,
+    /// a link put in its place) stays the one written to.
     fn open_locked(&self, inner: &mut Inner) {
         inner.file = None; // close the old descriptor first
         inner.last_open_attempt = Some(Instant::now());
-        match RotatingFile::open(self.path.clone(), self.max_bytes, self.max_files) {
+        if inner.dir.as_ref().is_none_or(|d| d.is_removed()) {
+            inner.dir = None;
+            match Dir::open("log dir", &self.folder, DIR_MODE) {
+                Ok(d) => {
+                    inner.dir = Some(Arc::new(d));
+                    inner.said_moved = false;
+                }
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    inner.open_error = Some(format!("cannot open its folder: {e}"));
+                    self.complain(inner, &e);
+                    return;
+                }
+            }
+        }
+        let Some(dir) = inner.dir.clone() else {
+            return;
+        };
+        match RotatingFile::open_in(
+            dir,
+            self.name.clone(),
+            self.perms,
+            self.max_bytes,
+            self.max_files,
+        ) {
             Ok(f) => {
                 inner.file = Some(f);
                 inner.open_error = None;
@@ -531,6 +670,35 @@ impl LogSink {
                 });
                 self.complain(inner, &e);
             }
+        }
+        self.notice_moved(inner);
+    }
+
+    /// Say once (on stderr and in the file itself) that the folder's path
+    /// no longer leads to the folder we hold, and that we keep writing
+    /// there, never through the path.
+    fn notice_moved(&self, inner: &mut Inner) {
+        let Some(dir) = inner.dir.as_ref() else {
+            return;
+        };
+        if inner.said_moved || dir.is_at_path() || dir.is_removed() {
+            return;
+        }
+        inner.said_moved = true;
+        let what = format!(
+            "supervisor: log dir {} no longer leads to the folder opened at start \
+             (moved, or replaced by a link or another folder); {} keeps going to that \
+             folder, never through the path; to log at the path again, restart the supervisor",
+            self.folder.display(),
+            self.name.to_string_lossy()
+        );
+        let _ = writeln!(io::stderr().lock(), "{what}");
+        if let Some(file) = inner.file.as_mut() {
+            let line = format!(
+                "{} {what}\n",
+                humantime::format_rfc3339_millis(SystemTime::now())
+            );
+            let _ = file.write_batch(line.as_bytes());
         }
     }
 

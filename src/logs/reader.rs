@@ -395,7 +395,7 @@ mod tests {
     fn a_quiet_partial_line_is_written_while_the_pipe_stays_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink, Arc::new(LogCounts::default())).unwrap();
         let (r, mut w) = io::pipe().unwrap();
         readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 7);
@@ -417,7 +417,7 @@ mod tests {
     fn frames_pipes_until_their_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let counts = Arc::new(LogCounts::default());
         let readers = Readers::start(sink, counts.clone()).unwrap();
         let (r, mut w) = io::pipe().unwrap();
@@ -452,7 +452,7 @@ mod tests {
     fn finishing_takes_what_is_buffered_and_never_waits_for_live_writers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("child.log");
-        let sink = LogSink::new(path.clone(), 10 << 20, 2);
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
         let readers = Readers::start(sink, Arc::default()).unwrap();
         // Many pipes, one thread: a writer that never closes its end
         // (a detached helper) and the dead child's pipe with a last line.

@@ -3,6 +3,7 @@
 //! reported, and tracing writing through the sink.
 
 use super::*;
+use std::fs::{self, OpenOptions};
 
 #[test]
 fn stderr_lines_each_start_with_supervisor() {
@@ -176,7 +177,7 @@ fn sink_drops_while_the_file_cannot_be_opened_and_says_so_after() {
     // A plain file where the folder should be: opening fails (ENOTDIR),
     // lines are dropped and counted, nothing panics.
     fs::write(&logs, "").unwrap();
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     sink.write_batch(b"lost 1\nlost 2\n", 2);
     assert_eq!(sink.dropped(), 2);
     fs::remove_file(&logs).unwrap();
@@ -215,7 +216,7 @@ fn a_log_deleted_under_the_writer_is_noticed_and_reopened() {
     let logs = dir.path().join("logs");
     let path = logs.join("child.log");
     fs::create_dir(&logs).unwrap();
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     sink.write_batch(b"before\n", 1);
     fs::remove_dir_all(&logs).unwrap();
     // Pretend the last check was long ago.
@@ -230,7 +231,7 @@ fn a_removed_log_folder_is_recreated_on_reopen() {
     let logs = dir.path().join("logs");
     let path = logs.join("child.log");
     fs::create_dir(&logs).unwrap();
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     sink.write_batch(b"before\n", 1);
     fs::remove_dir_all(&logs).unwrap();
     sink.reopen();
@@ -246,7 +247,7 @@ fn a_removed_log_folder_is_recreated_on_reopen() {
 fn sink_notice_after_a_torn_line_starts_a_new_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.log");
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     sink.write_batch(b"whole\n", 1);
     // What a write cut short by a full disk leaves, then a failure.
     OpenOptions::new()
@@ -270,7 +271,7 @@ fn sink_reopen_never_waits_for_a_writer() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.log");
     let old = dir.path().join("x.log.1");
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     sink.write_batch(b"one\n", 1);
     fs::rename(&path, &old).unwrap();
     {
@@ -288,7 +289,7 @@ fn sink_reopen_never_waits_for_a_writer() {
 fn tracing_writes_through_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("supervisor.log");
-    let sink = LogSink::new(path.clone(), 1000, 2);
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
     let subscriber = tracing_subscriber::fmt()
         .with_writer(SinkWriter(sink.clone()))
         .finish();
@@ -310,4 +311,64 @@ fn tracing_writes_through_the_sink() {
         "{data}"
     );
     assert_eq!(lines[2], "partial");
+}
+
+#[test]
+fn a_log_folder_swapped_for_a_link_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let moved = dir.path().join("moved");
+    let target = dir.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let path = logs.join("child.log");
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 100, 2);
+    sink.write_batch(b"before\n", 1);
+    fs::rename(&logs, &moved).unwrap();
+    std::os::unix::fs::symlink(&target, &logs).unwrap();
+    sink.lock().last_link_check = Some(Instant::now() - RETRY_EVERY);
+    // Past max_bytes, so it rotates; then a reopen (SIGHUP).
+    for i in 0..20 {
+        sink.write_batch(format!("line {i:02}\n").as_bytes(), 1);
+    }
+    sink.reopen();
+    sink.write_batch(b"after reopen\n", 1);
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "written through the link"
+    );
+    let all: String = [
+        moved.join("child.log.2"),
+        moved.join("child.log.1"),
+        moved.join("child.log"),
+    ]
+    .iter()
+    .filter_map(|p| fs::read_to_string(p).ok())
+    .collect();
+    assert!(
+        all.contains("no longer leads to the folder opened at start"),
+        "{all}"
+    );
+    assert!(
+        all.contains("line 19\n") && all.ends_with("after reopen\n"),
+        "{all}"
+    );
+}
+
+#[test]
+fn log_files_get_the_mode_and_group_asked_for() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.log");
+    fs::write(&path, "older, loose\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let sink = LogSink::new(path.clone(), Perms::PRIVATE, 1000, 2);
+    sink.write_batch(b"one\n", 1);
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+    drop(sink);
+    let gid = nix::unistd::getegid().as_raw();
+    let sink = LogSink::new(path.clone(), Perms::readable_by(Some(gid)), 1000, 2);
+    sink.write_batch(b"two\n", 1);
+    let m = fs::metadata(&path).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o640, gid));
 }

@@ -186,6 +186,7 @@ const EVERY_KEY: &str = r#"
     overlap = true
     [log]
     dir = "/var/log/sv"
+    group = "adm"
     max_bytes = "1.5GiB"
     max_files = 1000
     [health]
