@@ -9,8 +9,9 @@
 //! `check-config` refuse such a config with 78 (`commands::preflight`), and
 //! each spawn plans again from the limits of that moment. The configured
 //! values are soft limits: a hard limit is only ever raised, only by root,
-//! and only as far as a soft one needs. The supervisor's own limits never
-//! change.
+//! and only as far as a soft one needs. The supervisor's own soft
+//! open-files limit is raised at start (`sys::raise_nofile`); a child
+//! without `nofile` gets the one the supervisor started with (`child`).
 
 use std::collections::BTreeMap;
 

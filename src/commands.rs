@@ -386,6 +386,9 @@ fn check_config(cfg: &Config) -> Outcome {
 /// runs once this copy holds the lock; its failure is still 78 with no
 /// child started, the pid file left empty.
 fn run(path: &Path) -> Outcome {
+    // Before any thread: room for descriptors that detached helpers of
+    // earlier children may hold (the child gets the limit we started with).
+    sys::raise_nofile();
     // Re-executed by `reload`? Then the lock, the socket and the child are
     // ours already.
     if let Some(handoff) = handoff::take()

@@ -487,3 +487,66 @@ fn a_chatty_status_writes_state_json_about_once_a_second_and_the_last_text_lands
         ));
     }
 }
+
+// ------------------------------------------------------------ descriptors
+
+/// Kills the detached helpers whose pids are in `<out>/helpers` (each in a
+/// session of its own, so nothing else reaches them), when dropped.
+struct Helpers(PathBuf);
+
+impl Helpers {
+    fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.0.join("helpers"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn detached_helpers_of_150_children_leave_the_supervisor_under_64_descriptors() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: counts descriptors through /proc");
+        return;
+    }
+    let mut env = Setup::new("trust.py")
+        .restart("initial_backoff", "1ms")
+        .restart("max_backoff", "5ms")
+        .build();
+    let out = out_dir(&env, None);
+    trust_child(&mut env, python(), "helper", &out, &[]);
+    let helpers = Helpers(out.clone());
+    let sup = env.spawn();
+    env.wait_value("150 children with detached helpers", secs(240.0), || {
+        (helpers.pids().len() >= 150).then_some(())
+    });
+    let fds = |pid: i32| fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let n = fds(sup.pid());
+    let log = fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    if n >= 64 || sup.exited().is_some() {
+        env.fail(format!(
+            "after 150 children with helpers the supervisor holds {n} descriptors (exited: {:?})",
+            sup.exited()
+        ));
+    }
+    if !log.contains("closed the output pipes of earlier child") {
+        env.fail("no log line says earlier children's pipes were closed");
+    }
+    if log.contains("Too many open files") {
+        env.fail("a spawn ran out of descriptors");
+    }
+    eprintln!(
+        "{} helpers, the supervisor holds {n} descriptors",
+        helpers.pids().len()
+    );
+    drop(sup);
+}

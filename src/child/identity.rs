@@ -23,6 +23,8 @@ pub(crate) const PROTOCOL_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    // Our own bookkeeping across `reload` (sys::STARTED_NOFILE_ENV).
+    "SUPERVISOR_STARTED_NOFILE",
 ];
 
 /// What another user's child keeps of our environment (besides `PATH`,

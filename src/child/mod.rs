@@ -49,6 +49,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::attrs::{self, Plan};
+use crate::config::{Limit, Resource};
 use crate::listener::LISTEN_FD;
 use crate::sys;
 pub(crate) use identity::{credentials, environment, path_left_out, Creds, PROTOCOL_ENV};
@@ -368,13 +369,31 @@ fn plan(recipe: &Recipe) -> io::Result<Plan> {
         may_raise_hard: false,
         nofile_ceiling: None,
     });
-    attrs::plan(&recipe.attrs, &facts).map_err(|problems| {
+    let mut plan = attrs::plan(&recipe.attrs, &facts).map_err(|problems| {
         let words: Vec<String> = problems
             .iter()
             .map(|p| format!("{}: {}", p.key, p.why))
             .collect();
         refused(words.join("; "))
-    })
+    })?;
+    // The supervisor raised its own soft open-files limit at start; a child
+    // that does not set `child.limits.nofile` gets the one we started with.
+    if !recipe.attrs.limits.contains_key(&Resource::Nofile) {
+        if let (Some(started), Ok(now)) = (sys::started_nofile(), sys::rlimit(Resource::Nofile)) {
+            if now.soft != Limit::Value(started) {
+                plan.limits.push(attrs::LimitStep {
+                    resource: Resource::Nofile,
+                    inherited: now,
+                    raise: None,
+                    set: sys::Rlimit {
+                        soft: Limit::Value(started),
+                        hard: now.hard,
+                    },
+                });
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// Start one child with the listening socket (already at fd 3, blocking)

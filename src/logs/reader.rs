@@ -14,7 +14,7 @@
 //! for writers that are still alive.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::framer::Framer;
+use super::framer::{Framer, Seg};
 use super::{LogSink, Stream};
 
 /// Bytes read from a child pipe at once.
@@ -36,8 +36,20 @@ pub(super) const READ_BUF: usize = 64 * 1024;
 const SLICE: usize = 4 * 1024;
 /// Hand the output buffer to the sink once it holds this much.
 const FLUSH_AT: usize = 128 * 1024;
+/// Hand the framed pieces to the sink once there are this many (two a
+/// line: its prefix and its bytes), written `IOV_MAX` at a time.
+const FLUSH_SEGS: usize = 4096;
+/// Pieces per `writev`: Linux's and macOS's `IOV_MAX`.
+const IOV_MAX: usize = 1024;
 /// The thread only polls, reads, frames and writes: a small stack will do.
 const STACK: usize = 128 * 1024;
+
+/// The pipes of at most this many earlier children are read: detached
+/// helpers (`setsid sleep 100000 &`) keep a dead child's pipes open, and
+/// a child restarted again and again would otherwise pile up descriptors
+/// until every spawn failed. Past it the oldest child's pipes are closed,
+/// with one log line.
+pub(super) const EARLIER_CHILDREN: usize = 16;
 
 /// A partial line (no newline yet: a prompt, a progress bar) is written
 /// once its pipe has been quiet this long.
@@ -218,6 +230,19 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
                 .unwrap_or_else(PoisonError::into_inner)
                 .drain(..),
         );
+        for pid in over_the_bound(&pipes) {
+            set_timestamp(&mut ts);
+            for mut p in extract(&mut pipes, pid) {
+                let lines = p.framer.finish(&ts, &mut out);
+                sink.write_batch(&out, lines);
+                out.clear();
+            }
+            tracing::warn!(
+                "closed the output pipes of earlier child {pid}: something it started still \
+                 holds them, and only the {EARLIER_CHILDREN} latest earlier children's are kept; \
+                 what it writes there is lost"
+            );
+        }
         let ready = match wait(&woken, &pipes, finishing) {
             Ok(r) => r,
             Err(e) => {
@@ -268,13 +293,40 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
             }
         }
         for i in ended.into_iter().rev() {
-            let mut p = pipes.swap_remove(i);
+            let mut p = pipes.remove(i);
             set_timestamp(&mut ts);
             let lines = p.framer.finish(&ts, &mut out);
             sink.write_batch(&out, lines);
             out.clear();
         }
     }
+}
+
+/// The earlier children whose pipes are past [`EARLIER_CHILDREN`], oldest
+/// first. `pipes` are in the order they were added, the latest child's
+/// last (pipes only leave, at their end, in order).
+fn over_the_bound(pipes: &[Pipe]) -> Vec<u32> {
+    let mut children: Vec<u32> = Vec::new();
+    for p in pipes {
+        if !children.contains(&p.pid) {
+            children.push(p.pid);
+        }
+    }
+    // The latest child is not an earlier one.
+    let earlier = children.len().saturating_sub(1);
+    children
+        .into_iter()
+        .take(earlier.saturating_sub(EARLIER_CHILDREN))
+        .collect()
+}
+
+/// Take `pid`'s pipes out of `pipes`, keeping the order of the rest.
+fn extract(pipes: &mut Vec<Pipe>, pid: u32) -> Vec<Pipe> {
+    let (theirs, rest) = std::mem::take(pipes)
+        .into_iter()
+        .partition(|p| p.pid == pid);
+    *pipes = rest;
+    theirs
 }
 
 /// Which descriptors are readable (or at their end).
@@ -346,18 +398,48 @@ fn read_once(
     counts.add(p.stream, n);
     p.last_read = Instant::now();
     set_timestamp(ts);
+    // Each line goes out as its prefix and its bytes where they were read,
+    // with `writev`: no copy of the payload in between (the copy costs
+    // most with musl's `memcpy`). Only lines joined across reads, or cut
+    // into pieces, are copied, into `out`.
+    let data = &buf[..n];
+    let mut segs = Vec::new();
     let mut lines = 0;
-    for part in buf[..n].chunks(SLICE) {
-        lines += p.framer.frame(part, ts, out);
-        if out.len() >= FLUSH_AT {
-            sink.write_batch(out, lines);
+    for (i, part) in data.chunks(SLICE).enumerate() {
+        lines += p.framer.frame_segs(part, i * SLICE, ts, &mut segs, out);
+        if segs.len() >= FLUSH_SEGS || out.len() >= FLUSH_AT {
+            write_segs(data, p.framer.line_head(), &segs, out, lines, sink);
+            segs.clear();
             out.clear();
             lines = 0;
         }
     }
-    sink.write_batch(out, lines);
+    write_segs(data, p.framer.line_head(), &segs, out, lines, sink);
     out.clear();
     true
+}
+
+/// Writes framed pieces, `IOV_MAX` a `writev`; `lines` (for the dropped
+/// count, should the log be unwritable) go with the last group.
+fn write_segs(data: &[u8], head: &[u8], segs: &[Seg], spill: &[u8], lines: u64, sink: &LogSink) {
+    let groups = segs.len().div_ceil(IOV_MAX);
+    for (g, group) in segs.chunks(IOV_MAX).enumerate() {
+        let mut len = 0;
+        let iov: Vec<IoSlice<'_>> = group
+            .iter()
+            .map(|s| {
+                let bytes = match *s {
+                    Seg::Head => head,
+                    Seg::Chunk(a, b) => &data[a..b],
+                    Seg::Spill(a, b) => &spill[a..b],
+                };
+                len += bytes.len();
+                IoSlice::new(bytes)
+            })
+            .collect();
+        let n = if g + 1 == groups { lines } else { 0 };
+        sink.write_parts(&iov, len, n);
+    }
 }
 
 fn set_timestamp(ts: &mut String) {
@@ -375,6 +457,33 @@ mod tests {
     use super::*;
     use std::os::fd::OwnedFd;
     use std::path::Path;
+
+    #[test]
+    fn only_the_latest_earlier_childrens_pipes_are_kept() {
+        let pipe = |pid: u32, stream: Stream| Pipe {
+            file: File::open("/dev/null").unwrap(),
+            framer: Framer::new(stream, pid),
+            stream,
+            pid,
+            last_read: Instant::now(),
+        };
+        // Children 1..=20, two pipes each, 20 the latest; child 3's stdout
+        // ended already.
+        let mut pipes: Vec<Pipe> = (1..=20u32)
+            .flat_map(|pid| [pipe(pid, Stream::Stdout), pipe(pid, Stream::Stderr)])
+            .filter(|p| !(p.pid == 3 && p.stream == Stream::Stdout))
+            .collect();
+        // 19 earlier children, 16 kept: the 3 oldest go.
+        let over = over_the_bound(&pipes);
+        assert_eq!(over, [1, 2, 3]);
+        for pid in over {
+            assert!(!extract(&mut pipes, pid).is_empty());
+        }
+        assert_eq!(pipes.first().map(|p| p.pid), Some(4));
+        assert_eq!(pipes.len(), 2 * 17);
+        assert!(over_the_bound(&pipes).is_empty());
+        assert!(over_the_bound(&pipes[..0]).is_empty());
+    }
 
     fn read(p: &Path) -> Vec<u8> {
         std::fs::read(p).unwrap_or_default()
@@ -466,7 +575,8 @@ mod tests {
         readers.add(File::from(OwnedFd::from(r)), Stream::Stdout, 77);
         w.write_all(b"last words, no newline").unwrap();
         drop(w);
-        keep[3].write_all(b"a helper's partial").unwrap();
+        // (Among the 16 latest earlier children's: older ones are closed.)
+        keep[40].write_all(b"a helper's partial").unwrap();
         let started = Instant::now();
         readers.finish(Duration::from_secs(10));
         assert!(
@@ -475,6 +585,6 @@ mod tests {
         );
         let data = String::from_utf8(read(&path)).unwrap();
         assert!(data.contains("out[77]: last words, no newline\n"), "{data}");
-        assert!(data.contains("out[3]: a helper's partial\n"), "{data}");
+        assert!(data.contains("out[40]: a helper's partial\n"), "{data}");
     }
 }

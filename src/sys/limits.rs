@@ -76,6 +76,51 @@ pub fn rlimit(r: Resource) -> io::Result<Rlimit> {
     })
 }
 
+/// Where the soft open-files limit the supervisor was started with is
+/// kept across `reload` (the re-executed image inherits our environment;
+/// the child never gets it).
+pub const STARTED_NOFILE_ENV: &str = "SUPERVISOR_STARTED_NOFILE";
+
+/// Raise this process's soft open-files limit to what it may have: the
+/// hard limit, capped where the system caps it (macOS: XNU refuses a soft
+/// limit above `kern.maxfilesperproc`, `RLIM_INFINITY` included; Linux:
+/// `fs.nr_open`). Descriptors held by detached helpers then cannot starve
+/// the supervisor (launchd starts jobs with 256). Returns the soft limit
+/// the supervisor was started with, which the child gets back (a child
+/// must not inherit a limit it never asked for: `select()` breaks past
+/// 1024): remembered in [`STARTED_NOFILE_ENV`] so a re-executed image
+/// gives the same. Call before any thread starts (it sets a variable of
+/// our own environment).
+pub fn raise_nofile() -> Option<u64> {
+    let started = std::env::var(STARTED_NOFILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let now = rlimit(Resource::Nofile).ok()?;
+    let started = started.or(match now.soft {
+        Limit::Value(n) => Some(n),
+        Limit::Unlimited => None,
+    })?;
+    std::env::set_var(STARTED_NOFILE_ENV, started.to_string());
+    let cap = nofile_ceiling().map_or(libc::RLIM_INFINITY, |c| c.max);
+    let want = to_raw(now.hard).min(cap);
+    if to_raw(now.soft) < want {
+        let lim = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: to_raw(now.hard),
+        };
+        // SAFETY: setrlimit reads one valid struct; failing leaves the
+        // limit as it was, which is only less room.
+        unsafe { libc::setrlimit(which(Resource::Nofile), &lim) };
+    }
+    Some(started)
+}
+
+/// The soft open-files limit the supervisor was started with (see
+/// [`raise_nofile`]), when it raised its own.
+pub fn started_nofile() -> Option<u64> {
+    std::env::var(STARTED_NOFILE_ENV).ok()?.parse().ok()
+}
+
 /// A `setrlimit` call prepared before fork.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRlimit {

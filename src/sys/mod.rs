@@ -29,8 +29,9 @@ mod limits;
 #[cfg(any(target_os = "linux", test))]
 mod procnet;
 pub use limits::{
-    may_raise_hard_limits, nice, nofile_ceiling, rlimit, set_nice_after_fork,
-    set_rlimit_after_fork, set_umask_after_fork, umask, NofileCeiling, RawRlimit, Rlimit,
+    may_raise_hard_limits, nice, nofile_ceiling, raise_nofile, rlimit, set_nice_after_fork,
+    set_rlimit_after_fork, set_umask_after_fork, started_nofile, umask, NofileCeiling, RawRlimit,
+    Rlimit,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
