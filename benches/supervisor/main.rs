@@ -59,21 +59,34 @@ fn main() {
     let mut table = Table::new(&peers);
     let started = Instant::now();
     let load_before = loadavg();
-    // SUPERVISOR_BENCH_ONLY=deploy: that row alone.
+    // SUPERVISOR_BENCH_ONLY=idle (a comma-separated list of the names
+    // below) runs only those parts.
     let only = std::env::var("SUPERVISOR_BENCH_ONLY").unwrap_or_default();
-    if only == "deploy" {
-        deploy(&n, &mut table);
-        println!("{}\n\n{}", machine(), table.render());
-        return;
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
+    if wanted("losing") {
+        losing_copy(&n, &peers, &mut table);
     }
-    losing_copy(&n, &peers, &mut table);
-    restart_latency(&n, &peers, &mut table);
-    refused(&n, &peers, &mut table);
-    reload(&n, &mut table);
-    deploy(&n, &mut table);
-    idle(&n, &peers, &mut table);
-    log_throughput(&n, &peers, &mut table);
-    crash_loop(&n, &peers, &mut table);
+    if wanted("latency") {
+        restart_latency(&n, &peers, &mut table);
+    }
+    if wanted("refused") {
+        refused(&n, &peers, &mut table);
+    }
+    if wanted("reload") {
+        reload(&n, &mut table);
+    }
+    if wanted("deploy") {
+        deploy(&n, &mut table);
+    }
+    if wanted("idle") {
+        idle(&n, &peers, &mut table);
+    }
+    if wanted("log") {
+        log_throughput(&n, &peers, &mut table);
+    }
+    if wanted("crash") {
+        crash_loop(&n, &peers, &mut table);
+    }
     println!(
         "{}; load average {} before, {} after (other work on the machine skews the figures)",
         machine(),
@@ -100,6 +113,8 @@ pub(crate) struct Counts {
     pub(crate) kickstarts: usize,
     pub(crate) idle_runs: usize,
     pub(crate) idle_window: Duration,
+    /// Scrapes of `/metrics` timed after each idle window.
+    pub(crate) scrapes: usize,
     pub(crate) log_bytes: usize,
     pub(crate) log_runs: usize,
     pub(crate) crash_windows: usize,
@@ -120,6 +135,7 @@ impl Counts {
                 kickstarts: 2,
                 idle_runs: 1,
                 idle_window: Duration::from_secs(2),
+                scrapes: 5,
                 log_bytes: 20_000_000,
                 log_runs: 1,
                 crash_windows: 1,
@@ -137,6 +153,7 @@ impl Counts {
                 kickstarts: 5,
                 idle_runs: 3,
                 idle_window: Duration::from_secs(10),
+                scrapes: 20,
                 log_bytes: 200_000_000,
                 log_runs: 7,
                 crash_windows: 3,

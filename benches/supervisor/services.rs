@@ -239,6 +239,8 @@ pub(crate) struct OurOpts {
     pub(crate) sections: &'static str,
     /// More `[restart]` lines.
     pub(crate) restart_extra: &'static str,
+    /// `[metrics]` on a free port, written to `metrics.addr` in the dir.
+    pub(crate) metrics: bool,
 }
 
 pub(crate) const RESTART_FAST: OurOpts = OurOpts {
@@ -248,6 +250,7 @@ pub(crate) const RESTART_FAST: OurOpts = OurOpts {
     child_extra: "",
     sections: "",
     restart_extra: "",
+    metrics: false,
 };
 
 /// With a memory ceiling the child never reaches: one check a second.
@@ -259,6 +262,12 @@ pub(crate) const MEMORY_CHECKED: OurOpts = OurOpts {
 /// With alerts configured; a healthy child gives them nothing to say.
 pub(crate) const ALERTS_IDLE: OurOpts = OurOpts {
     sections: "\n[alerts]\ncommand = [\"/bin/true\"]\n",
+    ..RESTART_FAST
+};
+
+/// With `[metrics]`; nobody asks while it is idle.
+pub(crate) const METRICS_IDLE: OurOpts = OurOpts {
+    metrics: true,
     ..RESTART_FAST
 };
 
@@ -307,6 +316,14 @@ fn prepare(kind: Kind, job: &Job, opts: &OurOpts, dir: &Path, addr: SocketAddr) 
                 opts.restart_extra,
                 opts.sections
             );
+            let cfg = match opts.metrics {
+                true => {
+                    let m = free_addr();
+                    fs::write(dir.join("metrics.addr"), m.to_string()).unwrap();
+                    format!("{cfg}\n[metrics]\naddress = \"{m}\"\n")
+                }
+                false => cfg,
+            };
             fs::write(dir.join("supervisor.toml"), cfg).unwrap();
         }
         Kind::Supervisord => {
