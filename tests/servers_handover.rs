@@ -72,7 +72,7 @@ impl Slow {
 }
 
 /// Five overlapped restarts under load; fails on any failed request but
-/// `tolerated` connections closed without an answer.
+/// `tolerated` connections closed without an answer or reset.
 fn five_restarts(env: &Env, slow_path: &'static str, tolerated: usize) {
     let first = env.wait_value("the first child ready", secs(60.0), || {
         let (_, v) = env.status_json();
@@ -108,7 +108,7 @@ fn five_restarts(env: &Env, slow_path: &'static str, tolerated: usize) {
     let unanswered = tally
         .errors
         .iter()
-        .filter(|e| e.contains("not HTTP: \"\""))
+        .filter(|e| e.contains("not HTTP: \"\"") || e.starts_with("ConnectionReset"))
         .count();
     let failed = tally.errors.len() - unanswered.min(tolerated);
     if tally.refused != 0 || failed != 0 || !slow_failed.is_empty() {
@@ -152,9 +152,10 @@ fn uvicorn_restarts_five_times_with_overlap_and_no_request_fails() {
     // uvicorn's graceful shutdown closes a connection it has accepted but
     // whose request it has not read yet (h11_impl/httptools_impl
     // `shutdown()`: no cycle yet, so it closes the transport): a client
-    // that connected in that same instant gets no answer. That is the old
-    // child's own shutdown, the same with stop-first restarts; at most one
-    // such per restart is allowed, nothing else.
+    // that connected in that same instant gets no answer, or a reset when
+    // the request had arrived unread. That is the old child's own
+    // shutdown, the same with stop-first restarts; at most one such per
+    // restart is allowed, nothing else (no refusal, no other error).
     five_restarts(&env, "/slow?s=1", 5);
 }
 
