@@ -19,6 +19,7 @@
 
 mod child;
 mod costs;
+mod deploy;
 mod procs;
 mod reload;
 mod restarts;
@@ -27,6 +28,7 @@ mod table;
 
 use child::child_main;
 use costs::{crash_loop, idle, log_throughput};
+use deploy::deploy;
 use reload::reload;
 use restarts::{losing_copy, refused, restart_latency};
 use services::{root, Peers};
@@ -73,6 +75,9 @@ fn main() {
     if wanted("reload") {
         reload(&n, &mut table);
     }
+    if wanted("deploy") {
+        deploy(&n, &mut table);
+    }
     if wanted("idle") {
         idle(&n, &peers, &mut table);
     }
@@ -104,6 +109,7 @@ pub(crate) struct Counts {
     pub(crate) refused: usize,
     pub(crate) peer_refused: usize,
     pub(crate) reloads: usize,
+    pub(crate) deploys: usize,
     pub(crate) kickstarts: usize,
     pub(crate) idle_runs: usize,
     pub(crate) idle_window: Duration,
@@ -125,6 +131,7 @@ impl Counts {
                 refused: 20,
                 peer_refused: 2,
                 reloads: 5,
+                deploys: 3,
                 kickstarts: 2,
                 idle_runs: 1,
                 idle_window: Duration::from_secs(2),
@@ -142,6 +149,7 @@ impl Counts {
                 refused: 100,
                 peer_refused: 10,
                 reloads: 20,
+                deploys: 10,
                 kickstarts: 5,
                 idle_runs: 3,
                 idle_window: Duration::from_secs(10),
@@ -164,6 +172,7 @@ Notes:
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
 - Reload: `supervisor reload` with nothing changed, n times in a row, a client connecting every ~1 ms throughout; the time is the command's, which returns once the new image has recorded itself in state.json; child restarts = distinct pids that answered, minus one. Beside it, `supervisor stop` then a new `supervisor run` (what `launchctl kickstart -k` or `systemctl restart` do), timed until the new child's first answer.
+- Deploy: a child that sends READY=1 1 s after its start (it does not accept before), `supervisor restart` n times in a row (each waits for the outcome), a client connecting every ~1 ms throughout and timing each connection to its answer; with `[restart] overlap = true` (the new child starts beside the old one, which is stopped once the new one is ready) and stop-first (the default). Steady p99: the same client for 2 s before the restarts. Goal: 0 refused, 0 reset, max within 2× the steady p99 with overlap.
 - Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its log-reader thread); wake-ups are voluntary + nonvoluntary context switches of all their threads per second. RSS, PSS and anonymous RSS are read 1 s after each answers, before three more of ours start beside them: one with max_memory = "1GiB" and max_memory_check = "1s" (never reached; one wake-up per check is the target), one with [alerts] command = ["/bin/true"] (nothing to say while the child is healthy: 0), one with [metrics] address set (its /metrics asked once, then its VmRSS read 0.2 s later; nobody asks during the window: 0 wake-ups). After each window, /metrics of that one is scraped N times in turn, each timed from connect to the whole answer (HTTP/1.1, Connection: close).
 - Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
 - Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).
