@@ -53,6 +53,14 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     imp::process_start_time(pid)
 }
 
+/// How long ago a process started whose [`process_start_time`] is
+/// `start`, by that same clock: immune to wall-clock steps, so `status`
+/// shows a true uptime after the clock was set back. None when the clock
+/// cannot be read or `start` is ahead of it.
+pub fn process_age(start: u64) -> Option<std::time::Duration> {
+    imp::process_age(start)
+}
+
 /// The command line of a process, for people (`port_holder.command`): on
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.
