@@ -196,14 +196,14 @@ pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listen
         env("LISTEN_FDNAMES").as_deref(),
     ) {
         Some(p) => (p, "LISTEN_FDS"),
-        None => match sys::launchd_sockets(name) {
-            Ok(fds) if !fds.is_empty() => (
+        None => match launchd_answer(name, sys::launchd_sockets(name))? {
+            Some(fds) => (
                 fds.into_iter()
                     .map(|fd| (fd, Some(name.to_owned())))
                     .collect(),
                 "launchd",
             ),
-            _ => return Ok(None),
+            None => return Ok(None),
         },
     };
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -252,6 +252,26 @@ pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listen
                 String::new()
             },
             seen.join("; ")
+        )),
+    }
+}
+
+/// What `launch_activate_socket` answered for the `Sockets` entry `name`:
+/// the descriptors, `None` when launchd passed none (not a launchd job, no
+/// such entry: `sys::launchd_sockets` says so with an empty list), or,
+/// for any other error, a configuration problem (exit 78): a `Sockets`
+/// entry that cannot be activated would leave the supervisor waiting for
+/// a port launchd holds, saying nothing.
+fn launchd_answer(
+    name: &str,
+    answer: io::Result<Vec<RawFd>>,
+) -> Result<Option<Vec<RawFd>>, String> {
+    match answer {
+        Ok(fds) if fds.is_empty() => Ok(None),
+        Ok(fds) => Ok(Some(fds)),
+        Err(e) => Err(format!(
+            "launchd could not activate the Sockets entry {name:?} (launch_activate_socket: {e}); \
+             check the job's Sockets key and listen.name"
         )),
     }
 }
@@ -356,6 +376,17 @@ mod tests {
         let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
         let e = bind_socket(squatter.local_addr().unwrap(), 16).unwrap_err();
         assert_eq!(describe_bind_error(&e), "address in use");
+    }
+
+    #[test]
+    fn a_launchd_socket_that_cannot_be_activated_is_a_config_error() {
+        assert_eq!(launchd_answer("http", Ok(Vec::new())), Ok(None));
+        assert_eq!(launchd_answer("http", Ok(vec![3, 4])), Ok(Some(vec![3, 4])));
+        let e = launchd_answer("http", Err(io::Error::from_raw_os_error(libc::EPERM))).unwrap_err();
+        assert!(
+            e.contains("\"http\"") && e.contains("launch_activate_socket"),
+            "{e}"
+        );
     }
 
     #[test]

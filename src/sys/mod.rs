@@ -516,7 +516,8 @@ pub struct NotifyDatagram {
 
 /// Control space for one datagram: SCM_CREDENTIALS plus as many descriptors
 /// as one datagram can carry (Linux: SCM_MAX_FD = 253; XNU: the control
-/// mbuf is at most MCLBYTES = 2048 bytes, about 508 descriptors). On macOS
+/// mbuf is at most MCLBYTES = 2048 bytes, and each descriptor crosses as
+/// a pointer-sized `fileglob` there, so about 254 descriptors on LP64). On macOS
 /// this size matters beyond tidiness: XNU installs passed descriptors in our
 /// table before copying the control data out, so any that did not fit would
 /// stay open, unnamed, for good.
