@@ -272,6 +272,41 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
     }
 }
 
+/// What to do about a file root would run or read that someone else could
+/// change.
+const ROOT_REMEDY: &str = "install it where only root can change it (owned by root, no group or \
+     other write, all the way up), or run the supervisor as the service's user instead of root";
+
+/// As root, what root runs or reads must be root's all the way up: the
+/// config file, the supervisor's own executable (what `reload` runs), and
+/// the alert command's program as it will be found on PATH. 78 naming the
+/// path, its owner and what to do. Nothing to check for any other user.
+fn root_files(cfg: &Config) -> Result<(), Fatal> {
+    if fsafe::euid() != 0 {
+        return Ok(());
+    }
+    let refuse = |e: String| Fatal::config(format!("{e}; nothing started"));
+    fsafe::check_root_file("config", &cfg.path, ROOT_REMEDY).map_err(refuse)?;
+    match std::env::current_exe() {
+        Ok(exe) => fsafe::check_root_file("the supervisor's executable", &exe, ROOT_REMEDY)
+            .map_err(refuse)?,
+        Err(e) => {
+            return Err(refuse(format!(
+                "cannot find the supervisor's own executable to check who can change it: {e}"
+            )))
+        }
+    }
+    if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
+        let ours = std::env::var_os("PATH");
+        // Not found: preflight warns; nothing to check yet.
+        if let Ok(found) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
+            let what = format!("{}: key `alerts.command`: the program", cfg.path.display());
+            fsafe::check_root_file(&what, &found, ROOT_REMEDY).map_err(refuse)?;
+        }
+    }
+    Ok(())
+}
+
 /// Who may read the log files: 0600, or 0640 and `log.group`, a group
 /// that must exist and that we are root or a member of (else `fchown`
 /// would fail on every file).
@@ -351,6 +386,7 @@ fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Fac
 fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     handoff::can_take_over().map_err(Fatal::failure)?;
+    root_files(cfg)?;
     let pre = preflight(cfg)?;
     // Started the way `run` would be, by a manager passing the socket?
     // Every check comes before the first line of output: an invalid config
@@ -398,6 +434,7 @@ fn run(path: &Path) -> Outcome {
     }
     let cfg = Config::load(path)
         .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
+    root_files(&cfg)?;
     if !check_dirs(&cfg)? {
         lock::create_dir("state dir", &cfg.supervisor.state_dir, 0o700)?;
     }

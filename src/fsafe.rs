@@ -482,6 +482,54 @@ fn check_name(name: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------ root's files
+
+/// When we are root: `path` (a file root runs or reads) and every folder
+/// above it, and every link on the way, must be root's and not writable by
+/// group or others. `what` names it for people, `remedy` says what to do.
+/// Nothing to check for any other user (they run what they own).
+pub(crate) fn check_root_file(what: &str, path: &Path, remedy: &str) -> Result<(), String> {
+    if euid() != 0 {
+        return Ok(());
+    }
+    check_file_for(0, what, path, remedy)
+}
+
+/// [`check_root_file`] for a given uid (tests use another one).
+pub(crate) fn check_file_for(me: u32, what: &str, path: &Path, remedy: &str) -> Result<(), String> {
+    let head = format!("{what} {}", path.display());
+    match walk(path, me, true) {
+        Ok(Walked { meta: Some(_), .. }) => Ok(()),
+        // Not there: whoever reports it missing says so.
+        Ok(Walked { meta: None, .. }) => Ok(()),
+        Err(Why::Flawed { at, flaw, link }) => {
+            let who = if me == 0 { "root" } else { "this supervisor" };
+            let subject = if link {
+                format!("the symbolic link {} on the way", at.display())
+            } else if at == path {
+                "it".to_owned()
+            } else {
+                at.display().to_string()
+            };
+            let problem = match flaw {
+                Flaw::Owner(uid) => format!("{subject} is owned by {}", owner_name(uid)),
+                Flaw::Writable(mode) => format!(
+                    "{subject} is writable by group or others (mode {mode:o}, owner {})",
+                    fs::symlink_metadata(&at).map_or("unknown".into(), |m| owner_name(m.uid()))
+                ),
+            };
+            Err(format!(
+                "{head}: {problem}, so someone other than root could change what {who} \
+                 runs or reads; {remedy}"
+            ))
+        }
+        Err(Why::FinalLink) => Ok(()), // not asked for (links are followed)
+        Err(Why::NotAFolder(at)) => Err(format!("{head}: {} is not a folder", at.display())),
+        Err(Why::Loop) => Err(format!("{head}: too many symbolic links on the way")),
+        Err(Why::Io(at, e)) => Err(format!("{head}: cannot inspect {}: {e}", at.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,5 +718,43 @@ mod tests {
         // Removed: known.
         fs::remove_dir_all(t.path().join("moved")).unwrap();
         assert!(dir.is_removed());
+    }
+
+    #[test]
+    fn root_files_must_be_roots_all_the_way_up() {
+        let t = base();
+        let me = euid();
+        let f = t.path().join("hook");
+        fs::write(&f, "").unwrap();
+        chmod(&f, 0o755);
+        assert_eq!(check_file_for(me, "x", &f, "fix"), Ok(()));
+        chmod(&f, 0o775);
+        let e = check_file_for(me, "the alert program", &f, "fix").unwrap_err();
+        assert!(e.contains("it is writable by group or others"), "{e}");
+        chmod(&f, 0o755);
+        // A link to it is followed and judged.
+        let l = t.path().join("l");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert_eq!(check_file_for(me, "x", &l, "fix"), Ok(()));
+        if me != 0 {
+            eprintln!("skipped: only root can give a file to another user");
+            return;
+        }
+        // Owned by another user: named, with the remedy.
+        std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+        let e = check_file_for(0, "the alert program", &l, "install it elsewhere").unwrap_err();
+        assert!(
+            e.contains("uid 65534") && e.contains("install it elsewhere"),
+            "{e}"
+        );
+        std::os::unix::fs::chown(&f, Some(0), None).unwrap();
+        // A folder above it owned by another user.
+        std::os::unix::fs::chown(t.path(), Some(65534), None).unwrap();
+        let e = check_file_for(0, "the config", &f, "fix").unwrap_err();
+        assert!(
+            e.contains(&t.path().display().to_string()) && e.contains("uid 65534"),
+            "{e}"
+        );
+        std::os::unix::fs::chown(t.path(), Some(0), None).unwrap();
     }
 }

@@ -76,7 +76,9 @@ impl Listener {
 
     /// Whether the socket still accepts connections (`SO_ACCEPTCONN`). A
     /// child that calls `shutdown(fd 3, SHUT_RDWR)` (a common way to wake
-    /// its own blocked `accept`) disarms it for every holder.
+    /// its own blocked `accept`) disarms it for every holder on Linux; on
+    /// macOS that `shutdown` is ENOTCONN and disarms nothing, so the
+    /// re-arm path is Linux's.
     pub fn is_listening(&self) -> bool {
         nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::AcceptConn)
             .unwrap_or(false)
@@ -194,14 +196,14 @@ pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listen
         env("LISTEN_FDNAMES").as_deref(),
     ) {
         Some(p) => (p, "LISTEN_FDS"),
-        None => match sys::launchd_sockets(name) {
-            Ok(fds) if !fds.is_empty() => (
+        None => match launchd_answer(name, sys::launchd_sockets(name))? {
+            Some(fds) => (
                 fds.into_iter()
                     .map(|fd| (fd, Some(name.to_owned())))
                     .collect(),
                 "launchd",
             ),
-            _ => return Ok(None),
+            None => return Ok(None),
         },
     };
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -250,6 +252,26 @@ pub(crate) fn from_manager(addr: SocketAddr, name: &str) -> Result<Option<Listen
                 String::new()
             },
             seen.join("; ")
+        )),
+    }
+}
+
+/// What `launch_activate_socket` answered for the `Sockets` entry `name`:
+/// the descriptors, `None` when launchd passed none (not a launchd job, no
+/// such entry: `sys::launchd_sockets` says so with an empty list), or,
+/// for any other error, a configuration problem (exit 78): a `Sockets`
+/// entry that cannot be activated would leave the supervisor waiting for
+/// a port launchd holds, saying nothing.
+fn launchd_answer(
+    name: &str,
+    answer: io::Result<Vec<RawFd>>,
+) -> Result<Option<Vec<RawFd>>, String> {
+    match answer {
+        Ok(fds) if fds.is_empty() => Ok(None),
+        Ok(fds) => Ok(Some(fds)),
+        Err(e) => Err(format!(
+            "launchd could not activate the Sockets entry {name:?} (launch_activate_socket: {e}); \
+             check the job's Sockets key and listen.name"
         )),
     }
 }
@@ -340,15 +362,31 @@ mod tests {
         );
 
         assert!(listener.is_listening());
-        nix::sys::socket::shutdown(listener.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both)
-            .unwrap();
-        assert!(!listener.is_listening());
-        listener.rearm(16).unwrap();
-        assert!(listener.is_listening());
+        // The re-arm path is Linux's: there `shutdown(SHUT_RDWR)` on a
+        // listening socket stops it listening; XNU answers ENOTCONN and
+        // disarms nothing.
+        if cfg!(target_os = "linux") {
+            nix::sys::socket::shutdown(listener.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+                .unwrap();
+            assert!(!listener.is_listening());
+            listener.rearm(16).unwrap();
+            assert!(listener.is_listening());
+        }
 
         let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
         let e = bind_socket(squatter.local_addr().unwrap(), 16).unwrap_err();
         assert_eq!(describe_bind_error(&e), "address in use");
+    }
+
+    #[test]
+    fn a_launchd_socket_that_cannot_be_activated_is_a_config_error() {
+        assert_eq!(launchd_answer("http", Ok(Vec::new())), Ok(None));
+        assert_eq!(launchd_answer("http", Ok(vec![3, 4])), Ok(Some(vec![3, 4])));
+        let e = launchd_answer("http", Err(io::Error::from_raw_os_error(libc::EPERM))).unwrap_err();
+        assert!(
+            e.contains("\"http\"") && e.contains("launch_activate_socket"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -388,7 +426,12 @@ mod tests {
 
     /// A listener on the wildcard of the port refuses the specific address
     /// (and the other way round): the rule, whatever the kernel would allow.
+    /// Linux only: on macOS the listener this test holds is "ours" (this
+    /// process's), and XNU's `in_pcbbind` lets the `SO_REUSEADDR` retry
+    /// bind beside it; a foreign listener is refused on both
+    /// (tests/listener_overlap.rs).
     #[test]
+    #[cfg(target_os = "linux")]
     fn overlapping_listeners_refuse_the_bind() {
         let wildcard = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = wildcard.local_addr().unwrap().port();

@@ -186,6 +186,23 @@ fn ago(at: &str, now: SystemTime) -> Option<String> {
     )))
 }
 
+/// How long a process has been up. By its start time, on the clock
+/// [`crate::sys::process_start_time`] uses, when the pid is still the
+/// process recorded: that clock never steps, so after the wall clock was
+/// set back this is still the true uptime (the wall-clock `started_at` then
+/// lies in the future and is clamped). Else from `started_at`.
+fn uptime(pid: i32, start_time: Option<u64>, started_at: &str, now: SystemTime) -> Option<String> {
+    let by_start = start_time
+        .filter(|&st| crate::sys::process_start_time(pid) == Some(st))
+        .and_then(crate::sys::process_age);
+    match by_start {
+        Some(d) => Some(crate::text::human(std::time::Duration::from_secs(
+            d.as_secs(),
+        ))),
+        None => ago(started_at, now),
+    }
+}
+
 /// The record for people: one fact a line.
 pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
     let paint = |text: &str, code: &str| {
@@ -205,7 +222,7 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         out += &format!("error:        {e}\n");
     }
     if let Some(s) = &rec.supervisor {
-        let up = ago(&s.started_at, now)
+        let up = uptime(s.pid, s.start_time, &s.started_at, now)
             .map(|d| format!(", up {d}"))
             .unwrap_or_default();
         out += &format!("supervisor:   pid {}{up}\n", s.pid);
@@ -221,7 +238,7 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
     if let Some(c) = &rec.child {
         match (c.pid, &c.started_at) {
             (Some(pid), Some(at)) => {
-                let up = ago(at, now)
+                let up = uptime(pid, c.start_time, at, now)
                     .map(|d| format!(", up {d}"))
                     .unwrap_or_default();
                 out += &format!(

@@ -265,6 +265,104 @@ fn state_dir_that_is_a_file_is_refused() {
     expect_refused(&env, &[&env.dir], &env.state_dir, "not a folder");
 }
 
+// ------------------------------------------------------------- root's files
+
+/// `run` and `check-config` both refuse with 78, naming `named` and `why`.
+fn expect_root_refusal(env: &Env, config: &Path, named: &Path, why: &str) {
+    for cmd in ["check-config", "run"] {
+        let out = env.cli_with(config, &[cmd], DEADLINE);
+        let named_s = named.display().to_string();
+        if out.code != Some(78) || !out.stderr.contains(&named_s) || !out.stderr.contains(why) {
+            env.fail(format!(
+                "want `{cmd}` to exit 78 naming {named_s} and {why:?}\n{out}"
+            ));
+        }
+        if env.path("ran").exists() || !env.events().is_empty() {
+            env.fail("a child ran although the start was refused");
+        }
+    }
+}
+
+/// Adds `[alerts] command = [program]` to the test's config.
+fn with_alert(env: &Env, program: &Path) {
+    let text = format!(
+        "{}\n[alerts]\ncommand = [\"{}\"]\n",
+        env.config_text,
+        program.display()
+    );
+    fs::write(&env.config, text).unwrap();
+}
+
+#[test]
+fn as_root_an_alert_program_another_user_can_change_is_refused() {
+    if !can_chown() {
+        return;
+    }
+    // Owned by another user.
+    let env = serve_env();
+    let hooks = env.path("hooks");
+    mkdir(&hooks, 0o755);
+    let hook = hooks.join("notify.sh");
+    fs::write(&hook, "#!/bin/sh\nid > \"$0.ran\"\n").unwrap();
+    chmod(&hook, 0o755);
+    chown(&hook, NOBODY);
+    with_alert(&env, &hook);
+    expect_root_refusal(&env, &env.config, &hook, &format!("owned by uid {NOBODY}"));
+    // In a folder another user owns.
+    chown(&hook, 0);
+    chown(&hooks, NOBODY);
+    expect_root_refusal(&env, &env.config, &hooks, &format!("owned by uid {NOBODY}"));
+    // In a folder anyone can write (no sticky bit).
+    chown(&hooks, 0);
+    chmod(&hooks, 0o777);
+    expect_root_refusal(&env, &env.config, &hooks, "writable by group or others");
+    // Group-writable program.
+    chmod(&hooks, 0o755);
+    chmod(&hook, 0o775);
+    expect_root_refusal(&env, &env.config, &hook, "writable by group or others");
+    if hooks.join("notify.sh.ran").exists() {
+        env.fail("the hook ran");
+    }
+}
+
+#[test]
+fn as_root_a_config_another_user_can_change_is_refused() {
+    if !can_chown() {
+        return;
+    }
+    let env = serve_env();
+    // The config in a folder owned by the service's user (a checkout).
+    let conf_dir = env.path("checkout");
+    mkdir(&conf_dir, 0o755);
+    let config = conf_dir.join("supervisor.toml");
+    let text = env
+        .config_text
+        .replace(
+            "state_dir = \"run\"",
+            &format!("state_dir = \"{}\"", env.state_dir.display()),
+        )
+        .replace(
+            "dir = \"logs\"",
+            &format!("dir = \"{}\"", env.log_dir.display()),
+        );
+    fs::write(&config, text).unwrap();
+    chown(&conf_dir, NOBODY);
+    expect_root_refusal(&env, &config, &conf_dir, &format!("owned by uid {NOBODY}"));
+    // The file itself another user's.
+    chown(&conf_dir, 0);
+    chown(&config, NOBODY);
+    expect_root_refusal(&env, &config, &config, &format!("owned by uid {NOBODY}"));
+    // Group-writable.
+    chown(&config, 0);
+    chmod(&config, 0o664);
+    expect_root_refusal(&env, &config, &config, "writable by group or others");
+    chmod(&config, 0o644);
+    let out = env.cli_with(&config, &["check-config"], DEADLINE);
+    if out.code != Some(0) {
+        env.fail(format!("a root-owned config was refused\n{out}"));
+    }
+}
+
 // ------------------------------------------------------------- modes
 
 /// A `supervisor run` spawned with umask 000, so only explicit modes keep

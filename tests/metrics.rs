@@ -609,3 +609,34 @@ fn a_real_prometheus_server_scrapes_it() {
     }
     drop(server);
 }
+
+#[test]
+fn an_overlapped_restart_counts_as_a_handover() {
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "10s")
+        .raw("restart", "overlap", "true")
+        .build();
+    let _sup = env.spawn();
+    let first = env.wait_value("the first child ready", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "running" && v["child"]["ready"] == true)
+            .then(|| v["child"]["pid"].as_i64())
+            .flatten()
+    });
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    assert_eq!(out.code, Some(0), "{out}");
+    let ok = "supervisor_handovers_total{result=\"ok\"}";
+    let text = env.wait_value("handovers_total{ok} 1", DEADLINE, || {
+        let out = env.cli(&["status", "--format", "prometheus"]);
+        (value(&out.stdout, ok) == Some(1.0)).then_some(out.stdout)
+    });
+    assert_eq!(
+        value(&text, "supervisor_handovers_total{result=\"failed\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_ne!(env.child_pid(), Some(first as i32));
+}

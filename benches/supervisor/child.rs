@@ -14,6 +14,12 @@ pub(crate) fn child_main(args: &[String]) {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
         "serve-fd3" => serve(fd3()),
+        "serve-ready" => {
+            let l = fd3();
+            thread::sleep(Duration::from_millis(arg(1).parse().expect("ms")));
+            notify_ready();
+            serve_draining(l)
+        }
         "serve-bind" => serve(TcpListener::bind(arg(1).as_str()).expect("bind")),
         "spew-fd3" => spew_on_request(fd3(), arg(1).parse().expect("bytes")),
         "spew-bind" => spew_on_request(
@@ -38,6 +44,52 @@ pub(crate) fn fd3() -> TcpListener {
     // SAFETY: the supervisor (or systemd-socket-activate) hands us a
     // listening socket as fd 3, which nothing else in this process owns.
     unsafe { TcpListener::from_raw_fd(3) }
+}
+
+/// READY=1 to `$NOTIFY_SOCKET` (an abstract name on Linux, `@...`).
+fn notify_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let Ok(addr) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    if let Some(name) = addr.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(a) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+            let _ = sock.send_to_addr(b"READY=1", &a);
+        }
+        return;
+    }
+    let _ = sock.send_to(b"READY=1", &addr);
+}
+
+/// [`serve`], but on SIGTERM as a graceful server: answer what was
+/// taken, then exit (never in the middle of an answer).
+fn serve_draining(l: TcpListener) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let term = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone());
+    let busy = Arc::new(std::sync::Mutex::new(()));
+    {
+        let (term, busy) = (term.clone(), busy.clone());
+        thread::spawn(move || {
+            while !term.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(5));
+            }
+            // Whatever is being answered is finished first.
+            let _held = busy.lock();
+            std::process::exit(0);
+        });
+    }
+    let reply = format!("{}\n", std::process::id());
+    for mut c in l.incoming().flatten() {
+        let _held = busy.lock();
+        let _ = c.write_all(reply.as_bytes());
+    }
 }
 
 /// Answer every connection with our pid and a newline.

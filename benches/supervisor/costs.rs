@@ -4,7 +4,7 @@
 use crate::procs::{cpu_secs, ctxt, rollup_kb, status_kb};
 use crate::services::{
     exe, root, serving, start, wait_for, Job, Kind, OurOpts, Peers, Svc, ALERTS_IDLE,
-    MEMORY_CHECKED, RESTART_FAST,
+    MEMORY_CHECKED, METRICS_IDLE, RESTART_FAST,
 };
 use crate::table::{show, Stats, Table};
 use crate::{Counts, CAPPED_PER_HOUR, LINE};
@@ -33,10 +33,13 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
     let mut wake: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut pss: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
     let mut anon: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
-    // Ours again with `max_memory` (one check a second) and with
-    // `[alerts]`: their wake-ups only.
-    let variants = [&MEMORY_CHECKED, &ALERTS_IDLE];
+    // Ours again with `max_memory` (one check a second), with `[alerts]`
+    // and with `[metrics]` (asked once before): their wake-ups, and the
+    // last one's RSS and the time of a scrape.
+    let variants = [&MEMORY_CHECKED, &ALERTS_IDLE, &METRICS_IDLE];
     let mut variant_wake: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut metrics_rss = Vec::new();
+    let mut scrape_ms = Vec::new();
     for _ in 0..n.idle_runs {
         // All side by side: each has its own process, so they do not
         // disturb each other's counts.
@@ -61,6 +64,21 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             .map(|o| start(Kind::Ours, &Job::Serve, o, &root))
             .collect();
         settle(&variant_svcs);
+        let metrics_svc = &variant_svcs[2];
+        let metrics_addr: Option<std::net::SocketAddr> =
+            fs::read_to_string(metrics_svc.dir.join("metrics.addr"))
+                .ok()
+                .and_then(|a| a.trim().parse().ok());
+        if let Some(addr) = metrics_addr {
+            scrape(addr);
+            thread::sleep(Duration::from_millis(200));
+            let kb: u64 = metrics_svc
+                .cost_pids()
+                .iter()
+                .map(|p| status_kb(*p, "VmRSS:"))
+                .sum();
+            metrics_rss.push(kb as f64 / 1024.0);
+        }
         svcs.extend(variant_svcs);
         let pids: Vec<Vec<u32>> = svcs.iter().map(|s| s.cost_pids()).collect();
         let c0: Vec<u64> = pids
@@ -76,6 +94,16 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             match i.checked_sub(kinds.len()) {
                 Some(v) => variant_wake[v].push(per_sec),
                 None => wake.entry(s.kind).or_default().push(per_sec),
+            }
+        }
+        // After the window: one scrape at a time, timed from connect to
+        // the whole answer.
+        let metrics_addr = fs::read_to_string(svcs[kinds.len() + 2].dir.join("metrics.addr"))
+            .ok()
+            .and_then(|a| a.trim().parse().ok());
+        for _ in 0..n.scrapes {
+            if let Some(ms) = metrics_addr.and_then(scrape) {
+                scrape_ms.push(ms);
             }
         }
     }
@@ -103,7 +131,7 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         "0",
         w.as_ref().map(|s| s.median() == 0.0),
     );
-    let [memory, alerts] = [0, 1].map(|v| Stats::new(variant_wake[v].clone()));
+    let [memory, alerts, metrics] = [0, 1, 2].map(|v| Stats::new(variant_wake[v].clone()));
     table.add(
         &format!("idle wake-ups/s with max_memory, checked every 1 s (over {window})"),
         show(&memory, 2),
@@ -117,6 +145,28 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
         "—".into(),
         "0",
         alerts.as_ref().map(|s| s.median() == 0.0),
+    );
+    let with_metrics = Stats::new(metrics_rss);
+    table.add(
+        "idle RSS, MiB, with [metrics] (asked once)",
+        show(&with_metrics, 2),
+        format!("without: {}", show(&r, 2)),
+        "—",
+        None,
+    );
+    table.add(
+        &format!("idle wake-ups/s with [metrics] set (over {window})"),
+        show(&metrics, 2),
+        format!("without: {}", show(&w, 2)),
+        "0",
+        metrics.as_ref().map(|s| s.median() == 0.0),
+    );
+    table.add(
+        "one scrape of /metrics, ms (connect to the whole answer)",
+        show(&Stats::new(scrape_ms), 2),
+        "—".into(),
+        "—",
+        None,
     );
     if peers.has(Kind::Static) {
         let st = get(&rss, Kind::Static);
@@ -147,6 +197,21 @@ pub(crate) fn idle(n: &Counts, peers: &Peers, table: &mut Table) {
             show(&get(&wake, *k), 2),
         );
     }
+}
+
+/// `GET /metrics` on `addr`, read to the end: the milliseconds it took,
+/// if it answered 200.
+fn scrape(addr: std::net::SocketAddr) -> Option<f64> {
+    use std::io::Write;
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).ok()?;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    answer.starts_with(b"HTTP/1.1 200").then_some(ms)
 }
 
 /// Waits until each answers on its port, then a second for it to settle.

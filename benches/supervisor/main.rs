@@ -19,6 +19,7 @@
 
 mod child;
 mod costs;
+mod deploy;
 mod procs;
 mod reload;
 mod restarts;
@@ -27,6 +28,7 @@ mod table;
 
 use child::child_main;
 use costs::{crash_loop, idle, log_throughput};
+use deploy::deploy;
 use reload::reload;
 use restarts::{losing_copy, refused, restart_latency};
 use services::{root, Peers};
@@ -57,13 +59,34 @@ fn main() {
     let mut table = Table::new(&peers);
     let started = Instant::now();
     let load_before = loadavg();
-    losing_copy(&n, &peers, &mut table);
-    restart_latency(&n, &peers, &mut table);
-    refused(&n, &peers, &mut table);
-    reload(&n, &mut table);
-    idle(&n, &peers, &mut table);
-    log_throughput(&n, &peers, &mut table);
-    crash_loop(&n, &peers, &mut table);
+    // SUPERVISOR_BENCH_ONLY=idle (a comma-separated list of the names
+    // below) runs only those parts.
+    let only = std::env::var("SUPERVISOR_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
+    if wanted("losing") {
+        losing_copy(&n, &peers, &mut table);
+    }
+    if wanted("latency") {
+        restart_latency(&n, &peers, &mut table);
+    }
+    if wanted("refused") {
+        refused(&n, &peers, &mut table);
+    }
+    if wanted("reload") {
+        reload(&n, &mut table);
+    }
+    if wanted("deploy") {
+        deploy(&n, &mut table);
+    }
+    if wanted("idle") {
+        idle(&n, &peers, &mut table);
+    }
+    if wanted("log") {
+        log_throughput(&n, &peers, &mut table);
+    }
+    if wanted("crash") {
+        crash_loop(&n, &peers, &mut table);
+    }
     println!(
         "{}; load average {} before, {} after (other work on the machine skews the figures)",
         machine(),
@@ -86,9 +109,12 @@ pub(crate) struct Counts {
     pub(crate) refused: usize,
     pub(crate) peer_refused: usize,
     pub(crate) reloads: usize,
+    pub(crate) deploys: usize,
     pub(crate) kickstarts: usize,
     pub(crate) idle_runs: usize,
     pub(crate) idle_window: Duration,
+    /// Scrapes of `/metrics` timed after each idle window.
+    pub(crate) scrapes: usize,
     pub(crate) log_bytes: usize,
     pub(crate) log_runs: usize,
     pub(crate) crash_windows: usize,
@@ -105,9 +131,11 @@ impl Counts {
                 refused: 20,
                 peer_refused: 2,
                 reloads: 5,
+                deploys: 3,
                 kickstarts: 2,
                 idle_runs: 1,
                 idle_window: Duration::from_secs(2),
+                scrapes: 5,
                 log_bytes: 20_000_000,
                 log_runs: 1,
                 crash_windows: 1,
@@ -121,9 +149,11 @@ impl Counts {
                 refused: 100,
                 peer_refused: 10,
                 reloads: 20,
+                deploys: 10,
                 kickstarts: 5,
                 idle_runs: 3,
                 idle_window: Duration::from_secs(10),
+                scrapes: 20,
                 log_bytes: 200_000_000,
                 log_runs: 7,
                 crash_windows: 3,
@@ -142,6 +172,7 @@ Notes:
 - Plain loop: the bench re-spawns the child as soon as waitpid returns; the child binds with SO_REUSEADDR. systemd-socket-activate is restarted the same way (it owns the socket only while it lives).
 - Refused: a client connects every ~1 ms during the restarts; refused = ECONNREFUSED, reset = accepted then closed without an answer (a connection the killed child had taken).
 - Reload: `supervisor reload` with nothing changed, n times in a row, a client connecting every ~1 ms throughout; the time is the command's, which returns once the new image has recorded itself in state.json; child restarts = distinct pids that answered, minus one. Beside it, `supervisor stop` then a new `supervisor run` (what `launchctl kickstart -k` or `systemctl restart` do), timed until the new child's first answer.
+- Deploy: a child that sends READY=1 1 s after its start (it does not accept before), `supervisor restart` n times in a row (each waits for the outcome), a client connecting every ~1 ms throughout and timing each connection to its answer; with `[restart] overlap = true` (the new child starts beside the old one, which is stopped once the new one is ready) and stop-first (the default). Steady p99: the same client for 2 s before the restarts. Goal: 0 refused, 0 reset, max within 2× the steady p99 with overlap.
 - Idle: RSS is VmRSS (PSS from smaps_rollup, anonymous from RssAnon) summed over the supervising processes (runsv + svlogd; supervisord; s6-supervise; our supervisor with its log-reader thread); wake-ups are voluntary + nonvoluntary context switches of all their threads per second. RSS, PSS and anonymous RSS are read 1 s after each answers, before two more of ours start beside them for the wake-ups only: one with max_memory = "1GiB" and max_memory_check = "1s" (never reached; one wake-up per check is the target), one with [alerts] command = ["/bin/true"] (nothing to say while the child is healthy: 0).
 - Log throughput: MB/s reaching child.log (the issue's measure: every byte written there, each 100-byte line with its ~36-byte time stamp and stream prefix) until all lines are in, beside the child writing into a file itself; the payload rate (the child's own bytes) is shown too. runsv's figure goes through svlogd -tt.
 - Crash loop: child prints one line to stderr and exits 1. Supervisor run scaled to initial_backoff 20ms / max_backoff 100ms; bytes (supervisor.log + child.log) and CPU (its own + reaped children) per restart, times 12 restarts/h (the default 5m cap). Peers: measured rate per second times 3600 (they restart every second forever; supervisord gives up after startretries, so its rate after that is 0 and the service stays down).

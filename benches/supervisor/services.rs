@@ -206,6 +206,8 @@ pub(crate) fn q(s: &str) -> String {
 #[derive(Clone)]
 pub(crate) enum Job {
     Serve,
+    /// Serve once ready: READY=1 after this many ms.
+    ServeReady(u64),
     Spew(usize),
     Crash,
 }
@@ -217,6 +219,7 @@ impl Job {
         let mut v = vec![exe(), "child".into()];
         match (self, fd3) {
             (Job::Serve, true) => v.push("serve-fd3".into()),
+            (Job::ServeReady(ms), _) => v.extend(["serve-ready".into(), ms.to_string()]),
             (Job::Serve, false) => v.extend(["serve-bind".into(), a]),
             (Job::Spew(n), true) => v.extend(["spew-fd3".into(), n.to_string()]),
             (Job::Spew(n), false) => v.extend(["spew-bind".into(), a, n.to_string()]),
@@ -234,6 +237,10 @@ pub(crate) struct OurOpts {
     pub(crate) child_extra: &'static str,
     /// More sections, after `[log]`.
     pub(crate) sections: &'static str,
+    /// More `[restart]` lines.
+    pub(crate) restart_extra: &'static str,
+    /// `[metrics]` on a free port, written to `metrics.addr` in the dir.
+    pub(crate) metrics: bool,
 }
 
 pub(crate) const RESTART_FAST: OurOpts = OurOpts {
@@ -242,6 +249,8 @@ pub(crate) const RESTART_FAST: OurOpts = OurOpts {
     reset_after: "100ms",
     child_extra: "",
     sections: "",
+    restart_extra: "",
+    metrics: false,
 };
 
 /// With a memory ceiling the child never reaches: one check a second.
@@ -253,6 +262,12 @@ pub(crate) const MEMORY_CHECKED: OurOpts = OurOpts {
 /// With alerts configured; a healthy child gives them nothing to say.
 pub(crate) const ALERTS_IDLE: OurOpts = OurOpts {
     sections: "\n[alerts]\ncommand = [\"/bin/true\"]\n",
+    ..RESTART_FAST
+};
+
+/// With `[metrics]`; nobody asks while it is idle.
+pub(crate) const METRICS_IDLE: OurOpts = OurOpts {
+    metrics: true,
     ..RESTART_FAST
 };
 
@@ -291,15 +306,24 @@ fn prepare(kind: Kind, job: &Job, opts: &OurOpts, dir: &Path, addr: SocketAddr) 
             let cfg = format!(
                 "[supervisor]\nstate_dir = \"run\"\n\n[listen]\naddress = \"{addr}\"\n\n\
                  [child]\ncommand = [{}]\nstop_timeout = \"2s\"\nallow_root = true\n{}\n\
-                 [restart]\ninitial_backoff = \"{}\"\nmax_backoff = \"{}\"\nreset_after = \"{}\"\n\n\
+                 [restart]\ninitial_backoff = \"{}\"\nmax_backoff = \"{}\"\nreset_after = \"{}\"\n{}\n\
                  [log]\ndir = \"logs\"\nmax_bytes = \"100GB\"\n{}",
                 argv.join(", "),
                 opts.child_extra,
                 opts.initial_backoff,
                 opts.max_backoff,
                 opts.reset_after,
+                opts.restart_extra,
                 opts.sections
             );
+            let cfg = match opts.metrics {
+                true => {
+                    let m = free_addr();
+                    fs::write(dir.join("metrics.addr"), m.to_string()).unwrap();
+                    format!("{cfg}\n[metrics]\naddress = \"{m}\"\n")
+                }
+                false => cfg,
+            };
             fs::write(dir.join("supervisor.toml"), cfg).unwrap();
         }
         Kind::Supervisord => {

@@ -5,6 +5,7 @@
 use std::os::fd::AsFd;
 use std::time::SystemTime;
 
+use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use super::record::Group;
@@ -58,12 +59,32 @@ impl Daemon {
     /// subreaper they all descend from us (cheap: our few descendants);
     /// without one (macOS) they may be anywhere.
     pub(super) fn rivals(&self) -> Vec<i32> {
-        let Some(id) = self.seen.socket_id else {
-            return Vec::new();
-        };
         let scope = match self.subreaper {
             true => sys::Scope::DescendantsOf(self.seen.me.pid),
             false => sys::Scope::All,
+        };
+        self.holders_in(scope)
+    }
+
+    /// The rivals anywhere on the machine, in our tree or not (the
+    /// start-up scan's rule): a process the child passed the socket to
+    /// over a Unix socket (`SCM_RIGHTS`) descends from someone else. What
+    /// a `stop` or a requested restart looks for once, as it begins: after
+    /// `stop` returns 0, no process that held our socket is alive (SPEC
+    /// 0.2). The current child's group is signalled as a group and is
+    /// left out.
+    pub(super) fn rivals_anywhere(&self) -> Vec<i32> {
+        let group = self.machine.child_pid().map(Pid::from_raw);
+        let mut holders = self.holders_in(sys::Scope::All);
+        holders.retain(|p| {
+            group.is_none() || nix::unistd::getpgid(Some(Pid::from_raw(*p))).ok() != group
+        });
+        holders
+    }
+
+    fn holders_in(&self, scope: sys::Scope) -> Vec<i32> {
+        let Some(id) = self.seen.socket_id else {
+            return Vec::new();
         };
         let mut holders = sys::socket_holders(id, scope);
         let child = self.machine.child_pid();

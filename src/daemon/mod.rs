@@ -819,8 +819,15 @@ impl Daemon {
                     self.cfg.child.stop_signal
                 };
                 // Whatever holds our socket outside the child's group goes
-                // with it: after a stop, nothing that served is alive.
-                let rivals = self.rivals();
+                // with it: after a stop, nothing that served is alive. On
+                // `stop` or a requested restart, looked for anywhere (a
+                // process the child passed fd 3 to); else in our tree.
+                let on_request = self.machine.want() == crate::policy::Want::Down
+                    || self.machine.state_name() == "restarting";
+                let rivals = match (on_request, kill) {
+                    (true, false) => self.rivals_anywhere(),
+                    _ => self.rivals(),
+                };
                 self.targets.prune();
                 self.targets.add(&rivals);
                 self.targets.signal(sig);

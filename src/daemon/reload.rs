@@ -150,6 +150,16 @@ impl Daemon {
         // Resolved now: an upgrade may have replaced the file or moved the
         // link we were started through.
         let exe = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
+        // As root, even the preflight runs it as root: it must be root's,
+        // all the way up, before it runs at all.
+        if let Err(e) = crate::fsafe::check_root_file(
+            "the supervisor's executable",
+            &self.exe,
+            "install it where only root can change it, or run the supervisor as the \
+             service's user instead of root",
+        ) {
+            return self.reload_failed(crate::exit::CONFIG, e);
+        }
         info!(
             "SIGUSR2: reloading; asking {} which handoff it speaks, then checking {} with it",
             exe.display(),

@@ -345,7 +345,11 @@ pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
             "next: {ctl} reads units only from its unit folders, not {}: copy them there\n  \
              {}cp {} {to}/\n",
             dir.display(),
-            if user { "" } else { "sudo " },
+            if user || nix::unistd::geteuid().is_root() {
+                ""
+            } else {
+                "sudo "
+            },
             from.join(" ")
         );
     }

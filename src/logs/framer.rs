@@ -13,6 +13,8 @@ pub(crate) struct Framer {
     tag: Vec<u8>,
     /// `TS out[PID]` for the current chunk.
     head: Vec<u8>,
+    /// `TS out[PID]: `, the whole prefix of a line, for [`Seg::Head`].
+    line_head: Vec<u8>,
     /// The incomplete last line, at most `MAX_LINE` bytes.
     carry: Vec<u8>,
     /// The current line already produced a piece.
@@ -24,6 +26,7 @@ impl Framer {
         Framer {
             tag: format!(" {}[{}]", stream.tag(), pid).into_bytes(),
             head: Vec::with_capacity(64),
+            line_head: Vec::with_capacity(64),
             carry: Vec::new(),
             continued: false,
         }
@@ -32,6 +35,8 @@ impl Framer {
     /// Frames every complete line in `chunk` (joined with the carried
     /// partial line) into `out` and carries the incomplete rest. Returns
     /// the number of lines appended to `out`.
+    /// (The copying framer: [`Framer::frame_segs`] is tested against it.)
+    #[cfg(test)]
     pub(crate) fn frame(&mut self, chunk: &[u8], ts: &str, out: &mut Vec<u8>) -> u64 {
         self.set_head(ts);
         let mut lines = 0;
@@ -84,6 +89,57 @@ impl Framer {
         self.head.clear();
         self.head.extend_from_slice(ts.as_bytes());
         self.head.extend_from_slice(&self.tag);
+        self.line_head.clear();
+        self.line_head.extend_from_slice(&self.head);
+        self.line_head.extend_from_slice(b": ");
+    }
+
+    /// `TS out[PID]: ` of the last chunk framed: what [`Seg::Head`] is.
+    pub(crate) fn line_head(&self) -> &[u8] {
+        &self.line_head
+    }
+
+    /// [`Framer::frame`] without copying the payload: `segs` gets each
+    /// line as its prefix ([`Seg::Head`]) and its bytes with their newline
+    /// straight from `chunk` (at `base + offset` in the caller's buffer),
+    /// to be written with `writev`. Only lines joined with a carried
+    /// partial line, or cut into pieces, are framed by copying, into
+    /// `spill` ([`Seg::Spill`]). The same bytes as `frame`; returns the
+    /// number of lines.
+    pub(crate) fn frame_segs(
+        &mut self,
+        chunk: &[u8],
+        base: usize,
+        ts: &str,
+        segs: &mut Vec<Seg>,
+        spill: &mut Vec<u8>,
+    ) -> u64 {
+        self.set_head(ts);
+        let mut lines = 0;
+        let mut pos = 0;
+        while let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) {
+            let nl = pos + i;
+            if self.carry.is_empty() && !self.continued && nl - pos <= MAX_LINE {
+                segs.push(Seg::Head);
+                segs.push(Seg::Chunk(base + pos, base + nl + 1));
+                lines += 1;
+            } else {
+                let start = spill.len();
+                lines += self.end_line(&chunk[pos..nl], spill);
+                segs.push(Seg::Spill(start, spill.len()));
+            }
+            pos = nl + 1;
+        }
+        let mut rest = &chunk[pos..];
+        if self.carry.len() + rest.len() > MAX_LINE {
+            let start = spill.len();
+            while self.carry.len() + rest.len() > MAX_LINE {
+                lines += self.emit_full_piece(&mut rest, spill);
+            }
+            segs.push(Seg::Spill(start, spill.len()));
+        }
+        self.carry.extend_from_slice(rest);
+        lines
     }
 
     /// Ends the current line with `seg` as its last bytes.
@@ -107,6 +163,18 @@ impl Framer {
         self.continued = true;
         1
     }
+}
+
+/// A piece of framed output, by where its bytes are: see
+/// [`Framer::frame_segs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seg {
+    /// The framer's [`Framer::line_head`].
+    Head,
+    /// `start..end` of the caller's read buffer (a line and its newline).
+    Chunk(usize, usize),
+    /// `start..end` of the spill buffer (whole framed lines).
+    Spill(usize, usize),
 }
 
 fn emit(out: &mut Vec<u8>, head: &[u8], continued: bool, a: &[u8], b: &[u8]) {
@@ -276,5 +344,62 @@ mod tests {
             joined.extend_from_slice(payload);
         }
         assert_eq!(joined, data);
+    }
+
+    /// `frame_segs` gives the very bytes and line counts of `frame`,
+    /// whatever the lines' lengths and however the stream is cut.
+    #[test]
+    fn segments_are_the_framed_bytes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let mut stream = Vec::new();
+            while stream.len() < 300_000 {
+                let len = match next(10) {
+                    0 => MAX_LINE + next(3) as usize - 1,
+                    1 => 3 * MAX_LINE + next(100) as usize,
+                    2 => 0,
+                    _ => next(300) as usize,
+                };
+                stream.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                if next(50) != 0 {
+                    stream.push(b'\n');
+                }
+            }
+            let (mut a, mut b) = (
+                Framer::new(Stream::Stderr, 7),
+                Framer::new(Stream::Stderr, 7),
+            );
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            let (mut want_lines, mut got_lines) = (0, 0);
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let cut = (1 + next(70_000) as usize).min(rest.len());
+                let (chunk, more) = rest.split_at(cut);
+                want_lines += a.frame(chunk, TS, &mut want);
+                let (mut segs, mut spill) = (Vec::new(), Vec::new());
+                let base = next(5) as usize;
+                let mut buf = vec![0u8; base];
+                buf.extend_from_slice(chunk);
+                got_lines += b.frame_segs(chunk, base, TS, &mut segs, &mut spill);
+                for s in segs {
+                    got.extend_from_slice(match s {
+                        Seg::Head => b.line_head(),
+                        Seg::Chunk(x, y) => &buf[x..y],
+                        Seg::Spill(x, y) => &spill[x..y],
+                    });
+                }
+                rest = more;
+            }
+            want_lines += a.finish(TS, &mut want);
+            got_lines += b.finish(TS, &mut got);
+            assert_eq!(want_lines, got_lines, "round {round}");
+            assert!(want == got, "round {round}: the bytes differ");
+        }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) use reader::{Handed, LogCounts, Readers};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,6 +226,48 @@ impl RotatingFile {
             rest = &rest[cut..];
         }
         Ok(())
+    }
+
+    /// Writes `parts` (whole lines, `len` bytes in all) with `writev`, so
+    /// nobody copies them into one buffer first, when they fit before the
+    /// size limit; otherwise (a rotation due, or a full disk met halfway)
+    /// what is left goes through [`RotatingFile::write_batch`], which cuts
+    /// at line ends and makes room. Rare enough to copy there.
+    pub fn write_parts(&mut self, parts: &[IoSlice<'_>], len: usize) -> io::Result<()> {
+        if let [one] = parts {
+            return self.write_batch(one);
+        }
+        let len64 = len as u64;
+        if self.size > 0 && self.size.saturating_add(len64) > self.max_bytes {
+            // `copytruncate` may have emptied the file meanwhile.
+            self.size = self.file.metadata()?.len();
+        }
+        let mut owned: Vec<IoSlice<'_>> = parts.to_vec();
+        let mut bufs: &mut [IoSlice<'_>] = &mut owned;
+        let mut written = 0;
+        if self.size.saturating_add(len64) <= self.max_bytes {
+            while written < len {
+                match self.file.write_vectored(bufs) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.size += n as u64;
+                        written += n;
+                        IoSlice::advance_slices(&mut bufs, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if is_disk_full(&e) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if written >= len {
+            return Ok(());
+        }
+        let mut rest = Vec::with_capacity(len - written);
+        for b in bufs.iter() {
+            rest.extend_from_slice(b);
+        }
+        self.write_batch(&rest)
     }
 
     /// Writes all of `buf`; on a full disk deletes this log's oldest
@@ -472,18 +514,24 @@ impl LogSink {
     /// them while the file cannot be written. A batch that failed halfway
     /// counts as wholly dropped.
     pub fn write_batch(&self, buf: &[u8], lines: u64) {
-        if buf.is_empty() {
+        self.write_parts(&[IoSlice::new(buf)], buf.len(), lines);
+    }
+
+    /// [`LogSink::write_batch`] of lines in pieces (`len` bytes in all),
+    /// written with `writev` rather than copied together first.
+    pub fn write_parts(&self, parts: &[IoSlice<'_>], len: usize, lines: u64) {
+        if len == 0 {
             return;
         }
         let mut said = Vec::new();
-        self.write_locked(buf, lines, &mut said);
+        self.write_locked(parts, len, lines, &mut said);
         // Outside the lock: the supervisor's log is another sink.
         for line in said {
             tracing::warn!("{line}");
         }
     }
 
-    fn write_locked(&self, buf: &[u8], lines: u64, said: &mut Vec<String>) {
+    fn write_locked(&self, parts: &[IoSlice<'_>], len: usize, lines: u64, said: &mut Vec<String>) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if self.reopen_pending.swap(false, Ordering::AcqRel)
@@ -511,7 +559,7 @@ impl LogSink {
         }
         let Some(file) = inner.file.as_mut() else {
             inner.dropped += lines;
-            inner.dropped_bytes += buf.len() as u64;
+            inner.dropped_bytes += len as u64;
             if inner.dropped_why.is_none() {
                 inner.dropped_why = inner.open_error.clone();
             }
@@ -538,7 +586,7 @@ impl LogSink {
             result = file.write_batch(notice.as_bytes());
         }
         if result.is_ok() {
-            result = file.write_batch(buf);
+            result = file.write_parts(parts, len);
         }
         for (path, bytes) in file.take_freed() {
             inner.freed.0 += 1;
@@ -586,7 +634,7 @@ impl LogSink {
                 inner.file = None;
                 inner.last_open_attempt = Some(Instant::now());
                 inner.dropped += lines;
-                inner.dropped_bytes += buf.len() as u64;
+                inner.dropped_bytes += len as u64;
                 if inner.dropped_why.is_none() {
                     inner.dropped_why = Some(if is_disk_full(&e) {
                         DISK_FULL.to_owned()

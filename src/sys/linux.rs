@@ -23,6 +23,23 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
+pub fn process_age(start_ticks: u64) -> Option<std::time::Duration> {
+    // stat's start time counts clock ticks since boot, suspend included:
+    // CLOCK_BOOTTIME's origin.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    // SAFETY: sysconf(3) reads a constant; no memory is involved.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0)?;
+    let start = std::time::Duration::from_nanos(
+        u64::try_from(u128::from(start_ticks) * 1_000_000_000 / u128::from(hz)).ok()?,
+    );
+    let now = std::time::Duration::new(
+        u64::try_from(now.tv_sec()).ok()?,
+        u32::try_from(now.tv_nsec()).ok()?,
+    );
+    now.checked_sub(start)
+}
+
 pub fn is_zombie(pid: i32) -> bool {
     matches!(stat_fields(pid).as_deref().and_then(|f| f.first()), Some(s) if s == "Z" || s == "X")
 }

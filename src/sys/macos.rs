@@ -117,6 +117,22 @@ fn procs(op: libc::c_int, arg: libc::c_int) -> io::Result<Vec<ProcEntry>> {
 
 // ------------------------------------------------------------- processes
 
+// libc marks the mach time calls deprecated in favour of the mach2 crate;
+// two calls do not warrant another dependency.
+#[allow(deprecated)]
+pub fn process_age(start_abstime: u64) -> Option<std::time::Duration> {
+    let mut tb = libc::mach_timebase_info { numer: 0, denom: 0 };
+    // SAFETY: mach_timebase_info writes the struct it is given, nothing more.
+    if unsafe { libc::mach_timebase_info(&mut tb) } != 0 || tb.denom == 0 {
+        return None;
+    }
+    // SAFETY: mach_absolute_time takes nothing and cannot fail.
+    let now = unsafe { libc::mach_absolute_time() };
+    let ticks = now.checked_sub(start_abstime)?;
+    let ns = u128::from(ticks) * u128::from(tb.numer) / u128::from(tb.denom);
+    Some(std::time::Duration::from_nanos(u64::try_from(ns).ok()?))
+}
+
 pub fn process_start_time(pid: i32) -> Option<u64> {
     // ri_proc_start_abstime is the Mach absolute time of the fork
     // (p_stats->ps_start, set by microtime_with_abstime in

@@ -53,6 +53,14 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     imp::process_start_time(pid)
 }
 
+/// How long ago a process started whose [`process_start_time`] is
+/// `start`, by that same clock: immune to wall-clock steps, so `status`
+/// shows a true uptime after the clock was set back. None when the clock
+/// cannot be read or `start` is ahead of it.
+pub fn process_age(start: u64) -> Option<std::time::Duration> {
+    imp::process_age(start)
+}
+
 /// The command line of a process, for people (`port_holder.command`): on
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.
@@ -543,7 +551,8 @@ pub struct NotifyDatagram {
 
 /// Control space for one datagram: SCM_CREDENTIALS plus as many descriptors
 /// as one datagram can carry (Linux: SCM_MAX_FD = 253; XNU: the control
-/// mbuf is at most MCLBYTES = 2048 bytes, about 508 descriptors). On macOS
+/// mbuf is at most MCLBYTES = 2048 bytes, and each descriptor crosses as
+/// a pointer-sized `fileglob` there, so about 254 descriptors on LP64). On macOS
 /// this size matters beyond tidiness: XNU installs passed descriptors in our
 /// table before copying the control data out, so any that did not fit would
 /// stay open, unnamed, for good.

@@ -235,6 +235,17 @@ fn start_times_name_one_process_and_grow() {
     assert!(ours <= t1);
     drop(first);
     assert_eq!(sys::process_start_time(i32::MAX), None);
+    // The age on the same clock: this test process is older than the
+    // sleepers, and none is older than the test run.
+    let age_ours = sys::process_age(ours).expect("our age");
+    let age_second = sys::process_age(t2).expect("its age");
+    assert!(age_ours >= age_second, "{age_ours:?} < {age_second:?}");
+    assert!(age_ours < Duration::from_secs(3600), "{age_ours:?}");
+    assert_eq!(
+        sys::process_age(u64::MAX),
+        None,
+        "a start ahead of the clock"
+    );
 }
 
 #[test]

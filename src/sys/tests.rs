@@ -205,7 +205,10 @@ fn notify_datagrams_with_descriptors_are_read_and_the_descriptors_closed() {
     assert_eq!((&buf[..d.len], d.fds), (&b"FDSTORE=1"[..], 253));
     assert!(many.closed_everywhere());
 
-    // Larger than the buffer: cut, and said so.
+    // Larger than the buffer: cut, and said so. (XNU's datagram send
+    // buffer is 2 KiB by default, which refuses 6,000 bytes with
+    // EMSGSIZE on the sender's side: make room first.)
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &16384).unwrap();
     send_with_fds(&theirs, &[b'A'; 6000], &[]);
     let d = recv_notify(ours.as_fd(), &mut buf).unwrap();
     assert!(d.truncated);
