@@ -508,9 +508,15 @@ fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding 
                 }
             }
         }
+        if table && named.is_none() {
+            return Finding::NotRunning;
+        }
+        // An unreadable record proves nothing: with a holder, it is unknown;
+        // without a lock table it names no candidate.
         let rec = match crate::state::read(state_path) {
             Ok(r) => r,
-            Err(e) => return unknown(e),
+            Err(e) if table => return unknown(e),
+            Err(_) => None,
         };
         let verdict = if table {
             let Some((pid, f)) = named else {
