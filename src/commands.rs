@@ -443,7 +443,7 @@ fn run(path: &Path) -> Outcome {
     let held = daemon::signals::hold();
     let lock = match InstanceLock::acquire(&pid_path) {
         Ok(Ok(lock)) => lock,
-        Ok(Err(held)) if held.pid == Some(std::process::id() as i32) => {
+        Ok(Err(holder)) if holder.pid == Some(std::process::id() as i32) => {
             // Our own pid holds it: a reload executed this image and the
             // handoff did not come with it. The service is ours and we
             // cannot carry it on: fail, so the service manager restarts it.
@@ -453,7 +453,7 @@ fn run(path: &Path) -> Outcome {
                 pid_path.display()
             )));
         }
-        Ok(Err(held)) => return already_running(&cfg, held.pid),
+        Ok(Err(holder)) => return already_running(&cfg, holder.pid),
         Err(e) => {
             return Err(Fatal::failure(format!(
                 "cannot lock {}: {e}; nothing started",

@@ -758,9 +758,11 @@ impl Daemon {
                 self.child_exited(kind);
             } else if self.machine.second_pid() == Some(pid) {
                 self.second_exited(pid, kind);
-            } else if self.preflight_reaped(pid, kind) {
-            } else if let Some(a) = self.alerting.as_mut() {
-                if a.hooks().reaped(pid, kind) {
+            } else if !self.preflight_reaped(pid, kind) {
+                // Not the child, not the preflight: an alert command, or
+                // an orphan that came back to us (just reaped).
+                let hook = self.alerting.as_mut();
+                if hook.is_some_and(|a| a.hooks().reaped(pid, kind)) {
                     self.write_state();
                 }
             }
