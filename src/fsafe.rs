@@ -275,6 +275,11 @@ pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirErro
         reason,
     };
     let me = euid();
+    // A file or device where the folder goes is named as such first (its
+    // mode means nothing as a folder's).
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir() && !m.file_type().is_symlink()) {
+        return Err(err("exists and is not a folder".into()));
+    }
     match walk(path, me, false) {
         Ok(Walked { meta: None }) => Ok(false),
         Ok(Walked { meta: Some(m) }) if !m.is_dir() => {
