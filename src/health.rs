@@ -19,15 +19,14 @@ use crate::sys;
 ///
 /// The socket lives as long as the supervisor: nothing a sender does can
 /// close it. `recv` hands back one message or one rejected datagram at a
-/// time, and either way the next `recv` works (anyone on the machine can
-/// address a Linux abstract socket, so a hostile or broken sender must cost
-/// no more than a log line).
+/// time, and either way the next `recv` works (a hostile or broken sender
+/// must cost no more than a log line). Only the child's user and root can
+/// send to it at all (a socket file; see `sys::notify_bind`).
 pub struct NotifySocket {
     sock: tokio::net::UnixDatagram,
     /// What the child gets as `$NOTIFY_SOCKET`.
     pub env_value: String,
-    /// Files, then folders, to remove at exit (macOS; Linux uses the
-    /// abstract namespace).
+    /// Files, then folders, to remove at exit.
     cleanup: Vec<PathBuf>,
 }
 
@@ -36,6 +35,8 @@ pub struct NotifySocket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub sender: Option<i32>,
+    /// The sender's uid as of sending (Linux: SCM_CREDENTIALS).
+    pub uid: Option<u32>,
     pub ready: bool,
     pub watchdog: bool,
     pub status: Option<String>,
@@ -146,6 +147,7 @@ impl NotifySocket {
             Ok(d) => {
                 let mut notice = parse(&buf[..d.len], d.sender);
                 notice.fds = d.fds;
+                notice.uid = d.sender_uid;
                 Ok(notice)
             }
             Err(e) => {
@@ -170,6 +172,7 @@ pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
     let text = String::from_utf8_lossy(bytes);
     let mut n = Notice {
         sender,
+        uid: None,
         ready: false,
         watchdog: false,
         status: None,

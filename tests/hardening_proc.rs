@@ -550,3 +550,67 @@ fn detached_helpers_of_150_children_leave_the_supervisor_under_64_descriptors() 
     );
     drop(sup);
 }
+
+// ------------------------------------------------------------ notify socket
+
+#[test]
+fn only_the_childs_user_and_root_can_send_to_the_notify_socket() {
+    if !as_root("only_the_childs_user_and_root_can_send_to_the_notify_socket") {
+        return;
+    }
+    let (uid, gid, _) = nobody();
+    let py = python_for_nobody();
+    let mut env = Setup::new("trust.py")
+        .child("user", "nobody")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "1h")
+        .build();
+    let out = out_dir(&env, Some((uid, gid)));
+    trust_child(&mut env, &py, "notify", &out, &[]);
+    let _sup = env.spawn();
+    // The child (nobody) says READY=1: heard.
+    let pid = env.wait_value("a ready child", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "running" && v["child"]["ready"] == true)
+            .then(|| v["child"]["pid"].as_i64())
+            .flatten()
+    });
+    let socket = environ_var(pid as i32, "NOTIFY_SOCKET").unwrap_or_default();
+    if socket.is_empty() || socket.starts_with('@') {
+        env.fail(format!(
+            "want a socket file, the child got NOTIFY_SOCKET={socket:?}"
+        ));
+    }
+    // A third user (a uid no one has) cannot send to it.
+    let third = 54_321;
+    let mut cmd = Command::new(&py);
+    cmd.args([
+        "-c",
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         try:\n    s.sendto(b'STATUS=forged', sys.argv[1])\n\
+         except OSError as e:\n    print(e.errno); sys.exit(3)\n",
+        &socket,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: only set*id system calls between fork and exec.
+    unsafe { cmd.pre_exec(move || become_user(third, third)) };
+    let o = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    if o.status.code() != Some(3) || said != libc::EACCES.to_string() {
+        env.fail(format!(
+            "uid {third} sending to {socket}: want EACCES, got {:?} {said:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    // The child's user can (its STATUS= lands).
+    fs::write(out.join("send"), "STATUS=from the child\n").unwrap();
+    std::os::unix::fs::chown(out.join("send"), Some(uid), Some(gid)).unwrap();
+    env.wait_for("the child's STATUS= heard", DEADLINE, || {
+        env.state()
+            .is_some_and(|s| s["child"]["status"] == "from the child")
+    });
+}

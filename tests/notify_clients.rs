@@ -28,8 +28,11 @@ fn notify_addr(env: &Env, pid: i32) -> UnixAddr {
             .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET="))
             .map(|v| String::from_utf8_lossy(v).into_owned())
     });
-    let name = value.strip_prefix('@').expect("an abstract socket name");
-    UnixAddr::from_abstract_name(name.as_bytes()).unwrap()
+    match value.strip_prefix('@') {
+        Some(name) => UnixAddr::from_abstract_name(name.as_bytes()).unwrap(),
+        // A socket file (only the child's user and root can send to it).
+        None => UnixAddr::from_pathname(&value).unwrap(),
+    }
 }
 
 /// Waits for a running, ready child other than those in `not`.
@@ -154,8 +157,11 @@ impl Probe {
 
 fn send(sock: &UnixDatagram, to: &UnixAddr, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr as NixAddr};
-    let name = to.as_abstract_name().expect("abstract");
-    let dest = NixAddr::new_abstract(name).unwrap();
+    let dest = match (to.as_abstract_name(), to.as_pathname()) {
+        (Some(name), _) => NixAddr::new_abstract(name).unwrap(),
+        (None, Some(path)) => NixAddr::new(path).unwrap(),
+        (None, None) => panic!("an unnamed notify address"),
+    };
     let iov = [std::io::IoSlice::new(payload)];
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };

@@ -71,6 +71,20 @@ impl Daemon {
         let Some(pgid) = self.machine.child_pid() else {
             return;
         };
+        // Who sent it, as of sending (Linux): the child's user, ours or
+        // root. Only they can reach the socket file anyway; this also holds
+        // for a socket handed over by an older version.
+        if let Some(uid) = notice.uid {
+            let me = nix::unistd::geteuid().as_raw();
+            let child = self.recipe.creds.as_ref().map_or(me, |c| c.uid);
+            if uid != 0 && uid != me && uid != child {
+                self.quiet.say(&format!(
+                    "ignored a notify message from uid {uid} (pid {}), which is not the child's user",
+                    notice.sender.unwrap_or(0)
+                ));
+                return;
+            }
+        }
         if self.machine.handover().is_some() {
             match self.whose(notice.sender) {
                 Whose::New => {

@@ -467,31 +467,20 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub fn notify_bind(_state_dir: &Path, _child_uid: Option<u32>) -> io::Result<NotifyBinding> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-    // The abstract namespace has no permissions: any child uid can send.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!("supervisor-notify-{}-{nanos:x}", std::process::id());
-    let sock = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)?;
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
-    Ok(NotifyBinding {
-        sock,
-        env_value: format!("@{name}"),
-        cleanup: Vec::new(),
-    })
+pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+    let b = super::bind_notify_file(state_dir, child_uid)?;
+    // Each datagram then carries its sender's pid and uid, as of sending.
+    nix::sys::socket::setsockopt(&b.sock, nix::sys::socket::sockopt::PassCred, &true)?;
+    Ok(b)
 }
 
 /// Received descriptors are close-on-exec from the start, though they are
 /// closed at once anyway.
 pub const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
 
-/// The sender's pid from an SCM_CREDENTIALS record (the kernel fills it in
-/// when the sender sends none, and checks it when it does).
-pub fn credentials_pid(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<i32> {
+/// The sender's pid and uid from an SCM_CREDENTIALS record (the kernel
+/// fills them in when the sender sends none, and checks them when it does).
+pub fn credentials(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<(i32, u32)> {
     if hdr.cmsg_level != libc::SOL_SOCKET
         || hdr.cmsg_type != libc::SCM_CREDENTIALS
         || len < std::mem::size_of::<libc::ucred>()
@@ -500,7 +489,7 @@ pub fn credentials_pid(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Opti
     }
     // SAFETY: `len` bytes at `data` lie inside the received control data.
     let cred: libc::ucred = unsafe { std::ptr::read_unaligned(data.cast()) };
-    Some(cred.pid)
+    Some((cred.pid, cred.uid))
 }
 
 pub fn send_to_notify(

@@ -16,13 +16,11 @@
 //! see, it can.
 
 use std::ffi::OsString;
-use std::fs;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -549,37 +547,7 @@ pub fn somaxconn() -> Option<u32> {
 // --------------------------------------------------------- notify socket
 
 pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    // sun_path is 104 bytes here, and a child of another uid cannot enter
-    // our 0700 state dir: then a short private folder under /tmp (which is
-    // /private/tmp, the same for every user).
-    let place = super::notify_place(state_dir, Path::new("/tmp"), me, child_uid);
-    let mut cleanup = vec![place.path.clone()];
-    if let Some((dir, mode)) = &place.private_dir {
-        super::make_private_dir(dir, me, *mode)?;
-        cleanup.push(dir.clone());
-    }
-    let path = place.path;
-    // A socket file left by a supervisor that was killed.
-    let _ = fs::remove_file(&path);
-    let sock = std::os::unix::net::UnixDatagram::bind(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    if let Some(uid) = child_uid.filter(|uid| *uid != me) {
-        // Sending needs write permission on the socket file: the child's
-        // user gets it, and nobody else but root.
-        std::os::unix::fs::chown(&path, Some(uid), None)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-    }
-    // XNU's default receive space for local datagrams is small
-    // (net.local.dgram.recvspace): room for a burst. Best effort;
-    // kern.ipc.maxsockbuf caps it.
-    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(256 * 1024));
-    Ok(NotifyBinding {
-        sock,
-        env_value: path.to_string_lossy().into_owned(),
-        cleanup,
-    })
+    super::bind_notify_file(state_dir, child_uid)
 }
 
 /// No MSG_CMSG_CLOEXEC on macOS; received descriptors are closed at once,
@@ -588,7 +556,7 @@ pub const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// XNU sends no credentials with datagrams (unp_internalize accepts
 /// SCM_RIGHTS only, bsd/kern/uipc_usrreq.c).
-pub fn credentials_pid(_hdr: &libc::cmsghdr, _data: *const u8, _len: usize) -> Option<i32> {
+pub fn credentials(_hdr: &libc::cmsghdr, _data: *const u8, _len: usize) -> Option<(i32, u32)> {
     None
 }
 

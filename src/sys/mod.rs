@@ -389,25 +389,27 @@ pub struct NotifyBinding {
 
 /// Bind the datagram socket children send notify messages to.
 ///
-/// Linux uses the abstract namespace: no file, so a child running as
-/// another user can reach it, and senders are told apart by their
-/// kernel-verified pid (SCM_CREDENTIALS). macOS has neither: the socket is
-/// a file, `<state_dir>/notify.sock` when that fits `sun_path` (104 bytes)
-/// and the child runs as us; otherwise `/tmp/supervisor-<uid>-<hash>/`, a
-/// folder of ours checked on every start, opened to `child_uid` when the
-/// child runs as someone else (mode 0711, the socket owned by that uid and
-/// 0600). On macOS no sender check is possible on a datagram socket: XNU
-/// passes no credentials with datagrams (only SCM_RIGHTS), and
-/// LOCAL_PEERPID needs a connected peer; the file's permissions are the
-/// only gate.
+/// A socket *file* on both systems, so only those the file lets in can
+/// send (an abstract Linux name has no permissions: any local user could
+/// address it and flood it): `<state_dir>/notify.sock` when that fits
+/// `sun_path` (108 bytes on Linux, 104 on macOS) and the child runs as us
+/// (the state folder is 0700); otherwise
+/// `/tmp/supervisor-<uid>-<hash>/notify.sock`, a folder of ours checked on
+/// every start, 0700, or 0711 when the child runs as another user; then
+/// the socket file belongs to that user, mode 0600: sending needs write
+/// permission on it, so only that user and root can send. On Linux the
+/// kernel also tells who sent each datagram (SCM_CREDENTIALS: pid and uid
+/// as of sending), and the driver hears only the child's user, ours and
+/// root, from the child's process group. XNU passes no credentials with
+/// datagrams (only SCM_RIGHTS), and LOCAL_PEERPID needs a connected peer:
+/// on macOS the file's permissions are the only gate.
 pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     imp::notify_bind(state_dir, child_uid)
 }
 
-/// Where a notify socket *file* goes (macOS; Linux binds an abstract name).
+/// Where the notify socket file goes.
 /// Pure, so it is tested everywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 struct NotifyPlace {
     /// The socket file.
     path: PathBuf,
@@ -419,7 +421,6 @@ struct NotifyPlace {
 /// us; otherwise `<tmp>/supervisor-<uid>-<hash of the state dir>/`, short
 /// and one per state dir: mode 0700, or 0711 when a child of another uid
 /// must pass through it to the socket file.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn notify_place(state_dir: &Path, tmp: &Path, me: u32, child_uid: Option<u32>) -> NotifyPlace {
     use std::os::unix::ffi::OsStrExt;
     let foreign = child_uid.is_some_and(|uid| uid != me);
@@ -443,7 +444,6 @@ fn notify_place(state_dir: &Path, tmp: &Path, me: u32, child_uid: Option<u32>) -
 /// sticky temp dir under a predictable name, so someone else may have made
 /// it first; once it is ours, the sticky bit keeps anyone else from
 /// renaming or replacing it.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn make_private_dir(dir: &Path, me: u32, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
@@ -478,7 +478,6 @@ fn make_private_dir(dir: &Path, me: u32, mode: u32) -> io::Result<()> {
 }
 
 /// Whether `path` fits a `sockaddr_un` (with its terminating NUL).
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn fits_sun_path(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: sockaddr_un is plain data; only its field's size is used.
@@ -488,10 +487,44 @@ fn fits_sun_path(path: &Path) -> bool {
 
 /// 64-bit FNV-1a: a short, stable name for a folder (std's hasher may
 /// change between Rust releases; this never does).
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Bind the notify socket file where [`notify_place`] says (see
+/// [`notify_bind`]), replacing one a killed supervisor left.
+fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let place = notify_place(state_dir, Path::new("/tmp"), me, child_uid);
+    let mut cleanup = vec![place.path.clone()];
+    if let Some((dir, mode)) = &place.private_dir {
+        make_private_dir(dir, me, *mode)?;
+        cleanup.push(dir.clone());
+    }
+    let path = place.path;
+    // A socket file left by a supervisor that was killed.
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if let Some(uid) = child_uid.filter(|uid| *uid != me) {
+        // Sending needs write permission on the socket file: the child's
+        // user gets it, and nobody else but root.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::os::unix::fs::chown(&path, Some(uid), None)?;
+    } else {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    // Room for a burst (a watchdog ping must not meet a full queue).
+    // Best effort: the system caps it (rmem_max, kern.ipc.maxsockbuf).
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(256 * 1024));
+    Ok(NotifyBinding {
+        sock,
+        env_value: path.to_string_lossy().into_owned(),
+        cleanup,
     })
 }
 
@@ -505,6 +538,8 @@ pub struct NotifyDatagram {
     pub truncated: bool,
     /// The sender's pid, where the kernel vouches for it (Linux).
     pub sender: Option<i32>,
+    /// The sender's uid as of sending, where the kernel tells (Linux).
+    pub sender_uid: Option<u32>,
     /// Descriptors that came with it (SCM_RIGHTS). Every one has already
     /// been closed: that is also how a `BARRIER=1` is acknowledged.
     pub fds: usize,
@@ -556,6 +591,7 @@ pub fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDat
         len: len.min(buf.len()),
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         sender: None,
+        sender_uid: None,
         fds: 0,
         control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
     };
@@ -585,8 +621,9 @@ pub fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDat
                 unsafe { libc::close(fd) };
                 got.fds += 1;
             }
-        } else if let Some(pid) = imp::credentials_pid(&hdr, data as *const u8, bytes) {
+        } else if let Some((pid, uid)) = imp::credentials(&hdr, data as *const u8, bytes) {
             got.sender = Some(pid);
+            got.sender_uid = Some(uid);
         }
         // SAFETY: same msg and a header inside its control buffer.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
