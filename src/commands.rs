@@ -977,7 +977,8 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         }
         if Instant::now() >= deadline {
             return Err(Fatal::failure(format!(
-                "no outcome within {}; the restart may still be under way (see `supervisor status`)",
+                "no outcome recorded in state.json within {}: the restart may still be under way, \
+                 or the supervisor cannot write state.json (a full disk?); see `supervisor status` and its log",
                 human(timeout)
             )));
         }

@@ -429,10 +429,31 @@ fn systemd_units_verify_and_their_exec_start_supervises() {
         );
         assert_eq!(unit_value(service, "TimeoutStopSec"), "22s");
         assert_eq!(unit_value(service, "WorkingDirectory"), env.dir_s);
-        let path = std::env::var("PATH").unwrap();
+        // A unit that runs as root (no `User=`) keeps only the PATH folders
+        // root alone may write, each once; what it leaves out is named on
+        // stderr. Any other unit gets the PATH as it is.
+        let raw = std::env::var("PATH").unwrap();
+        let as_root = !unit_keys(service).iter().any(|(k, _)| k == "User");
+        let path = if user || !as_root {
+            raw
+        } else {
+            let left: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter_map(|l| l.split("PATH folder \"").nth(1)?.split('"').next())
+                .collect();
+            let mut kept: Vec<&str> = Vec::new();
+            for dir in raw.split(':') {
+                if !left.contains(&dir) && !kept.contains(&dir) {
+                    kept.push(dir);
+                }
+            }
+            kept.join(":")
+        };
         assert_eq!(
             unit_value(service, "Environment"),
-            format!("\"PATH={path}\"")
+            format!("\"PATH={path}\""),
+            "{out}"
         );
         let users = unit_keys(service)
             .into_iter()

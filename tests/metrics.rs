@@ -361,6 +361,7 @@ fn listening_inode(port: u16) -> Option<u64> {
 
 /// Voluntary and involuntary context switches of all of `pid`'s threads:
 /// every time it was woken or preempted (Linux).
+#[cfg(target_os = "linux")]
 fn context_switches(pid: i32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
