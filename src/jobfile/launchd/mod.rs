@@ -31,7 +31,8 @@ use crate::status;
 use crate::sys;
 use file::{plist, render};
 use plan::{
-    parse_print_pid, plan_install, plan_uninstall, InstallFacts, Loaded, OnDisk, Refusal, Step,
+    bootstrap_retrying, parse_print_pid, plan_install, plan_uninstall, Bootstrapped, InstallFacts,
+    Loaded, OnDisk, Refusal, Step, BOOTSTRAP_BACKOFF,
 };
 
 /// How long `install` waits for the supervisor to show up in `status`.
@@ -257,6 +258,18 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         }
         for &step in &steps {
             crate::out!("  {}\n", job.describe(step, Some(&spec)));
+            if step == Step::Bootout {
+                crate::out!(
+                    "      (then wait up to {}s for the supervisor it stops to exit)\n",
+                    crate::daemon::stop_budget(spec.stop_timeout).as_secs()
+                );
+            }
+            if step == Step::Bootstrap && steps.contains(&Step::Bootout) {
+                crate::out!(
+                    "      (retried for up to {:.2}s while launchd still holds the label: EIO)\n",
+                    BOOTSTRAP_BACKOFF.iter().sum::<Duration>().as_secs_f64()
+                );
+            }
             if step == Step::Write {
                 crate::out!(
                     "      (the plist `supervisor --config {config_s} launchd print --label {}{}` prints)\n",
@@ -275,6 +288,12 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         return Ok(());
     }
 
+    // The supervisor a bootout stops: the next bootstrap must wait for it
+    // to be gone, or the new copy loses the lock and exits 0 for good.
+    let old = facts.running.or(match facts.loaded {
+        Loaded::Yes { pid } => pid,
+        _ => None,
+    });
     for &step in &steps {
         match step {
             Step::MakeLogDir => {
@@ -294,8 +313,14 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
                 }
                 write_job_file(&job.path, &bytes, 0o644, force)?;
             }
+            Step::Bootout => {
+                run_step(&job, step)?;
+                if let Some(pid) = old {
+                    wait_gone(pid, &spec)?;
+                }
+            }
             Step::Bootstrap => {
-                if let Err(f) = run_step(&job, step) {
+                if let Err(f) = bootstrap(&job) {
                     let kept = match facts.file {
                         Existing::Absent => {
                             let _ = std::fs::remove_file(&job.path);
@@ -351,6 +376,85 @@ fn install(config: &Path, job_args: &LaunchdJob, force: bool, dry_run: bool) -> 
         job.path.display()
     );
     Ok(())
+}
+
+/// After `bootout`: waits for the supervisor `pid` it stops to exit,
+/// bounded by the stop budget, saying what it waits for.
+fn wait_gone(pid: i32, spec: &JobSpec) -> Result<(), Fatal> {
+    if !sys::is_alive(pid) {
+        return Ok(());
+    }
+    let budget = crate::daemon::stop_budget(spec.stop_timeout);
+    crate::out!(
+        "waiting up to {}s for supervisor {pid} (booted out) to exit...\n",
+        budget.as_secs()
+    );
+    let started = Instant::now();
+    if wait_for(budget, || (!sys::is_alive(pid)).then_some(())).is_none() {
+        return Err(Fatal::failure(format!(
+            "supervisor {pid} is still running {}s after bootout; the new job was not loaded \
+             (it would lose the lock to it and exit). Once it has exited, run \
+             `supervisor launchd install` again",
+            budget.as_secs()
+        )));
+    }
+    crate::out!(
+        "supervisor {pid} exited after {:.1}s\n",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `launchctl bootstrap`, retried while launchd still holds the label
+/// after a bootout (EIO), saying so.
+fn bootstrap(job: &Job) -> Result<(), Fatal> {
+    let Some(args) = job.launchctl_args(Step::Bootstrap) else {
+        return Ok(());
+    };
+    crate::out!("{}\n", job.describe(Step::Bootstrap, None));
+    let Bootstrapped {
+        result,
+        tries,
+        waited,
+    } = bootstrap_retrying(
+        || match launchctl(&args) {
+            Ok((code, _, stderr)) => (code, stderr),
+            Err(f) => (None, f.message),
+        },
+        |d| {
+            crate::out!(
+                "launchd still holds {} (bootstrap: Input/output error); trying again in {}ms\n",
+                job.label,
+                d.as_millis()
+            );
+            std::thread::sleep(d)
+        },
+    );
+    let after = match tries {
+        1 => String::new(),
+        n => format!(
+            " (after {n} tries over {:.2}s: launchd kept the label after bootout)",
+            waited.as_secs_f64()
+        ),
+    };
+    match result {
+        Ok(()) => {
+            if tries > 1 {
+                crate::out!("loaded{after}\n");
+            }
+            Ok(())
+        }
+        Err((code, stderr)) => {
+            let code = code.map_or("a signal".into(), |c| format!("exit {c}"));
+            Err(Fatal::with_code(
+                exit::FAILURE,
+                format!(
+                    "launchctl {} failed ({code}): {stderr}{after}",
+                    args.join(" ")
+                ),
+            ))
+        }
+    }
 }
 
 fn uninstall(config: &Path, label: Option<&str>, dry_run: bool) -> Result<(), Fatal> {

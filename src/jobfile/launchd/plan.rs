@@ -2,6 +2,8 @@
 //! on disk, whether launchd has the job loaded, whether a supervisor
 //! already runs for the config) without touching anything.
 
+use std::time::Duration;
+
 use super::super::Existing;
 
 /// Whether launchd has the job loaded, as far as we know.
@@ -123,4 +125,71 @@ pub fn parse_print_pid(text: &str) -> Option<i32> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("pid = "))
         .find_map(|v| v.trim().parse().ok())
+}
+
+/// The pauses before each new `launchctl bootstrap` after one that failed
+/// with EIO: launchd keeps a label for a few seconds after `bootout`
+/// (reports of ~5 s; other tools sleep 3 s). 7.75 s in all, then the
+/// error stands.
+pub const BOOTSTRAP_BACKOFF: [Duration; 6] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(2),
+    Duration::from_secs(2),
+];
+
+/// Whether a failed `launchctl bootstrap` is launchd still holding the
+/// label it was just told to boot out: "Bootstrap failed: 5: Input/output
+/// error", exit status 5.
+pub fn is_eio(code: Option<i32>, stderr: &str) -> bool {
+    code == Some(5) || stderr.contains("Input/output error")
+}
+
+/// How a bootstrap went, over every try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrapped {
+    /// Ok, or the last failure's exit status and stderr.
+    pub result: Result<(), (Option<i32>, String)>,
+    /// How many times launchctl ran.
+    pub tries: usize,
+    /// How long was paused between tries, in all.
+    pub waited: Duration,
+}
+
+/// Runs `try_once` (one `launchctl bootstrap`: its exit status and
+/// stderr) until it succeeds, fails with something other than EIO, or
+/// [`BOOTSTRAP_BACKOFF`] runs out, pausing with `pause` before each retry.
+pub fn bootstrap_retrying(
+    mut try_once: impl FnMut() -> (Option<i32>, String),
+    mut pause: impl FnMut(Duration),
+) -> Bootstrapped {
+    let mut waited = Duration::ZERO;
+    let mut tries = 0;
+    let mut backoff = BOOTSTRAP_BACKOFF.iter();
+    loop {
+        let (code, stderr) = try_once();
+        tries += 1;
+        if code == Some(0) {
+            return Bootstrapped {
+                result: Ok(()),
+                tries,
+                waited,
+            };
+        }
+        match backoff.next() {
+            Some(&d) if is_eio(code, &stderr) => {
+                pause(d);
+                waited += d;
+            }
+            _ => {
+                return Bootstrapped {
+                    result: Err((code, stderr)),
+                    tries,
+                    waited,
+                }
+            }
+        }
+    }
 }

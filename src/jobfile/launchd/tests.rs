@@ -248,3 +248,58 @@ fn pid_from_launchctl_print() {
     assert_eq!(parse_print_pid(stopped), None);
     assert_eq!(parse_print_pid(""), None);
 }
+
+/// A fake `launchctl bootstrap` answering from a script; records the
+/// pauses asked for.
+fn fake_bootstrap(answers: &[(i32, &str)]) -> (Bootstrapped, usize, Vec<Duration>) {
+    let mut calls = 0;
+    let mut pauses = Vec::new();
+    let got = plan::bootstrap_retrying(
+        || {
+            let (code, err) = answers
+                .get(calls)
+                .copied()
+                .unwrap_or(*answers.last().unwrap());
+            calls += 1;
+            (Some(code), err.to_owned())
+        },
+        |d| pauses.push(d),
+    );
+    (got, calls, pauses)
+}
+
+const EIO: (i32, &str) = (5, "Bootstrap failed: 5: Input/output error");
+
+#[test]
+fn bootstrap_is_retried_while_launchd_keeps_the_label() {
+    // EIO twice (the label not yet released after bootout), then loaded.
+    let (got, calls, pauses) = fake_bootstrap(&[EIO, EIO, (0, "")]);
+    assert_eq!(got.result, Ok(()));
+    assert_eq!((got.tries, calls), (3, 3));
+    assert_eq!(pauses, plan::BOOTSTRAP_BACKOFF[..2]);
+    assert_eq!(got.waited, Duration::from_millis(750));
+
+    // EIO for good: bounded, and the last error stands.
+    let (got, calls, pauses) = fake_bootstrap(&[EIO]);
+    assert_eq!(got.result, Err((Some(5), EIO.1.to_owned())));
+    assert_eq!(calls, plan::BOOTSTRAP_BACKOFF.len() + 1);
+    assert_eq!(pauses, plan::BOOTSTRAP_BACKOFF);
+    assert!(got.waited <= Duration::from_secs(8), "{:?}", got.waited);
+
+    // Any other failure is not retried.
+    let (got, calls, pauses) = fake_bootstrap(&[(
+        125,
+        "Bootstrap failed: 125: Domain does not support specified action",
+    )]);
+    assert!(got.result.is_err());
+    assert_eq!((calls, pauses.len()), (1, 0));
+    // Loaded at once: nothing waited.
+    let (got, calls, _) = fake_bootstrap(&[(0, "")]);
+    assert_eq!((got.result, calls, got.waited), (Ok(()), 1, Duration::ZERO));
+    // EIO told by its words alone (another exit status).
+    assert!(plan::is_eio(
+        Some(1),
+        "Bootstrap failed: 5: Input/output error"
+    ));
+    assert!(!plan::is_eio(Some(37), "Operation already in progress"));
+}
