@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{ChildSection, Limit, LimitUnit, Resource};
-use crate::sys::{NofileCeiling, Rlimit};
+use crate::sys::{NofileCeiling, NofileFit, Rlimit};
 
 /// What the config asks the child to get.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,22 +131,24 @@ pub(crate) fn plan(wanted: &Wanted, facts: &Facts) -> Result<Plan, Vec<Refusal>>
             continue;
         };
         if let (Resource::Nofile, Some(ceiling)) = (resource, &facts.nofile_ceiling) {
-            let NofileCeiling { max, name } = ceiling;
-            match want {
-                Limit::Unlimited => {
+            let NofileCeiling { max, name, .. } = ceiling;
+            // Above the ceiling: refused (Linux, macOS up to 10.15), or
+            // stored and capped in use (macOS 11+: `report` says so).
+            match (want, ceiling.fit(want)) {
+                (_, NofileFit::Fits | NofileFit::Capped { .. }) => {}
+                (Limit::Unlimited, NofileFit::Refused) => {
                     refuse(format!(
                         "\"unlimited\" is refused for open files on this system; \
                          the most it allows a process is {name} = {max}: write a number"
                     ));
                     continue;
                 }
-                Limit::Value(n) if n > *max => {
+                (Limit::Value(n), NofileFit::Refused) => {
                     refuse(format!(
                         "{n} is above {name} ({max}), the most open files this system allows a process"
                     ));
                     continue;
                 }
-                Limit::Value(_) => {}
             }
         }
         let step = if above(want, inherited.hard) {
@@ -275,7 +277,18 @@ pub(crate) fn report(plan: &Plan, facts: &Facts, inherited: Inherited) -> String
             ),
             (None, None) => "inherited (cannot be read here)".into(),
         };
-        out.push_str(&format!("# child.limits.{}: {line}\n", r.name()));
+        let capped = match (r, step, &facts.nofile_ceiling) {
+            (Resource::Nofile, Some(s), Some(c)) => match c.fit(s.set.soft) {
+                NofileFit::Capped { max } => format!(
+                    "; this system stores it but lets a process use at most {max} open files \
+                     ({}), so that is what the child gets",
+                    c.name
+                ),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        out.push_str(&format!("# child.limits.{}: {line}{capped}\n", r.name()));
     }
     out
 }
@@ -301,6 +314,7 @@ mod tests {
             nofile_ceiling: ceiling.map(|max| NofileCeiling {
                 max,
                 name: "fs.nr_open",
+                caps_use: false,
             }),
         }
     }
@@ -395,6 +409,38 @@ mod tests {
         .unwrap_err();
         let keys: Vec<&str> = all.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["child.limits.memlock", "child.limits.nofile"]);
+    }
+
+    #[test]
+    fn open_files_above_maxfilesperproc_are_capped_on_macos_11_and_said() {
+        use Resource::*;
+        let mac = |major| Facts {
+            nofile_ceiling: Some(NofileCeiling::macos(Some(major), 5000)),
+            ..facts(true, None)
+        };
+        let inherited = Inherited {
+            umask: 0o022,
+            nice: Some(0),
+        };
+        for w in [V(8000), Inf] {
+            // macOS 10.15: refused, as before.
+            let refused = plan(&want(&[(Nofile, w)]), &mac(10)).unwrap_err();
+            assert!(
+                refused[0].why.contains("kern.maxfilesperproc"),
+                "{refused:?}"
+            );
+            // macOS 11+: taken; check-config says what the child gets.
+            let p = plan(&want(&[(Nofile, w)]), &mac(11)).unwrap();
+            assert_eq!(p.limits[0].set, lim(w, w), "{w:?}");
+            let text = report(&p, &mac(11), inherited);
+            assert!(
+                text.contains("use at most 5000 open files (kern.maxfilesperproc)"),
+                "{text}"
+            );
+        }
+        // Within the ceiling nothing more is said.
+        let p = plan(&want(&[(Nofile, V(4096))]), &mac(14)).unwrap();
+        assert!(!report(&p, &mac(14), inherited).contains("at most"));
     }
 
     #[test]

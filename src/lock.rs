@@ -291,7 +291,14 @@ pub(crate) enum Finding {
     Running { pid: i32, record: Box<Record> },
     /// Someone holds the lock (or we cannot tell), but it is not proven
     /// to be a supervisor: never signalled.
-    Unknown { why: String },
+    Unknown {
+        why: String,
+        /// The holder has the locked folder open, but after the wait no
+        /// record names it yet: most likely a supervisor in its first
+        /// moments (or one that cannot write `state.json`). What `status`
+        /// shows as `starting`; still never signalled.
+        starting: Option<i32>,
+    },
 }
 
 /// How long a lock holder whose record does not name it yet (a supervisor
@@ -463,7 +470,10 @@ pub(crate) fn find(pid_path: &Path, state_path: &Path) -> Finding {
 
 fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding {
     let dir_path = pid_path.parent().unwrap_or(Path::new("/"));
-    let unknown = |why: String| Finding::Unknown { why };
+    let unknown = |why: String| Finding::Unknown {
+        why,
+        starting: None,
+    };
     let dir = match open_dir(dir_path) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Finding::NotRunning,
@@ -568,11 +578,23 @@ fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding 
                 let what = sys::process_command(pid)
                     .filter(|c| !c.is_empty())
                     .map_or(String::new(), |c| format!(" ({c})"));
-                return unknown(format!(
-                    "the lock on {} is held by pid {pid}{what}, which is not proven to be the \
-                         supervisor: {d}",
-                    dir_path.display()
-                ));
+                // Not recorded yet, and running this very binary: a
+                // supervisor in its first moments (a decoy holding the
+                // folder runs something else).
+                let starting = (matches!(d, Doubt::NotRecorded(_))
+                    && facts.executable(pid).is_some_and(|theirs| {
+                        std::env::current_exe()
+                            .is_ok_and(|ours| sys::same_file_path(&theirs, &ours))
+                    }))
+                .then_some(pid);
+                return Finding::Unknown {
+                    why: format!(
+                        "the lock on {} is held by pid {pid}{what}, which is not proven to be \
+                         the supervisor: {d}",
+                        dir_path.display()
+                    ),
+                    starting,
+                };
             }
         }
     }

@@ -49,6 +49,37 @@ fn live_record(loc: &StateLocation, mut rec: Record, now: SystemTime) -> Record 
     present(rec, now)
 }
 
+/// What `status` shows for the lock holder `pid` that no record names
+/// yet: a supervisor in its first moments, between taking the lock and
+/// writing `state.json`. `starting` (exit 1) with every key a live record
+/// has: `supervisor` with what the process table tells, `listen` from the
+/// config (not bound yet), `child: null`. Past [`STALE_AFTER`] the record
+/// should long be there: `error` then says why it is not proven.
+fn unrecorded(pid: i32, cfg: Option<&Config>, why: String, now: SystemTime) -> Record {
+    let start_time = sys::process_start_time(pid);
+    let age = start_time.and_then(sys::process_age);
+    let started_at = now.checked_sub(age.unwrap_or_default()).unwrap_or(now);
+    Record {
+        state: "starting".into(),
+        supervisor: Some(state::SupervisorInfo {
+            pid,
+            started_at: state::timestamp(started_at),
+            start_time,
+            executable: sys::executable(pid).map(|p| p.display().to_string()),
+            ..Default::default()
+        }),
+        listen: cfg.map(|c| state::ListenInfo {
+            address: c.listen.address.to_string(),
+            bound: false,
+            name: None,
+            inherited: false,
+            socket_id: None,
+        }),
+        error: age.is_none_or(|a| a > STALE_AFTER).then_some(why),
+        ..Record::not_running()
+    }
+}
+
 /// A live supervisor's record as `status` shows it at `now`: the countdown
 /// to the next try worked out, times from the future clamped. Also what
 /// the supervisor serves as `GET /status`.
@@ -105,6 +136,10 @@ pub(crate) fn run(found: Result<(StateLocation, Option<Config>), String>, format
         Err(e) => Record::unknown(e),
         Ok((loc, cfg)) => match lock::find(&loc.pid_path(), &loc.state_path()) {
             Finding::NotRunning => Record::not_running(),
+            Finding::Unknown {
+                why,
+                starting: Some(pid),
+            } => unrecorded(pid, cfg.as_ref(), why, now),
             Finding::Unknown { why, .. } => Record::unknown(why),
             Finding::Running { record, .. } => {
                 let address = cfg.as_ref().map(|c| c.listen.address.to_string());
@@ -317,6 +352,33 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
 mod tests {
     use super::*;
     use crate::state::{ChildInfo, ExitInfo};
+
+    #[test]
+    fn a_holder_not_recorded_yet_is_starting_with_every_key() {
+        let cfg = Config::parse(
+            "[listen]\naddress = \"127.0.0.1:8420\"\n[child]\ncommand = [\"true\"]\n",
+            std::path::Path::new("/etc/sv/supervisor.toml"),
+        )
+        .unwrap();
+        let me = std::process::id() as i32;
+        let rec = unrecorded(me, Some(&cfg), "not recorded".into(), SystemTime::now());
+        let v: serde_json::Value = serde_json::from_str(&rec.encode()).unwrap();
+        assert_eq!(v["state"], "starting");
+        assert_eq!(v["supervisor"]["pid"], me);
+        assert!(v["supervisor"]["started_at"].is_string(), "{v}");
+        assert_eq!(
+            v["listen"],
+            serde_json::json!({"address": "127.0.0.1:8420", "bound": false, "name": null, "inherited": false})
+        );
+        assert!(v.get("child").is_some_and(|c| c.is_null()), "{v}");
+        // A process that old should long have recorded itself: say why not.
+        let rec = unrecorded(me, None, "not recorded".into(), SystemTime::now());
+        assert!(rec.listen.is_none());
+        let young = sys::process_start_time(me)
+            .and_then(sys::process_age)
+            .is_some_and(|a| a <= STALE_AFTER);
+        assert_eq!(rec.error.is_none(), young);
+    }
 
     fn starting(pid: i32) -> Record {
         Record {

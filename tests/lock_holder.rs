@@ -368,3 +368,57 @@ fn two_configs_sharing_a_state_folder_cannot_act_on_each_other() {
     expect_code(&env, &env.cli(&["stop"]), 0);
     sup.wait_exit(DEADLINE);
 }
+
+/// Issue 24 item 13: `status --json` from the first millisecond of a
+/// supervisor's life (before the lock, between the lock and the first
+/// `state.json`, while the child starts) always prints one JSON object
+/// with every key SPEC 0.2 gives every state, and an exit code that
+/// agrees with the state: 3 not-running, 1 on the way up, 0 running.
+#[test]
+fn status_from_the_first_millisecond_always_has_every_key() {
+    let env = Setup::new("serve.py").build();
+    let sup = env.spawn();
+    let mut seen: Vec<(i32, String)> = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let out = env.status_raw();
+        let v: Value = match serde_json::from_str(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => env.fail(format!("status --json printed invalid JSON ({e})\n{out}")),
+        };
+        for key in ["state", "supervisor", "listen", "child"] {
+            if v.get(key).is_none() {
+                env.fail(format!("status --json has no {key:?}\n{out}"));
+            }
+        }
+        let state = v["state"].as_str().unwrap_or("").to_string();
+        let want = match state.as_str() {
+            "running" => 0,
+            "not-running" => 3,
+            "starting" | "waiting-for-port" | "backoff" => 1,
+            _ => env.fail(format!("unexpected state while starting\n{out}")),
+        };
+        if out.code != Some(want) {
+            env.fail(format!("state {state:?} with exit {:?}\n{out}", out.code));
+        }
+        if state != "not-running"
+            && (!v["supervisor"]["pid"].is_i64() || v["listen"]["address"].as_str().is_none())
+        {
+            env.fail(format!(
+                "a live state names no supervisor pid or address\n{out}"
+            ));
+        }
+        if seen.last().is_none_or(|(c, s)| *c != want || *s != state) {
+            seen.push((want, state.clone()));
+        }
+        if state == "running" {
+            break;
+        }
+        if sup.exited().is_some() || std::time::Instant::now() > deadline {
+            env.fail(format!("never running; states seen: {seen:?}"));
+        }
+    }
+    eprintln!("states seen: {seen:?}");
+    expect_code(&env, &env.cli(&["stop"]), 0);
+    sup.wait_exit(DEADLINE);
+}

@@ -5,8 +5,10 @@
 //! Both systems have `getrlimit`/`setrlimit`, `setpriority` and `umask`;
 //! they differ in the type of a resource's number, in the most open files
 //! a process may be allowed (Linux: `/proc/sys/fs/nr_open` caps the hard
-//! limit; macOS: XNU refuses a soft limit above `kern.maxfilesperproc`
-//! with EINVAL, `RLIM_INFINITY` included) and in how resident memory is
+//! limit; macOS up to 10.15: XNU refuses a soft limit above
+//! `kern.maxfilesperproc` with EINVAL, `RLIM_INFINITY` included; since
+//! macOS 11 it stores any value and caps use at `kern.maxfilesperproc`,
+//! see [`macos_nofile_fit`]) and in how resident memory is
 //! read (Linux: `/proc/PID/statm`; macOS: `proc_pidinfo(PROC_PIDTASKINFO)`).
 //! The functions ending in `_after_fork` make one system call each and
 //! allocate nothing, for the `pre_exec` closure.
@@ -194,6 +196,69 @@ pub fn umask() -> u32 {
 pub struct NofileCeiling {
     pub max: u64,
     pub name: &'static str,
+    /// `setrlimit(RLIMIT_NOFILE)` takes a soft limit above `max` (and
+    /// "unlimited"), stores it, and the kernel caps use at `max`: macOS 11
+    /// and later (xnu-7195). Otherwise a value above `max` is refused.
+    pub caps_use: bool,
+}
+
+/// What a wanted open-files limit comes to against the system's ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NofileFit {
+    /// Taken, and usable, as it is.
+    Fits,
+    /// Taken, but the process may use at most `max` open files.
+    Capped { max: u64 },
+    /// `setrlimit` refuses it (EINVAL / EPERM).
+    Refused,
+}
+
+impl NofileCeiling {
+    /// The ceiling of macOS `major` (from `kern.osproductversion`; None
+    /// when it cannot be read: then the older, stricter rule) whose
+    /// `kern.maxfilesperproc` is `max`.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+    pub fn macos(major: Option<u32>, max: u64) -> NofileCeiling {
+        NofileCeiling {
+            max,
+            name: "kern.maxfilesperproc",
+            caps_use: major.is_some_and(|m| m >= 11),
+        }
+    }
+
+    /// What asking for `want` open files comes to here.
+    pub fn fit(&self, want: Limit) -> NofileFit {
+        let over = match want {
+            Limit::Unlimited => true,
+            Limit::Value(n) => n > self.max,
+        };
+        match (over, self.caps_use) {
+            (false, _) => NofileFit::Fits,
+            (true, true) => NofileFit::Capped { max: self.max },
+            (true, false) => NofileFit::Refused,
+        }
+    }
+}
+
+/// The macOS rule, pure: asking for `want` open files on macOS `major`
+/// whose `kern.maxfilesperproc` is `maxfilesperproc`. Up to 10.15
+/// `setrlimit` refuses more (EINVAL, "unlimited" included); since 11
+/// (xnu-7195) it stores the value and the kernel caps use at
+/// `maxfilesperproc`.
+#[cfg(test)]
+pub fn macos_nofile_fit(major: Option<u32>, want: Limit, maxfilesperproc: u64) -> NofileFit {
+    NofileCeiling::macos(major, maxfilesperproc).fit(want)
+}
+
+/// The major version in a `kern.osproductversion` ("10.15.7", "14.4").
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub fn product_major(version: &str) -> Option<u32> {
+    let major = version
+        .trim_matches(char::from(0))
+        .trim()
+        .split('.')
+        .next()?;
+    major.parse().ok().filter(|m| *m > 0)
 }
 
 /// Whether this process may raise a hard limit: root on macOS; on Linux
@@ -231,6 +296,7 @@ mod imp {
         Some(NofileCeiling {
             max: text.trim().parse().ok()?,
             name: "fs.nr_open",
+            caps_use: false,
         })
     }
 }
@@ -245,10 +311,10 @@ mod imp {
 
     pub fn nofile_ceiling() -> Option<NofileCeiling> {
         let n = crate::sys::macos::sysctl_int(c"kern.maxfilesperproc").filter(|n| *n > 0)?;
-        Some(NofileCeiling {
-            max: n as u64,
-            name: "kern.maxfilesperproc",
-        })
+        let major = crate::sys::macos::product_version()
+            .as_deref()
+            .and_then(super::product_major);
+        Some(NofileCeiling::macos(major, n as u64))
     }
 }
 
@@ -269,6 +335,49 @@ mod tests {
         }
         // Beyond what the type holds is no limit.
         assert_eq!(from_raw(to_raw(Limit::Value(u64::MAX))), Limit::Unlimited);
+    }
+
+    #[test]
+    fn macos_nofile_rule_by_version() {
+        use Limit::{Unlimited as Inf, Value as V};
+        use NofileFit::*;
+        // (major, wanted, kern.maxfilesperproc, what comes of it)
+        let table = [
+            (Some(10), V(1000), 24576, Fits),
+            (Some(10), V(24576), 24576, Fits),
+            (Some(10), V(24577), 24576, Refused),
+            (Some(10), Inf, 24576, Refused),
+            (None, V(100_000), 24576, Refused),
+            (None, V(10), 24576, Fits),
+            (Some(11), V(24576), 24576, Fits),
+            (Some(11), V(100_000), 24576, Capped { max: 24576 }),
+            (Some(11), Inf, 24576, Capped { max: 24576 }),
+            (Some(14), V(1 << 20), 61440, Capped { max: 61440 }),
+            (Some(15), V(8192), 61440, Fits),
+        ];
+        for (major, want, max, fit) in table {
+            assert_eq!(
+                macos_nofile_fit(major, want, max),
+                fit,
+                "{major:?} {want:?} {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn product_versions_parse() {
+        let table = [
+            ("10.15.7", Some(10)),
+            ("11.0", Some(11)),
+            ("14.4.1\0", Some(14)),
+            ("15", Some(15)),
+            ("", None),
+            ("x.1", None),
+            ("0.1", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(product_major(text), want, "{text:?}");
+        }
     }
 
     #[test]

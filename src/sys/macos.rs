@@ -107,6 +107,20 @@ pub(super) fn sysctl_int(name: &std::ffi::CStr) -> Option<libc::c_int> {
     (n == value.len()).then(|| libc::c_int::from_ne_bytes(value))
 }
 
+/// A string sysctl by name (`kern.osproductversion`: "14.4.1").
+pub(super) fn sysctl_string(name: &std::ffi::CStr) -> Option<String> {
+    let mut buf = [0u8; 64];
+    let n = sysctl_read_name(name, &mut buf).ok()?;
+    let text = &buf[..n];
+    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
+    Some(String::from_utf8_lossy(&text[..end]).into_owned())
+}
+
+/// The macOS version ("14.4.1"), when it can be read (macOS 10.13.4+).
+pub(super) fn product_version() -> Option<String> {
+    sysctl_string(c"kern.osproductversion")
+}
+
 /// `kinfo_proc` records for a `KERN_PROC` query (`KERN_PROC_PGRP`, ...).
 /// They include zombies (sysctl_prochandle walks allproc and zombproc in
 /// bsd/kern/kern_sysctl.c) and need no privileges.

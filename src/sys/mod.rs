@@ -30,8 +30,8 @@ mod limits;
 mod procnet;
 pub use limits::{
     may_raise_hard_limits, nice, nofile_ceiling, raise_nofile, rlimit, set_nice_after_fork,
-    set_rlimit_after_fork, set_umask_after_fork, started_nofile, umask, NofileCeiling, RawRlimit,
-    Rlimit,
+    set_rlimit_after_fork, set_umask_after_fork, started_nofile, umask, NofileCeiling, NofileFit,
+    RawRlimit, Rlimit,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
