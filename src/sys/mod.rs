@@ -500,12 +500,29 @@ fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Noti
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     let place = notify_place(state_dir, Path::new("/tmp"), me, child_uid);
-    let mut cleanup = vec![place.path.clone()];
+    let mut path = place.path;
+    let mut cleanup = Vec::new();
     if let Some((dir, mode)) = &place.private_dir {
-        make_private_dir(dir, me, *mode)?;
-        cleanup.push(dir.clone());
+        let dir = match make_private_dir(dir, me, *mode) {
+            Ok(()) => dir.clone(),
+            // Someone else made the predictable name first (a folder of
+            // theirs, a link, a file): a name nobody can guess instead, so
+            // a local user cannot keep the notify socket from starting.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let fresh = nix::unistd::mkdtemp(&dir.with_extension("XXXXXX")).map_err(|m| {
+                    io::Error::other(format!(
+                        "{e}; and no private folder could be made instead: {m}"
+                    ))
+                })?;
+                std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(*mode))?;
+                fresh
+            }
+            Err(e) => return Err(e),
+        };
+        path = dir.join("notify.sock");
+        cleanup.push(dir);
     }
-    let path = place.path;
+    cleanup.insert(0, path.clone());
     // A socket file left by a supervisor that was killed.
     let _ = std::fs::remove_file(&path);
     let sock = std::os::unix::net::UnixDatagram::bind(&path)

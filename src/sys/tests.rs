@@ -294,3 +294,31 @@ fn the_holder_of_our_own_lock_is_us() {
     drop(file);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A local user who made the predictable `/tmp` folder first cannot keep
+/// the notify socket from starting: a fresh private folder is used.
+#[test]
+fn a_squatted_notify_folder_is_passed_over() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (to give a folder to another user)");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let place = notify_place(state.path(), Path::new("/tmp"), 0, Some(65534));
+    let (squat, _) = place.private_dir.clone().unwrap();
+    std::fs::create_dir(&squat).unwrap();
+    std::os::unix::fs::chown(&squat, Some(65534), Some(65534)).unwrap();
+    let bound = bind_notify_file(state.path(), Some(65534));
+    let _ = std::fs::remove_dir(&squat);
+    let bound = bound.expect("a fresh folder instead of the squatted one");
+    let path = PathBuf::from(&bound.env_value);
+    assert!(
+        !path.starts_with(&squat),
+        "{path:?} is in the squatted folder"
+    );
+    assert!(path.exists(), "{path:?}");
+    for p in &bound.cleanup {
+        let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+    }
+}
