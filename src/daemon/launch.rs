@@ -46,7 +46,13 @@ impl Daemon {
                 return event;
             }
         }
-        let rivals = self.rivals();
+        // One machine-wide scan per restart (no subreaper): the one at the
+        // child's exit (or the last while stopping what it left) counts
+        // when it found nothing.
+        let rivals = match std::mem::take(&mut self.clean_since_exit) {
+            true => Vec::new(),
+            false => self.rivals(),
+        };
         if !rivals.is_empty() {
             // Said once, by the machine's StoppingRivals note.
             self.targets = Targets::pids(&rivals);
@@ -64,6 +70,19 @@ impl Daemon {
             false => sys::Scope::All,
         };
         self.holders_in(scope)
+    }
+
+    /// After a scan by [`Daemon::rivals`] between a child's exit and the
+    /// next spawn: whether it lets that spawn skip its own. Only without a
+    /// subreaper (a machine-wide scan is the costly one; Linux keeps its
+    /// cheap scan of our tree before each spawn) and only when no child of
+    /// ours runs (no handover's second child, which holds the socket and
+    /// is left out of the scan).
+    pub(super) fn note_scan(&mut self, rivals: &[i32]) {
+        self.clean_since_exit = !self.subreaper
+            && rivals.is_empty()
+            && self.machine.handover().is_none()
+            && self.machine.second_group_pending().is_none();
     }
 
     /// The rivals anywhere on the machine, in our tree or not (the
@@ -146,6 +165,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) -> Event {
+        self.clean_since_exit = false;
         if let Some(l) = &self.listener {
             if let Err(e) = l.make_blocking() {
                 warn!(

@@ -147,6 +147,12 @@ pub(crate) struct Daemon {
     /// Orphaned descendants come back to us (Linux): then whatever holds
     /// our socket descends from us, and looking there is enough.
     subreaper: bool,
+    /// Without a subreaper (macOS) a scan for rivals reads every process
+    /// on the machine: set when one, made since the last child's exit,
+    /// found nothing holding our socket, so the spawn that follows need
+    /// not scan again (nothing but us holds it, and nothing of ours has
+    /// run since). Cleared at each spawn. Never set with a subreaper.
+    clean_since_exit: bool,
     /// The path we were started as (a symlink stays a symlink): `reload`
     /// resolves it again, so after an upgrade that moved the link (Homebrew)
     /// the new binary is the one executed.
@@ -425,6 +431,7 @@ impl Daemon {
             status_writes: (None, None),
             alerting,
             subreaper: false,
+            clean_since_exit: false,
             exe,
             gave_up: None,
             reloading: None,
@@ -533,6 +540,7 @@ impl Daemon {
                     // Those being stopped may have forked a new holder of
                     // our socket meanwhile (a daemon's second fork).
                     let rivals = self.rivals();
+                    self.note_scan(&rivals);
                     self.targets.add(&rivals);
                     if self.targets.gone() {
                         poll = Duration::from_millis(2);
@@ -777,6 +785,7 @@ impl Daemon {
         // Whatever still holds our socket outside the group (a daemonized
         // grandchild, a setsid helper) is stopped with the leftovers.
         let rivals = self.rivals();
+        self.note_scan(&rivals);
         self.targets.add(&rivals);
         let others_left = !self.targets.gone();
         self.feed(Event::ChildExited { kind, others_left });
