@@ -763,13 +763,8 @@ mod tests {
                 pid,
                 started_at: String::new(),
                 start_time: start,
-                version: None,
                 boot_id: Some(boot.into()),
-                reloads: 0,
                 executable: Some("/usr/bin/env".into()),
-                reload_error: None,
-                stop_timeout_ms: None,
-                config: None,
                 ..Default::default()
             }),
             ..crate::state::Record::not_running()
@@ -841,13 +836,6 @@ mod tests {
             supervisor: Some(crate::state::SupervisorInfo {
                 pid: 40,
                 started_at: String::new(),
-                start_time: None,
-                version: None,
-                boot_id: None,
-                reloads: 0,
-                executable: None,
-                reload_error: None,
-                stop_timeout_ms: None,
                 config: config.map(str::to_owned),
                 ..Default::default()
             }),

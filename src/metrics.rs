@@ -269,16 +269,8 @@ mod tests {
             supervisor: Some(SupervisorInfo {
                 pid: 40,
                 started_at: "2026-11-26T08:00:00Z".into(),
-                start_time: None,
-                version: None,
-                boot_id: None,
                 reloads: 2,
-                executable: None,
-                reload_error: None,
-                stop_timeout_ms: None,
-                config: None,
-                restart: None,
-                start_timeout_ms: None,
+                ..Default::default()
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),

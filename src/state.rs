@@ -395,14 +395,7 @@ mod tests {
                 started_at: "2026-11-26T08:00:00Z".into(),
                 start_time: Some(123),
                 version: Some("0.1.0".into()),
-                boot_id: None,
-                reloads: 0,
-                executable: None,
-                reload_error: None,
-                stop_timeout_ms: None,
-                config: None,
-                restart: None,
-                start_timeout_ms: None,
+                ..Default::default()
             }),
             listen: Some(ListenInfo {
                 address: "127.0.0.1:8420".into(),

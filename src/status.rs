@@ -386,14 +386,6 @@ mod tests {
             supervisor: Some(state::SupervisorInfo {
                 pid,
                 started_at: state::timestamp(SystemTime::now()),
-                start_time: None,
-                version: None,
-                boot_id: None,
-                reloads: 0,
-                executable: None,
-                reload_error: None,
-                stop_timeout_ms: None,
-                config: None,
                 ..Default::default()
             }),
             ..Record::not_running()
