@@ -431,7 +431,13 @@ pub(crate) fn prove(
             return Err(Doubt::Boot);
         }
     }
-    if s.start_time.is_none() || facts.start_time(pid) != s.start_time {
+    let started = facts.start_time(pid);
+    // Unreadable because it exited between the looks: a supervisor
+    // stopping, not a reused pid.
+    if started.is_none() && !facts.is_alive(pid) {
+        return Err(Doubt::Gone);
+    }
+    if s.start_time.is_none() || started != s.start_time {
         return Err(Doubt::StartTime);
     }
     if let Some(recorded) = &s.executable {
@@ -729,11 +735,13 @@ mod tests {
     /// A made-up process table for [`prove`]: (pid, start time, open
     /// object, executable).
     type Proc = (i32, u64, Option<(u64, u64)>, &'static str);
-    struct Fake(Vec<Proc>, bool);
+    /// The table, whether open files cannot be listed, and whether the
+    /// processes exit as their start time is asked for (1) or have (2).
+    struct Fake(Vec<Proc>, bool, std::cell::Cell<u8>);
 
     impl Facts for Fake {
         fn is_alive(&self, pid: i32) -> bool {
-            self.0.iter().any(|p| p.0 == pid)
+            self.2.get() != 2 && self.0.iter().any(|p| p.0 == pid)
         }
         fn holds(&self, pid: i32, object: (u64, u64)) -> io::Result<bool> {
             if self.1 {
@@ -742,6 +750,10 @@ mod tests {
             Ok(self.0.iter().any(|p| p.0 == pid && p.2 == Some(object)))
         }
         fn start_time(&self, pid: i32) -> Option<u64> {
+            if self.2.get() != 0 {
+                self.2.set(2);
+                return None;
+            }
             self.0.iter().find(|p| p.0 == pid).map(|p| p.1)
         }
         fn boot_id(&self) -> Option<String> {
@@ -753,6 +765,10 @@ mod tests {
                 .find(|p| p.0 == pid)
                 .map(|p| p.2.map_or("/x", |_| p.3).into())
         }
+    }
+
+    fn fake(table: Vec<Proc>, denied: bool) -> Fake {
+        Fake(table, denied, std::cell::Cell::new(0))
     }
 
     #[test]
@@ -773,46 +789,46 @@ mod tests {
         type Case = (Fake, Option<Record>, Result<(), Doubt>);
         let table: Vec<Case> = vec![
             (
-                Fake(vec![sup], false),
+                fake(vec![sup], false),
                 Some(record(40, Some(500), "b1")),
                 Ok(()),
             ),
             (
-                Fake(vec![], false),
+                fake(vec![], false),
                 Some(record(40, Some(500), "b1")),
                 Err(Doubt::Gone),
             ),
             // A decoy holding the lock: the folder open, no record of it.
             (
-                Fake(vec![(40, 500, Some(DIR), "/usr/bin/flock")], false),
+                fake(vec![(40, 500, Some(DIR), "/usr/bin/flock")], false),
                 Some(record(41, Some(9), "b1")),
                 Err(Doubt::NotRecorded(Some(41))),
             ),
-            (Fake(vec![sup], false), None, Err(Doubt::NotRecorded(None))),
+            (fake(vec![sup], false), None, Err(Doubt::NotRecorded(None))),
             // The pid the lock table names was reused: nothing open.
             (
-                Fake(vec![(40, 900, None, "/bin/sleep")], false),
+                fake(vec![(40, 900, None, "/bin/sleep")], false),
                 Some(record(40, Some(500), "b1")),
                 Err(Doubt::NotOpen),
             ),
             // ... or it has the folder open, but started later.
             (
-                Fake(vec![(40, 900, Some(DIR), "/usr/bin/env")], false),
+                fake(vec![(40, 900, Some(DIR), "/usr/bin/env")], false),
                 Some(record(40, Some(500), "b1")),
                 Err(Doubt::StartTime),
             ),
             (
-                Fake(vec![sup], false),
+                fake(vec![sup], false),
                 Some(record(40, None, "b1")),
                 Err(Doubt::StartTime),
             ),
             (
-                Fake(vec![sup], false),
+                fake(vec![sup], false),
                 Some(record(40, Some(500), "b0")),
                 Err(Doubt::Boot),
             ),
             (
-                Fake(vec![(40, 500, Some(DIR), "/bin/sh")], false),
+                fake(vec![(40, 500, Some(DIR), "/bin/sh")], false),
                 Some(record(40, Some(500), "b1")),
                 Err(Doubt::Executable {
                     runs: Some("/bin/sh".into()),
@@ -820,11 +836,16 @@ mod tests {
                 }),
             ),
             (
-                Fake(vec![sup], true),
+                fake(vec![sup], true),
                 Some(record(40, Some(500), "b1")),
                 Err(Doubt::Cannot("permission denied".into())),
             ),
         ];
+        // Exits between the looks: its start time cannot be read.
+        let exiting = fake(vec![sup], false);
+        exiting.2.set(1);
+        let rec = record(40, Some(500), "b1");
+        assert_eq!(prove(40, DIR, Some(&rec), &exiting), Err(Doubt::Gone));
         for (i, (facts, rec, want)) in table.into_iter().enumerate() {
             assert_eq!(prove(40, DIR, rec.as_ref(), &facts), want, "case {i}");
         }
