@@ -16,23 +16,11 @@ finishes the requests it holds, records "drained" and exits 0.
 """
 
 import os
-import socket
 import sys
 import threading
 import time
 
 import childlib as c
-
-
-def notify(msg):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        s.sendto(msg.encode(), addr)
-    finally:
-        s.close()
 
 
 def mode():
@@ -94,7 +82,7 @@ sock = c.listener()
 c.event("start", *words)
 if words[0] == "ready":
     time.sleep(float(words[1]))
-    notify("STATUS=serving\nREADY=1")
+    c.notify("STATUS=serving\nREADY=1")
     c.event("ready")
 elif words[0] == "exit":
     time.sleep(float(words[1]))
