@@ -20,7 +20,7 @@ use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, handoff, reload, Daemon, Origin, Resumption};
-use crate::exit::{self, Fatal, Outcome};
+use crate::exit::{self, Fatal, Outcome, NOTHING_STARTED};
 use crate::fsafe;
 use crate::listener;
 use crate::lock::{self, Finding, InstanceLock};
@@ -66,7 +66,15 @@ pub fn main(cli: Cli) -> i32 {
         Command::ReopenLogs => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| signal(&loc, cfg.as_ref(), Signal::SIGHUP, "reopen the logs")),
-        Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::CheckConfig => match load(&path).and_then(|cfg| check_config(&cfg)) {
+            // A reload's preflight: the refusal goes to the supervisor
+            // that asked, typed, as one JSON line.
+            Err(fatal) if handoff::asked_by_a_reload() => {
+                crate::say!("{}", serde_json::to_string(&fatal).unwrap_or_default());
+                return fatal.code;
+            }
+            checked => checked,
+        },
         Command::HandoffVersion => {
             crate::out!("{}", reload::handoff_answer());
             Ok(exit::OK)
@@ -112,7 +120,8 @@ fn print_bytes(bytes: &[u8]) -> Outcome {
 }
 
 fn load(path: &Path) -> Result<Config, Fatal> {
-    Config::load(path).map_err(|e| Fatal::config(format!("invalid configuration:\n{e}")))
+    Config::load(path)
+        .map_err(|e| Fatal::config("invalid configuration").with_detail(e.to_string()))
 }
 
 /// Where the running supervisor for the config at `path` keeps its files,
@@ -154,7 +163,7 @@ struct Preflight {
 fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
     let file = cfg.path.display();
     let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
-        .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
+        .map_err(|e| Fatal::config(format!("{file}: {e}")).then(NOTHING_STARTED))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
     if cfg.log.to == LogTo::Files {
@@ -166,15 +175,17 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             return Err(Fatal::config(format!(
-                "{file}: key `child.cwd`: {} is not a folder; nothing started",
+                "{file}: key `child.cwd`: {} is not a folder",
                 cfg.child.cwd.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
         Err(e) => {
             return Err(Fatal::config(format!(
-                "{file}: key `child.cwd`: {}: {e}; nothing started",
+                "{file}: key `child.cwd`: {}: {e}",
                 cfg.child.cwd.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
     }
     let mut warnings = Vec::new();
@@ -222,8 +233,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         if program.contains('/') && !Path::new(program).is_absolute() {
             return Err(Fatal::config(format!(
                 "{file}: key `alerts.command`: {program:?} must be an absolute path or a name \
-                 found on PATH; nothing started"
-            )));
+                 found on PATH"
+            ))
+            .then(NOTHING_STARTED));
         }
         let ours = std::env::var_os("PATH");
         if let Err(e) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
@@ -265,9 +277,10 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
                 format!(" (it would be created in {})", existing.display())
             };
             Err(Fatal::config(format!(
-                "{what} {}: cannot create files there{place}: {e}; nothing started",
+                "{what} {}: cannot create files there{place}: {e}",
                 dir.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
     }
 }
@@ -285,7 +298,7 @@ fn root_files(cfg: &Config) -> Result<(), Fatal> {
     if fsafe::euid() != 0 {
         return Ok(());
     }
-    let refuse = |e: String| Fatal::config(format!("{e}; nothing started"));
+    let refuse = |e: String| Fatal::config(e).then(NOTHING_STARTED);
     fsafe::check_root_file("config", &cfg.path, ROOT_REMEDY).map_err(refuse)?;
     match std::env::current_exe() {
         Ok(exe) => fsafe::check_root_file("the supervisor's executable", &exe, ROOT_REMEDY)
@@ -316,10 +329,8 @@ fn log_perms(cfg: &Config) -> Result<Perms, Fatal> {
         return Ok(Perms::PRIVATE);
     };
     let bad = |why: String| {
-        Fatal::config(format!(
-            "{}: key `log.group`: {why}; nothing started",
-            cfg.path.display()
-        ))
+        Fatal::config(format!("{}: key `log.group`: {why}", cfg.path.display()))
+            .then(NOTHING_STARTED)
     };
     let group = match name.parse::<u32>() {
         Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
@@ -363,7 +374,7 @@ fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
 fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
     let file = cfg.path.display();
     let facts =
-        attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
+        attrs::Facts::here().map_err(|e| Fatal::failure(e.to_string()).then(NOTHING_STARTED))?;
     let plan =
         attrs::plan(&attrs::Wanted::of(&cfg.child, other_user), &facts).map_err(|refused| {
             let lines: Vec<String> = refused
@@ -371,11 +382,10 @@ fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Fac
                 .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
                 .collect();
             match lines.as_slice() {
-                [one] => Fatal::config(format!("{one}; nothing started")),
-                _ => Fatal::config(format!(
-                    "this system refuses these limits; nothing started:\n{}",
-                    lines.join("\n")
-                )),
+                [one] => Fatal::config(one.as_str()).then(NOTHING_STARTED),
+                _ => Fatal::config("this system refuses these limits")
+                    .with_detail(lines.join("\n"))
+                    .then(NOTHING_STARTED),
             }
         })?;
     Ok((plan, facts))
@@ -432,8 +442,11 @@ fn run(path: &Path) -> Outcome {
     {
         return run_reloaded(path, handoff);
     }
-    let cfg = Config::load(path)
-        .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
+    let cfg = Config::load(path).map_err(|e| {
+        Fatal::config("invalid configuration")
+            .with_detail(e.to_string())
+            .then(NOTHING_STARTED)
+    })?;
     root_files(&cfg)?;
     if !check_dirs(&cfg)? {
         lock::create_dir("state dir", &cfg.supervisor.state_dir, 0o700)?;
@@ -455,10 +468,10 @@ fn run(path: &Path) -> Outcome {
         }
         Ok(Err(holder)) => return already_running(&cfg, holder.pid),
         Err(e) => {
-            return Err(Fatal::failure(format!(
-                "cannot lock {}: {e}; nothing started",
-                pid_path.display()
-            )))
+            return Err(
+                Fatal::failure(format!("cannot lock {}: {e}", pid_path.display()))
+                    .then(NOTHING_STARTED),
+            )
         }
     };
 
@@ -484,7 +497,7 @@ fn run(path: &Path) -> Outcome {
     // A socket the service manager passed is taken now, while we are the
     // only thread.
     let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
-        .map_err(|e| Fatal::config(format!("{}: {e}; nothing started", cfg.path.display())))?;
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())).then(NOTHING_STARTED))?;
     serve(Serve {
         cfg,
         creds: pre.creds,
@@ -513,7 +526,7 @@ fn already_running(cfg: &Config, pid: Option<i32>) -> Outcome {
                 Some(&address),
                 &cfg.supervisor.state_dir,
             ) {
-                return Err(Fatal::config(format!("{why}; nothing started")));
+                return Err(Fatal::config(why).then(NOTHING_STARTED));
             }
             who = format!("pid {pid}");
         }
@@ -552,31 +565,28 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
             "cannot read the config handed over by the reload:\n{e}"
         ))
     })?;
-    let mut problems: Vec<(i32, String)> = Vec::new();
+    // Each a reason the reload failed (what it leaves in force is said
+    // where it is reported).
+    let mut problems: Vec<Fatal> = Vec::new();
     let mut cfg = match Config::load(path) {
         Ok(cfg) => cfg,
         Err(e) => {
-            problems.push((exit::CONFIG, format!("the config is invalid: {e}")));
+            problems.push(Fatal::config(format!("the config is invalid: {e}")));
             old.clone()
         }
     };
     if cfg.log.to != old.log.to {
-        problems.push((
-            exit::FAILURE,
-            format!(
-                "log.to cannot change in a reload (the child's output is wired when it starts; \
-                 it stays \"{}\"); stop and start the supervisor to change it",
-                old.log.to.as_str()
-            ),
-        ));
+        problems.push(Fatal::failure(format!(
+            "log.to cannot change in a reload (the child's output is wired when it starts; \
+             it stays \"{}\"); stop and start the supervisor to change it",
+            old.log.to.as_str()
+        )));
         cfg.log.to = old.log.to;
     }
     if cfg.supervisor != old.supervisor {
-        problems.push((
-            exit::FAILURE,
+        problems.push(Fatal::failure(
             "supervisor.state_dir cannot change in a reload (the lock lives there); \
-             stop and start the supervisor to move it"
-                .into(),
+             stop and start the supervisor to move it",
         ));
         cfg = old.clone();
     }
@@ -584,14 +594,10 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
     // config it runs under (the child's cwd or user gone since it started)
     // fails the reload and leaves it running as it is, with the identity
     // the old image used.
-    let mut refused = |f: Fatal| {
-        let message = f.message.trim_end_matches("; nothing started");
-        problems.push((f.code, message.to_owned()));
-    };
     let creds = match preflight(&cfg) {
         Ok(pre) => pre.creds,
         Err(f) => {
-            refused(f);
+            problems.push(f);
             let again = (cfg != old).then(|| {
                 cfg = old.clone();
                 preflight(&cfg)
@@ -599,7 +605,7 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
             match again {
                 Some(Ok(pre)) => pre.creds,
                 Some(Err(f)) => {
-                    refused(f);
+                    problems.push(f);
                     handoff.creds.clone()
                 }
                 None => handoff.creds.clone(),
@@ -611,15 +617,12 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
         match listener::Listener::bind_elsewhere(cfg.listen.address, cfg.listen.backlog) {
             Ok(fd) => next_listener = Some(fd),
             Err(e) => {
-                problems.push((
-                    exit::FAILURE,
-                    format!(
-                        "cannot bind the new listen.address {}: {}; everything stays as it was (still on {})",
-                        cfg.listen.address,
-                        listener::describe_bind_error(&e),
-                        old.listen.address
-                    ),
-                ));
+                problems.push(Fatal::failure(format!(
+                    "cannot bind the new listen.address {}: {}; everything stays as it was (still on {})",
+                    cfg.listen.address,
+                    listener::describe_bind_error(&e),
+                    old.listen.address
+                )));
                 cfg = old.clone();
             }
         }

@@ -253,7 +253,7 @@ impl std::fmt::Display for DirError {
 
 impl From<DirError> for crate::exit::Fatal {
     fn from(e: DirError) -> Self {
-        crate::exit::Fatal::config(format!("{e}; nothing started"))
+        crate::exit::Fatal::config(e.to_string()).then(crate::exit::NOTHING_STARTED)
     }
 }
 

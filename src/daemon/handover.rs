@@ -125,12 +125,14 @@ impl Daemon {
     }
 
     /// `StopAlso`: the handover ends into an ordinary stop; what is left of
-    /// the second child is stopped with the rest (by pid, each member with
-    /// its start time).
+    /// the second child is stopped with the rest: its group as a group
+    /// (what it forks on its way out goes too), and each member and its
+    /// leader by pid with its start time (should one leave the group).
     pub(super) fn stop_also(&mut self, pgid: i32) {
         let mut members = sys::group_members(pgid);
         members.extend(self.second.singles());
         self.targets.add(&members);
+        self.targets.add_group(pgid);
         self.second = Targets::default();
     }
 

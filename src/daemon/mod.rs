@@ -201,7 +201,7 @@ pub(crate) struct Resumption {
     /// The config the child runs under.
     pub(crate) old: Config,
     /// What went wrong with the new one (reported as the reload's failure).
-    pub(crate) problems: Vec<(i32, String)>,
+    pub(crate) problems: Vec<Fatal>,
     /// A socket bound for a changed `[listen]`.
     pub(crate) next_listener: Option<OwnedFd>,
     /// The `[metrics]` listener and the address it was bound for.
@@ -211,7 +211,7 @@ pub(crate) struct Resumption {
 /// What `run` still does with a [`Resumption`] once the driver is built.
 struct Carry {
     old: Box<Config>,
-    problems: Vec<(i32, String)>,
+    problems: Vec<Fatal>,
     /// The `[metrics]` listener and the address it was bound for.
     metrics: Option<(OwnedFd, String)>,
 }
@@ -452,9 +452,10 @@ impl Daemon {
     pub(crate) async fn run(mut self, mut signals: Signals) -> Result<(), Fatal> {
         self.state.lock().write_pid().map_err(|e| {
             Fatal::failure(format!(
-                "cannot write {}: {e}; nothing started",
+                "cannot write {}: {e}",
                 self.cfg.pid_path().display()
             ))
+            .then(crate::exit::NOTHING_STARTED)
         })?;
         info!(
             "supervisor {} started for {} (config {})",
