@@ -255,18 +255,19 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
 /// nearest folder above it, where `run` will create it)? Tried for real —
 /// a file created and removed at once — since modes alone do not tell a
 /// read-only mount, an immutable folder or a quota. A 78 naming the folder
-/// and the system's reason.
+/// and the system's reason. The name is `mkstemp`'s: that folder may be a
+/// sticky one others write in too (`/tmp`), where a name they can guess
+/// could be taken already.
 fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
     let Some(existing) = dir.ancestors().find(|d| d.symlink_metadata().is_ok()) else {
         return Ok(());
     };
-    let probe = existing.join(format!(".supervisor-check.{}", std::process::id()));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
+    let created = nix::unistd::mkstemp(&existing.join(".supervisor-check.XXXXXX"))
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32));
     match created {
-        Ok(_) => {
+        Ok((fd, probe)) => {
+            // SAFETY: mkstemp just returned this descriptor; nothing else owns it.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
