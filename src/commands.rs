@@ -255,18 +255,19 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
 /// nearest folder above it, where `run` will create it)? Tried for real —
 /// a file created and removed at once — since modes alone do not tell a
 /// read-only mount, an immutable folder or a quota. A 78 naming the folder
-/// and the system's reason.
+/// and the system's reason. The name is `mkstemp`'s: that folder may be a
+/// sticky one others write in too (`/tmp`), where a name they can guess
+/// could be taken already.
 fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
     let Some(existing) = dir.ancestors().find(|d| d.symlink_metadata().is_ok()) else {
         return Ok(());
     };
-    let probe = existing.join(format!(".supervisor-check.{}", std::process::id()));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
+    let created = nix::unistd::mkstemp(&existing.join(".supervisor-check.XXXXXX"))
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32));
     match created {
-        Ok(_) => {
+        Ok((fd, probe)) => {
+            // SAFETY: mkstemp just returned this descriptor; nothing else owns it.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
@@ -854,12 +855,9 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
     // The answer is a change: more reloads, or a reload error other than
     // the one recorded before asking (its time stamp has only
     // milliseconds, so comparing it with the clock could miss a fast one).
-    if let Some(h) = found.handover.as_ref() {
-        return Err(Fatal::failure(format!(
-            "a handover is in progress ({}); reload once it is over",
-            handover_words(h)
-        )));
-    }
+    // A handover in progress is the supervisor's to refuse (it records
+    // why as the reload's error): a record read here may be older than
+    // the signal.
     let (before, old_error) = found
         .supervisor
         .map_or((0, None), |s| (s.reloads, s.reload_error));
@@ -919,9 +917,13 @@ const RESTART_MARGIN: Duration = Duration::from_secs(5);
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `supervisor restart`: SIGUSR1 to the running supervisor, then wait for
-/// the outcome it records (`supervisor.restart`, numbered: a new number is
-/// the answer to this request, or to one that was already under way).
-/// A handover in progress is refused at once (exit 1).
+/// its answer. The supervisor decides when it takes the signal and records
+/// the answer with that moment (`supervisor.restart_answers`): the first
+/// answer made after the signal was sent is this request's (or covers
+/// it). Refused (a handover in progress): exit 1 at once; taken: wait for
+/// the outcome of that restart (`supervisor.restart`, whose
+/// `asked_mono_ns` is no older than the answer). A supervisor too old to
+/// answer: the first outcome numbered after the one recorded before.
 fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some((pid, found)) = running(loc, cfg, "restart the child")? else {
         return Err(Fatal::with_code(
@@ -938,14 +940,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
             .flatten()
             .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
     };
-    let rec = Some(found);
-    if let Some(h) = rec.as_ref().and_then(|r| r.handover.as_ref()) {
-        return Err(Fatal::failure(format!(
-            "a handover is already in progress ({}); not restarting again",
-            handover_words(h)
-        )));
-    }
-    let sup = rec.and_then(|r| r.supervisor);
+    let sup = found.supervisor;
     let before = sup
         .as_ref()
         .and_then(|s| s.restart.as_ref())
@@ -958,19 +953,31 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         .or(cfg.map(|c| c.child.stop_timeout))
         .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
     let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
+    let sent = sys::monotonic_ns();
     send(pid, Signal::SIGUSR1, "restart the child")?;
     let deadline = Instant::now() + timeout;
     loop {
-        let outcome = record()
-            .and_then(|r| r.supervisor)
-            .and_then(|s| s.restart)
-            .filter(|r| r.seq > before);
-        match outcome {
-            Some(r) if r.ok => {
+        // Ok: the outcome of the restart that took this request; Err: why
+        // it was refused.
+        let answer = record().and_then(|r| r.supervisor).and_then(|s| {
+            let Some(answers) = s.restart_answers else {
+                return s.restart.filter(|r| r.seq > before).map(Ok);
+            };
+            let mine = answers.into_iter().find(|a| a.mono_ns >= sent)?;
+            if let Some(why) = mine.refused {
+                return Some(Err(why));
+            }
+            s.restart
+                .filter(|r| r.asked_mono_ns.is_some_and(|t| t >= mine.mono_ns))
+                .map(Ok)
+        });
+        match answer {
+            Some(Ok(r)) if r.ok => {
                 crate::out!("restarted: {}\n", r.message);
                 return Ok(exit::OK);
             }
-            Some(r) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            Some(Ok(r)) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            Some(Err(why)) => return Err(Fatal::failure(why)),
             None => {}
         }
         if !sys::is_alive(pid) {

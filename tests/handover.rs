@@ -477,3 +477,57 @@ fn a_supervisor_killed_mid_handover_leaves_nothing_the_next_one_does_not_stop() 
         env.fail("the log does not say the second child was stopped");
     }
 }
+
+/// Whether `sig` is pending for process `pid` (`ShdPnd` in
+/// `/proc/PID/status`: sent, not taken yet).
+#[cfg(target_os = "linux")]
+fn signal_pending(pid: i32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+/// `restart` decides nothing from `state.json` (which may be older than
+/// its signal): the supervisor answers the request it takes. Here the
+/// record `restart` reads is the one from just before a handover began
+/// (the supervisor is held stopped so that it cannot rewrite it), as a
+/// `restart` that read the record an instant before another request began
+/// the handover would see it: its request arrives during the handover and
+/// must be refused, not answered with the other restart's outcome.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_restart_that_read_a_record_from_before_the_handover_is_still_refused() {
+    let env = ready_env("20s");
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    let before = std::fs::read(env.state_dir.join("state.json")).unwrap();
+    std::fs::write(env.path("next-mode"), "ready 3").unwrap();
+    let first = restart_in_background(&env);
+    let v = wait_handover(&env, "starting");
+    let sup_pid = v["supervisor"]["pid"].as_i64().unwrap() as i32;
+    kill(sup_pid, libc::SIGSTOP);
+    std::fs::write(env.state_dir.join("state.json"), &before).unwrap();
+    let second = restart_in_background(&env);
+    let sent = wait_until(DEADLINE, || signal_pending(sup_pid, libc::SIGUSR1));
+    kill(sup_pid, libc::SIGCONT);
+    if sent.is_err() {
+        env.fail("the second restart never signalled the supervisor");
+    }
+    let out = second.join().unwrap();
+    if out.code != Some(1) || !out.stderr.contains("a handover is already in progress") {
+        env.fail(format!(
+            "a restart asked during the handover should be refused:\n{out}"
+        ));
+    }
+    let out = first.join().unwrap();
+    if out.code != Some(0) {
+        env.fail(format!("the first restart should succeed:\n{out}"));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] == old || !v["handover"].is_null() {
+        env.fail(format!("want the new child alone: {v:#}"));
+    }
+}

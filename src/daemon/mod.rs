@@ -299,6 +299,8 @@ impl Daemon {
             alerts: None,
             reload_error: None,
             restart: None,
+            restart_answers: Default::default(),
+            restart_asked: None,
             second: None,
             handover_at: None,
         };
@@ -694,7 +696,7 @@ impl Daemon {
             }
             SIGUSR1 => {
                 info!("SIGUSR1: restarting the child");
-                self.feed(Event::Restart);
+                self.restart_requested();
             }
             SIGUSR2 => self.begin_reload(),
             SIGCHLD => self.reap(),

@@ -251,6 +251,7 @@ impl Daemon {
             at: crate::state::timestamp_ms(std::time::SystemTime::now()),
             ok,
             message,
+            asked_mono_ns: self.seen.restart_asked,
         });
     }
 

@@ -75,6 +75,10 @@ pub(crate) struct Observed {
     pub(crate) reload_error: Option<crate::state::ReloadError>,
     /// The outcome of the last requested restart.
     pub(crate) restart: Option<crate::state::RestartOutcome>,
+    /// The answers to the last few restart requests, oldest first, and
+    /// when the last one taken was taken (for its outcome).
+    pub(crate) restart_answers: std::collections::VecDeque<crate::state::RestartAnswer>,
+    pub(crate) restart_asked: Option<u64>,
     /// During a handover: the second child's group (the new one while it
     /// starts, the old one while it drains) and when the handover began.
     pub(crate) second: Option<Group>,
@@ -132,6 +136,7 @@ pub(crate) fn build(
             config: Some(o.me.config.clone()),
             restart: o.restart.clone(),
             start_timeout_ms: Some(m.settings().health.start_timeout.as_millis() as u64),
+            restart_answers: Some(o.restart_answers.iter().cloned().collect()),
         }),
         listen: Some(ListenInfo {
             address: port.address.clone(),
@@ -331,6 +336,8 @@ mod tests {
             alerts: None,
             reload_error: None,
             restart: None,
+            restart_answers: Default::default(),
+            restart_asked: None,
             second: None,
             handover_at: None,
         }
