@@ -202,6 +202,21 @@ impl Daemon {
                 self.handovers.ok += 1;
                 info!("handover done: old child {old} is gone; child {new} serves")
             }
+            Note::StopCutShort { pid, old, bytes } => {
+                let (who, while_) = match old {
+                    true => ("old child", "while it drains"),
+                    false => ("new child", "while it is being stopped"),
+                };
+                let line = format!(
+                    "memory: {who} {pid} uses {} {while_}, above max_memory ({}); killing it \
+                     now rather than after stop_timeout ({})",
+                    memory::mib(bytes),
+                    self.memory.max().map_or_else(|| "?".to_owned(), memory::mib),
+                    human(self.cfg.child.stop_timeout)
+                );
+                warn!("{line}");
+                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+            }
             Note::HandoverBusy => {
                 warn!("restart ignored: a handover is in progress")
             }
@@ -270,6 +285,13 @@ impl Daemon {
             ),
             Unmet::Stopping => "the supervisor is stopping".into(),
             Unmet::OldEnded => "the serving child ended during the handover".into(),
+            Unmet::TooBig(bytes) => format!(
+                "used {}, above max_memory ({}), before it was ready",
+                memory::mib(bytes),
+                self.memory
+                    .max()
+                    .map_or_else(|| "?".to_owned(), memory::mib)
+            ),
         }
     }
 

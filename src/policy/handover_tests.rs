@@ -493,3 +493,124 @@ fn stray_handover_events_change_nothing() {
     assert_eq!(m.step(Event::SecondGone, t0), vec![]);
     assert!(m.handover().is_some());
 }
+
+#[test]
+fn max_memory_holds_for_both_children_during_a_handover() {
+    let t0 = Instant::now();
+    let big = 1 << 30;
+    let at = t0 + ms(100);
+    // Child 100 serving, new child 200 starting since t0.
+    let start = || starting(t0, t0);
+    let draining = || {
+        let mut m = starting(t0, t0);
+        m.step(Event::NewReady, t0 + ms(10));
+        m
+    };
+    let aborting = || {
+        let mut m = starting(t0, t0);
+        m.step(Event::Tick, t0 + ms(5000));
+        m
+    };
+    let killed = || {
+        let mut m = draining();
+        m.step(Event::Tick, t0 + ms(10_010));
+        m
+    };
+    type Build<'a> = &'a dyn Fn() -> Machine;
+    // (the handover, which child grew, what follows)
+    let table: [(&str, Build, Event, Vec<Action>); 8] = [
+        (
+            "new child starting",
+            &start,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::HandoverFailed {
+                    old: 100,
+                    new: Some(200),
+                    why: Unmet::TooBig(big),
+                }),
+                Action::SignalSecond {
+                    pgid: 200,
+                    kill: false,
+                },
+            ],
+        ),
+        // Being replaced already: stopping it now would be the gap.
+        ("old child serving", &start, Event::TooBig(big), vec![]),
+        (
+            "old child draining",
+            &draining,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::StopCutShort {
+                    pid: 100,
+                    old: true,
+                    bytes: big,
+                }),
+                Action::SignalSecond {
+                    pgid: 100,
+                    kill: true,
+                },
+            ],
+        ),
+        // One handover at a time: restarted after this one.
+        ("new child serving", &draining, Event::TooBig(big), vec![]),
+        (
+            "failed new child being stopped",
+            &aborting,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::StopCutShort {
+                    pid: 200,
+                    old: false,
+                    bytes: big,
+                }),
+                Action::SignalSecond {
+                    pgid: 200,
+                    kill: true,
+                },
+            ],
+        ),
+        (
+            "old child serving on",
+            &aborting,
+            Event::TooBig(big),
+            vec![],
+        ),
+        (
+            "old child killed already",
+            &killed,
+            Event::SecondTooBig(big),
+            vec![],
+        ),
+        (
+            "no handover",
+            &|| ready(overlap_settings(), t0),
+            Event::SecondTooBig(big),
+            vec![],
+        ),
+    ];
+    for (case, build, event, want) in table {
+        let mut m = build();
+        assert_eq!(m.step(event, at), want, "{case}");
+        assert!(alive(&m) <= 2, "{case}");
+    }
+    // The failed new child's exit tells `restart` why; the old one serves.
+    let mut m = start();
+    m.step(Event::SecondTooBig(big), at);
+    let a = m.step(exited(0, false), at + ms(50));
+    assert_eq!(notes(&a), vec![Note::Restarted(Err(Unmet::TooBig(big)))]);
+    assert_eq!((m.handover(), m.child_pid()), (None, Some(100)));
+    // A killed old child's exit ends the handover as usual.
+    let mut m = draining();
+    m.step(Event::SecondTooBig(big), at);
+    assert_eq!(m.deadline(), None, "after SIGKILL the exit is waited for");
+    let a = m.step(exited(137, false), at + ms(10));
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::HandoverDone { old: 100, new: 200 },
+            Note::Restarted(Ok(200))
+        ]
+    );
+}

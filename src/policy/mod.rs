@@ -249,7 +249,8 @@ impl Machine {
             | Event::NewSpawnFailed
             | Event::NewReady
             | Event::SecondExited { .. }
-            | Event::SecondGone => self.handover_step(event, now),
+            | Event::SecondGone
+            | Event::SecondTooBig(_) => self.handover_step(event, now),
             Event::Tick if self.handover.is_some() => {
                 let mut actions = self.handover_tick(now);
                 actions.extend(self.step_phase(event, now));
@@ -406,7 +407,11 @@ impl Machine {
                 self.phase = Phase::Running { pid, since, health };
                 vec![]
             }
-            // The child is being replaced already.
+            // During a handover the serving child is not restarted for its
+            // memory: the old one is being replaced already (stopping it
+            // now would make the gap overlap is there to avoid), and a new
+            // one that took over waits for the old one to be gone (one
+            // handover at a time); the next check after that restarts it.
             (Phase::Running { .. }, Event::TooBig(_)) if self.handover.is_some() => vec![],
             (Phase::Running { pid, health, .. }, Event::TooBig(bytes))
                 if s.overlap && health.ready_since.is_some() =>

@@ -190,6 +190,9 @@ pub(crate) enum Event {
     },
     /// The second child's process group has no live member any more.
     SecondGone,
+    /// The second child's process group uses more memory than allowed
+    /// (bytes): measured beside the serving child's during a handover.
+    SecondTooBig(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +242,9 @@ pub(crate) enum Unmet {
     /// The old child ended while the new one started; the handover became
     /// a stop-first restart.
     OldEnded,
+    /// The new child's process group passed `max_memory` (bytes seen)
+    /// before it was ready.
+    TooBig(u64),
 }
 
 /// A handover: for a moment two children, the machine's (`Phase::Running`)
@@ -362,6 +368,15 @@ pub(crate) enum Note {
     },
     /// A restart asked for during a handover is ignored.
     HandoverBusy,
+    /// The second child, already being stopped (the old one draining, or
+    /// a failed new one), passed `max_memory` (bytes seen): it is killed
+    /// now rather than after its `stop_timeout`.
+    StopCutShort {
+        pid: i32,
+        /// The old child draining (else the failed new one).
+        old: bool,
+        bytes: u64,
+    },
     /// The outcome of the last requested restart (`restart`, SIGUSR1):
     /// the new child ready (its pid), or why not.
     Restarted(Result<i32, Unmet>),
