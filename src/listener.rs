@@ -1,10 +1,10 @@
 //! The listening socket: bound once, kept for the life of the supervisor,
 //! handed to every child as fd 3.
 //!
-//! The supervisor keeps the socket at fd 3 itself (see `reserve_fd3`), so
-//! the child side of the hand-over is a single `fcntl` clearing
-//! close-on-exec: no `dup2` can clobber a descriptor that std's spawn code
-//! uses after fork.
+//! The supervisor keeps the socket at fd 3 itself (fd 3 is reserved
+//! before anything else opens a file, and never left free), so the child
+//! side of the hand-over is a single `fcntl` clearing close-on-exec: no
+//! `dup2` can clobber a descriptor that std's spawn code uses after fork.
 
 use std::io;
 use std::net::SocketAddr;
@@ -122,18 +122,25 @@ impl std::os::fd::AsFd for Listener {
     }
 }
 
+/// A socket bound and listening at some descriptor other than 3,
+/// close-on-exec, waiting to take fd 3's place: a changed `[listen]`
+/// after `reload` is bound while the old socket still serves.
+#[derive(Debug)]
+pub(crate) struct Standby {
+    fd: OwnedFd,
+}
+
 impl Listener {
-    /// Bind and listen on `addr` at some descriptor other than 3, close-on-
-    /// exec: a changed `[listen]` after `reload` is bound while the old
-    /// socket still serves; `adopt` moves it into place later.
-    pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-        bind_socket(addr, backlog)
+    /// Bind and listen on `addr` beside the socket at fd 3; moved into
+    /// place later by [`Listener::replace`] or [`Standby::into_place`].
+    pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<Standby> {
+        bind_socket(addr, backlog).map(|fd| Standby { fd })
     }
 
-    /// Put the socket `fd` in place of ours at fd 3; the old one closes in
-    /// the same `dup2` (a changed `[listen]` after `reload`).
-    pub(crate) fn replace(&mut self, fd: OwnedFd) -> io::Result<()> {
-        sys::dup_to(fd.as_raw_fd(), LISTEN_FD)
+    /// Put `next` in place of ours at fd 3; the old socket closes in the
+    /// same `dup2` (a changed `[listen]` after `reload`).
+    pub(crate) fn replace(&mut self, next: Standby) -> io::Result<()> {
+        sys::dup_to(next.fd.as_raw_fd(), LISTEN_FD)
     }
 
     /// Adopt a socket passed to us at `fd` (by a service manager, or across
@@ -150,6 +157,13 @@ impl Listener {
         // original descriptor was closed, or is this one and was forgotten).
         let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
         Ok(Listener { fd })
+    }
+}
+
+impl Standby {
+    /// Moved to fd 3 while no listener is there.
+    pub(crate) fn into_place(self) -> io::Result<Listener> {
+        Listener::adopt(self.fd)
     }
 }
 

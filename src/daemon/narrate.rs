@@ -297,9 +297,9 @@ impl Daemon {
 
     /// Why the port cannot be bound, and who holds it if that is known.
     fn port_trouble(&self) -> String {
-        let why = self.seen.bind_error.as_deref().unwrap_or("cannot bind");
-        let held = self
-            .seen
+        let port = self.port.shown();
+        let why = port.bind_error.as_deref().unwrap_or("cannot bind");
+        let held = port
             .port_holder
             .as_ref()
             .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
@@ -361,7 +361,7 @@ impl Daemon {
             last_exit: self.machine.last_exit(),
             streak: self.machine.streak(),
             restarts: self.machine.restarts(),
-            port_holder: self.seen.port_holder.clone(),
+            port_holder: self.port.shown().port_holder.clone(),
             log_dir: match self.cfg.log.to {
                 crate::config::LogTo::Files => self.cfg.log.dir.display().to_string(),
                 crate::config::LogTo::Stdout => String::new(),
