@@ -169,6 +169,8 @@ pub(crate) struct Daemon {
     metrics: Option<(Arc<exporter::View>, std::os::fd::RawFd)>,
     /// Until `run` starts: what a `reload`ed image still has to apply.
     carry: Option<Carry>,
+    /// The machine said `Exit`: everything is stopped; the loop ends.
+    exit: bool,
 }
 
 /// How this image of the supervisor began.
@@ -403,6 +405,7 @@ impl Daemon {
             handovers: state::Handovers::default(),
             metrics: None,
             carry,
+            exit: false,
             cfg,
         })
     }
@@ -448,7 +451,7 @@ impl Daemon {
         self.start_metrics(handed_metrics);
 
         let mut poll = Duration::from_millis(2);
-        while self.machine.phase() != Phase::Exited {
+        while !self.exit {
             let deadline = self.machine.deadline();
             let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. })
                 || self.machine.second_group_pending().is_some();
@@ -654,7 +657,7 @@ impl Daemon {
         // its way out: a deliberate start afterwards begins afresh. Only
         // one that died (SIGKILL, a crash, `kickstart -k`) and was started
         // again carries its crash loop on.
-        if prev.state == "not-running" {
+        if prev.state == Phase::Exited.name() {
             return;
         }
         let recent = prev
@@ -796,8 +799,8 @@ impl Daemon {
                 // with it: after a stop, nothing that served is alive. On
                 // `stop` or a requested restart, looked for anywhere (a
                 // process the child passed fd 3 to); else in our tree.
-                let on_request = self.machine.want() == crate::policy::Want::Down
-                    || self.machine.state_name() == "restarting";
+                let on_request =
+                    self.machine.want() == crate::policy::Want::Down || self.machine.restarting();
                 let rivals = match (on_request, kill) {
                     (true, false) => self.rivals_anywhere(),
                     _ => self.rivals(),
@@ -817,7 +820,10 @@ impl Daemon {
                 self.narrate(note);
                 None
             }
-            Action::Exit => None,
+            Action::Exit => {
+                self.exit = true;
+                None
+            }
             Action::SpawnNew => Some(self.spawn_new()),
             Action::SignalSecond { kill, .. } => {
                 self.signal_second(kill);

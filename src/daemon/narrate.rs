@@ -118,17 +118,16 @@ impl Daemon {
                      stopping them before a child starts"
                 );
             }
-            Note::Unhealthy {
-                pid,
-                why: Failure::Memory(bytes),
-            } => {
-                let line = memory::narration(pid, bytes, self.memory.max());
-                warn!("{line}");
-                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
-            }
             Note::Unhealthy { pid, why } => {
                 let h = &self.cfg.health;
                 let text = match why {
+                    // `max_memory`: its own words and its own alert.
+                    Failure::Memory(bytes) => {
+                        let line = memory::narration(pid, bytes, self.memory.max());
+                        warn!("{line}");
+                        self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+                        return;
+                    }
                     Failure::StartTimeout => format!(
                         "not ready within start_timeout ({})",
                         human(h.start_timeout)
@@ -144,7 +143,6 @@ impl Daemon {
                         "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
-                    Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
                 };
                 let line = format!(
                     "child {pid} is unhealthy: {text}; stopping it gracefully to restart it"
