@@ -148,7 +148,7 @@ fn reach(path: &Path) -> Result<(StateLocation, Option<Config>), String> {
 /// What `run` needs that only the system can tell, checked the same way by
 /// `check-config`: nothing here changes anything (a file created and
 /// removed at once proves a folder writable).
-struct Preflight {
+struct Checked {
     /// Who the child runs as, when that differs from us.
     creds: Option<Creds>,
     /// What the child's umask, nice and limits will be, and the facts
@@ -160,7 +160,7 @@ struct Preflight {
 
 /// Every check `run` makes before it starts anything; a failure is the
 /// same exit 78 for both commands.
-fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
+fn run_checks(cfg: &Config) -> Result<Checked, Fatal> {
     let file = cfg.path.display();
     let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
         .map_err(|e| Fatal::config(format!("{file}: {e}")).then(NOTHING_STARTED))?;
@@ -244,7 +244,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
             ));
         }
     }
-    Ok(Preflight {
+    Ok(Checked {
         creds,
         attributes,
         warnings,
@@ -312,7 +312,7 @@ fn root_files(cfg: &Config) -> Result<(), Fatal> {
     }
     if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
         let ours = std::env::var_os("PATH");
-        // Not found: preflight warns; nothing to check yet.
+        // Not found: run_checks warns; nothing to check yet.
         if let Ok(found) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
             let what = format!("{}: key `alerts.command`: the program", cfg.path.display());
             fsafe::check_root_file(&what, &found, ROOT_REMEDY).map_err(refuse)?;
@@ -398,7 +398,7 @@ fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     handoff::can_take_over().map_err(Fatal::failure)?;
     root_files(cfg)?;
-    let pre = preflight(cfg)?;
+    let pre = run_checks(cfg)?;
     // Started the way `run` would be, by a manager passing the socket?
     // Every check comes before the first line of output: an invalid config
     // prints its errors only, not the resolved config first.
@@ -429,7 +429,7 @@ fn check_config(cfg: &Config) -> Outcome {
 /// A copy that loses the race for the lock (launchd starting one at every
 /// login, a second `run` typed by hand) does only what finding the lock
 /// takes: the config, the folders' refusal, the state dir, the lock. The
-/// rest of [`preflight`] (the user database, limits, PATH searches, /proc)
+/// rest of [`run_checks`] (the user database, limits, PATH searches, /proc)
 /// runs once this copy holds the lock; its failure is still 78 with no
 /// child started, the pid file left empty.
 fn run(path: &Path) -> Outcome {
@@ -491,7 +491,7 @@ fn run(path: &Path) -> Outcome {
     }
 
     // From here on we are the one supervisor.
-    let pre = preflight(&cfg)?;
+    let pre = run_checks(&cfg)?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
@@ -595,13 +595,13 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
     // config it runs under (the child's cwd or user gone since it started)
     // fails the reload and leaves it running as it is, with the identity
     // the old image used.
-    let creds = match preflight(&cfg) {
+    let creds = match run_checks(&cfg) {
         Ok(pre) => pre.creds,
         Err(f) => {
             problems.push(f);
             let again = (cfg != old).then(|| {
                 cfg = old.clone();
-                preflight(&cfg)
+                run_checks(&cfg)
             });
             match again {
                 Some(Ok(pre)) => pre.creds,

@@ -128,11 +128,13 @@ impl Daemon {
     /// the second child is stopped with the rest: its group as a group
     /// (what it forks on its way out goes too), and each member and its
     /// leader by pid with its start time (should one leave the group).
+    /// The group first: while a stop is under way, each gets its signal
+    /// once (by the group; by pid only what is outside it).
     pub(super) fn stop_also(&mut self, pgid: i32) {
         let mut members = sys::group_members(pgid);
         members.extend(self.second.singles());
-        self.targets.add(&members);
         self.targets.add_group(pgid);
+        self.targets.add(&members);
         self.second = Targets::default();
     }
 

@@ -118,17 +118,16 @@ impl Daemon {
                      stopping them before a child starts"
                 );
             }
-            Note::Unhealthy {
-                pid,
-                why: Failure::Memory(bytes),
-            } => {
-                let line = memory::narration(pid, bytes, self.memory.max());
-                warn!("{line}");
-                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
-            }
             Note::Unhealthy { pid, why } => {
                 let h = &self.cfg.health;
                 let text = match why {
+                    // `max_memory`: its own words and its own alert.
+                    Failure::Memory(bytes) => {
+                        let line = memory::narration(pid, bytes, self.memory.max());
+                        warn!("{line}");
+                        self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+                        return;
+                    }
                     Failure::StartTimeout => format!(
                         "not ready within start_timeout ({})",
                         human(h.start_timeout)
@@ -144,7 +143,6 @@ impl Daemon {
                         "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
-                    Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
                 };
                 let line = format!(
                     "child {pid} is unhealthy: {text}; stopping it gracefully to restart it"
@@ -297,9 +295,9 @@ impl Daemon {
 
     /// Why the port cannot be bound, and who holds it if that is known.
     fn port_trouble(&self) -> String {
-        let why = self.seen.bind_error.as_deref().unwrap_or("cannot bind");
-        let held = self
-            .seen
+        let port = self.port.shown();
+        let why = port.bind_error.as_deref().unwrap_or("cannot bind");
+        let held = port
             .port_holder
             .as_ref()
             .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
@@ -361,7 +359,7 @@ impl Daemon {
             last_exit: self.machine.last_exit(),
             streak: self.machine.streak(),
             restarts: self.machine.restarts(),
-            port_holder: self.seen.port_holder.clone(),
+            port_holder: self.port.shown().port_holder.clone(),
             log_dir: match self.cfg.log.to {
                 crate::config::LogTo::Files => self.cfg.log.dir.display().to_string(),
                 crate::config::LogTo::Stdout => String::new(),

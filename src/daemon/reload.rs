@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +49,6 @@ use super::helper::Helper;
 use super::{signals, Daemon};
 use crate::config::Config;
 use crate::exit::Fatal;
-use crate::listener::Listener;
 use crate::logs::{Handed, Readers, Stream};
 use crate::policy::{Event, ExitKind, Want};
 
@@ -349,14 +348,15 @@ impl Daemon {
                 cleanup,
             }
         });
+        let (listen_fd, managers) = self.port.hand();
         let handoff =
             Handoff {
                 version: HANDOFF_VERSION,
                 lock_fd: self.state.lock().raw_fd(),
-                listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
-                inherited: self.seen.inherited,
-                socket_id: self.seen.socket_id,
-                managers: self.managers.clone(),
+                listen_fd,
+                inherited: self.port.shown().inherited,
+                socket_id: self.port.shown().socket_id,
+                managers,
                 notify,
                 pipes: pipes
                     .iter()
@@ -466,7 +466,7 @@ impl Daemon {
     /// restarts the child gracefully; the rest is live already.
     fn apply_changes(&mut self, old: &Config) {
         let cfg = &self.cfg;
-        if self.next_listener.is_some() {
+        if self.port.switching() {
             info!(
                 "reload: {} bound; the child moves there from {}",
                 cfg.listen.address, old.listen.address
@@ -474,7 +474,7 @@ impl Daemon {
             match self.machine.child_pid() {
                 // Onto the new socket: the old child must go first.
                 Some(_) => self.feed(Event::RestartStopFirst),
-                None => self.switch_listener(),
+                None => self.port.switch(),
             }
         } else if cfg.child != old.child
             || cfg.health != old.health
@@ -486,33 +486,6 @@ impl Daemon {
             }
         } else if self.machine.child_pid().is_some() {
             info!("reload: nothing the child depends on changed; it carries on");
-        }
-    }
-
-    /// Before a launch: a socket bound for a changed `[listen]` replaces
-    /// the old one (closed here, once no child holds it).
-    pub(super) fn switch_listener(&mut self) {
-        let Some(fd) = self.next_listener.take() else {
-            return;
-        };
-        // The new socket takes fd 3 and the old one closes in one step:
-        // fd 3 is never free for another file to land on.
-        let moved = match self.listener.as_mut() {
-            Some(l) => l.replace(fd),
-            None => Listener::adopt(fd).map(|l| self.listener = Some(l)),
-        };
-        match moved.map(|()| self.listener.as_ref().map(|l| sys::socket_id(l.as_fd()))) {
-            Ok(id) => {
-                self.seen.socket_id = id.flatten();
-                self.seen.address = self.cfg.listen.address.to_string();
-                self.seen.inherited = false;
-                self.seen.bound = true;
-                self.managers.clear();
-            }
-            Err(e) => warn!(
-                "reload: cannot move the socket for {} into place ({e}); the child keeps the old one",
-                self.cfg.listen.address
-            ),
         }
     }
 }

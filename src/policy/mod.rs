@@ -165,11 +165,22 @@ impl Machine {
     /// starts the new one, until its outcome is told: the supervisor is
     /// not stopping.
     pub(crate) fn state_name(&self) -> &'static str {
-        let name = self.phase.name();
-        match name {
-            "stopping" | "starting" if self.asked && self.want == Want::Up => "restarting",
-            _ => name,
+        match self.restarting() {
+            true => "restarting",
+            false => self.phase.name(),
         }
+    }
+
+    /// Whether a requested restart stops the old child or starts the new
+    /// one (`restarting` in `status`).
+    pub(crate) fn restarting(&self) -> bool {
+        let between = match self.phase {
+            Phase::Stopping { .. } | Phase::Starting => true,
+            // Started, not ready yet: "starting".
+            Phase::Running { health, .. } => health.ready_since.is_none(),
+            _ => false,
+        };
+        between && self.asked && self.want == Want::Up
     }
 
     pub(crate) fn streak(&self) -> u32 {

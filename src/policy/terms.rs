@@ -203,9 +203,9 @@ pub(crate) enum Action {
     /// Send the stop signal (`kill == false`) or SIGKILL to everything
     /// being stopped: the child's process group, the child itself if it
     /// left the group, and whatever else holds our socket.
-    Signal {
-        kill: bool,
-    },
+    Signal { kill: bool },
+    /// Everything is stopped and nothing will start again: the driver
+    /// ends its loop and exits.
     Exit,
     /// Something for the log (and for alerts); nothing to do.
     Note(Note),
@@ -215,15 +215,10 @@ pub(crate) enum Action {
     SpawnNew,
     /// Send the stop signal (or SIGKILL) to the handover's second child:
     /// its process group `pgid` (and the leader, should it have left it).
-    SignalSecond {
-        pgid: i32,
-        kill: bool,
-    },
+    SignalSecond { pgid: i32, kill: bool },
     /// The handover ends into a stop of everything: process group `pgid`
     /// joins what `Signal` reaches and what must be gone before going on.
-    StopAlso {
-        pgid: i32,
-    },
+    StopAlso { pgid: i32 },
 }
 
 /// Why a restart (or a handover) did not bring a new ready child.
