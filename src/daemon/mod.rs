@@ -428,15 +428,16 @@ impl Daemon {
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
         self.port.become_subreaper();
-        // `restart` tells outcomes apart by their number: carry it on.
-        self.seen.restart = state::read(&self.cfg.state_path())
-            .ok()
-            .flatten()
-            .and_then(|r| r.supervisor)
-            .and_then(|s| s.restart);
+        // The earlier record, read once: `restart` tells outcomes apart by
+        // their number (carry it on), and a fresh start takes over from it.
+        let prev = state::read(&self.cfg.state_path()).ok().flatten();
+        self.seen.restart = prev
+            .as_ref()
+            .and_then(|r| r.supervisor.as_ref())
+            .and_then(|s| s.restart.clone());
         let handed_metrics = match self.carry.take() {
             None => {
-                self.take_over();
+                self.take_over(prev);
                 None
             }
             Some(Carry {
@@ -564,8 +565,8 @@ impl Daemon {
     /// its child if that is still alive (stopped before we bind). The
     /// earlier record is overwritten only once we know what it names, and
     /// then names it until it is gone.
-    fn take_over(&mut self) {
-        let Some(prev) = state::read(&self.cfg.state_path()).ok().flatten() else {
+    fn take_over(&mut self, prev: Option<state::Record>) {
+        let Some(prev) = prev else {
             self.feed(Event::Start);
             return;
         };
