@@ -20,7 +20,7 @@ use crate::child::{self, Creds};
 use crate::cli::{Check, Cli, Command};
 use crate::config::{self, Config, LogTo, StateLocation};
 use crate::daemon::{self, handoff, reload, Daemon, Origin, Resumption};
-use crate::exit::{self, Fatal, Outcome};
+use crate::exit::{self, Fatal, Outcome, NOTHING_STARTED};
 use crate::fsafe;
 use crate::listener;
 use crate::lock::{self, Finding, InstanceLock};
@@ -66,7 +66,15 @@ pub fn main(cli: Cli) -> i32 {
         Command::ReopenLogs => reach(&path)
             .map_err(Fatal::config)
             .and_then(|(loc, cfg)| signal(&loc, cfg.as_ref(), Signal::SIGHUP, "reopen the logs")),
-        Command::CheckConfig => load(&path).and_then(|cfg| check_config(&cfg)),
+        Command::CheckConfig => match load(&path).and_then(|cfg| check_config(&cfg)) {
+            // A reload's preflight: the refusal goes to the supervisor
+            // that asked, typed, as one JSON line.
+            Err(fatal) if handoff::asked_by_a_reload() => {
+                crate::say!("{}", serde_json::to_string(&fatal).unwrap_or_default());
+                return fatal.code;
+            }
+            checked => checked,
+        },
         Command::HandoffVersion => {
             crate::out!("{}", reload::handoff_answer());
             Ok(exit::OK)
@@ -112,7 +120,8 @@ fn print_bytes(bytes: &[u8]) -> Outcome {
 }
 
 fn load(path: &Path) -> Result<Config, Fatal> {
-    Config::load(path).map_err(|e| Fatal::config(format!("invalid configuration:\n{e}")))
+    Config::load(path)
+        .map_err(|e| Fatal::config("invalid configuration").with_detail(e.to_string()))
 }
 
 /// Where the running supervisor for the config at `path` keeps its files,
@@ -139,7 +148,7 @@ fn reach(path: &Path) -> Result<(StateLocation, Option<Config>), String> {
 /// What `run` needs that only the system can tell, checked the same way by
 /// `check-config`: nothing here changes anything (a file created and
 /// removed at once proves a folder writable).
-struct Preflight {
+struct Checked {
     /// Who the child runs as, when that differs from us.
     creds: Option<Creds>,
     /// What the child's umask, nice and limits will be, and the facts
@@ -151,10 +160,10 @@ struct Preflight {
 
 /// Every check `run` makes before it starts anything; a failure is the
 /// same exit 78 for both commands.
-fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
+fn run_checks(cfg: &Config) -> Result<Checked, Fatal> {
     let file = cfg.path.display();
     let creds = child::credentials(cfg.child.user.as_deref(), cfg.child.allow_root)
-        .map_err(|e| Fatal::config(format!("{file}: {e}; nothing started")))?;
+        .map_err(|e| Fatal::config(format!("{file}: {e}")).then(NOTHING_STARTED))?;
     check_dirs(cfg)?;
     check_writable("state dir", &cfg.supervisor.state_dir)?;
     if cfg.log.to == LogTo::Files {
@@ -166,15 +175,17 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             return Err(Fatal::config(format!(
-                "{file}: key `child.cwd`: {} is not a folder; nothing started",
+                "{file}: key `child.cwd`: {} is not a folder",
                 cfg.child.cwd.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
         Err(e) => {
             return Err(Fatal::config(format!(
-                "{file}: key `child.cwd`: {}: {e}; nothing started",
+                "{file}: key `child.cwd`: {}: {e}",
                 cfg.child.cwd.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
     }
     let mut warnings = Vec::new();
@@ -222,8 +233,9 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
         if program.contains('/') && !Path::new(program).is_absolute() {
             return Err(Fatal::config(format!(
                 "{file}: key `alerts.command`: {program:?} must be an absolute path or a name \
-                 found on PATH; nothing started"
-            )));
+                 found on PATH"
+            ))
+            .then(NOTHING_STARTED));
         }
         let ours = std::env::var_os("PATH");
         if let Err(e) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
@@ -232,7 +244,7 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
             ));
         }
     }
-    Ok(Preflight {
+    Ok(Checked {
         creds,
         attributes,
         warnings,
@@ -243,18 +255,19 @@ fn preflight(cfg: &Config) -> Result<Preflight, Fatal> {
 /// nearest folder above it, where `run` will create it)? Tried for real —
 /// a file created and removed at once — since modes alone do not tell a
 /// read-only mount, an immutable folder or a quota. A 78 naming the folder
-/// and the system's reason.
+/// and the system's reason. The name is `mkstemp`'s: that folder may be a
+/// sticky one others write in too (`/tmp`), where a name they can guess
+/// could be taken already.
 fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
     let Some(existing) = dir.ancestors().find(|d| d.symlink_metadata().is_ok()) else {
         return Ok(());
     };
-    let probe = existing.join(format!(".supervisor-check.{}", std::process::id()));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
+    let created = nix::unistd::mkstemp(&existing.join(".supervisor-check.XXXXXX"))
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32));
     match created {
-        Ok(_) => {
+        Ok((fd, probe)) => {
+            // SAFETY: mkstemp just returned this descriptor; nothing else owns it.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
@@ -265,9 +278,10 @@ fn check_writable(what: &str, dir: &Path) -> Result<(), Fatal> {
                 format!(" (it would be created in {})", existing.display())
             };
             Err(Fatal::config(format!(
-                "{what} {}: cannot create files there{place}: {e}; nothing started",
+                "{what} {}: cannot create files there{place}: {e}",
                 dir.display()
-            )))
+            ))
+            .then(NOTHING_STARTED))
         }
     }
 }
@@ -285,7 +299,7 @@ fn root_files(cfg: &Config) -> Result<(), Fatal> {
     if fsafe::euid() != 0 {
         return Ok(());
     }
-    let refuse = |e: String| Fatal::config(format!("{e}; nothing started"));
+    let refuse = |e: String| Fatal::config(e).then(NOTHING_STARTED);
     fsafe::check_root_file("config", &cfg.path, ROOT_REMEDY).map_err(refuse)?;
     match std::env::current_exe() {
         Ok(exe) => fsafe::check_root_file("the supervisor's executable", &exe, ROOT_REMEDY)
@@ -298,7 +312,7 @@ fn root_files(cfg: &Config) -> Result<(), Fatal> {
     }
     if let Some(program) = cfg.alerts.as_ref().and_then(|a| a.command.first()) {
         let ours = std::env::var_os("PATH");
-        // Not found: preflight warns; nothing to check yet.
+        // Not found: run_checks warns; nothing to check yet.
         if let Ok(found) = child::resolve_program(program, ours.as_deref(), Path::new("/")) {
             let what = format!("{}: key `alerts.command`: the program", cfg.path.display());
             fsafe::check_root_file(&what, &found, ROOT_REMEDY).map_err(refuse)?;
@@ -316,10 +330,8 @@ fn log_perms(cfg: &Config) -> Result<Perms, Fatal> {
         return Ok(Perms::PRIVATE);
     };
     let bad = |why: String| {
-        Fatal::config(format!(
-            "{}: key `log.group`: {why}; nothing started",
-            cfg.path.display()
-        ))
+        Fatal::config(format!("{}: key `log.group`: {why}", cfg.path.display()))
+            .then(NOTHING_STARTED)
     };
     let group = match name.parse::<u32>() {
         Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
@@ -363,7 +375,7 @@ fn check_dirs(cfg: &Config) -> Result<bool, Fatal> {
 fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Facts), Fatal> {
     let file = cfg.path.display();
     let facts =
-        attrs::Facts::here().map_err(|e| Fatal::failure(format!("{e}; nothing started")))?;
+        attrs::Facts::here().map_err(|e| Fatal::failure(e.to_string()).then(NOTHING_STARTED))?;
     let plan =
         attrs::plan(&attrs::Wanted::of(&cfg.child, other_user), &facts).map_err(|refused| {
             let lines: Vec<String> = refused
@@ -371,11 +383,10 @@ fn attributes(cfg: &Config, other_user: bool) -> Result<(attrs::Plan, attrs::Fac
                 .map(|r| format!("{file}: key `{}`: {}", r.key, r.why))
                 .collect();
             match lines.as_slice() {
-                [one] => Fatal::config(format!("{one}; nothing started")),
-                _ => Fatal::config(format!(
-                    "this system refuses these limits; nothing started:\n{}",
-                    lines.join("\n")
-                )),
+                [one] => Fatal::config(one.as_str()).then(NOTHING_STARTED),
+                _ => Fatal::config("this system refuses these limits")
+                    .with_detail(lines.join("\n"))
+                    .then(NOTHING_STARTED),
             }
         })?;
     Ok((plan, facts))
@@ -387,7 +398,7 @@ fn check_config(cfg: &Config) -> Outcome {
     // As a reload's preflight: can this build take over?
     handoff::can_take_over().map_err(Fatal::failure)?;
     root_files(cfg)?;
-    let pre = preflight(cfg)?;
+    let pre = run_checks(cfg)?;
     // Started the way `run` would be, by a manager passing the socket?
     // Every check comes before the first line of output: an invalid config
     // prints its errors only, not the resolved config first.
@@ -418,7 +429,7 @@ fn check_config(cfg: &Config) -> Outcome {
 /// A copy that loses the race for the lock (launchd starting one at every
 /// login, a second `run` typed by hand) does only what finding the lock
 /// takes: the config, the folders' refusal, the state dir, the lock. The
-/// rest of [`preflight`] (the user database, limits, PATH searches, /proc)
+/// rest of [`run_checks`] (the user database, limits, PATH searches, /proc)
 /// runs once this copy holds the lock; its failure is still 78 with no
 /// child started, the pid file left empty.
 fn run(path: &Path) -> Outcome {
@@ -432,8 +443,11 @@ fn run(path: &Path) -> Outcome {
     {
         return run_reloaded(path, handoff);
     }
-    let cfg = Config::load(path)
-        .map_err(|e| Fatal::config(format!("invalid configuration; nothing started:\n{e}")))?;
+    let cfg = Config::load(path).map_err(|e| {
+        Fatal::config("invalid configuration")
+            .with_detail(e.to_string())
+            .then(NOTHING_STARTED)
+    })?;
     root_files(&cfg)?;
     if !check_dirs(&cfg)? {
         lock::create_dir("state dir", &cfg.supervisor.state_dir, 0o700)?;
@@ -455,10 +469,10 @@ fn run(path: &Path) -> Outcome {
         }
         Ok(Err(holder)) => return already_running(&cfg, holder.pid),
         Err(e) => {
-            return Err(Fatal::failure(format!(
-                "cannot lock {}: {e}; nothing started",
-                pid_path.display()
-            )))
+            return Err(
+                Fatal::failure(format!("cannot lock {}: {e}", pid_path.display()))
+                    .then(NOTHING_STARTED),
+            )
         }
     };
 
@@ -477,14 +491,14 @@ fn run(path: &Path) -> Outcome {
     }
 
     // From here on we are the one supervisor.
-    let pre = preflight(&cfg)?;
+    let pre = run_checks(&cfg)?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
     }
     // A socket the service manager passed is taken now, while we are the
     // only thread.
     let passed = listener::from_manager(cfg.listen.address, &cfg.listen.name)
-        .map_err(|e| Fatal::config(format!("{}: {e}; nothing started", cfg.path.display())))?;
+        .map_err(|e| Fatal::config(format!("{}: {e}", cfg.path.display())).then(NOTHING_STARTED))?;
     serve(Serve {
         cfg,
         creds: pre.creds,
@@ -513,7 +527,7 @@ fn already_running(cfg: &Config, pid: Option<i32>) -> Outcome {
                 Some(&address),
                 &cfg.supervisor.state_dir,
             ) {
-                return Err(Fatal::config(format!("{why}; nothing started")));
+                return Err(Fatal::config(why).then(NOTHING_STARTED));
             }
             who = format!("pid {pid}");
         }
@@ -552,31 +566,28 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
             "cannot read the config handed over by the reload:\n{e}"
         ))
     })?;
-    let mut problems: Vec<(i32, String)> = Vec::new();
+    // Each a reason the reload failed (what it leaves in force is said
+    // where it is reported).
+    let mut problems: Vec<Fatal> = Vec::new();
     let mut cfg = match Config::load(path) {
         Ok(cfg) => cfg,
         Err(e) => {
-            problems.push((exit::CONFIG, format!("the config is invalid: {e}")));
+            problems.push(Fatal::config(format!("the config is invalid: {e}")));
             old.clone()
         }
     };
     if cfg.log.to != old.log.to {
-        problems.push((
-            exit::FAILURE,
-            format!(
-                "log.to cannot change in a reload (the child's output is wired when it starts; \
-                 it stays \"{}\"); stop and start the supervisor to change it",
-                old.log.to.as_str()
-            ),
-        ));
+        problems.push(Fatal::failure(format!(
+            "log.to cannot change in a reload (the child's output is wired when it starts; \
+             it stays \"{}\"); stop and start the supervisor to change it",
+            old.log.to.as_str()
+        )));
         cfg.log.to = old.log.to;
     }
     if cfg.supervisor != old.supervisor {
-        problems.push((
-            exit::FAILURE,
+        problems.push(Fatal::failure(
             "supervisor.state_dir cannot change in a reload (the lock lives there); \
-             stop and start the supervisor to move it"
-                .into(),
+             stop and start the supervisor to move it",
         ));
         cfg = old.clone();
     }
@@ -584,22 +595,18 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
     // config it runs under (the child's cwd or user gone since it started)
     // fails the reload and leaves it running as it is, with the identity
     // the old image used.
-    let mut refused = |f: Fatal| {
-        let message = f.message.trim_end_matches("; nothing started");
-        problems.push((f.code, message.to_owned()));
-    };
-    let creds = match preflight(&cfg) {
+    let creds = match run_checks(&cfg) {
         Ok(pre) => pre.creds,
         Err(f) => {
-            refused(f);
+            problems.push(f);
             let again = (cfg != old).then(|| {
                 cfg = old.clone();
-                preflight(&cfg)
+                run_checks(&cfg)
             });
             match again {
                 Some(Ok(pre)) => pre.creds,
                 Some(Err(f)) => {
-                    refused(f);
+                    problems.push(f);
                     handoff.creds.clone()
                 }
                 None => handoff.creds.clone(),
@@ -611,15 +618,12 @@ fn run_reloaded(path: &Path, resumed: handoff::Resumed) -> Outcome {
         match listener::Listener::bind_elsewhere(cfg.listen.address, cfg.listen.backlog) {
             Ok(fd) => next_listener = Some(fd),
             Err(e) => {
-                problems.push((
-                    exit::FAILURE,
-                    format!(
-                        "cannot bind the new listen.address {}: {}; everything stays as it was (still on {})",
-                        cfg.listen.address,
-                        listener::describe_bind_error(&e),
-                        old.listen.address
-                    ),
-                ));
+                problems.push(Fatal::failure(format!(
+                    "cannot bind the new listen.address {}: {}; everything stays as it was (still on {})",
+                    cfg.listen.address,
+                    listener::describe_bind_error(&e),
+                    old.listen.address
+                )));
                 cfg = old.clone();
             }
         }
@@ -851,12 +855,9 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
     // The answer is a change: more reloads, or a reload error other than
     // the one recorded before asking (its time stamp has only
     // milliseconds, so comparing it with the clock could miss a fast one).
-    if let Some(h) = found.handover.as_ref() {
-        return Err(Fatal::failure(format!(
-            "a handover is in progress ({}); reload once it is over",
-            handover_words(h)
-        )));
-    }
+    // A handover in progress is the supervisor's to refuse (it records
+    // why as the reload's error): a record read here may be older than
+    // the signal.
     let (before, old_error) = found
         .supervisor
         .map_or((0, None), |s| (s.reloads, s.reload_error));
@@ -916,9 +917,13 @@ const RESTART_MARGIN: Duration = Duration::from_secs(5);
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `supervisor restart`: SIGUSR1 to the running supervisor, then wait for
-/// the outcome it records (`supervisor.restart`, numbered: a new number is
-/// the answer to this request, or to one that was already under way).
-/// A handover in progress is refused at once (exit 1).
+/// its answer. The supervisor decides when it takes the signal and records
+/// the answer with that moment (`supervisor.restart_answers`): the first
+/// answer made after the signal was sent is this request's (or covers
+/// it). Refused (a handover in progress): exit 1 at once; taken: wait for
+/// the outcome of that restart (`supervisor.restart`, whose
+/// `asked_mono_ns` is no older than the answer). A supervisor too old to
+/// answer: the first outcome numbered after the one recorded before.
 fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some((pid, found)) = running(loc, cfg, "restart the child")? else {
         return Err(Fatal::with_code(
@@ -935,14 +940,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
             .flatten()
             .filter(|r| r.supervisor.as_ref().is_some_and(|s| s.pid == pid))
     };
-    let rec = Some(found);
-    if let Some(h) = rec.as_ref().and_then(|r| r.handover.as_ref()) {
-        return Err(Fatal::failure(format!(
-            "a handover is already in progress ({}); not restarting again",
-            handover_words(h)
-        )));
-    }
-    let sup = rec.and_then(|r| r.supervisor);
+    let sup = found.supervisor;
     let before = sup
         .as_ref()
         .and_then(|s| s.restart.as_ref())
@@ -955,19 +953,31 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         .or(cfg.map(|c| c.child.stop_timeout))
         .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
     let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
+    let sent = sys::monotonic_ns();
     send(pid, Signal::SIGUSR1, "restart the child")?;
     let deadline = Instant::now() + timeout;
     loop {
-        let outcome = record()
-            .and_then(|r| r.supervisor)
-            .and_then(|s| s.restart)
-            .filter(|r| r.seq > before);
-        match outcome {
-            Some(r) if r.ok => {
+        // Ok: the outcome of the restart that took this request; Err: why
+        // it was refused.
+        let answer = record().and_then(|r| r.supervisor).and_then(|s| {
+            let Some(answers) = s.restart_answers else {
+                return s.restart.filter(|r| r.seq > before).map(Ok);
+            };
+            let mine = answers.into_iter().find(|a| a.mono_ns >= sent)?;
+            if let Some(why) = mine.refused {
+                return Some(Err(why));
+            }
+            s.restart
+                .filter(|r| r.asked_mono_ns.is_some_and(|t| t >= mine.mono_ns))
+                .map(Ok)
+        });
+        match answer {
+            Some(Ok(r)) if r.ok => {
                 crate::out!("restarted: {}\n", r.message);
                 return Ok(exit::OK);
             }
-            Some(r) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            Some(Ok(r)) => return Err(Fatal::failure(format!("restart failed: {}", r.message))),
+            Some(Err(why)) => return Err(Fatal::failure(why)),
             None => {}
         }
         if !sys::is_alive(pid) {

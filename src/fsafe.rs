@@ -127,6 +127,16 @@ pub(crate) fn walk(path: &Path, me: u32, final_link: bool) -> Result<Walked, Why
         if name == ".." {
             cur.pop();
             meta = fs::symlink_metadata(&cur).map_err(|e| Why::Io(cur.clone(), e))?;
+            // Judged on the way down as a folder above; as the path's own
+            // end it is judged as the folder itself (a sticky one is not
+            // enough then).
+            if queue.is_empty() {
+                judge(me, meta.uid(), meta.mode(), false).map_err(|flaw| Why::Flawed {
+                    at: cur.clone(),
+                    flaw,
+                    link: false,
+                })?;
+            }
             continue;
         }
         let next = cur.join(&name);
@@ -253,7 +263,7 @@ impl std::fmt::Display for DirError {
 
 impl From<DirError> for crate::exit::Fatal {
     fn from(e: DirError) -> Self {
-        crate::exit::Fatal::config(format!("{e}; nothing started"))
+        crate::exit::Fatal::config(e.to_string()).then(crate::exit::NOTHING_STARTED)
     }
 }
 
@@ -635,6 +645,16 @@ mod tests {
         chmod(&a, 0o755);
         // `..` is resolved physically.
         assert!(check_dir("state dir", &b.join("../b")).unwrap());
+        // A path ending in `..` names the folder above, judged as the folder
+        // itself: sticky and world-writable is fine above ours, not as it.
+        chmod(&a, 0o1777);
+        assert!(check_dir("state dir", &b).unwrap());
+        let e = check_dir("state dir", &b.join(".."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        chmod(&a, 0o755);
+        assert!(check_dir("state dir", &b.join("..")).unwrap());
         // The folder itself a link: refused as before.
         let e = check_dir("state dir", &l).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");

@@ -1,10 +1,10 @@
 //! The listening socket: bound once, kept for the life of the supervisor,
 //! handed to every child as fd 3.
 //!
-//! The supervisor keeps the socket at fd 3 itself (see `reserve_fd3`), so
-//! the child side of the hand-over is a single `fcntl` clearing
-//! close-on-exec: no `dup2` can clobber a descriptor that std's spawn code
-//! uses after fork.
+//! The supervisor keeps the socket at fd 3 itself (fd 3 is reserved
+//! before anything else opens a file, and never left free), so the child
+//! side of the hand-over is a single `fcntl` clearing close-on-exec: no
+//! `dup2` can clobber a descriptor that std's spawn code uses after fork.
 
 use std::io;
 use std::net::SocketAddr;
@@ -122,18 +122,25 @@ impl std::os::fd::AsFd for Listener {
     }
 }
 
+/// A socket bound and listening at some descriptor other than 3,
+/// close-on-exec, waiting to take fd 3's place: a changed `[listen]`
+/// after `reload` is bound while the old socket still serves.
+#[derive(Debug)]
+pub(crate) struct Standby {
+    fd: OwnedFd,
+}
+
 impl Listener {
-    /// Bind and listen on `addr` at some descriptor other than 3, close-on-
-    /// exec: a changed `[listen]` after `reload` is bound while the old
-    /// socket still serves; `adopt` moves it into place later.
-    pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-        bind_socket(addr, backlog)
+    /// Bind and listen on `addr` beside the socket at fd 3; moved into
+    /// place later by [`Listener::replace`] or [`Standby::into_place`].
+    pub(crate) fn bind_elsewhere(addr: SocketAddr, backlog: i32) -> io::Result<Standby> {
+        bind_socket(addr, backlog).map(|fd| Standby { fd })
     }
 
-    /// Put the socket `fd` in place of ours at fd 3; the old one closes in
-    /// the same `dup2` (a changed `[listen]` after `reload`).
-    pub(crate) fn replace(&mut self, fd: OwnedFd) -> io::Result<()> {
-        sys::dup_to(fd.as_raw_fd(), LISTEN_FD)
+    /// Put `next` in place of ours at fd 3; the old socket closes in the
+    /// same `dup2` (a changed `[listen]` after `reload`).
+    pub(crate) fn replace(&mut self, next: Standby) -> io::Result<()> {
+        sys::dup_to(next.fd.as_raw_fd(), LISTEN_FD)
     }
 
     /// Adopt a socket passed to us at `fd` (by a service manager, or across
@@ -150,6 +157,13 @@ impl Listener {
         // original descriptor was closed, or is this one and was forgotten).
         let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
         Ok(Listener { fd })
+    }
+}
+
+impl Standby {
+    /// Moved to fd 3 while no listener is there.
+    pub(crate) fn into_place(self) -> io::Result<Listener> {
+        Listener::adopt(self.fd)
     }
 }
 
@@ -291,10 +305,17 @@ fn launchd_answer(
 /// bind unless both it and the new socket carry it, so the next supervisor
 /// (after a crash or an upgrade) can bind at once.
 fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-    let socket = match bound(addr, false) {
+    bind_listening(addr, backlog, false)
+}
+
+/// [`bind_socket`]'s rule for any listener of ours (the `[metrics]` one
+/// too); `v6_only`: an IPv6 address takes IPv6 only (else an IPv6
+/// wildcard is dual-stack).
+pub(crate) fn bind_listening(addr: SocketAddr, backlog: i32, v6_only: bool) -> io::Result<OwnedFd> {
+    let socket = match bound(addr, false, v6_only) {
         Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => match rival_listener(addr) {
-            Ok(None) => bound(addr, true)?,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => match rival_listener(addr, v6_only) {
+            Ok(None) => bound(addr, true, v6_only)?,
             // A real listener (port_holder names it), or no way to tell:
             // never risk a second server.
             Ok(Some(_)) | Err(_) => return Err(e),
@@ -306,8 +327,11 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     Ok(socket.into())
 }
 
-fn bound(addr: SocketAddr, reuse: bool) -> io::Result<Socket> {
+fn bound(addr: SocketAddr, reuse: bool, v6_only: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && v6_only {
+        socket.set_only_v6(true)?;
+    }
     if reuse {
         socket.set_reuse_address(true)?;
     }
@@ -318,9 +342,9 @@ fn bound(addr: SocketAddr, reuse: bool) -> io::Result<Socket> {
 /// Another socket, not ours, listening on an address of `addr`'s port that
 /// overlaps it (exact, wildcard of the family, IPv6 wildcard taking IPv4,
 /// v4-mapped).
-fn rival_listener(addr: SocketAddr) -> io::Result<Option<sys::TcpListen>> {
-    // Our own IPv6 wildcard is dual-stack unless the system says otherwise.
-    let dual = addr.is_ipv6() && addr.ip().is_unspecified();
+fn rival_listener(addr: SocketAddr, v6_only: bool) -> io::Result<Option<sys::TcpListen>> {
+    // Our own IPv6 wildcard is dual-stack unless asked or the system says otherwise.
+    let dual = addr.is_ipv6() && addr.ip().is_unspecified() && !v6_only;
     Ok(sys::tcp_listeners(addr.port())?
         .into_iter()
         .find(|l| !l.ours && sys::addresses_overlap(addr.ip(), dual, l.addr.ip(), l.dual_stack)))
@@ -460,7 +484,7 @@ mod tests {
         let ours = bind_socket("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let addr = socket2::SockRef::from(&ours).local_addr().unwrap();
         let addr = addr.as_socket().unwrap();
-        assert_eq!(rival_listener(addr).unwrap(), None);
+        assert_eq!(rival_listener(addr, false).unwrap(), None);
     }
 
     /// TIME_WAIT leftovers of a previous listener's connections do not keep
@@ -482,12 +506,12 @@ mod tests {
         drop(client);
         drop(listener);
         // Without SO_REUSEADDR the port is taken by the TIME_WAIT entry.
-        let plain = bound(addr, false);
+        let plain = bound(addr, false, false);
         assert_eq!(
             plain.map(|_| ()).map_err(|e| e.kind()),
             Err(io::ErrorKind::AddrInUse)
         );
-        assert_eq!(rival_listener(addr).unwrap(), None);
+        assert_eq!(rival_listener(addr, false).unwrap(), None);
         let again = bind_socket(addr, 16).expect("bind beside TIME_WAIT leftovers");
         let again = TcpListener::from(again);
         assert_eq!(again.local_addr().unwrap(), addr);

@@ -244,18 +244,50 @@ fn signal_number(name: &str) -> i32 {
 /// grandchild serves for the child) — what `max_memory` adds up. 0 while
 /// no child runs.
 pub(crate) fn child_memory(rec: &Record) -> u64 {
-    let Some(child) = rec.child.as_ref() else {
-        return 0;
+    let group_of = |pid: i32| {
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+            .ok()
+            .map(nix::unistd::Pid::as_raw)
     };
-    let Some(pid) = child.pid else { return 0 };
+    let holders = |id, sup| sys::socket_holders(id, sys::Scope::DescendantsOf(sup));
+    crate::daemon::memory::resident(counted(rec, sys::group_members, holders, group_of))
+}
+
+/// Whose memory [`child_memory`] adds up, given the members of a process
+/// group, the holders of socket `id` below `supervisor`, and a process's
+/// group. During a handover the other child holds the socket too: its
+/// group is not the child's (nor does `max_memory` count it).
+fn counted(
+    rec: &Record,
+    members: impl Fn(i32) -> Vec<i32>,
+    holders: impl FnOnce(u64, i32) -> Vec<i32>,
+    group_of: impl Fn(i32) -> Option<i32>,
+) -> Vec<i32> {
+    let Some(child) = rec.child.as_ref() else {
+        return Vec::new();
+    };
+    let Some(pid) = child.pid else {
+        return Vec::new();
+    };
     let supervisor = rec.supervisor.as_ref().map(|s| s.pid);
-    let mut pids = child.pgid.map(sys::group_members).unwrap_or_default();
+    // Each child leads its own group: the other child's pid is its group.
+    let other = rec.handover.as_ref().and_then(|h| {
+        h.second.map(|g| g.pgid).or(match h.phase.as_str() {
+            "draining" => Some(h.old_pid),
+            _ => h.new_pid,
+        })
+    });
+    let mut pids = child.pgid.map(members).unwrap_or_default();
     pids.push(pid);
     if let (Some(id), Some(sup)) = (rec.listen.as_ref().and_then(|l| l.socket_id), supervisor) {
-        pids.extend(sys::socket_holders(id, sys::Scope::DescendantsOf(sup)));
+        pids.extend(
+            holders(id, sup)
+                .into_iter()
+                .filter(|p| other.is_none_or(|o| *p != o && group_of(*p) != Some(o))),
+        );
     }
     pids.retain(|p| Some(*p) != supervisor);
-    crate::daemon::memory::resident(pids)
+    pids
 }
 
 #[cfg(test)]
@@ -414,6 +446,80 @@ mod tests {
             let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
             assert_eq!(samples.len(), 2, "{text}");
         }
+    }
+
+    #[test]
+    fn memory_counts_the_childs_group_and_socket_holders_not_the_other_child_of_a_handover() {
+        let mut rec = running();
+        rec.listen.as_mut().unwrap().socket_id = Some(77);
+        // Group 41: the child and its worker 42. Holding socket 77 below the
+        // supervisor (40): the child, its daemonized grandchild 50 (group
+        // 50), and, during a handover, the new child 60 and its worker 61.
+        let members = |g: i32| match g {
+            41 => vec![41, 42],
+            60 => vec![60, 61],
+            _ => vec![],
+        };
+        let holders = |id: u64, sup: i32| {
+            assert_eq!((id, sup), (77, 40));
+            vec![41, 50, 60, 61]
+        };
+        let group_of = |p: i32| {
+            Some(if p >= 60 {
+                60
+            } else if p == 50 {
+                50
+            } else {
+                41
+            })
+        };
+        let sorted = |mut v: Vec<i32>| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        assert_eq!(
+            sorted(counted(&rec, members, holders, group_of)),
+            [41, 42, 50, 60, 61]
+        );
+        // Starting: child 41 serves, new child 60 starts. Draining: 60
+        // serves, old 41 is stopping. Either way, only the one `child` names.
+        for (phase, serving, other, want) in [
+            ("starting", 41, 60, vec![41, 42, 50]),
+            ("draining", 60, 41, vec![50, 60, 61]),
+        ] {
+            let mut rec = rec.clone();
+            let c = rec.child.as_mut().unwrap();
+            c.pid = Some(serving);
+            c.pgid = Some(serving);
+            rec.handover = Some(state::HandoverInfo {
+                phase: phase.into(),
+                new_pid: Some(60),
+                old_pid: 41,
+                started_at: "2026-11-26T08:00:02Z".into(),
+                second: Some(state::GroupInfo {
+                    pgid: other,
+                    start_time: None,
+                    sid: None,
+                }),
+            });
+            assert_eq!(
+                sorted(counted(&rec, members, holders, group_of)),
+                want,
+                "{phase}"
+            );
+            // Without the group recorded (a record from an older image).
+            rec.handover.as_mut().unwrap().second = None;
+            assert_eq!(
+                sorted(counted(&rec, members, holders, group_of)),
+                want,
+                "{phase}, no group"
+            );
+        }
+        // No child: nothing, and no scan.
+        rec.child.as_mut().unwrap().pid = None;
+        let no_scan = |_: u64, _: i32| -> Vec<i32> { panic!("scanned with no child") };
+        assert!(counted(&rec, members, no_scan, group_of).is_empty());
     }
 
     #[test]

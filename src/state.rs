@@ -90,6 +90,27 @@ pub struct RestartOutcome {
     pub ok: bool,
     /// What happened, for people: the new child that serves, or why not.
     pub message: String,
+    /// When the supervisor took the last request this restart answers
+    /// (`RestartAnswer::mono_ns`; several requests taken while one
+    /// restart is under way are answered by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_mono_ns: Option<u64>,
+}
+
+/// The supervisor's answer to one restart request (SIGUSR1), made when it
+/// took the signal: taken (a restart is under way; its outcome follows in
+/// `restart`) or refused (a handover is in progress). `supervisor restart`
+/// reads the first answer made after it sent its signal: that one is its
+/// own (or covers it), however stale the record was when it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartAnswer {
+    /// When it was taken, on the machine's monotonic clock
+    /// (`sys::monotonic_ns`), in nanoseconds.
+    pub mono_ns: u64,
+    pub taken: bool,
+    /// Why it was refused, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// The record's `counters`: totals since the supervisor process started
@@ -170,6 +191,10 @@ pub struct SupervisorInfo {
     /// The outcome of the last requested restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartOutcome>,
+    /// The answers to the last few restart requests, oldest first (null
+    /// from a supervisor too old to give them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_answers: Option<Vec<RestartAnswer>>,
     /// `health.start_timeout` this supervisor runs with, in ms (with
     /// `stop_timeout_ms`, how long `restart` waits by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -120,53 +120,6 @@ fn supervisor_log(env: &Env) -> String {
 
 // ------------------------------------------------------------ nobody
 
-/// The uid and gid of `nobody`.
-fn nobody() -> (u32, u32) {
-    let u = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .expect("a user named nobody");
-    (u.uid.as_raw(), u.gid.as_raw())
-}
-
-/// A python that `nobody` may run (the harness's may live under /root).
-fn python_for_nobody() -> String {
-    let (uid, gid) = nobody();
-    let candidates = [
-        python(),
-        "/usr/bin/python3",
-        "/usr/local/bin/python3",
-        "/opt/homebrew/bin/python3",
-    ];
-    for py in candidates {
-        let mut cmd = Command::new(py);
-        cmd.args(["-c", "import resource"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: only set*id system calls between fork and exec.
-        unsafe { cmd.pre_exec(move || become_user(uid, gid)) };
-        if cmd.status().is_ok_and(|s| s.success()) {
-            return py.to_owned();
-        }
-    }
-    panic!("no python3 that user nobody can run among {candidates:?}");
-}
-
-/// Drop to `uid`/`gid`, no supplementary groups (for `pre_exec`).
-fn become_user(uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: plain system calls on integers.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Set a (soft, hard) limit (for `pre_exec`).
 fn set_limit(r: RawResource, soft: libc::rlim_t, hard: libc::rlim_t) -> io::Result<()> {
     let lim = libc::rlimit {
@@ -192,7 +145,7 @@ fn for_nobody(mut env: Env, args: &[&str]) -> Env {
 /// Give the temp dir and its config to `nobody`, for a supervisor that
 /// runs as nobody.
 fn hand_to_nobody(env: &Env) {
-    let (uid, gid) = nobody();
+    let (uid, gid, _) = nobody();
     for p in [&env.dir, &env.config] {
         std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
     }
@@ -381,7 +334,7 @@ fn unset_keys_leave_what_the_supervisor_has() {
 
 #[test]
 fn a_dropped_user_still_gets_the_limits() {
-    let (uid, _) = nobody();
+    let (uid, _, _) = nobody();
     let nofile = within_hard(libc::RLIMIT_NOFILE, 2000);
     let env = for_nobody(
         Setup::new("attrs.py")
@@ -429,7 +382,7 @@ fn a_dropped_user_still_gets_the_limits() {
 
 #[test]
 fn nofile_above_the_hard_limit_as_non_root_is_78_naming_the_key() {
-    let (uid, gid) = nobody();
+    let (uid, gid, _) = nobody();
     let env = for_nobody(
         Setup::new("attrs.py")
             .raw("child", "limits", "{ nofile = 4096 }")
@@ -483,7 +436,7 @@ fn unlimited_open_files_are_refused_with_78() {
 
 #[test]
 fn a_negative_nice_as_non_root_is_a_spawn_error_naming_the_key() {
-    let (uid, gid) = nobody();
+    let (uid, gid, _) = nobody();
     let env = for_nobody(
         Setup::new("attrs.py")
             .raw("child", "nice", "-5")

@@ -477,3 +477,142 @@ fn a_supervisor_killed_mid_handover_leaves_nothing_the_next_one_does_not_stop() 
         env.fail("the log does not say the second child was stopped");
     }
 }
+
+/// Whether `sig` is pending for process `pid` (`ShdPnd` in
+/// `/proc/PID/status`: sent, not taken yet).
+#[cfg(target_os = "linux")]
+fn signal_pending(pid: i32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+/// `restart` decides nothing from `state.json` (which may be older than
+/// its signal): the supervisor answers the request it takes. Here the
+/// record `restart` reads is the one from just before a handover began
+/// (the supervisor is held stopped so that it cannot rewrite it), as a
+/// `restart` that read the record an instant before another request began
+/// the handover would see it: its request arrives during the handover and
+/// must be refused, not answered with the other restart's outcome.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_restart_that_read_a_record_from_before_the_handover_is_still_refused() {
+    let env = ready_env("20s");
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    let before = std::fs::read(env.state_dir.join("state.json")).unwrap();
+    std::fs::write(env.path("next-mode"), "ready 3").unwrap();
+    let first = restart_in_background(&env);
+    let v = wait_handover(&env, "starting");
+    let sup_pid = v["supervisor"]["pid"].as_i64().unwrap() as i32;
+    kill(sup_pid, libc::SIGSTOP);
+    std::fs::write(env.state_dir.join("state.json"), &before).unwrap();
+    let second = restart_in_background(&env);
+    let sent = wait_until(DEADLINE, || signal_pending(sup_pid, libc::SIGUSR1));
+    kill(sup_pid, libc::SIGCONT);
+    if sent.is_err() {
+        env.fail("the second restart never signalled the supervisor");
+    }
+    let out = second.join().unwrap();
+    if out.code != Some(1) || !out.stderr.contains("a handover is already in progress") {
+        env.fail(format!(
+            "a restart asked during the handover should be refused:\n{out}"
+        ));
+    }
+    let out = first.join().unwrap();
+    if out.code != Some(0) {
+        env.fail(format!("the first restart should succeed:\n{out}"));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] == old || !v["handover"].is_null() {
+        env.fail(format!("want the new child alone: {v:#}"));
+    }
+}
+
+/// Overlap with `max_memory` 96 MiB, checked every 100 ms.
+fn memory_env() -> Env {
+    Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "20s")
+        .set("child", "stop_timeout", "30s")
+        .child("max_memory", "96MiB")
+        .child("max_memory_check", "100ms")
+        .raw("restart", "overlap", "true")
+        .build()
+}
+
+#[test]
+fn a_new_child_past_max_memory_fails_the_handover_and_the_old_serves_on() {
+    let env = memory_env();
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    // The new child takes 160 MiB at once and would be ready only in 10 s.
+    std::fs::write(env.path("next-mode"), "ready 10 grow 160").unwrap();
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    let why = "above max_memory (96 MiB), before it was ready";
+    if out.code != Some(1) || !out.stderr.contains(why) {
+        env.fail(format!("want exit 1 saying {why:?}:\n{out}"));
+    }
+    if out.took > secs(8.0) {
+        env.fail(format!(
+            "it should fail at a check, not by a timeout:\n{out}"
+        ));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != old || !v["handover"].is_null() {
+        env.fail(format!("the old child should serve on: {v:#}"));
+    }
+    env.wait_for("only the old child", DEADLINE, || {
+        env.child_processes() == [old]
+    });
+    match get(env.addr(), "/") {
+        Ok(body) if body == old.to_string() => {}
+        other => env.fail(format!("the old child does not answer: {other:?}")),
+    }
+    let log = supervisor_log(&env);
+    if !log.contains("handover failed: new child") || !log.contains(why) {
+        env.fail("the log does not say the handover failed for memory");
+    }
+}
+
+#[test]
+fn an_old_child_past_max_memory_while_it_drains_is_killed_then() {
+    let env = memory_env();
+    // The old child takes 160 MiB on SIGTERM, and holds a 20 s request (it
+    // would drain for 20 s); the new child is a plain one.
+    std::fs::write(env.path("next-mode"), "ready 0.2 grow-on-term 160").unwrap();
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    let addr = env.addr();
+    let slow = thread::spawn(move || get(addr, "/slow?20"));
+    env.wait_for("the old child holds the slow request", DEADLINE, || {
+        !env.events_of("slow-begin").is_empty()
+    });
+    std::fs::write(env.path("next-mode"), "ready 0.3").unwrap();
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    if out.code != Some(0) {
+        env.fail(format!("restart failed:\n{out}"));
+    }
+    if out.took > secs(10.0) {
+        env.fail(format!(
+            "the old child should be killed at a check, not drain for 20 s:\n{out}"
+        ));
+    }
+    if pid_alive(old) {
+        env.fail(format!("old child {old} still alive"));
+    }
+    let log = supervisor_log(&env);
+    let want = format!("memory: old child {old} uses ");
+    if !log.contains(&want) || !log.contains("while it drains, above max_memory (96 MiB)") {
+        env.fail(format!("the log does not say {want}..."));
+    }
+    // Its request was cut with it.
+    if let Ok(Ok(body)) = slow.join() {
+        env.fail(format!("the killed old child answered: {body:?}"));
+    }
+}

@@ -258,6 +258,33 @@ fn a_world_writable_folder_above_without_the_sticky_bit_is_refused() {
     }
 }
 
+/// Whether files can be made where a missing state folder will be created
+/// is tried with a file there; in a sticky folder others write in too, a
+/// name they can guess may be taken already. That never refuses the start.
+#[test]
+fn a_name_taken_in_a_sticky_folder_above_does_not_refuse_the_start() {
+    let Some(last) = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        eprintln!("skipped: needs /proc/sys/kernel/ns_last_pid (Linux) to know the next pids");
+        return;
+    };
+    let env = env_below("shared", "state");
+    let shared = env.path("shared");
+    mkdir(&shared, 0o1777);
+    // What another user could plant: a name with each of the next pids.
+    for pid in last + 1..last + 3000 {
+        fs::write(shared.join(format!(".supervisor-check.{pid}")), "").unwrap();
+    }
+    let out = env.cli(&["check-config"]);
+    if out.code != Some(0) {
+        env.fail(format!(
+            "files planted in the sticky folder above refused the state folder\n{out}"
+        ));
+    }
+}
+
 #[test]
 fn state_dir_that_is_a_file_is_refused() {
     let env = serve_env();

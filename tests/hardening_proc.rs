@@ -14,22 +14,12 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 // ------------------------------------------------------------ helpers
-
-/// The uid, gid and home of `nobody`.
-fn nobody() -> (u32, u32, PathBuf) {
-    let u = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .expect("a user named nobody");
-    (u.uid.as_raw(), u.gid.as_raw(), u.dir)
-}
 
 /// Whether the cases that need another user can run here (root only).
 fn as_root(test: &str) -> bool {
@@ -38,39 +28,6 @@ fn as_root(test: &str) -> bool {
         eprintln!("{test}: skipped: needs root (it runs the child as nobody)");
     }
     root
-}
-
-/// Drop to `uid`/`gid`, no supplementary groups (for `pre_exec`).
-fn become_user(uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: plain system calls on integers.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A python that `nobody` may run (the harness's may live under /root).
-fn python_for_nobody() -> String {
-    let (uid, gid, _) = nobody();
-    let candidates = [python(), "/usr/bin/python3", "/usr/local/bin/python3"];
-    for py in candidates {
-        let mut cmd = Command::new(py);
-        cmd.args(["-c", "import json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: only set*id system calls between fork and exec.
-        unsafe { cmd.pre_exec(move || become_user(uid, gid)) };
-        if cmd.status().is_ok_and(|s| s.success()) {
-            return py.to_owned();
-        }
-    }
-    panic!("no python3 that user nobody can run among {candidates:?}");
 }
 
 /// `<dir>/out`, where the child writes: owned by `owner` (the child's

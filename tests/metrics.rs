@@ -343,6 +343,36 @@ fn check_config_refuses_the_services_own_address() {
     }
 }
 
+/// The `[metrics]` listener is bound by the rule of the service's own: not
+/// beside another server listening on an overlapping address (on macOS,
+/// `SO_REUSEADDR` before the bind let `127.0.0.1:P` bind beside another
+/// socket on `0.0.0.0:P` and take its loopback connections; Linux refuses
+/// that either way). The service runs on without metrics, saying why.
+#[test]
+fn the_metrics_listener_is_never_bound_beside_another_servers_wildcard_socket() {
+    // Another server's wildcard socket (std sets SO_REUSEADDR, as most do).
+    let other = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let env = Setup::new("serve.py")
+        .set("metrics", "address", &addr.to_string())
+        .build();
+    let _sup = env.spawn();
+    let log = || std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
+    env.wait_for("the metrics bind refused in the log", DEADLINE, || {
+        log().contains(&format!("metrics: cannot listen on {addr}"))
+    });
+    env.wait_for("the child serving", DEADLINE, || {
+        env.status_json().1["state"] == "running"
+    });
+    // A connection to the address is the other server's.
+    let _c = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    other.set_nonblocking(true).unwrap();
+    env.wait_for("the other server to get the connection", DEADLINE, || {
+        other.accept().is_ok()
+    });
+}
+
 /// The value of `name` in `text` (the exposition format), if sampled.
 fn value(text: &str, name: &str) -> Option<f64> {
     text.lines()

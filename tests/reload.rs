@@ -183,11 +183,36 @@ fn replace(path: &str, content: &[u8]) {
     fs::rename(&tmp, path).unwrap();
 }
 
+/// A second copy of the binary, `supervisor-real`, for a script put in
+/// place of `bin` to `exec`.
+fn real_binary(env: &Env) -> std::path::PathBuf {
+    let real = env.path("supervisor-real");
+    fs::copy(BIN, &real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    real
+}
+
+/// The old image runs on untouched after a refused reload: the same
+/// process, no reload counted, the same child.
+fn runs_on_untouched(env: &Env, sup: &std::process::Child, before: (i64, u64)) {
+    let (pid, reloads) = supervisor(env);
+    if pid != sup.id() as i64 || reloads != 0 || child(env) != before {
+        env.fail("the old image did not run on untouched");
+    }
+}
+
+/// `stop` exits 0, and the supervisor started here is reaped.
+fn stop(env: &Env, mut sup: std::process::Child) {
+    let out = env.cli(&["stop"]);
+    expect_code(env, &out, 0);
+    let _ = sup.wait();
+}
+
 #[test]
 fn a_replaced_binary_is_the_one_executed() {
     let env = Setup::new("http_health.py").build();
     let bin = own_binary(&env);
-    let mut sup = run_from(&bin, &env);
+    let sup = run_from(&bin, &env);
     serving(&env);
     let before = child(&env);
     let old_inode = fs::metadata(&bin)
@@ -209,9 +234,7 @@ fn a_replaced_binary_is_the_one_executed() {
     if child(&env) != before {
         env.fail("the child was restarted by a binary upgrade");
     }
-    let out = env.cli(&["stop"]);
-    expect_code(&env, &out, 0);
-    let _ = sup.wait();
+    stop(&env, sup);
 }
 
 #[test]
@@ -226,7 +249,7 @@ fn a_link_moved_to_a_new_version_is_followed() {
     }
     let link = env.path("supervisor-link");
     std::os::unix::fs::symlink(v1.join("supervisor"), &link).unwrap();
-    let mut sup = run_from(&link.to_string_lossy(), &env);
+    let sup = run_from(&link.to_string_lossy(), &env);
     serving(&env);
     let tmp = env.path("supervisor-link.new");
     std::os::unix::fs::symlink(v2.join("supervisor"), &tmp).unwrap();
@@ -243,16 +266,14 @@ fn a_link_moved_to_a_new_version_is_followed() {
             "after the upgrade it runs {runs:?}, not the one in {v2:?}"
         ));
     }
-    let out = env.cli(&["stop"]);
-    expect_code(&env, &out, 0);
-    let _ = sup.wait();
+    stop(&env, sup);
 }
 
 #[test]
 fn a_binary_that_fails_its_preflight_is_not_executed() {
     let env = Setup::new("http_health.py").build();
     let bin = own_binary(&env);
-    let mut sup = run_from(&bin, &env);
+    let sup = run_from(&bin, &env);
     serving(&env);
     let before = child(&env);
     replace(&bin, b"#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
@@ -261,13 +282,8 @@ fn a_binary_that_fails_its_preflight_is_not_executed() {
     if !out.stderr.contains("broken build") {
         env.fail(format!("reload should say why\n{out}"));
     }
-    let (pid, reloads) = supervisor(&env);
-    if pid != sup.id() as i64 || reloads != 0 || child(&env) != before {
-        env.fail("the old image did not run on untouched");
-    }
-    let out = env.cli(&["stop"]);
-    expect_code(&env, &out, 0);
-    let _ = sup.wait();
+    runs_on_untouched(&env, &sup, before);
+    stop(&env, sup);
 }
 
 /// `reload` onto `bin` replaced by `script` (issue 25): refused before the
@@ -276,9 +292,7 @@ fn a_binary_that_fails_its_preflight_is_not_executed() {
 fn refused_before_exec(script: &str, answered: &str) {
     let env = Setup::new("http_health.py").build();
     let bin = own_binary(&env);
-    let real = env.path("supervisor-real");
-    fs::copy(&bin, &real).unwrap();
-    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    let real = real_binary(&env);
     let mut sup = run_from(&bin, &env);
     serving(&env);
     let before = child(&env);
@@ -296,17 +310,12 @@ fn refused_before_exec(script: &str, answered: &str) {
     }
     let tally = hammer.finish();
     no_refusals(&env, &tally);
-    let (pid, reloads) = supervisor(&env);
-    if pid != sup.id() as i64 || reloads != 0 || child(&env) != before {
-        env.fail("the old image did not run on untouched");
-    }
+    runs_on_untouched(&env, &sup, before);
     serving(&env);
     if sup.try_wait().unwrap().is_some() {
         env.fail("the supervisor exited");
     }
-    let out = env.cli(&["stop"]);
-    expect_code(&env, &out, 0);
-    let _ = sup.wait();
+    stop(&env, sup);
 }
 
 #[test]
@@ -337,10 +346,8 @@ fn a_new_image_that_cannot_check_the_running_config_carries_on() {
     );
     fs::write(&env.config, &text).unwrap();
     let bin = own_binary(&env);
-    let real = env.path("supervisor-real");
-    fs::copy(&bin, &real).unwrap();
-    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut sup = run_from(&bin, &env);
+    let real = real_binary(&env);
+    let sup = run_from(&bin, &env);
     serving(&env);
     let before = child(&env);
     // The preflight (`--config C check-config`) passes; the exec (`run`)
@@ -365,9 +372,7 @@ fn a_new_image_that_cannot_check_the_running_config_carries_on() {
         ));
     }
     serving(&env);
-    let out = env.cli(&["stop"]);
-    expect_code(&env, &out, 0);
-    let _ = sup.wait();
+    stop(&env, sup);
 }
 
 #[test]

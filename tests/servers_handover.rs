@@ -3,16 +3,48 @@
 //! on uvicorn `--fd 3`, and a WSGI app on gunicorn (2 threaded workers,
 //! socket activation). Each takes a second to import, as an application
 //! loading its models does. Five restarts under a client loop with slow
-//! requests mixed in: not one request fails.
+//! requests mixed in: not one request fails (gunicorn), and none but those
+//! uvicorn's own shutdown drops unread (below).
+//!
+//! uvicorn's graceful shutdown (`Server.shutdown` → each connection's
+//! `shutdown()`) closes every connection that has no request cycle yet:
+//! `if self.cycle is None or self.cycle.response_complete:
+//! self.transport.close()` (uvicorn 0.54, `protocols/http/h11_impl.py`
+//! line 340, `httptools_impl.py` line 353). A connection it accepted in the
+//! last turn of its event loop before the stop signal's shutdown ran, whose
+//! request is still in the kernel's buffer, unread, is closed: the client
+//! gets no answer (or a reset, as data was left unread). Upstream knows it:
+//! Kludex/uvicorn#2757 (open; the residual of its own rolling restart,
+//! "connections the old worker had accepted but not yet read"). Seen here
+//! with uvicorn alone, no supervisor: two uvicorns on one socket, the new
+//! one started and answering before the old one gets SIGTERM, a client
+//! connecting back to back: 1 to 2 such failures in 10 to 30 handovers,
+//! never one the app was handed; with that branch changed to read the
+//! pending request first, 0 in 70. Nothing outside uvicorn can avoid it:
+//! both children accept from one shared socket, so the old one accepts
+//! until its own shutdown closes its listener, and nothing on Linux makes
+//! one holder of a shared socket stop accepting before another. So the
+//! uvicorn test tolerates exactly that failure: a connection answered with
+//! not one byte whose request the app never saw (the app records each
+//! request's id the moment it is handed it), at most one per client loop
+//! per restart, each counted and reported; everything else fails it.
+//! `uvicorn_closes_a_connection_it_has_accepted_unread_at_shutdown` pins
+//! the branch: once uvicorn answers there, drop the tolerance.
 
 mod common;
 
 use common::*;
+use std::collections::BTreeSet;
 use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+const RESTARTS: usize = 5;
 
 fn overlap_env(app: &str, argv: impl Fn(&Env) -> Vec<String>) -> Env {
     let mut env = Setup::new("serve.py")
@@ -34,45 +66,109 @@ fn overlap_env(app: &str, argv: impl Fn(&Env) -> Vec<String>) -> Env {
     env
 }
 
-/// Slow requests (`path`) one after another from a thread: (ok, failures).
-struct Slow {
+/// What one client loop saw.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    ok: usize,
+    refused: usize,
+    /// Failed requests: (id, what happened, whether any byte came back).
+    failed: Vec<(String, String, bool)>,
+}
+
+/// Numbered requests (`path` plus `id=<tag><n>`) one after another from a
+/// thread, `pause` between them, bounded in count and time.
+struct Loop {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<(usize, Vec<String>)>>,
+    seen: Arc<Mutex<Seen>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl Slow {
-    fn start(env: &Env, path: &'static str) -> Slow {
-        let addr = env.addr();
+impl Loop {
+    fn start(addr: SocketAddr, path: &'static str, tag: &'static str, pause: Duration) -> Loop {
         let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new((0, Vec::new())));
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let (s, t) = (stop.clone(), seen.clone());
         let thread = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let r = http_get(addr, path, secs(30.0));
+            let start = Instant::now();
+            let sep = if path.contains('?') { '&' } else { '?' };
+            for n in 0..100_000 {
+                if s.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(120) {
+                    break;
+                }
+                let id = format!("{tag}{n}");
+                let r = get(addr, &format!("{path}{sep}id={id}"));
                 let mut t = t.lock().unwrap();
                 match r {
-                    Ok((200, body)) if body.contains(' ') => t.0 += 1,
-                    other => t.1.push(format!("{other:?}")),
+                    Ok(answer) if whole_200(&answer) => t.ok += 1,
+                    Ok(answer) => t
+                        .failed
+                        .push((id, format!("{answer:?}"), !answer.is_empty())),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => t.refused += 1,
+                    Err(e) => t.failed.push((id, format!("{:?}: {e}", e.kind()), false)),
                 }
                 drop(t);
-                thread::sleep(Duration::from_millis(100));
+                thread::sleep(pause);
             }
         });
-        Slow {
+        Loop {
             stop,
             seen,
             thread: Some(thread),
         }
     }
 
-    fn finish(mut self) -> (usize, Vec<String>) {
+    fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         self.seen.lock().unwrap().clone()
     }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One HTTP/1.0 GET in one write; the whole answer, as read to EOF (an
+/// error only when the connection failed before any byte came back or
+/// was reset).
+fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let timeout = secs(30.0);
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A 200 with a body, all of it (a server killed mid-answer closes after
+/// the head: a cut answer is a failure).
+fn whole_200(answer: &str) -> bool {
+    let Some((head, body)) = answer.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    head.split_whitespace().nth(1) == Some("200")
+        && !body.is_empty()
+        && length.is_none_or(|n| body.len() >= n)
+}
+
+/// Failed requests that are uvicorn's shutdown closing a connection it had
+/// not read (module doc): not one byte back, and the app never saw its id.
+fn unread(seen: &Seen, app_saw: &BTreeSet<String>) -> usize {
+    seen.failed
+        .iter()
+        .filter(|(id, _, answered)| !answered && !app_saw.contains(id))
+        .count()
 }
 
 /// One server under load at a time: two client loops against two Python
@@ -82,19 +178,20 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Five overlapped restarts under load; fails on any failed request but
-/// `tolerated` connections closed without an answer or reset.
-fn five_restarts(env: &Env, slow_path: &'static str, tolerated: usize) {
+/// Five overlapped restarts under load. `unread_per_loop`: how many
+/// requests each client loop may lose to the old child closing them unread
+/// (module doc), per restart; any other failure fails the test.
+fn five_restarts(env: &Env, slow_path: &'static str, unread_per_restart: usize) {
     let first = env.wait_value("the first child ready", secs(60.0), || {
         let (_, v) = env.status_json();
         (v["state"] == "running" && v["child"]["ready"] == true)
             .then(|| v["child"]["pid"].as_i64())
             .flatten()
     });
-    let hammer = Hammer::start(env.addr());
-    let slow = Slow::start(env, slow_path);
+    let quick = Loop::start(env.addr(), "/", "q", Duration::from_millis(1));
+    let slow = Loop::start(env.addr(), slow_path, "s", Duration::from_millis(100));
     let mut children = vec![first as i32];
-    for _ in 0..5 {
+    for _ in 0..RESTARTS {
         let out = env.cli_with(&env.config, &["restart"], secs(90.0));
         if out.code != Some(0) {
             env.fail(format!("restart failed:\n{out}"));
@@ -108,67 +205,70 @@ fn five_restarts(env: &Env, slow_path: &'static str, tolerated: usize) {
         children.push(pid);
         thread::sleep(Duration::from_millis(300));
     }
-    let tally = hammer.finish();
-    let (slow_ok, slow_failed) = slow.finish();
-    eprintln!(
-        "{} quick answers, {slow_ok} slow; refused {}, errors {:?}",
-        tally.total_ok(),
-        tally.refused,
-        tally.errors
-    );
-    let unanswered = tally
-        .errors
-        .iter()
-        .filter(|e| e.contains("not HTTP: \"\"") || e.starts_with("ConnectionReset"))
-        .count();
-    let failed = tally.errors.len() - unanswered.min(tolerated);
-    if tally.refused != 0 || failed != 0 || !slow_failed.is_empty() {
-        env.fail(format!(
-            "failed requests: refused {}, errors {:?}, slow failures {slow_failed:?}",
-            tally.refused, tally.errors
-        ));
+    let quick = quick.finish();
+    let slow = slow.finish();
+    let app_saw: BTreeSet<String> = fs::read_to_string(env.path("seen.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let allowed = unread_per_restart * RESTARTS;
+    for (name, seen) in [("quick", &quick), ("slow", &slow)] {
+        let unread = unread(seen, &app_saw);
+        eprintln!(
+            "{name}: {} answered, refused {}, failed {} ({unread} closed unread by the old \
+             child's shutdown): {:?}",
+            seen.ok,
+            seen.refused,
+            seen.failed.len(),
+            seen.failed
+        );
+        if seen.refused != 0 || seen.failed.len() > unread.min(allowed) {
+            env.fail(format!(
+                "{name} requests failed: refused {}, failed {:?} (of which {unread} closed \
+                 unread, {allowed} allowed)",
+                seen.refused, seen.failed
+            ));
+        }
     }
-    if tally.total_ok() < 50 || slow_ok < 5 {
+    if quick.ok < 50 || slow.ok < 5 {
         env.fail(format!(
-            "too few answers to tell: {} quick, {slow_ok} slow",
-            tally.total_ok()
+            "too few answers to tell: {} quick, {} slow",
+            quick.ok, slow.ok
         ));
     }
     let log = fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
-    if log.matches("handover done").count() != 5 {
+    if log.matches("handover done").count() != RESTARTS {
         env.fail("want five completed handovers in the log");
     }
+}
+
+fn uvicorn_argv(env: &Env) -> Vec<String> {
+    [
+        venv_bin("python").as_str(),
+        "-m",
+        "uvicorn",
+        "--fd",
+        "3",
+        "--timeout-graceful-shutdown",
+        "10",
+        "--app-dir",
+        &env.dir_s,
+        "handover_asgi:app",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[test]
 fn uvicorn_restarts_five_times_with_overlap_and_no_request_fails() {
     let _turn = one_at_a_time();
-    let env = overlap_env("handover_asgi.py", |env| {
-        [
-            venv_bin("python").as_str(),
-            "-m",
-            "uvicorn",
-            "--fd",
-            "3",
-            "--timeout-graceful-shutdown",
-            "10",
-            "--app-dir",
-            &env.dir_s,
-            "handover_asgi:app",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    });
+    let env = overlap_env("handover_asgi.py", uvicorn_argv);
     let _sup = env.spawn();
-    // uvicorn's graceful shutdown closes a connection it has accepted but
-    // whose request it has not read yet (h11_impl/httptools_impl
-    // `shutdown()`: no cycle yet, so it closes the transport): a client
-    // that connected in that same instant gets no answer, or a reset when
-    // the request had arrived unread. That is the old child's own
-    // shutdown, the same with stop-first restarts; at most one such per
-    // restart is allowed, nothing else (no refusal, no other error).
-    five_restarts(&env, "/slow?s=1", 5);
+    // At most one request per client loop per restart closed unread by
+    // uvicorn's own shutdown (module doc); nothing else.
+    five_restarts(&env, "/slow?s=1", 1);
 }
 
 #[test]
@@ -196,4 +296,87 @@ fn gunicorn_restarts_five_times_with_overlap_and_no_request_fails() {
     });
     let _sup = env.spawn();
     five_restarts(&env, "/slow", 0);
+}
+
+/// The tolerance above, pinned: uvicorn alone (no supervisor) closes a
+/// connection it has accepted but has no request of when its graceful
+/// shutdown begins (Kludex/uvicorn#2757's ordering, made deterministic
+/// with conditions instead of sleeps). When this starts failing, uvicorn
+/// answers such connections: drop the tolerance in the test above.
+#[test]
+fn uvicorn_closes_a_connection_it_has_accepted_unread_at_shutdown() {
+    let _turn = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("sv-uvicorn-2757-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(
+        format!("{}/tests/apps/handover_asgi.py", env!("CARGO_MANIFEST_DIR")),
+        dir.join("handover_asgi.py"),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = Command::new(venv_bin("python"))
+        .args(["-m", "uvicorn", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--app-dir")
+        .arg(&dir)
+        .args(["--log-level", "warning", "handover_asgi:app"])
+        .env("APP_IMPORT_SECONDS", "0")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start uvicorn");
+    let pid = server.id() as i32;
+    // Ok(None): closed unread, as the tolerance says; Ok(Some(answer)):
+    // answered; Err: the experiment itself failed.
+    let result = (|| -> Result<Option<String>, String> {
+        wait_until(secs(30.0), || {
+            get(addr, "/").is_ok_and(|a| a.starts_with("HTTP/1.1 200"))
+        })
+        .map_err(|_| "uvicorn never answered".to_string())?;
+        // Connected, nothing sent yet. A whole request on a second
+        // connection answered after it means the first was accepted (one
+        // event loop accepts in order): it is a connection of uvicorn's
+        // with no request cycle.
+        let mut first = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let answer = get(addr, "/").map_err(|e| e.to_string())?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            return Err(format!("second connection: {answer:?}"));
+        }
+        kill(pid, libc::SIGTERM);
+        // Its shutdown closes the first connection: EOF without a byte.
+        first
+            .set_read_timeout(Some(secs(20.0)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1024];
+        match first.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+            Ok(n) => return Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(e) => {
+                // Still open: it may be waiting for the request, as a
+                // fixed uvicorn would.
+                let _ = e;
+            }
+        }
+        // The request sent now is answered only by a uvicorn that waits
+        // for it.
+        let _ = first.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes());
+        let mut rest = Vec::new();
+        let _ = first.read_to_end(&mut rest);
+        Ok((!rest.is_empty()).then(|| String::from_utf8_lossy(&rest).into_owned()))
+    })();
+    if server.try_wait().ok().flatten().is_none() {
+        kill(pid, libc::SIGKILL);
+    }
+    let _ = server.wait();
+    let _ = fs::remove_dir_all(&dir);
+    match result {
+        Ok(None) => {}
+        Ok(Some(answer)) => panic!(
+            "uvicorn answered a connection it had accepted before its shutdown ({answer:?}): \
+             Kludex/uvicorn#2757 is fixed in this uvicorn; drop the tolerance in \
+             uvicorn_restarts_five_times_with_overlap_and_no_request_fails"
+        ),
+        Err(why) => panic!("{why}"),
+    }
 }

@@ -2,17 +2,23 @@
 //! documentation, how its value is parsed into the [`Config`] and how it is
 //! written back. [`KEYS`] drives the unknown-key check, validation and
 //! rendering, and [`schema`] hands it to the property tests; rules between
-//! keys follow in [`cross_checks`]. To add a key: a field (and its default
+//! keys follow in [`cross_checks`]. Below the table, the two walks over it:
+//! [`check`] over a parsed document (each key found handed to its parser,
+//! anything else an unknown key, then the required keys and the rules
+//! between keys; every problem kept with its position and reported at
+//! once, in file order), and [`to_toml`] over a config. To add a key: a field (and its default
 //! in `Config::defaults`), one entry here, and a documented line in
 //! `config/supervisor.toml` (a unit test insists on the last).
 
-use toml_edit::{Item, Value};
+use std::path::Path;
+
+use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use super::amounts::{self as a, DAY, HOUR};
-use super::check::{Found, Sub};
 use super::render as r;
-use super::values::{self as v, Parsed};
-use super::{folder, AlertsSection, Config, Resource};
+use super::report::{Found, Problems, Seen, Sub};
+use super::values::{self as v, kind, Parsed};
+use super::{folder, AlertsSection, Config, ConfigError, Resource};
 
 /// Fills one key's value into the config, or says what is wrong with it.
 /// Problems below the key (an array element, a table entry) go to the
@@ -546,13 +552,152 @@ pub(super) fn cross_checks(c: &mut Config, found: &Found, sub: &mut Sub) {
     }
 
     if !found.present("alerts", "command") {
-        for def in found.in_section("alerts") {
+        for name in found.in_section("alerts") {
             sub.report(
-                found.span("alerts", def.name),
-                &format!("alerts.{}", def.name),
+                found.span("alerts", name),
+                &format!("alerts.{name}"),
                 "needs alerts.command: alerts are sent by running it",
             );
         }
         c.alerts = None;
     }
+}
+
+// ------------------------------------------------------------------ the walk
+
+/// Parses and checks `text`, read from `path` (absolute).
+pub(super) fn check(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new(text, path);
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            // toml_edit leaves the message empty for some bytes (a NUL in a
+            // comment, a lone CR); say something a person can act on.
+            let msg = match one_line(e.message()) {
+                m if m.trim().is_empty() => {
+                    "invalid TOML here (a control character such as NUL or a lone CR?)".to_owned()
+                }
+                m => m,
+            };
+            problems.raw(e.span(), &msg);
+            return Err(problems.into_error());
+        }
+    };
+    let mut cfg = Config::defaults(path);
+    let mut walk = Walk {
+        problems,
+        found: Vec::new(),
+        broken_sections: Vec::new(),
+    };
+    walk.table("", doc.as_table(), &mut cfg);
+    walk.missing();
+    cross_checks(
+        &mut cfg,
+        &Found(&walk.found),
+        &mut Sub::new("", &mut walk.problems),
+    );
+    if walk.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(walk.problems.into_error())
+    }
+}
+
+struct Walk<'t> {
+    problems: Problems<'t>,
+    found: Vec<Seen>,
+    /// Sections given as something other than a table (already reported).
+    broken_sections: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Checks every entry of the table at dotted path `path` ("" for the
+    /// root).
+    fn table(&mut self, path: &str, table: &dyn TableLike, cfg: &mut Config) {
+        for (name, item) in table.iter() {
+            let key_span = table.get_key_value(name).and_then(|(k, _)| k.span());
+            // Implicit tables (from dotted keys) have no span of their own;
+            // their key is the best place to point at.
+            let value_span = item.span().or_else(|| key_span.clone());
+            let full = match path {
+                "" => name.to_owned(),
+                _ => format!("{path}.{name}"),
+            };
+            if let Some(def) = find(path, name) {
+                let mut sub = Sub::new(&full, &mut self.problems);
+                let result = (def.parse)(cfg, item, &mut sub);
+                let mut ok = !sub.failed;
+                if let Err(msg) = result {
+                    self.problems.report(value_span.clone(), &full, msg);
+                    ok = false;
+                }
+                self.found.push(Seen {
+                    section: def.section,
+                    name: def.name,
+                    span: value_span,
+                    ok,
+                });
+            } else if is_section(&full) {
+                match item.as_table_like() {
+                    Some(inner) => self.table(&full, inner, cfg),
+                    None => {
+                        let msg = format!("must be a table ([{full}]), not {}", kind(item));
+                        self.problems.report(value_span, &full, msg);
+                        self.broken_sections.push(full);
+                    }
+                }
+            } else {
+                let msg = unknown_key_message(path);
+                self.problems.report(key_span.or(value_span), &full, msg);
+            }
+        }
+    }
+
+    /// Required keys that were not there. Under a section that was not a
+    /// table, that was reported already; once is enough.
+    fn missing(&mut self) {
+        for def in required_keys() {
+            let broken = self
+                .broken_sections
+                .iter()
+                .any(|s| def.section == s || def.section.starts_with(&format!("{s}.")));
+            if !broken && !Found(&self.found).present(def.section, def.name) {
+                let key = format!("{}.{}", def.section, def.name);
+                self.problems.report(None, &key, "missing (required)");
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace('\n', "; ")
+}
+
+/// Values are padded to this width before their comment, which puts the
+/// `#` where `config/supervisor.toml` has it.
+const VALUE_WIDTH: usize = 32;
+
+/// The resolved config written back as TOML (`check-config`): every key
+/// in effect, in table order, each with its definition's doc line as a
+/// comment.
+pub(super) fn to_toml(cfg: &Config) -> String {
+    let mut out = String::from(
+        "# Resolved configuration: the values in effect, defaults filled in, paths\n\
+         # absolute. Optional keys that are not set are left out.\n",
+    );
+    for section in SECTIONS {
+        let lines: Vec<String> = KEYS
+            .iter()
+            .filter(|k| k.section == *section)
+            .filter_map(|k| {
+                let line = format!("{} = {}", k.name, (k.render)(cfg)?);
+                Some(format!("{line:<VALUE_WIDTH$} # {}\n", k.doc))
+            })
+            .collect();
+        if !lines.is_empty() {
+            out.push_str(&format!("\n[{section}]\n"));
+            out.extend(lines);
+        }
+    }
+    out
 }

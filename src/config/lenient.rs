@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{ImDocument, Item};
 
-use super::check::{Problems, Sub};
 use super::keys;
+use super::report::{Problems, Sub};
 use super::{Config, ConfigError, PID_FILE, STATE_FILE};
 
 /// Where a supervisor keeps its instance files.

@@ -1,18 +1,17 @@
 //! The configuration file: where it is found, what it may say, and the
 //! resolved [`Config`] the rest of the program reads.
 //!
-//! Every key is defined once, in [`keys`]: its section, name, a line of
+//! Every key is defined once, in one table: its section, name, a line of
 //! documentation, how its value is parsed into a [`Config`] and how it is
-//! written back. That one table drives the unknown-key check, validation,
-//! [`Config::to_toml`] ([`render`]) and the property tests, so they cannot
-//! drift apart. Loading is two steps: `toml_edit` parses the text keeping
-//! the position of every key and value (a syntax error stops there), then
-//! [`check`] walks the document against the table and gathers *every*
-//! problem, each as `FILE:LINE:COL: key `a.b`: message`, so an operator
-//! fixes the file in one pass. [`values`] and [`amounts`] hold the value
-//! parsers. When the file is broken, [`lenient`] still finds the state dir
-//! so the control commands can reach a running supervisor. Nothing here
-//! panics on any input.
+//! written back. That table drives the unknown-key check, validation,
+//! [`Config::to_toml`] and the property tests, so they cannot drift apart.
+//! Loading is two steps: `toml_edit` parses the text keeping the position
+//! of every key and value (a syntax error stops there), then a walk over
+//! the document against the table gathers *every* problem, each as
+//! `FILE:LINE:COL: key `a.b`: message`, so an operator fixes the file in
+//! one pass; the rules between keys come last. When the file is broken,
+//! the state dir is still made out, leniently, so the control commands can
+//! reach a running supervisor. Nothing here panics on any input.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -24,10 +23,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 mod amounts;
-mod check;
 mod keys;
 mod lenient;
 mod render;
+mod report;
 #[cfg(test)]
 mod tests;
 mod usable;
@@ -379,7 +378,7 @@ impl Config {
                 .get(..valid)
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .unwrap_or("");
-            let (line, col) = check::line_col(prefix, prefix.len());
+            let (line, col) = report::line_col(prefix, prefix.len());
             ConfigError::one(format!(
                 "{}:{line}:{col}: not valid UTF-8 (TOML files must be UTF-8)",
                 path.display()
@@ -396,7 +395,7 @@ impl Config {
     /// against `path`'s folder. The path is only made absolute (lexically),
     /// never looked up.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        check::check(text, &absolute(path)?)
+        keys::check(text, &absolute(path)?)
     }
 
     /// The resolved config as TOML text (for `check-config`): every key in
@@ -404,7 +403,7 @@ impl Config {
     /// back to an equal config (paths that are not UTF-8 are the exception:
     /// they are written lossily).
     pub(crate) fn to_toml(&self) -> String {
-        render::to_toml(self)
+        keys::to_toml(self)
     }
 
     /// The defaults of every key, relative paths resolved against `path`'s

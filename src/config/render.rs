@@ -1,8 +1,7 @@
-//! The resolved config written back as TOML (`check-config`): every key in
-//! effect, in table order, each with its definition's doc line as a
-//! comment. Values are built as `toml_edit` values, so quoting and escaping
-//! are TOML's own, and [`super::Config::parse`] reads the text back to an
-//! equal config.
+//! Values written back as TOML (`check-config`'s resolved config, walked
+//! by [`super::keys::to_toml`]): built as `toml_edit` values, so quoting
+//! and escaping are TOML's own, and [`super::Config::parse`] reads the
+//! text back to an equal config.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,34 +9,7 @@ use std::time::Duration;
 
 use toml_edit::{Array, InlineTable, Value};
 
-use super::keys::{KEYS, SECTIONS};
-use super::{Config, Limit, LimitUnit, Resource};
-
-/// Values are padded to this width before their comment, which puts the
-/// `#` where `config/supervisor.toml` has it.
-const VALUE_WIDTH: usize = 32;
-
-pub(super) fn to_toml(cfg: &Config) -> String {
-    let mut out = String::from(
-        "# Resolved configuration: the values in effect, defaults filled in, paths\n\
-         # absolute. Optional keys that are not set are left out.\n",
-    );
-    for section in SECTIONS {
-        let lines: Vec<String> = KEYS
-            .iter()
-            .filter(|k| k.section == *section)
-            .filter_map(|k| {
-                let line = format!("{} = {}", k.name, (k.render)(cfg)?);
-                Some(format!("{line:<VALUE_WIDTH$} # {}\n", k.doc))
-            })
-            .collect();
-        if !lines.is_empty() {
-            out.push_str(&format!("\n[{section}]\n"));
-            out.extend(lines);
-        }
-    }
-    out
-}
+use super::{Limit, LimitUnit, Resource};
 
 pub(super) fn text(s: &str) -> Value {
     Value::from(s)

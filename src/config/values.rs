@@ -13,7 +13,7 @@ use std::str::FromStr;
 use nix::sys::signal::Signal;
 use toml_edit::{Item, Value};
 
-use super::check::Sub;
+use super::report::Sub;
 use super::AlertEvent;
 
 pub(super) type Parsed<T> = Result<T, String>;

@@ -102,19 +102,16 @@ impl View {
     }
 }
 
-/// Bind `addr` for `[metrics]`: close-on-exec (never the child's), non-blocking.
+/// Bind `addr` for `[metrics]` by the rule of the service's own listener
+/// (no `SO_REUSEADDR` beside an overlapping listener: on macOS it would
+/// let us bind beside another server's wildcard socket), IPv6 only on an
+/// IPv6 address; close-on-exec (never the child's), non-blocking.
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    let fd = crate::listener::bind_listening(addr, BACKLOG, true)?;
+    let socket = socket2::SockRef::from(&fd);
     socket.set_cloexec(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(fd)
 }
 
 /// Serve on `fd` from now on (a task on the current runtime). Returns the

@@ -343,6 +343,12 @@ pub(crate) fn take() -> Result<Option<Resumed>, String> {
     }))
 }
 
+/// Whether `check-config` runs as a reload's preflight (told the handoff
+/// version it would be given).
+pub(crate) fn asked_by_a_reload() -> bool {
+    std::env::var_os(HANDOFF_VERSION_ENV).is_some()
+}
+
 /// For `check-config` run as a reload's preflight: whether this build can
 /// take over from the handoff version it would be given.
 pub(crate) fn can_take_over() -> Result<(), String> {

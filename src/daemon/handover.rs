@@ -5,7 +5,7 @@
 //! ([`crate::policy::Machine`], `policy/handover.rs`); this only carries
 //! it out.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -16,7 +16,8 @@ use super::targets::Targets;
 use super::Daemon;
 use crate::child;
 use crate::logs::Stream;
-use crate::policy::{Event, ExitKind, Note, Stage};
+use crate::policy::{Action, Event, ExitKind, Note, Stage};
+use crate::state::RestartAnswer;
 use crate::sys;
 
 /// Whose a notify datagram or a probe answer is, during a handover.
@@ -32,7 +33,48 @@ pub(super) enum Whose {
     Stranger,
 }
 
+/// How many answers to restart requests the record keeps.
+const ANSWERS_KEPT: usize = 8;
+
 impl Daemon {
+    /// SIGUSR1 (`supervisor restart`): the machine decides, and its answer
+    /// goes into the record with the moment it was made (taken, or refused
+    /// while a handover is in progress), written before anything else is
+    /// done: `restart` reads the answer to its own request there, never a
+    /// guess from a record that may be older than its signal.
+    pub(super) fn restart_requested(&mut self) {
+        let at = sys::monotonic_ns();
+        let busy = self.machine.handover().map(|h| match h.stage {
+            Stage::Draining { .. } => format!("draining old child {}", h.old),
+            _ => format!(
+                "starting new child {} (old {} serving)",
+                h.new.map_or("?".into(), |p| p.to_string()),
+                h.old
+            ),
+        });
+        let actions = self.machine.step(Event::Restart, Instant::now());
+        let refused = actions
+            .contains(&Action::Note(Note::HandoverBusy))
+            .then(|| {
+                format!(
+                    "a handover is already in progress ({}); not restarting again",
+                    busy.unwrap_or_default()
+                )
+            });
+        if refused.is_none() {
+            self.seen.restart_asked = Some(at);
+        }
+        if self.seen.restart_answers.len() >= ANSWERS_KEPT {
+            self.seen.restart_answers.pop_front();
+        }
+        self.seen.restart_answers.push_back(RestartAnswer {
+            mono_ns: at,
+            taken: refused.is_none(),
+            refused,
+        });
+        self.carry_out(actions);
+    }
+
     /// `SpawnNew`: the new child on the same socket, beside the serving
     /// one. The socket is neither bound, re-armed nor made blocking (its
     /// flags are shared with the child that serves on it), and nothing
@@ -83,11 +125,15 @@ impl Daemon {
     }
 
     /// `StopAlso`: the handover ends into an ordinary stop; what is left of
-    /// the second child is stopped with the rest (by pid, each member with
-    /// its start time).
+    /// the second child is stopped with the rest: its group as a group
+    /// (what it forks on its way out goes too), and each member and its
+    /// leader by pid with its start time (should one leave the group).
+    /// The group first: while a stop is under way, each gets its signal
+    /// once (by the group; by pid only what is outside it).
     pub(super) fn stop_also(&mut self, pgid: i32) {
         let mut members = sys::group_members(pgid);
         members.extend(self.second.singles());
+        self.targets.add_group(pgid);
         self.targets.add(&members);
         self.second = Targets::default();
     }

@@ -14,7 +14,13 @@
 //! daemonized grandchild serves for the child). Each process's RSS is added up, so pages
 //! shared after a fork count once per process, as `ps` would show them.
 //! Past the ceiling the machine gets `Event::TooBig`, stops the child
-//! gracefully and restarts it under the backoff policy.
+//! gracefully and restarts it under the backoff policy (with `overlap`, by
+//! a handover).
+//!
+//! During a handover the second child's group (the new child while it
+//! starts, the old one while it drains) is measured too, on its own
+//! against the same ceiling (`Event::SecondTooBig`): each is one copy of
+//! the service. What follows is the machine's (`policy/handover.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -179,7 +185,18 @@ impl Daemon {
         );
         if bytes > max {
             self.feed(Event::TooBig(bytes));
-        } else if bytes == 0 && !self.memory.warned {
+        }
+        if let Some(second) = self.machine.handover().and_then(|h| h.second()) {
+            let theirs = resident(
+                sys::group_members(second)
+                    .into_iter()
+                    .chain(self.second.singles()),
+            );
+            if theirs > max {
+                self.feed(Event::SecondTooBig(theirs));
+            }
+        }
+        if bytes == 0 && !self.memory.warned {
             self.memory.warned = true;
             warn!(
                 "memory: cannot read the resident memory of child {pid}'s process group; \

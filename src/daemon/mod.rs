@@ -15,8 +15,9 @@
 //! alert command's and a preflight's apart.
 //!
 //! The rooms: this file is the loop, the start (fresh, or resumed from a
-//! reload's [`handoff`]) and the reaper; [`launch`] brings a child up (the socket, the
-//! rivals holding it, the spawn); [`narrate`] puts the machine's decisions
+//! reload's [`handoff`]) and the reaper; [`port`] is the socket (bound,
+//! re-armed, switched, and the rivals holding it); [`launch`] brings a
+//! child up on it; [`narrate`] puts the machine's decisions
 //! into words and alerts; [`readiness`] hears probes and notify datagrams;
 //! [`signals`] is the signal stream; [`record`] what `state.json` says and
 //! writing it; [`probes`] HTTP probe timing; [`memory`] `max_memory`
@@ -35,6 +36,7 @@ mod launch;
 pub(crate) mod memory;
 mod narrate;
 pub(crate) mod orphan;
+mod port;
 pub(crate) mod probes;
 mod readiness;
 pub(crate) mod record;
@@ -58,14 +60,14 @@ use crate::child::{self, Recipe};
 use crate::config::{Config, LogTo};
 use crate::exit::Fatal;
 use crate::health::{self, Notice, NotifySocket};
-use crate::listener::Listener;
+use crate::listener::{Listener, Standby};
 use crate::lock::InstanceLock;
 use crate::logs::{Handed, LogCounts, LogSink, Readers};
 use crate::policy::{Action, Event, ExitKind, HealthPolicy, Machine, Phase, Settings};
 use crate::state;
 use crate::sys;
+use port::Port;
 use record::{Group, Me, Observed, StateFile};
-use std::os::fd::AsFd;
 use targets::Targets;
 
 /// How long SIGKILLed leftovers get to vanish before we go on without them.
@@ -115,9 +117,8 @@ pub(crate) struct Daemon {
     cfg: Config,
     machine: Machine,
     recipe: Recipe,
-    listener: Option<Listener>,
-    /// The service manager holding our socket too (a passed one).
-    managers: Vec<i32>,
+    /// fd 3 and what goes with it.
+    port: Port,
     /// What stop signals go to while the machine is stopping.
     targets: Targets,
     /// During a handover: what the second child's stop signals go to.
@@ -144,15 +145,6 @@ pub(crate) struct Daemon {
     status_writes: (Option<Instant>, Option<Instant>),
     /// `[alerts]`: the rule and the command runner.
     alerting: Option<alerting::Alerting>,
-    /// Orphaned descendants come back to us (Linux): then whatever holds
-    /// our socket descends from us, and looking there is enough.
-    subreaper: bool,
-    /// Without a subreaper (macOS) a scan for rivals reads every process
-    /// on the machine: set when one, made since the last child's exit,
-    /// found nothing holding our socket, so the spawn that follows need
-    /// not scan again (nothing but us holds it, and nothing of ours has
-    /// run since). Cleared at each spawn. Never set with a subreaper.
-    clean_since_exit: bool,
     /// The path we were started as (a symlink stays a symlink): `reload`
     /// resolves it again, so after an upgrade that moved the link (Homebrew)
     /// the new binary is the one executed.
@@ -167,9 +159,6 @@ pub(crate) struct Daemon {
     reload_waits: Option<Instant>,
     /// Why the handover under way failed, for the restart's outcome.
     handover_failure: Option<String>,
-    /// After a `reload` that changed `[listen]`: the new socket, bound,
-    /// waiting for the next launch.
-    next_listener: Option<OwnedFd>,
     /// Counters an earlier image of this process handed over (`reload`):
     /// what this one counts is added to them.
     carried: state::Counters,
@@ -180,6 +169,8 @@ pub(crate) struct Daemon {
     metrics: Option<(Arc<exporter::View>, std::os::fd::RawFd)>,
     /// Until `run` starts: what a `reload`ed image still has to apply.
     carry: Option<Carry>,
+    /// The machine said `Exit`: everything is stopped; the loop ends.
+    exit: bool,
 }
 
 /// How this image of the supervisor began.
@@ -201,9 +192,9 @@ pub(crate) struct Resumption {
     /// The config the child runs under.
     pub(crate) old: Config,
     /// What went wrong with the new one (reported as the reload's failure).
-    pub(crate) problems: Vec<(i32, String)>,
+    pub(crate) problems: Vec<Fatal>,
     /// A socket bound for a changed `[listen]`.
-    pub(crate) next_listener: Option<OwnedFd>,
+    pub(crate) next_listener: Option<Standby>,
     /// The `[metrics]` listener and the address it was bound for.
     pub(crate) metrics: Option<(OwnedFd, String)>,
 }
@@ -211,7 +202,7 @@ pub(crate) struct Resumption {
 /// What `run` still does with a [`Resumption`] once the driver is built.
 struct Carry {
     old: Box<Config>,
-    problems: Vec<(i32, String)>,
+    problems: Vec<Fatal>,
     /// The `[metrics]` listener and the address it was bound for.
     metrics: Option<(OwnedFd, String)>,
 }
@@ -228,13 +219,6 @@ fn invoked_as() -> PathBuf {
             .unwrap_or_else(|_| current()),
         _ => current(),
     }
-}
-
-/// The service manager that passed socket `id` (our parent) when it holds
-/// it: excluded from the rivals for good.
-fn manager_pids(id: Option<u64>) -> Vec<i32> {
-    let Some(id) = id else { return Vec::new() };
-    sys::socket_holders(id, sys::Scope::Only(nix::unistd::getppid().as_raw()))
 }
 
 /// What woke the driver.
@@ -309,21 +293,16 @@ impl Daemon {
                 reloads: 0,
                 config: cfg.path.display().to_string(),
             },
-            address: cfg.listen.address.to_string(),
-            name: cfg.listen.name.clone(),
-            bound: false,
-            inherited: false,
-            socket_id: None,
             group: None,
             last_exit_at: None,
             status: None,
             last_probe: None,
             spawn_error: None,
-            port_holder: None,
-            bind_error: None,
             alerts: None,
             reload_error: None,
             restart: None,
+            restart_answers: Default::default(),
+            restart_asked: None,
             second: None,
             handover_at: None,
         };
@@ -333,19 +312,10 @@ impl Daemon {
             .alerts
             .as_ref()
             .map(|a| alerting::Alerting::new(a, cfg.restart.reset_after));
-        let (listener, managers, pipes, carry, next_listener, carried) = match origin {
+        let (port, pipes, carry, carried) = match origin {
             Origin::Fresh { passed } => {
-                seen.bound = passed.is_some();
-                seen.inherited = passed.is_some();
-                seen.socket_id = passed.as_ref().and_then(|l| sys::socket_id(l.as_fd()));
-                // Whoever passed the socket holds it too, and is never a
-                // rival: our parent (systemd, systemd-socket-activate,
-                // launchd), if it holds it.
-                let managers = match passed {
-                    Some(_) => manager_pids(seen.socket_id),
-                    None => Vec::new(),
-                };
-                (passed, managers, Vec::new(), None, None, None)
+                let port = Port::fresh(&cfg.listen, passed);
+                (port, Vec::new(), None, None)
             }
             Origin::Resumed(r) => {
                 let Resumption {
@@ -360,9 +330,6 @@ impl Daemon {
                 let now = Instant::now();
                 seen.me.reloads = h.reloads + 1;
                 seen.me.started_at = handoff::from_unix_ms(h.started_at_ms);
-                seen.inherited = h.inherited;
-                seen.socket_id = h.socket_id;
-                seen.bound = listener.as_ref().is_some_and(Listener::is_listening);
                 seen.status = h.child_status;
                 seen.last_exit_at = h.last_exit_at_ms.map(handoff::from_unix_ms);
                 seen.group = h.group;
@@ -378,14 +345,14 @@ impl Daemon {
                     problems,
                     metrics,
                 };
-                (
+                let port = Port::resumed(
+                    &cfg.listen,
                     listener,
-                    h.managers,
-                    pipes,
-                    Some(carry),
                     next_listener,
-                    h.counters,
-                )
+                    h.managers,
+                    (h.inherited, h.socket_id),
+                );
+                (port, pipes, Some(carry), h.counters)
             }
         };
         let counts = Arc::new(LogCounts::default());
@@ -407,8 +374,7 @@ impl Daemon {
         Ok(Daemon {
             machine,
             recipe,
-            managers,
-            listener,
+            port,
             targets,
             second: Targets::default(),
             new_status: None,
@@ -430,18 +396,16 @@ impl Daemon {
             quiet: narrate::Quiet::default(),
             status_writes: (None, None),
             alerting,
-            subreaper: false,
-            clean_since_exit: false,
             exe,
             gave_up: None,
             reloading: None,
             reload_waits: None,
             handover_failure: None,
-            next_listener,
             carried: carried.unwrap_or_default(),
             handovers: state::Handovers::default(),
             metrics: None,
             carry,
+            exit: false,
             cfg,
         })
     }
@@ -450,9 +414,10 @@ impl Daemon {
     pub(crate) async fn run(mut self, mut signals: Signals) -> Result<(), Fatal> {
         self.state.lock().write_pid().map_err(|e| {
             Fatal::failure(format!(
-                "cannot write {}: {e}; nothing started",
+                "cannot write {}: {e}",
                 self.cfg.pid_path().display()
             ))
+            .then(crate::exit::NOTHING_STARTED)
         })?;
         info!(
             "supervisor {} started for {} (config {})",
@@ -462,16 +427,17 @@ impl Daemon {
         );
         // Orphaned descendants of our children come back to us, to be
         // found (they may hold our socket) and reaped.
-        self.subreaper = sys::set_child_subreaper();
-        // `restart` tells outcomes apart by their number: carry it on.
-        self.seen.restart = state::read(&self.cfg.state_path())
-            .ok()
-            .flatten()
-            .and_then(|r| r.supervisor)
-            .and_then(|s| s.restart);
+        self.port.become_subreaper();
+        // The earlier record, read once: `restart` tells outcomes apart by
+        // their number (carry it on), and a fresh start takes over from it.
+        let prev = state::read(&self.cfg.state_path()).ok().flatten();
+        self.seen.restart = prev
+            .as_ref()
+            .and_then(|r| r.supervisor.as_ref())
+            .and_then(|s| s.restart.clone());
         let handed_metrics = match self.carry.take() {
             None => {
-                self.take_over();
+                self.take_over(prev);
                 None
             }
             Some(Carry {
@@ -486,7 +452,7 @@ impl Daemon {
         self.start_metrics(handed_metrics);
 
         let mut poll = Duration::from_millis(2);
-        while self.machine.phase() != Phase::Exited {
+        while !self.exit {
             let deadline = self.machine.deadline();
             let others = matches!(self.machine.phase(), Phase::Stopping { leader: None, .. })
                 || self.machine.second_group_pending().is_some();
@@ -599,8 +565,8 @@ impl Daemon {
     /// its child if that is still alive (stopped before we bind). The
     /// earlier record is overwritten only once we know what it names, and
     /// then names it until it is gone.
-    fn take_over(&mut self) {
-        let Some(prev) = state::read(&self.cfg.state_path()).ok().flatten() else {
+    fn take_over(&mut self, prev: Option<state::Record>) {
+        let Some(prev) = prev else {
             self.feed(Event::Start);
             return;
         };
@@ -616,8 +582,8 @@ impl Daemon {
         // and a process it (or anyone holding the socket) forked holds it
         // for a moment before its exec closes it: only those still holding
         // it a little later are leftovers.
-        holders.retain(|p| !self.managers.contains(p));
-        let holders = launch::settled(holders, || {
+        holders.retain(|p| !self.port.is_manager(*p));
+        let holders = port::settled(holders, || {
             orphan::socket_holders(&prev, port, &orphan::System)
         });
         // Killed during a handover: the second child is stopped too.
@@ -676,7 +642,8 @@ impl Daemon {
             self.targets.add(&holders);
             // Named in our record until we bind our own: should we die
             // meanwhile, the next supervisor still finds them.
-            self.seen.socket_id = prev.listen.as_ref().and_then(|l| l.socket_id);
+            self.port
+                .name_earlier(prev.listen.as_ref().and_then(|l| l.socket_id));
         }
         let actions = self.machine.adopt(Instant::now());
         self.carry_out(actions);
@@ -691,7 +658,7 @@ impl Daemon {
         // its way out: a deliberate start afterwards begins afresh. Only
         // one that died (SIGKILL, a crash, `kickstart -k`) and was started
         // again carries its crash loop on.
-        if prev.state == "not-running" {
+        if prev.state == Phase::Exited.name() {
             return;
         }
         let recent = prev
@@ -733,7 +700,7 @@ impl Daemon {
             }
             SIGUSR1 => {
                 info!("SIGUSR1: restarting the child");
-                self.feed(Event::Restart);
+                self.restart_requested();
             }
             SIGUSR2 => self.begin_reload(),
             SIGCHLD => self.reap(),
@@ -781,7 +748,7 @@ impl Daemon {
         self.seen.last_exit_at = Some(SystemTime::now());
         // A child may have shut the socket down for everyone: say so until
         // it is re-armed before the next spawn.
-        self.seen.bound = self.listener.as_ref().is_some_and(Listener::is_listening);
+        self.port.check();
         // Whatever still holds our socket outside the group (a daemonized
         // grandchild, a setsid helper) is stopped with the leftovers.
         let rivals = self.rivals();
@@ -833,8 +800,8 @@ impl Daemon {
                 // with it: after a stop, nothing that served is alive. On
                 // `stop` or a requested restart, looked for anywhere (a
                 // process the child passed fd 3 to); else in our tree.
-                let on_request = self.machine.want() == crate::policy::Want::Down
-                    || self.machine.state_name() == "restarting";
+                let on_request =
+                    self.machine.want() == crate::policy::Want::Down || self.machine.restarting();
                 let rivals = match (on_request, kill) {
                     (true, false) => self.rivals_anywhere(),
                     _ => self.rivals(),
@@ -854,7 +821,10 @@ impl Daemon {
                 self.narrate(note);
                 None
             }
-            Action::Exit => None,
+            Action::Exit => {
+                self.exit = true;
+                None
+            }
             Action::SpawnNew => Some(self.spawn_new()),
             Action::SignalSecond { kill, .. } => {
                 self.signal_second(kill);
@@ -924,7 +894,13 @@ impl Daemon {
         // Whatever `STATUS=` text was held back goes out with this write.
         self.status_writes.1 = None;
         self.seen.alerts = self.alerting.as_ref().map(alerting::Alerting::info);
-        let mut rec = record::build(&self.machine, &self.seen, Instant::now(), SystemTime::now());
+        let mut rec = record::build(
+            &self.machine,
+            &self.seen,
+            self.port.shown(),
+            Instant::now(),
+            SystemTime::now(),
+        );
         rec.counters = Some(self.counters());
         if let Some((view, _)) = &self.metrics {
             view.publish(rec.clone(), self.carried.log_bytes, SystemTime::now());

@@ -118,17 +118,16 @@ impl Daemon {
                      stopping them before a child starts"
                 );
             }
-            Note::Unhealthy {
-                pid,
-                why: Failure::Memory(bytes),
-            } => {
-                let line = memory::narration(pid, bytes, self.memory.max());
-                warn!("{line}");
-                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
-            }
             Note::Unhealthy { pid, why } => {
                 let h = &self.cfg.health;
                 let text = match why {
+                    // `max_memory`: its own words and its own alert.
+                    Failure::Memory(bytes) => {
+                        let line = memory::narration(pid, bytes, self.memory.max());
+                        warn!("{line}");
+                        self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+                        return;
+                    }
                     Failure::StartTimeout => format!(
                         "not ready within start_timeout ({})",
                         human(h.start_timeout)
@@ -144,7 +143,6 @@ impl Daemon {
                         "no WATCHDOG=1 within {} (one missed ping is a failure)",
                         human(h.watchdog.unwrap_or_default())
                     ),
-                    Failure::Memory(bytes) => format!("it uses {bytes} bytes of memory"),
                 };
                 let line = format!(
                     "child {pid} is unhealthy: {text}; stopping it gracefully to restart it"
@@ -202,6 +200,21 @@ impl Daemon {
                 self.handovers.ok += 1;
                 info!("handover done: old child {old} is gone; child {new} serves")
             }
+            Note::StopCutShort { pid, old, bytes } => {
+                let (who, while_) = match old {
+                    true => ("old child", "while it drains"),
+                    false => ("new child", "while it is being stopped"),
+                };
+                let line = format!(
+                    "memory: {who} {pid} uses {} {while_}, above max_memory ({}); killing it \
+                     now rather than after stop_timeout ({})",
+                    memory::mib(bytes),
+                    self.memory.max().map_or_else(|| "?".to_owned(), memory::mib),
+                    human(self.cfg.child.stop_timeout)
+                );
+                warn!("{line}");
+                self.alert(Seen::Memory, |_| format!("{addr}: {line}"));
+            }
             Note::HandoverBusy => {
                 warn!("restart ignored: a handover is in progress")
             }
@@ -251,6 +264,7 @@ impl Daemon {
             at: crate::state::timestamp_ms(std::time::SystemTime::now()),
             ok,
             message,
+            asked_mono_ns: self.seen.restart_asked,
         });
     }
 
@@ -269,14 +283,21 @@ impl Daemon {
             ),
             Unmet::Stopping => "the supervisor is stopping".into(),
             Unmet::OldEnded => "the serving child ended during the handover".into(),
+            Unmet::TooBig(bytes) => format!(
+                "used {}, above max_memory ({}), before it was ready",
+                memory::mib(bytes),
+                self.memory
+                    .max()
+                    .map_or_else(|| "?".to_owned(), memory::mib)
+            ),
         }
     }
 
     /// Why the port cannot be bound, and who holds it if that is known.
     fn port_trouble(&self) -> String {
-        let why = self.seen.bind_error.as_deref().unwrap_or("cannot bind");
-        let held = self
-            .seen
+        let port = self.port.shown();
+        let why = port.bind_error.as_deref().unwrap_or("cannot bind");
+        let held = port
             .port_holder
             .as_ref()
             .map(|(pid, cmd)| format!(" (held by pid {pid} {cmd})"))
@@ -338,7 +359,7 @@ impl Daemon {
             last_exit: self.machine.last_exit(),
             streak: self.machine.streak(),
             restarts: self.machine.restarts(),
-            port_holder: self.seen.port_holder.clone(),
+            port_holder: self.port.shown().port_holder.clone(),
             log_dir: match self.cfg.log.to {
                 crate::config::LogTo::Files => self.cfg.log.dir.display().to_string(),
                 crate::config::LogTo::Stdout => String::new(),

@@ -231,6 +231,7 @@ mod tests {
                 config: None,
                 restart: None,
                 start_timeout_ms: None,
+                restart_answers: None,
             }),
             child: Some(ChildInfo {
                 pid,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
+use super::port::Shown;
 use crate::lock::InstanceLock;
 use crate::policy::{ExitKind, Machine, Phase};
 use crate::state::{
@@ -60,13 +61,6 @@ pub(crate) struct Group {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observed {
     pub(crate) me: Me,
-    pub(crate) address: String,
-    pub(crate) name: String,
-    pub(crate) bound: bool,
-    /// The service manager passed the socket (`listen.inherited`).
-    pub(crate) inherited: bool,
-    /// `sys::socket_id` of our listening socket, once bound.
-    pub(crate) socket_id: Option<u64>,
     pub(crate) group: Option<Group>,
     pub(crate) last_exit_at: Option<SystemTime>,
     /// The child's last STATUS= text (notify protocol).
@@ -75,14 +69,16 @@ pub(crate) struct Observed {
     pub(crate) last_probe: Option<String>,
     /// Why the last spawn failed; `None` after a successful one.
     pub(crate) spawn_error: Option<String>,
-    pub(crate) port_holder: Option<(i32, String)>,
-    pub(crate) bind_error: Option<String>,
     /// With `[alerts]`: what `status` shows of them.
     pub(crate) alerts: Option<crate::state::AlertsInfo>,
     /// Why the last `reload` failed.
     pub(crate) reload_error: Option<crate::state::ReloadError>,
     /// The outcome of the last requested restart.
     pub(crate) restart: Option<crate::state::RestartOutcome>,
+    /// The answers to the last few restart requests, oldest first, and
+    /// when the last one taken was taken (for its outcome).
+    pub(crate) restart_answers: std::collections::VecDeque<crate::state::RestartAnswer>,
+    pub(crate) restart_asked: Option<u64>,
     /// During a handover: the second child's group (the new one while it
     /// starts, the old one while it drains) and when the handover began.
     pub(crate) second: Option<Group>,
@@ -90,7 +86,13 @@ pub(crate) struct Observed {
 }
 
 /// The record for this moment.
-pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -> Record {
+pub(crate) fn build(
+    m: &Machine,
+    o: &Observed,
+    port: &Shown,
+    now: Instant,
+    wall: SystemTime,
+) -> Record {
     let phase = m.phase();
     let (pid, started_at) = match phase {
         Phase::Running { pid, .. } => (Some(pid), o.group.and_then(|g| g.started_at)),
@@ -134,13 +136,14 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             config: Some(o.me.config.clone()),
             restart: o.restart.clone(),
             start_timeout_ms: Some(m.settings().health.start_timeout.as_millis() as u64),
+            restart_answers: Some(o.restart_answers.iter().cloned().collect()),
         }),
         listen: Some(ListenInfo {
-            address: o.address.clone(),
-            bound: o.bound,
-            name: Some(o.name.clone()),
-            inherited: o.inherited,
-            socket_id: o.socket_id,
+            address: port.address.clone(),
+            bound: port.bound,
+            name: Some(port.name.clone()),
+            inherited: port.inherited,
+            socket_id: port.socket_id,
         }),
         child: Some(ChildInfo {
             pid,
@@ -160,11 +163,11 @@ pub(crate) fn build(m: &Machine, o: &Observed, now: Instant, wall: SystemTime) -
             .map(|t| t.saturating_duration_since(now).as_millis() as u64),
         next_restart_at: next_restart
             .map(|t| state::timestamp_ms(wall + t.saturating_duration_since(now))),
-        port_holder: o.port_holder.as_ref().map(|(pid, command)| PortHolder {
+        port_holder: port.port_holder.as_ref().map(|(pid, command)| PortHolder {
             pid: *pid,
             command: command.clone(),
         }),
-        bind_error: o.bind_error.clone(),
+        bind_error: port.bind_error.clone(),
         alerts: o.alerts.clone(),
         counters: None,
         error: None,
@@ -320,11 +323,6 @@ mod tests {
                 reloads: 0,
                 config: "/etc/sup.toml".into(),
             },
-            address: "127.0.0.1:8420".into(),
-            name: "http".into(),
-            bound: true,
-            inherited: false,
-            socket_id: None,
             group: Some(Group {
                 pgid: 100,
                 start_time: Some(500),
@@ -335,13 +333,22 @@ mod tests {
             status: Some("serving".into()),
             last_probe: None,
             spawn_error: None,
-            port_holder: None,
-            bind_error: None,
             alerts: None,
             reload_error: None,
             restart: None,
+            restart_answers: Default::default(),
+            restart_asked: None,
             second: None,
             handover_at: None,
+        }
+    }
+
+    fn port() -> Shown {
+        Shown {
+            address: "127.0.0.1:8420".into(),
+            name: "http".into(),
+            bound: true,
+            ..Shown::default()
         }
     }
 
@@ -407,7 +414,7 @@ mod tests {
             for ev in events {
                 m.step(*ev, t0);
             }
-            let r = build(&m, &o, t0, wall);
+            let r = build(&m, &o, &port(), t0, wall);
             let c = r.child.as_ref().unwrap();
             assert_eq!(r.state, state, "{events:?}");
             assert_eq!((c.pid, c.pgid), (pid, pgid), "{events:?}");
@@ -428,7 +435,7 @@ mod tests {
         let mut m = machine();
         m.step(Event::Start, t0);
         m.step(Event::Spawned { pid: 100 }, t0);
-        let r = build(&m, &o, t0, wall);
+        let r = build(&m, &o, &port(), t0, wall);
         let c = r.child.unwrap();
         assert_eq!(c.started_at.as_deref(), Some("2026-11-26T08:00:01Z"));
         assert_eq!(r.supervisor.unwrap().started_at, "2026-11-26T08:00:00Z");
@@ -442,7 +449,7 @@ mod tests {
         );
         o.last_exit_at = Some(wall + ms(5000));
         // Written 200 ms after the exit: the countdown is from then.
-        let r = build(&m, &o, t0 + ms(500), wall + ms(5200));
+        let r = build(&m, &o, &port(), t0 + ms(500), wall + ms(5200));
         let e = r.child.unwrap().last_exit.unwrap();
         assert_eq!((e.code, e.signal.as_deref()), (None, Some("SIGKILL")));
         assert_eq!(e.at, "2026-11-26T08:00:05Z");

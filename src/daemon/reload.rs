@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,7 +48,7 @@ use super::handoff::{
 use super::helper::Helper;
 use super::{signals, Daemon};
 use crate::config::Config;
-use crate::listener::Listener;
+use crate::exit::Fatal;
 use crate::logs::{Handed, Readers, Stream};
 use crate::policy::{Event, ExitKind, Want};
 
@@ -117,11 +117,9 @@ impl Daemon {
             return;
         }
         if self.machine.handover().is_some() {
-            return self.reload_failed(
-                1,
-                "a handover is in progress (two children run for a moment); reload once it is over"
-                    .into(),
-            );
+            return self.reload_failed(Fatal::failure(
+                "a handover is in progress (two children run for a moment); reload once it is over",
+            ));
         }
         if MachineHand::of(&self.machine.snapshot(), Instant::now()).is_none() {
             if self.machine.want() == Want::Up {
@@ -139,13 +137,10 @@ impl Daemon {
                 }
                 return;
             }
-            return self.reload_failed(
-                1,
-                format!(
-                    "the supervisor is {} (it is exiting); not reloading",
-                    self.machine.state_name()
-                ),
-            );
+            return self.reload_failed(Fatal::failure(format!(
+                "the supervisor is {} (it is exiting); not reloading",
+                self.machine.state_name()
+            )));
         }
         // Resolved now: an upgrade may have replaced the file or moved the
         // link we were started through.
@@ -158,7 +153,7 @@ impl Daemon {
             "install it where only root can change it, or run the supervisor as the \
              service's user instead of root",
         ) {
-            return self.reload_failed(crate::exit::CONFIG, e);
+            return self.reload_failed(Fatal::config(e));
         }
         info!(
             "SIGUSR2: reloading; asking {} which handoff it speaks, then checking {} with it",
@@ -187,7 +182,9 @@ impl Daemon {
                     said: Vec::new(),
                 })
             }
-            Err(e) => self.reload_failed(1, format!("cannot run {}: {e}", exe.display())),
+            Err(e) => {
+                self.reload_failed(Fatal::failure(format!("cannot run {}: {e}", exe.display())))
+            }
         }
     }
 
@@ -208,7 +205,7 @@ impl Daemon {
         };
         if self.machine.want() != Want::Up {
             self.reload_waits = None;
-            return self.reload_failed(1, "the supervisor is exiting; not reloading".into());
+            return self.reload_failed(Fatal::failure("the supervisor is exiting; not reloading"));
         }
         if MachineHand::of(&self.machine.snapshot(), now).is_some() {
             self.reload_waits = None;
@@ -216,13 +213,10 @@ impl Daemon {
         }
         if now >= deadline {
             self.reload_waits = None;
-            self.reload_failed(
-                1,
-                format!(
-                    "the supervisor was still {} when its stop budget ran out; try again",
-                    self.machine.state_name()
-                ),
-            );
+            self.reload_failed(Fatal::failure(format!(
+                "the supervisor was still {} when its stop budget ran out; try again",
+                self.machine.state_name()
+            )));
         }
     }
 
@@ -245,7 +239,7 @@ impl Daemon {
         let room = STDERR_CAP.saturating_sub(p.said.len());
         let rest = p.helper.rest(room);
         p.said.extend(rest);
-        let said = String::from_utf8_lossy(&p.said).trim().replace('\n', " / ");
+        let said = one_line(&String::from_utf8_lossy(&p.said));
         let exe = p.exe.display();
         let killed = p.helper.killed();
         if p.step == Step::Asking {
@@ -253,24 +247,16 @@ impl Daemon {
                 (ExitKind::Code(0), Some(HANDOFF_VERSION)) => {
                     self.preflight_step(p.exe, Step::Checking)
                 }
-                (ExitKind::Code(0), Some(v)) => self.reload_failed(
-                    1,
-                    format!(
+                (ExitKind::Code(0), Some(v)) => self.reload_failed(Fatal::failure(format!(
                         "{exe} speaks handoff version {v}, this supervisor hands over version \
                          {HANDOFF_VERSION}; it was not executed (stop and start the supervisor \
                          to switch to it)"
-                    ),
-                ),
-                _ if killed => self.reload_failed(
-                    1,
-                    format!(
+                    ))),
+                _ if killed => self.reload_failed(Fatal::failure(format!(
                         "{exe} did not answer `handoff-version` within {}; it was not executed",
                         human(PREFLIGHT_TIMEOUT)
-                    ),
-                ),
-                _ => self.reload_failed(
-                    1,
-                    format!(
+                    ))),
+                _ => self.reload_failed(Fatal::failure(format!(
                         "{exe} does not speak the handoff protocol: asked `handoff-version`, it {}{}; it was not executed",
                         describe_exit(kind),
                         if said.is_empty() {
@@ -278,31 +264,34 @@ impl Daemon {
                         } else {
                             format!(" saying {said:?}")
                         }
-                    ),
-                ),
+                    ))),
             }
             return true;
         }
-        let said = said.strip_prefix("supervisor: ").unwrap_or(&said);
-        let said = said
-            .strip_prefix("invalid configuration: / ")
-            .unwrap_or(said)
-            .to_owned();
-        match (kind, killed) {
-            (ExitKind::Code(0), _) => self.exec_new_image(&p.exe),
-            (ExitKind::Code(78), _) => {
-                self.reload_failed(78, format!("the config is invalid: {said}"))
+        // A refusal comes typed (`exit::Fatal` as one JSON line on stderr:
+        // the same build, as the handoff version proved); anything else
+        // the binary printed is kept as it is.
+        let refusal = String::from_utf8_lossy(&p.said)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Fatal>(l).ok())
+            .filter(|f| kind == ExitKind::Code(f.code));
+        match (kind, killed, refusal) {
+            (ExitKind::Code(0), _, _) => self.exec_new_image(&p.exe),
+            (ExitKind::Code(crate::exit::CONFIG), _, refusal) => {
+                let why = match refusal {
+                    Some(f) => one_line(f.detail.as_deref().unwrap_or(&f.message)),
+                    None => said,
+                };
+                self.reload_failed(Fatal::config(format!("the config is invalid: {why}")))
             }
-            (_, true) => self.reload_failed(
-                1,
-                format!(
-                    "{exe} check-config did not finish within {}",
-                    human(PREFLIGHT_TIMEOUT)
-                ),
-            ),
-            (kind, false) => self.reload_failed(
-                1,
-                format!(
+            (_, true, _) => self.reload_failed(Fatal::failure(format!(
+                "{exe} check-config did not finish within {}",
+                human(PREFLIGHT_TIMEOUT)
+            ))),
+            (kind, false, refusal) => {
+                let said = refusal.map_or(said, |f| one_line(&f.reason()));
+                self.reload_failed(Fatal::failure(format!(
                     "{exe} check-config {}{}",
                     describe_exit(kind),
                     if said.is_empty() {
@@ -310,17 +299,20 @@ impl Daemon {
                     } else {
                         format!(": {said}")
                     }
-                ),
-            ),
+                )))
+            }
         }
         true
     }
 
-    pub(super) fn reload_failed(&mut self, code: i32, message: String) {
+    /// The reload cannot go on: logged with what follows (nothing
+    /// changes), recorded for `reload` to print (the code it exits with).
+    pub(super) fn reload_failed(&mut self, problem: Fatal) {
+        let message = problem.reason();
         warn!("reload failed: {message}; carrying on unchanged");
         self.seen.reload_error = Some(ReloadError {
             at: state::timestamp_ms(SystemTime::now()),
-            code,
+            code: problem.code,
             message,
         });
         self.write_state();
@@ -331,19 +323,15 @@ impl Daemon {
     fn exec_new_image(&mut self, exe: &Path) {
         let now = Instant::now();
         if self.machine.handover().is_some() {
-            return self.reload_failed(
-                1,
-                "a handover began during the reload's checks; reload once it is over".into(),
-            );
+            return self.reload_failed(Fatal::failure(
+                "a handover began during the reload's checks; reload once it is over",
+            ));
         }
         let Some(machine) = MachineHand::of(&self.machine.snapshot(), now) else {
-            return self.reload_failed(
-                1,
-                format!(
-                    "the supervisor became {}; try again",
-                    self.machine.state_name()
-                ),
-            );
+            return self.reload_failed(Fatal::failure(format!(
+                "the supervisor became {}; try again",
+                self.machine.state_name()
+            )));
         };
         // The log pipes: the reader thread writes what they hold and stops.
         let pipes: Vec<Handed> = self
@@ -360,14 +348,15 @@ impl Daemon {
                 cleanup,
             }
         });
+        let (listen_fd, managers) = self.port.hand();
         let handoff =
             Handoff {
                 version: HANDOFF_VERSION,
                 lock_fd: self.state.lock().raw_fd(),
-                listen_fd: self.listener.as_ref().map(|l| l.as_fd().as_raw_fd()),
-                inherited: self.seen.inherited,
-                socket_id: self.seen.socket_id,
-                managers: self.managers.clone(),
+                listen_fd,
+                inherited: self.port.shown().inherited,
+                socket_id: self.port.shown().socket_id,
+                managers,
                 notify,
                 pipes: pipes
                     .iter()
@@ -436,14 +425,17 @@ impl Daemon {
             }
             None => {}
         }
-        self.reload_failed(1, format!("cannot execute {}: {error}", exe.display()));
+        self.reload_failed(Fatal::failure(format!(
+            "cannot execute {}: {error}",
+            exe.display()
+        )));
     }
 
     /// In the new image, started from the handoff ([`super::Origin`]):
     /// say so, report what went wrong with the new config, apply what
     /// changed. `old` is the config the child runs under; `self.cfg`
     /// what was read now.
-    pub(super) fn carry_on(&mut self, old: &Config, problems: Vec<(i32, String)>) {
+    pub(super) fn carry_on(&mut self, old: &Config, problems: Vec<Fatal>) {
         info!(
             "reloaded: supervisor {} now runs {} {} ({}); child {}",
             std::process::id(),
@@ -454,8 +446,8 @@ impl Daemon {
                 .child_pid()
                 .map_or("none".into(), |p| format!("{p} carries on"))
         );
-        for (code, message) in problems {
-            self.reload_failed(code, message);
+        for problem in problems {
+            self.reload_failed(problem);
         }
         // Health probes of a running child go on from now.
         self.probes
@@ -474,7 +466,7 @@ impl Daemon {
     /// restarts the child gracefully; the rest is live already.
     fn apply_changes(&mut self, old: &Config) {
         let cfg = &self.cfg;
-        if self.next_listener.is_some() {
+        if self.port.switching() {
             info!(
                 "reload: {} bound; the child moves there from {}",
                 cfg.listen.address, old.listen.address
@@ -482,7 +474,7 @@ impl Daemon {
             match self.machine.child_pid() {
                 // Onto the new socket: the old child must go first.
                 Some(_) => self.feed(Event::RestartStopFirst),
-                None => self.switch_listener(),
+                None => self.port.switch(),
             }
         } else if cfg.child != old.child
             || cfg.health != old.health
@@ -496,33 +488,11 @@ impl Daemon {
             info!("reload: nothing the child depends on changed; it carries on");
         }
     }
+}
 
-    /// Before a launch: a socket bound for a changed `[listen]` replaces
-    /// the old one (closed here, once no child holds it).
-    pub(super) fn switch_listener(&mut self) {
-        let Some(fd) = self.next_listener.take() else {
-            return;
-        };
-        // The new socket takes fd 3 and the old one closes in one step:
-        // fd 3 is never free for another file to land on.
-        let moved = match self.listener.as_mut() {
-            Some(l) => l.replace(fd),
-            None => Listener::adopt(fd).map(|l| self.listener = Some(l)),
-        };
-        match moved.map(|()| self.listener.as_ref().map(|l| sys::socket_id(l.as_fd()))) {
-            Ok(id) => {
-                self.seen.socket_id = id.flatten();
-                self.seen.address = self.cfg.listen.address.to_string();
-                self.seen.inherited = false;
-                self.seen.bound = true;
-                self.managers.clear();
-            }
-            Err(e) => warn!(
-                "reload: cannot move the socket for {} into place ({e}); the child keeps the old one",
-                self.cfg.listen.address
-            ),
-        }
-    }
+/// Lines as one, as a reason in a log line reads best.
+fn one_line(text: &str) -> String {
+    text.trim().replace('\n', " / ")
 }
 
 /// `execve(exe --config CONFIG run)` with `fds` inheritable and the handoff

@@ -1,6 +1,7 @@
-//! What the stop signals go to: the child's process group, the child
-//! itself when it has left that group, and single processes (leftovers of
-//! an earlier supervisor, rivals holding our socket). Every pid is kept
+//! What the stop signals go to: the child's process group (and, in a stop
+//! that began during a handover, the second child's), the child itself
+//! when it has left that group, and single processes (leftovers of an
+//! earlier supervisor, rivals holding our socket). Every pid is kept
 //! with its start time and signalled only while both still match, so a
 //! reused pid is never hit. Each member gets each signal once: processes
 //! found while a stop is under way (a daemon's intermediate forked the
@@ -23,8 +24,8 @@ struct Single {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Targets {
-    /// A process group to signal as a whole, and what it got last.
-    group: Option<(i32, Option<Signal>)>,
+    /// Process groups to signal as a whole, each with what it got last.
+    groups: Vec<(i32, Option<Signal>)>,
     pids: Vec<Single>,
     /// The signal of the stop under way, for members found later.
     level: Option<Signal>,
@@ -34,7 +35,7 @@ impl Targets {
     /// A child and its process group (it is the group's leader).
     pub(crate) fn child(pid: i32, start_time: Option<u64>) -> Targets {
         Targets {
-            group: Some((pid, None)),
+            groups: vec![(pid, None)],
             pids: vec![Single {
                 pid,
                 start_time,
@@ -47,8 +48,23 @@ impl Targets {
     /// Only a process group (its leader is gone).
     pub(crate) fn group(pgid: i32) -> Targets {
         Targets {
-            group: Some((pgid, None)),
+            groups: vec![(pgid, None)],
             ..Targets::default()
+        }
+    }
+
+    /// Add a whole process group (a handover's second child, joining a
+    /// stop): what its members fork on their way out is stopped too. A
+    /// group that is empty already is left out (its id is free for
+    /// anyone); while a stop is under way it gets that stop's signal at
+    /// once.
+    pub(crate) fn add_group(&mut self, pgid: i32) {
+        if self.groups.iter().any(|(g, _)| *g == pgid) || !sys::group_alive(pgid) {
+            return;
+        }
+        self.groups.push((pgid, None));
+        if let Some(level) = self.level {
+            self.signal(level);
         }
     }
 
@@ -85,12 +101,10 @@ impl Targets {
         }
     }
 
-    /// Forget the process group once it is empty: its id may then be
+    /// Forget each process group once it is empty: its id may then be
     /// reused by anyone, and must never be signalled again.
     pub(crate) fn prune(&mut self) {
-        if self.group.is_some_and(|(g, _)| !sys::group_alive(g)) {
-            self.group = None;
-        }
+        self.groups.retain(|(g, _)| sys::group_alive(*g));
     }
 
     /// Forget a process that was reaped.
@@ -113,16 +127,16 @@ impl Targets {
 
     /// Whether nothing of it is alive any more.
     pub(crate) fn gone(&self) -> bool {
-        !self.group.is_some_and(|(g, _)| sys::group_alive(g))
+        !self.groups.iter().any(|(g, _)| sys::group_alive(*g))
             && !self.pids.iter().any(|s| Self::is_ours(s.pid, s.start_time))
     }
 
-    /// Send `sig` to the group, and to every single process that is not
-    /// (or no longer) in it: a child that moved to another process group
-    /// is stopped by its pid. Each gets `sig` once.
+    /// Send `sig` to the groups, and to every single process that is not
+    /// (or no longer) in one of them: a child that moved to another
+    /// process group is stopped by its pid. Each gets `sig` once.
     pub(crate) fn signal(&mut self, sig: Signal) {
         self.level = Some(sig);
-        if let Some((pgid, sent)) = self.group.as_mut() {
+        for (pgid, sent) in &mut self.groups {
             if *sent != Some(sig) {
                 *sent = Some(sig);
                 match killpg(Pid::from_raw(*pgid), sig) {
@@ -132,14 +146,14 @@ impl Targets {
                 }
             }
         }
-        let group = self.group.map(|(g, _)| Pid::from_raw(g));
         for s in &mut self.pids {
             if s.sent == Some(sig) {
                 continue;
             }
             s.sent = Some(sig);
-            let in_group =
-                group.is_some() && nix::unistd::getpgid(Some(Pid::from_raw(s.pid))).ok() == group;
+            let in_group = !self.groups.is_empty()
+                && nix::unistd::getpgid(Some(Pid::from_raw(s.pid)))
+                    .is_ok_and(|g| self.groups.iter().any(|(pgid, _)| *pgid == g.as_raw()));
             if in_group || !Self::is_ours(s.pid, s.start_time) {
                 continue;
             }

@@ -71,7 +71,7 @@ impl JobSpec {
             )
         })?;
         let cfg = Config::load(&config)
-            .map_err(|e| Fatal::with_code(exit::CONFIG, format!("invalid configuration:\n{e}")))?;
+            .map_err(|e| Fatal::config("invalid configuration").with_detail(e.to_string()))?;
         let program = std::env::current_exe()
             .and_then(fs::canonicalize)
             .map_err(|e| {

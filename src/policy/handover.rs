@@ -127,6 +127,33 @@ impl Machine {
             {
                 self.end_handover()
             }
+            // `max_memory` holds for both children. A new child past it
+            // before it is ready fails the handover (stopped gracefully, as
+            // any child past it is; the old one serves on).
+            (Stage::Starting { .. }, Event::SecondTooBig(bytes)) => {
+                self.abort(Unmet::TooBig(bytes), false, now)
+            }
+            // One already being stopped gets no more time: killed now.
+            (
+                Stage::Aborting {
+                    killed: false, why, ..
+                },
+                Event::SecondTooBig(bytes),
+            ) => {
+                h.stage = Stage::Aborting {
+                    why,
+                    deadline: now + self.settings.kill_grace,
+                    killed: true,
+                };
+                self.cut_short(h, bytes)
+            }
+            (Stage::Draining { killed: false, .. }, Event::SecondTooBig(bytes)) => {
+                h.stage = Stage::Draining {
+                    deadline: now + self.settings.kill_grace,
+                    killed: true,
+                };
+                self.cut_short(h, bytes)
+            }
             _ => vec![],
         }
     }
@@ -168,6 +195,20 @@ impl Machine {
             }
             Stage::Spawning => vec![],
         }
+    }
+
+    /// The second child, being stopped, passed `max_memory`: SIGKILL now.
+    fn cut_short(&mut self, h: Handover, bytes: u64) -> Vec<Action> {
+        let Some(pid) = h.second() else {
+            return vec![];
+        };
+        let mut actions = vec![Action::Note(Note::StopCutShort {
+            pid,
+            old: matches!(h.stage, Stage::Draining { .. }),
+            bytes,
+        })];
+        actions.extend(self.kill_second(h));
+        actions
     }
 
     fn kill_second(&mut self, h: Handover) -> Vec<Action> {

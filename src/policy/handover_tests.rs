@@ -75,6 +75,11 @@ fn exited(code: i32, others_left: bool) -> Event {
     }
 }
 
+/// The serving (machine's) child was reaped.
+fn child_exited(kind: ExitKind, others_left: bool) -> Event {
+    Event::ChildExited { kind, others_left }
+}
+
 /// How many children are alive, as the machine knows them.
 fn alive(m: &Machine) -> usize {
     usize::from(m.child_pid().is_some()) + usize::from(m.second_pid().is_some())
@@ -290,13 +295,7 @@ fn only_a_requested_restart_of_a_ready_child_overlaps() {
     assert_eq!(m.handover(), None);
     // A crash: stop first (the next child after the backoff).
     let mut m = ready(overlap_settings(), t0);
-    let a = m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(1),
-            others_left: false,
-        },
-        t0 + ms(10),
-    );
+    let a = m.step(child_exited(ExitKind::Code(1), false), t0 + ms(10));
     assert!(!a.contains(&Action::SpawnNew));
     // A liveness failure: stop first.
     let mut watchdog = overlap_settings();
@@ -369,13 +368,7 @@ fn stop_during_a_handover_stops_both_children() {
         }
         assert_eq!(m.handover(), None);
         // The serving child ends; the second one's group is still there.
-        let a = m.step(
-            Event::ChildExited {
-                kind: ExitKind::Code(0),
-                others_left: true,
-            },
-            t0 + ms(30),
-        );
+        let a = m.step(child_exited(ExitKind::Code(0), true), t0 + ms(30));
         assert_eq!(effects(&a), vec![Action::Signal { kill: false }]);
         assert_eq!(m.step(Event::OthersGone, t0 + ms(40)), vec![Action::Exit]);
     }
@@ -385,13 +378,7 @@ fn stop_during_a_handover_stops_both_children() {
 fn the_serving_child_ending_during_a_handover_stops_the_new_one_too() {
     let t0 = Instant::now();
     let mut m = starting(t0, t0);
-    let a = m.step(
-        Event::ChildExited {
-            kind: ExitKind::Signal(9),
-            others_left: false,
-        },
-        t0 + ms(10),
-    );
+    let a = m.step(child_exited(ExitKind::Signal(9), false), t0 + ms(10));
     assert!(notes(&a).contains(&Note::HandoverFailed {
         old: 100,
         new: Some(200),
@@ -419,74 +406,51 @@ fn the_serving_child_ending_during_a_handover_stops_the_new_one_too() {
     );
 }
 
+/// Overlap off, child 100 ready at `t0` and restarted: it has exited and
+/// new child 101 runs, not ready yet.
+fn restarted_stop_first(t0: Instant) -> Machine {
+    let mut off = overlap_settings();
+    off.overlap = false;
+    let mut m = ready(off, t0);
+    m.step(Event::Restart, t0);
+    m.step(child_exited(ExitKind::Code(0), false), t0);
+    m.step(Event::Spawned { pid: 101 }, t0);
+    m
+}
+
 #[test]
 fn a_stop_first_restart_tells_its_outcome() {
     let t0 = Instant::now();
-    let mut off = overlap_settings();
-    off.overlap = false;
-    // Ready again: told once.
-    let mut m = ready(off, t0);
-    m.step(Event::Restart, t0);
-    m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(0),
-            others_left: false,
-        },
-        t0,
-    );
-    m.step(Event::Spawned { pid: 101 }, t0);
-    let a = m.step(Event::Ready, t0 + ms(5));
-    assert_eq!(
-        notes(&a),
-        vec![Note::Ready { pid: 101 }, Note::Restarted(Ok(101))]
-    );
-    // The new child dies before it is ready.
-    let mut m = ready(off, t0);
-    m.step(Event::Restart, t0);
-    m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(0),
-            others_left: false,
-        },
-        t0,
-    );
-    m.step(Event::Spawned { pid: 101 }, t0);
-    let a = m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(2),
-            others_left: false,
-        },
-        t0 + ms(5),
-    );
-    assert!(notes(&a).contains(&Note::Restarted(Err(Unmet::Exited(ExitKind::Code(2))))));
-    // Not ready in time.
-    let mut m = ready(off, t0);
-    m.step(Event::Restart, t0);
-    m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(0),
-            others_left: false,
-        },
-        t0,
-    );
-    m.step(Event::Spawned { pid: 101 }, t0);
-    let a = m.step(Event::Tick, t0 + ms(5000));
-    assert!(notes(&a).contains(&Note::Restarted(Err(Unmet::NotReady))));
+    // (what happens to the new child, when, what `restart` is told)
+    let table = [
+        (Event::Ready, ms(5), Ok(101)),
+        (
+            child_exited(ExitKind::Code(2), false),
+            ms(5),
+            Err(Unmet::Exited(ExitKind::Code(2))),
+        ),
+        (Event::Tick, ms(5000), Err(Unmet::NotReady)),
+    ];
+    for (event, at, told) in table {
+        let mut m = restarted_stop_first(t0);
+        let a = m.step(event, t0 + at);
+        assert!(
+            notes(&a).contains(&Note::Restarted(told)),
+            "{event:?} at {at:?}: {a:?}"
+        );
+        // Told once.
+        assert!(!notes(&m.step(Event::Tick, t0 + at + ms(1))).contains(&Note::Restarted(told)));
+    }
     // Without readiness: told at the spawn.
     let mut m = Machine::new(Settings {
         health: HealthPolicy::default(),
-        ..off
+        overlap: false,
+        ..overlap_settings()
     });
     m.step(Event::Start, t0);
     m.step(Event::Spawned { pid: 100 }, t0);
     m.step(Event::Restart, t0);
-    m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(0),
-            others_left: false,
-        },
-        t0,
-    );
+    m.step(child_exited(ExitKind::Code(0), false), t0);
     let a = m.step(Event::Spawned { pid: 101 }, t0);
     assert!(notes(&a).contains(&Note::Restarted(Ok(101))));
 }
@@ -496,13 +460,7 @@ fn the_new_childs_failure_while_draining_stops_the_old_one_too() {
     let t0 = Instant::now();
     let mut m = starting(t0, t0);
     m.step(Event::NewReady, t0 + ms(10));
-    let a = m.step(
-        Event::ChildExited {
-            kind: ExitKind::Code(1),
-            others_left: false,
-        },
-        t0 + ms(20),
-    );
+    let a = m.step(child_exited(ExitKind::Code(1), false), t0 + ms(20));
     assert_eq!(
         effects(&a),
         vec![
@@ -534,4 +492,125 @@ fn stray_handover_events_change_nothing() {
     m.step(Event::NewReady, t0);
     assert_eq!(m.step(Event::SecondGone, t0), vec![]);
     assert!(m.handover().is_some());
+}
+
+#[test]
+fn max_memory_holds_for_both_children_during_a_handover() {
+    let t0 = Instant::now();
+    let big = 1 << 30;
+    let at = t0 + ms(100);
+    // Child 100 serving, new child 200 starting since t0.
+    let start = || starting(t0, t0);
+    let draining = || {
+        let mut m = starting(t0, t0);
+        m.step(Event::NewReady, t0 + ms(10));
+        m
+    };
+    let aborting = || {
+        let mut m = starting(t0, t0);
+        m.step(Event::Tick, t0 + ms(5000));
+        m
+    };
+    let killed = || {
+        let mut m = draining();
+        m.step(Event::Tick, t0 + ms(10_010));
+        m
+    };
+    type Build<'a> = &'a dyn Fn() -> Machine;
+    // (the handover, which child grew, what follows)
+    let table: [(&str, Build, Event, Vec<Action>); 8] = [
+        (
+            "new child starting",
+            &start,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::HandoverFailed {
+                    old: 100,
+                    new: Some(200),
+                    why: Unmet::TooBig(big),
+                }),
+                Action::SignalSecond {
+                    pgid: 200,
+                    kill: false,
+                },
+            ],
+        ),
+        // Being replaced already: stopping it now would be the gap.
+        ("old child serving", &start, Event::TooBig(big), vec![]),
+        (
+            "old child draining",
+            &draining,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::StopCutShort {
+                    pid: 100,
+                    old: true,
+                    bytes: big,
+                }),
+                Action::SignalSecond {
+                    pgid: 100,
+                    kill: true,
+                },
+            ],
+        ),
+        // One handover at a time: restarted after this one.
+        ("new child serving", &draining, Event::TooBig(big), vec![]),
+        (
+            "failed new child being stopped",
+            &aborting,
+            Event::SecondTooBig(big),
+            vec![
+                Action::Note(Note::StopCutShort {
+                    pid: 200,
+                    old: false,
+                    bytes: big,
+                }),
+                Action::SignalSecond {
+                    pgid: 200,
+                    kill: true,
+                },
+            ],
+        ),
+        (
+            "old child serving on",
+            &aborting,
+            Event::TooBig(big),
+            vec![],
+        ),
+        (
+            "old child killed already",
+            &killed,
+            Event::SecondTooBig(big),
+            vec![],
+        ),
+        (
+            "no handover",
+            &|| ready(overlap_settings(), t0),
+            Event::SecondTooBig(big),
+            vec![],
+        ),
+    ];
+    for (case, build, event, want) in table {
+        let mut m = build();
+        assert_eq!(m.step(event, at), want, "{case}");
+        assert!(alive(&m) <= 2, "{case}");
+    }
+    // The failed new child's exit tells `restart` why; the old one serves.
+    let mut m = start();
+    m.step(Event::SecondTooBig(big), at);
+    let a = m.step(exited(0, false), at + ms(50));
+    assert_eq!(notes(&a), vec![Note::Restarted(Err(Unmet::TooBig(big)))]);
+    assert_eq!((m.handover(), m.child_pid()), (None, Some(100)));
+    // A killed old child's exit ends the handover as usual.
+    let mut m = draining();
+    m.step(Event::SecondTooBig(big), at);
+    assert_eq!(m.deadline(), None, "after SIGKILL the exit is waited for");
+    let a = m.step(exited(137, false), at + ms(10));
+    assert_eq!(
+        notes(&a),
+        vec![
+            Note::HandoverDone { old: 100, new: 200 },
+            Note::Restarted(Ok(200))
+        ]
+    );
 }

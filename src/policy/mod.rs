@@ -165,11 +165,22 @@ impl Machine {
     /// starts the new one, until its outcome is told: the supervisor is
     /// not stopping.
     pub(crate) fn state_name(&self) -> &'static str {
-        let name = self.phase.name();
-        match name {
-            "stopping" | "starting" if self.asked && self.want == Want::Up => "restarting",
-            _ => name,
+        match self.restarting() {
+            true => "restarting",
+            false => self.phase.name(),
         }
+    }
+
+    /// Whether a requested restart stops the old child or starts the new
+    /// one (`restarting` in `status`).
+    pub(crate) fn restarting(&self) -> bool {
+        let between = match self.phase {
+            Phase::Stopping { .. } | Phase::Starting => true,
+            // Started, not ready yet: "starting".
+            Phase::Running { health, .. } => health.ready_since.is_none(),
+            _ => false,
+        };
+        between && self.asked && self.want == Want::Up
     }
 
     pub(crate) fn streak(&self) -> u32 {
@@ -249,7 +260,8 @@ impl Machine {
             | Event::NewSpawnFailed
             | Event::NewReady
             | Event::SecondExited { .. }
-            | Event::SecondGone => self.handover_step(event, now),
+            | Event::SecondGone
+            | Event::SecondTooBig(_) => self.handover_step(event, now),
             Event::Tick if self.handover.is_some() => {
                 let mut actions = self.handover_tick(now);
                 actions.extend(self.step_phase(event, now));
@@ -406,7 +418,11 @@ impl Machine {
                 self.phase = Phase::Running { pid, since, health };
                 vec![]
             }
-            // The child is being replaced already.
+            // During a handover the serving child is not restarted for its
+            // memory: the old one is being replaced already (stopping it
+            // now would make the gap overlap is there to avoid), and a new
+            // one that took over waits for the old one to be gone (one
+            // handover at a time); the next check after that restarts it.
             (Phase::Running { .. }, Event::TooBig(_)) if self.handover.is_some() => vec![],
             (Phase::Running { pid, health, .. }, Event::TooBig(bytes))
                 if s.overlap && health.ready_since.is_some() =>

@@ -190,6 +190,9 @@ pub(crate) enum Event {
     },
     /// The second child's process group has no live member any more.
     SecondGone,
+    /// The second child's process group uses more memory than allowed
+    /// (bytes): measured beside the serving child's during a handover.
+    SecondTooBig(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +203,9 @@ pub(crate) enum Action {
     /// Send the stop signal (`kill == false`) or SIGKILL to everything
     /// being stopped: the child's process group, the child itself if it
     /// left the group, and whatever else holds our socket.
-    Signal {
-        kill: bool,
-    },
+    Signal { kill: bool },
+    /// Everything is stopped and nothing will start again: the driver
+    /// ends its loop and exits.
     Exit,
     /// Something for the log (and for alerts); nothing to do.
     Note(Note),
@@ -212,15 +215,10 @@ pub(crate) enum Action {
     SpawnNew,
     /// Send the stop signal (or SIGKILL) to the handover's second child:
     /// its process group `pgid` (and the leader, should it have left it).
-    SignalSecond {
-        pgid: i32,
-        kill: bool,
-    },
+    SignalSecond { pgid: i32, kill: bool },
     /// The handover ends into a stop of everything: process group `pgid`
     /// joins what `Signal` reaches and what must be gone before going on.
-    StopAlso {
-        pgid: i32,
-    },
+    StopAlso { pgid: i32 },
 }
 
 /// Why a restart (or a handover) did not bring a new ready child.
@@ -239,6 +237,9 @@ pub(crate) enum Unmet {
     /// The old child ended while the new one started; the handover became
     /// a stop-first restart.
     OldEnded,
+    /// The new child's process group passed `max_memory` (bytes seen)
+    /// before it was ready.
+    TooBig(u64),
 }
 
 /// A handover: for a moment two children, the machine's (`Phase::Running`)
@@ -362,6 +363,15 @@ pub(crate) enum Note {
     },
     /// A restart asked for during a handover is ignored.
     HandoverBusy,
+    /// The second child, already being stopped (the old one draining, or
+    /// a failed new one), passed `max_memory` (bytes seen): it is killed
+    /// now rather than after its `stop_timeout`.
+    StopCutShort {
+        pid: i32,
+        /// The old child draining (else the failed new one).
+        old: bool,
+        bytes: u64,
+    },
     /// The outcome of the last requested restart (`restart`, SIGUSR1):
     /// the new child ready (its pid), or why not.
     Restarted(Result<i32, Unmet>),

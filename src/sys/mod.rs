@@ -61,6 +61,19 @@ pub fn process_age(start: u64) -> Option<std::time::Duration> {
     imp::process_age(start)
 }
 
+/// Now on the machine-wide monotonic clock (`CLOCK_MONOTONIC`, on Linux
+/// and macOS alike), in nanoseconds: one process's reading can be compared
+/// with another's on the same machine (how `restart` tells the answer to
+/// its own request from older ones). 0 if the clock cannot be read.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
+    })
+}
+
 /// The command line of a process, for people (`port_holder.command`): on
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.

@@ -109,6 +109,28 @@ def live_predecessors():
     return sorted(p for p in pids if alive(p))
 
 
+def notify(msg, fds=()):
+    """One sd_notify datagram to $NOTIFY_SOCKET (`@name`: an abstract
+    socket): `msg` as text or bytes, with `fds` passed along (SCM_RIGHTS)
+    as a client handing descriptors over does."""
+    if isinstance(msg, str):
+        msg = msg.encode()
+    addr = os.environ["NOTIFY_SOCKET"]
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        if fds:
+            import array
+
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            s.sendmsg([msg], anc, 0, addr)
+        else:
+            s.sendto(msg, addr)
+    finally:
+        s.close()
+
+
 def listener():
     """The inherited listening socket (fd 3)."""
     return socket.socket(fileno=3)

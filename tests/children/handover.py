@@ -6,6 +6,11 @@ server does. argv[2] is the mode:
   exit AFTER CODE    exit CODE after AFTER seconds, never ready
   never              never send READY=1 (serves nothing either)
 
+followed by any of (for max_memory):
+
+  grow MIB           take MIB MiB of resident memory at start ("grown")
+  grow-on-term MIB   take MIB MiB more on SIGTERM, while draining
+
 The mode can be overridden for the next start by a file `next-mode` in the
 temp dir (one line, the words above; removed once read), so a test can make
 only the new child of a handover misbehave.
@@ -16,23 +21,11 @@ finishes the requests it holds, records "drained" and exits 0.
 """
 
 import os
-import socket
 import sys
 import threading
 import time
 
 import childlib as c
-
-
-def notify(msg):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        s.sendto(msg.encode(), addr)
-    finally:
-        s.close()
 
 
 def mode():
@@ -81,9 +74,23 @@ def handle(conn):
             busy[0] -= 1
 
 
+hog = []
+
+
+def grow(mib):
+    hog.append(b"x" * (int(mib) << 20))
+    c.event("grown", mib)
+
+
+def option(name):
+    return words[words.index(name) + 1] if name in words else None
+
+
 def on_term(signum, frame):
     c.event("term")
     stopping.set()
+    if option("grow-on-term"):
+        grow(option("grow-on-term"))
 
 
 import signal  # noqa: E402
@@ -92,9 +99,11 @@ signal.signal(signal.SIGTERM, on_term)
 words = mode()
 sock = c.listener()
 c.event("start", *words)
+if option("grow"):
+    grow(option("grow"))
 if words[0] == "ready":
     time.sleep(float(words[1]))
-    notify("STATUS=serving\nREADY=1")
+    c.notify("STATUS=serving\nREADY=1")
     c.event("ready")
 elif words[0] == "exit":
     time.sleep(float(words[1]))

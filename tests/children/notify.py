@@ -7,23 +7,11 @@
 """
 
 import os
-import socket
 import sys
 import threading
 import time
 
 import childlib as c
-
-
-def notify(msg):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        s.sendto(msg.encode(), addr)
-    finally:
-        s.close()
 
 
 mode = sys.argv[2]
@@ -32,16 +20,16 @@ sock = c.listener()
 c.event("start", os.environ.get("WATCHDOG_USEC", "-"))
 if mode == "ready":
     time.sleep(float(sys.argv[3]))
-    notify("STATUS=warmed up\nREADY=1")
+    c.notify("STATUS=warmed up\nREADY=1")
     c.event("ready")
 elif mode == "watchdog":
-    notify("READY=1")
+    c.notify("READY=1")
     every = int(os.environ["WATCHDOG_USEC"]) / 4e6
     pings = int(sys.argv[3])
 
     def pinger():
         for _ in range(pings):
-            notify("WATCHDOG=1")
+            c.notify("WATCHDOG=1")
             time.sleep(every)
         c.event("frozen")
 

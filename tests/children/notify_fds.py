@@ -9,25 +9,11 @@ pipe, and waits up to 5 s for that end to be closed ("barrier ok" or
 "barrier timeout"). Then it serves.
 """
 
-import array
 import os
 import select
-import socket
 import time
 
 import childlib as c
-
-
-def notify_with_fds(msg, fds):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        s.sendmsg([msg.encode()], anc, 0, addr)
-    finally:
-        s.close()
 
 
 def all_readers_gone(w, deadline):
@@ -48,7 +34,7 @@ c.event("start")
 pipes = [os.pipe() for _ in range(2)]
 for _, w in pipes:
     os.set_blocking(w, False)
-notify_with_fds("READY=1\nSTATUS=passed two fds", [r for r, _ in pipes])
+c.notify("READY=1\nSTATUS=passed two fds", [r for r, _ in pipes])
 for r, _ in pipes:
     os.close(r)
 deadline = time.monotonic() + 5
@@ -56,7 +42,7 @@ closed = all(all_readers_gone(w, deadline) for _, w in pipes)
 c.event("fds-closed" if closed else "fds-open")
 
 r, w = os.pipe()
-notify_with_fds("BARRIER=1", [w])
+c.notify("BARRIER=1", [w])
 os.close(w)
 p = select.poll()
 p.register(r, select.POLLHUP)

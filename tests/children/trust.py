@@ -38,19 +38,6 @@ def write_json(name, value):
     os.replace(tmp, os.path.join(out, name))
 
 
-def notify(msg):
-    import socket
-
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        s.sendto(msg, addr)
-    finally:
-        s.close()
-
-
 if mode == "report":
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
@@ -86,7 +73,7 @@ elif mode == "helper":
 
 elif mode == "status":
     text = sys.argv[4].encode().decode("unicode_escape")
-    notify(("STATUS=%s\nREADY=1" % text).encode("latin-1"))
+    c.notify(("STATUS=%s\nREADY=1" % text).encode("latin-1"))
     c.serve(c.listener())
 
 elif mode == "shout":
@@ -96,15 +83,15 @@ elif mode == "shout":
     c.serve(c.listener())
 
 elif mode == "chatty":
-    notify(b"READY=1")
+    c.notify(b"READY=1")
     for i in range(int(sys.argv[4])):
-        notify(b"STATUS=step %d" % i)
+        c.notify(b"STATUS=step %d" % i)
         time.sleep(0.002)
-    notify(b"STATUS=final")
+    c.notify(b"STATUS=final")
     c.serve(c.listener())
 
 elif mode == "notify":
-    notify(b"READY=1")
+    c.notify(b"READY=1")
     sock = c.listener()
     import threading
 
@@ -118,6 +105,6 @@ elif mode == "notify":
         except OSError:
             lines = []
         for line in lines[done:]:
-            notify(line.encode())
+            c.notify(line.encode())
         done = len(lines)
         time.sleep(0.05)

@@ -17,7 +17,8 @@
 //! events, diagnostics, cleanup); `supervisor` starts and reaps `run`;
 //! `procs` answers questions about processes the same way on Linux and
 //! macOS; `net` talks to the supervised port; `files` snapshots folders;
-//! `venv` finds the Python venv and the example binaries; `jobs` runs the
+//! `users` is `nobody` for the cases that need another user; `venv` finds
+//! the Python venv and the example binaries; `jobs` runs the
 //! command lines of launchd and systemd job files.
 #![allow(dead_code)]
 
@@ -28,11 +29,12 @@ pub mod jobs;
 mod net;
 mod procs;
 mod supervisor;
+mod users;
 mod venv;
 
 // Each test file is its own crate and uses only part of the harness.
 #[allow(unused_imports)]
-pub use {config::*, env::*, files::*, net::*, procs::*, supervisor::*, venv::*};
+pub use {config::*, env::*, files::*, net::*, procs::*, supervisor::*, users::*, venv::*};
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

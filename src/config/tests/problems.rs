@@ -3,7 +3,7 @@
 //! a position and a message; no panic on garbage.
 
 use super::*;
-use crate::config::check::line_col;
+use crate::config::report::line_col;
 
 /// (section for [`with`], extra lines, key named in the problem, line).
 /// In `with`, extras start on line 3 for listen, 5 for child and the

@@ -1,58 +1,14 @@
-//! Checking a document against the key table: `toml_edit` parses the text
-//! keeping the span of every key and value (dotted keys and inline tables
-//! included), then [`check`] walks it. Each key found is handed to its
-//! definition's parser; anything not in the table is an unknown key; then
-//! required keys and the rules between keys are checked. Every problem is
-//! kept with its position, and all of them are reported at once, in file
-//! order.
+//! Where the problems of a config go: each with its position in the file
+//! (`FILE:LINE:COL: key `k`: what is wrong`), all reported at once in file
+//! order; [`Sub`], through which a key's parser reports what is wrong
+//! below it; and [`Found`], the keys that were in the file, for the rules
+//! between keys.
 
 use std::fmt::Display;
 use std::ops::Range;
 use std::path::Path;
 
-use toml_edit::{ImDocument, TableLike};
-
-use super::keys::{self, KeyDef};
-use super::values::kind;
-use super::{Config, ConfigError};
-
-/// Parses and checks `text`, read from `path` (absolute).
-pub(super) fn check(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let mut problems = Problems::new(text, path);
-    let doc = match ImDocument::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            // toml_edit leaves the message empty for some bytes (a NUL in a
-            // comment, a lone CR); say something a person can act on.
-            let msg = match one_line(e.message()) {
-                m if m.trim().is_empty() => {
-                    "invalid TOML here (a control character such as NUL or a lone CR?)".to_owned()
-                }
-                m => m,
-            };
-            problems.raw(e.span(), &msg);
-            return Err(problems.into_error());
-        }
-    };
-    let mut cfg = Config::defaults(path);
-    let mut walk = Walk {
-        problems,
-        found: Vec::new(),
-        broken_sections: Vec::new(),
-    };
-    walk.table("", doc.as_table(), &mut cfg);
-    walk.missing();
-    keys::cross_checks(
-        &mut cfg,
-        &Found(&walk.found),
-        &mut Sub::new("", &mut walk.problems),
-    );
-    if walk.problems.list.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(walk.problems.into_error())
-    }
-}
+use super::ConfigError;
 
 /// The problems found so far, each with its byte offset for sorting.
 pub(super) struct Problems<'t> {
@@ -102,14 +58,19 @@ impl<'t> Problems<'t> {
         (line, col)
     }
 
+    /// Whether none was found.
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// `FILE:LINE:COL: key `key`: msg`.
-    fn report(&mut self, span: Option<Range<usize>>, key: &str, msg: impl Display) {
+    pub(super) fn report(&mut self, span: Option<Range<usize>>, key: &str, msg: impl Display) {
         // Keys may be quoted TOML strings holding anything; keep one line.
         self.raw(span, &format!("key `{}`: {msg}", key.escape_debug()));
     }
 
     /// `FILE:LINE:COL: msg`.
-    fn raw(&mut self, span: Option<Range<usize>>, msg: &str) {
+    pub(super) fn raw(&mut self, span: Option<Range<usize>>, msg: &str) {
         let problem = match &span {
             Some(span) => {
                 let (line, col) = self.position(span.start);
@@ -120,7 +81,7 @@ impl<'t> Problems<'t> {
         self.list.push((span.map(|s| s.start), problem));
     }
 
-    fn into_error(mut self) -> ConfigError {
+    pub(super) fn into_error(mut self) -> ConfigError {
         // File order reads best; problems without a position last.
         self.list.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
         ConfigError {
@@ -134,7 +95,8 @@ impl<'t> Problems<'t> {
 pub(super) struct Sub<'p, 't> {
     key: &'p str,
     problems: &'p mut Problems<'t>,
-    failed: bool,
+    /// A problem was reported through it.
+    pub(super) failed: bool,
 }
 
 impl<'p, 't> Sub<'p, 't> {
@@ -155,20 +117,21 @@ impl<'p, 't> Sub<'p, 't> {
 }
 
 /// A key that was in the file, and whether its value was accepted.
-struct Seen {
-    def: &'static KeyDef,
-    span: Option<Range<usize>>,
-    ok: bool,
+pub(super) struct Seen {
+    pub(super) section: &'static str,
+    pub(super) name: &'static str,
+    pub(super) span: Option<Range<usize>>,
+    pub(super) ok: bool,
 }
 
 /// The keys that were in the file, for the rules between keys.
-pub(super) struct Found<'a>(&'a [Seen]);
+pub(super) struct Found<'a>(pub(super) &'a [Seen]);
 
 impl Found<'_> {
     fn get(&self, section: &str, name: &str) -> Option<&Seen> {
         self.0
             .iter()
-            .find(|s| s.def.section == section && s.def.name == name)
+            .find(|s| s.section == section && s.name == name)
     }
 
     /// Whether `section.name` was in the file.
@@ -187,85 +150,17 @@ impl Found<'_> {
         self.get(section, name).is_none_or(|s| s.ok)
     }
 
-    /// The keys of `section` that were in the file, in file order.
+    /// The names of the keys of `section` that were in the file, in file
+    /// order.
     pub(super) fn in_section<'s>(
         &'s self,
         section: &'s str,
-    ) -> impl Iterator<Item = &'static KeyDef> + 's {
+    ) -> impl Iterator<Item = &'static str> + 's {
         self.0
             .iter()
-            .filter(move |s| s.def.section == section)
-            .map(|s| s.def)
+            .filter(move |s| s.section == section)
+            .map(|s| s.name)
     }
-}
-
-struct Walk<'t> {
-    problems: Problems<'t>,
-    found: Vec<Seen>,
-    /// Sections given as something other than a table (already reported).
-    broken_sections: Vec<String>,
-}
-
-impl Walk<'_> {
-    /// Checks every entry of the table at dotted path `path` ("" for the
-    /// root).
-    fn table(&mut self, path: &str, table: &dyn TableLike, cfg: &mut Config) {
-        for (name, item) in table.iter() {
-            let key_span = table.get_key_value(name).and_then(|(k, _)| k.span());
-            // Implicit tables (from dotted keys) have no span of their own;
-            // their key is the best place to point at.
-            let value_span = item.span().or_else(|| key_span.clone());
-            let full = match path {
-                "" => name.to_owned(),
-                _ => format!("{path}.{name}"),
-            };
-            if let Some(def) = keys::find(path, name) {
-                let mut sub = Sub::new(&full, &mut self.problems);
-                let result = (def.parse)(cfg, item, &mut sub);
-                let mut ok = !sub.failed;
-                if let Err(msg) = result {
-                    self.problems.report(value_span.clone(), &full, msg);
-                    ok = false;
-                }
-                self.found.push(Seen {
-                    def,
-                    span: value_span,
-                    ok,
-                });
-            } else if keys::is_section(&full) {
-                match item.as_table_like() {
-                    Some(inner) => self.table(&full, inner, cfg),
-                    None => {
-                        let msg = format!("must be a table ([{full}]), not {}", kind(item));
-                        self.problems.report(value_span, &full, msg);
-                        self.broken_sections.push(full);
-                    }
-                }
-            } else {
-                let msg = keys::unknown_key_message(path);
-                self.problems.report(key_span.or(value_span), &full, msg);
-            }
-        }
-    }
-
-    /// Required keys that were not there. Under a section that was not a
-    /// table, that was reported already; once is enough.
-    fn missing(&mut self) {
-        for def in keys::required_keys() {
-            let broken = self
-                .broken_sections
-                .iter()
-                .any(|s| def.section == s || def.section.starts_with(&format!("{s}.")));
-            if !broken && !Found(&self.found).present(def.section, def.name) {
-                let key = format!("{}.{}", def.section, def.name);
-                self.problems.report(None, &key, "missing (required)");
-            }
-        }
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.trim().replace('\n', "; ")
 }
 
 /// Byte offset → 1-based line and column (in characters).
