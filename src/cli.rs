@@ -39,7 +39,7 @@ Config lookup: --config, else $SUPERVISOR_CONFIG, else config/supervisor.toml.";
 /// and handed to the child as fd 3, restarts with backoff.
 #[derive(Debug, Parser)]
 #[command(name = "supervisor", version, after_help = AFTER_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The configuration file (else $SUPERVISOR_CONFIG, else config/supervisor.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -49,7 +49,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run in the foreground: lock, bind, start the child, keep it alive.
     Run,
     /// Tell whether the supervisor and its child run (see the exit codes).
@@ -163,7 +163,7 @@ DIR/NAME.socket instead, e.g. --user --dir ~/.config/systemd/user.
 The default NAME is supervisor-<listen.name>-<port>.";
 
 #[derive(Debug, Subcommand)]
-pub enum LaunchdAction {
+pub(crate) enum LaunchdAction {
     /// Print the plist (launchd.plist(5)) for this config on stdout.
     #[command(after_help = LAUNCHD_HELP)]
     Print {
@@ -198,7 +198,7 @@ pub enum LaunchdAction {
 
 /// What selects and shapes the launchd job.
 #[derive(Debug, clap::Args)]
-pub struct LaunchdJob {
+pub(crate) struct LaunchdJob {
     /// The job's label (default: supervisor.<listen.name>.<port>).
     #[arg(long, value_name = "LABEL")]
     pub label: Option<String>,
@@ -209,7 +209,7 @@ pub struct LaunchdJob {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SystemdAction {
+pub(crate) enum SystemdAction {
     /// Print the service and socket units for this config (see below).
     #[command(after_help = SYSTEMD_HELP)]
     Print {
@@ -235,7 +235,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// What `status --check` asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Check {
+pub(crate) enum Check {
     /// The child runs and is ready (per `[health]`, or once spawned without it).
     Ready,
 }

@@ -31,7 +31,7 @@ use crate::sys;
 use crate::text::human;
 
 /// Run the command; the process's exit code.
-pub fn main(cli: Cli) -> i32 {
+pub(crate) fn main(cli: Cli) -> i32 {
     let path = config::locate(cli.config.as_deref());
     let outcome = match cli.command {
         Command::Run => run(&path),

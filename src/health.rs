@@ -22,7 +22,7 @@ use crate::sys;
 /// time, and either way the next `recv` works (a hostile or broken sender
 /// must cost no more than a log line). Only the child's user and root can
 /// send to it at all (a socket file; see `sys::notify_bind`).
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     sock: tokio::net::UnixDatagram,
     /// What the child gets as `$NOTIFY_SOCKET`.
     pub env_value: String,
@@ -33,7 +33,7 @@ pub struct NotifySocket {
 /// One message from the child, with the sender's pid where the platform
 /// tells it (Linux: SCM_CREDENTIALS, checked by the kernel).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
+pub(crate) struct Notice {
     pub sender: Option<i32>,
     /// The sender's uid as of sending (Linux: SCM_CREDENTIALS).
     pub uid: Option<u32>,
@@ -54,7 +54,7 @@ pub struct Notice {
 /// open and usable either way; the driver logs it (rate-limited) and goes
 /// on.
 #[derive(Debug)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     /// Larger than the 4096-byte messages systemd accepts (its
     /// NOTIFY_BUFFER_MAX); the whole datagram is dropped, as systemd does.
     Oversized { sender: Option<i32>, fds: usize },
@@ -82,7 +82,7 @@ impl std::fmt::Display for Rejected {
 }
 
 /// The largest notify message systemd accepts (NOTIFY_BUFFER_MAX, PIPE_BUF).
-pub const NOTIFY_MAX: usize = 4096;
+pub(crate) const NOTIFY_MAX: usize = 4096;
 
 /// After a failed read, wait this long before the next, so an error that
 /// repeats cannot turn the event loop into a busy loop.
@@ -91,7 +91,7 @@ const AFTER_READ_ERROR: Duration = Duration::from_millis(50);
 impl NotifySocket {
     /// Bind the socket; `child_uid` is the uid the child runs as when it is
     /// not ours (`child.user`), so it can reach a socket file (macOS).
-    pub fn bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifySocket> {
+    pub(crate) fn bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifySocket> {
         let b = sys::notify_bind(state_dir, child_uid)?;
         b.sock.set_nonblocking(true)?;
         Ok(NotifySocket {
@@ -103,7 +103,7 @@ impl NotifySocket {
 
     /// The socket handed over across `reload`: the child still sends to
     /// the name it was given.
-    pub fn adopt(
+    pub(crate) fn adopt(
         fd: std::os::fd::OwnedFd,
         env_value: String,
         cleanup: Vec<PathBuf>,
@@ -118,7 +118,7 @@ impl NotifySocket {
     }
 
     /// What `reload` hands over: the descriptor and what the child knows.
-    pub fn handover(&self) -> (std::os::fd::RawFd, String, Vec<PathBuf>) {
+    pub(crate) fn handover(&self) -> (std::os::fd::RawFd, String, Vec<PathBuf>) {
         use std::os::fd::AsRawFd;
         (
             self.sock.as_raw_fd(),
@@ -129,7 +129,7 @@ impl NotifySocket {
 
     /// The next message; waits without waking while none comes. Never
     /// fatal for the socket: a `Rejected` is for the log only.
-    pub async fn recv(&self) -> Result<Notice, Rejected> {
+    pub(crate) async fn recv(&self) -> Result<Notice, Rejected> {
         // One byte more than the largest message, so one that fills the
         // buffer exactly is known to fit.
         let mut buf = [0u8; NOTIFY_MAX + 1];
@@ -168,7 +168,7 @@ impl Drop for NotifySocket {
 
 /// `KEY=VALUE` lines; unknown keys are ignored, as systemd does. A message
 /// with `BARRIER=1` is only a barrier.
-pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
+pub(crate) fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
     let text = String::from_utf8_lossy(bytes);
     let mut n = Notice {
         sender,
@@ -203,7 +203,7 @@ pub fn parse(bytes: &[u8], sender: Option<i32>) -> Notice {
 
 /// Where to connect to probe a service listening on `addr`: the wildcard
 /// addresses are reached through loopback.
-pub fn probe_target(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn probe_target(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
@@ -218,7 +218,7 @@ pub fn probe_target(addr: SocketAddr) -> SocketAddr {
 /// handover two children accept on the socket, and only an answer by the
 /// new one says it is ready. `None` when that cannot be told (macOS, or
 /// not accepted in time).
-pub async fn probe_by(
+pub(crate) async fn probe_by(
     addr: SocketAddr,
     path: String,
     timeout: Duration,
@@ -282,7 +282,7 @@ async fn accepted_by(s: &tokio::net::TcpStream) -> Option<i32> {
 }
 
 /// The status code of an HTTP/1.x status line.
-pub fn status_code(head: &[u8]) -> Result<u16, String> {
+pub(crate) fn status_code(head: &[u8]) -> Result<u16, String> {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
@@ -296,7 +296,7 @@ pub fn status_code(head: &[u8]) -> Result<u16, String> {
 /// Tell the service manager that started us (systemd with `Type=notify`)
 /// about our state: `READY=1` once the child is ready, `STOPPING=1`.
 /// A no-op when `$NOTIFY_SOCKET` was not set for us.
-pub fn tell_manager(socket: Option<&str>, message: &str) {
+pub(crate) fn tell_manager(socket: Option<&str>, message: &str) {
     if let Some(path) = socket {
         if let Ok(sock) = UnixDatagram::unbound() {
             let _ = sys::send_to_notify(&sock, path, message.as_bytes());

@@ -23,11 +23,12 @@
 //! Only [`config`] is public (the fuzz target and the property tests read
 //! the loader); everything else is the binary's.
 
+#![warn(unreachable_pub)]
+
 /// `eprintln!` that never panics: a closed or broken stderr (a launchd job
 /// without a log path, a pipe whose reader left) must not turn an exit code
 /// into a panic. The line goes out in one write, whole even where other
 /// processes share the same stderr.
-#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -37,13 +38,14 @@ macro_rules! say {
 }
 
 /// `print!` that never panics (`supervisor status | head -1`).
-#[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = write!(std::io::stdout(), $($arg)*);
     }};
 }
+
+pub(crate) use {out, say};
 
 mod alerts;
 mod attrs;

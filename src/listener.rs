@@ -15,13 +15,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::sys;
 
 /// The descriptor number the socket-activation protocol hands over.
-pub const LISTEN_FD: RawFd = 3;
+pub(crate) const LISTEN_FD: RawFd = 3;
 
 /// Make sure fds 0-2 are open (on /dev/null if not) and park a /dev/null
 /// placeholder at fd 3 until the socket replaces it, so nothing else we open
 /// (the lock file, the log files) ever lands on 0-3. Call first thing in
 /// `main`, before any other file is opened.
-pub fn reserve_low_fds() {
+pub(crate) fn reserve_low_fds() {
     for fd in 0..=LISTEN_FD {
         // SAFETY: F_GETFD only asks whether the descriptor is open.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
@@ -55,7 +55,7 @@ pub fn reserve_low_fds() {
 
 /// The bound, listening socket, living at fd 3.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     fd: OwnedFd,
 }
 
@@ -63,14 +63,14 @@ impl Listener {
     /// Bind and listen with our backlog (see `bind_socket` for how
     /// `SO_REUSEADDR` is used), then move the socket to fd 3, close-on-exec
     /// until a child needs it.
-    pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
+    pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
         Listener::adopt(bind_socket(addr, backlog)?)
     }
 
     /// Children (asyncio, tokio) set O_NONBLOCK, which lives on the shared
     /// open file description: undo it before every spawn, or a child that
     /// calls a blocking `accept` fails with EAGAIN.
-    pub fn make_blocking(&self) -> io::Result<()> {
+    pub(crate) fn make_blocking(&self) -> io::Result<()> {
         socket2::SockRef::from(&self.fd).set_nonblocking(false)
     }
 
@@ -79,14 +79,14 @@ impl Listener {
     /// its own blocked `accept`) disarms it for every holder on Linux; on
     /// macOS that `shutdown` is ENOTCONN and disarms nothing, so the
     /// re-arm path is Linux's.
-    pub fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::AcceptConn)
             .unwrap_or(false)
     }
 
     /// Listen again on the same bound socket, re-arming it after a
     /// `shutdown`.
-    pub fn rearm(&self, backlog: i32) -> io::Result<()> {
+    pub(crate) fn rearm(&self, backlog: i32) -> io::Result<()> {
         socket2::SockRef::from(&self.fd).listen(backlog)
     }
 }
@@ -352,7 +352,7 @@ fn rival_listener(addr: SocketAddr, v6_only: bool) -> io::Result<Option<sys::Tcp
 
 /// "address in use" and friends, in words (the errno differs by platform:
 /// EADDRINUSE is 98 on Linux and 48 on macOS, so match the kind).
-pub fn describe_bind_error(e: &io::Error) -> String {
+pub(crate) fn describe_bind_error(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::AddrInUse => "address in use".into(),
         io::ErrorKind::AddrNotAvailable => "address not available (yet?) on this machine".into(),

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub state: String,
     #[serde(default)]
     pub supervisor: Option<SupervisorInfo>,
@@ -56,7 +56,7 @@ pub struct Record {
 /// `starting`, `child` is the old one (serving); from `draining` on, the
 /// new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandoverInfo {
+pub(crate) struct HandoverInfo {
     /// "starting" (the new child is not ready yet) or "draining" (the old
     /// one is being stopped).
     pub phase: String,
@@ -72,7 +72,7 @@ pub struct HandoverInfo {
 
 /// A child's process group, as an earlier supervisor recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupInfo {
+pub(crate) struct GroupInfo {
     pub pgid: i32,
     #[serde(default)]
     pub start_time: Option<u64>,
@@ -84,7 +84,7 @@ pub struct GroupInfo {
 /// `supervisor restart` waits for. `seq` counts outcomes, so the command
 /// tells a new one from the one recorded before it asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartOutcome {
+pub(crate) struct RestartOutcome {
     pub seq: u64,
     pub at: String,
     pub ok: bool,
@@ -103,7 +103,7 @@ pub struct RestartOutcome {
 /// reads the first answer made after it sent its signal: that one is its
 /// own (or covers it), however stale the record was when it asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartAnswer {
+pub(crate) struct RestartAnswer {
     /// When it was taken, on the machine's monotonic clock
     /// (`sys::monotonic_ns`), in nanoseconds.
     pub mono_ns: u64,
@@ -116,7 +116,7 @@ pub struct RestartAnswer {
 /// The record's `counters`: totals since the supervisor process started
 /// (across `reload`s).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Alerts the rule fired, by event name ("crash-loop", ...).
     #[serde(default)]
     pub alerts: BTreeMap<String, u64>,
@@ -131,20 +131,20 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Streams {
+pub(crate) struct Streams {
     pub stdout: u64,
     pub stderr: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handovers {
+pub(crate) struct Handovers {
     pub ok: u64,
     pub failed: u64,
 }
 
 /// `alerts` in the record (null fields before the first alert).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertsInfo {
+pub(crate) struct AlertsInfo {
     pub last_event: Option<String>,
     pub last_at: Option<String>,
     /// How the command ended ("exited with code 0", "killed after the 30s
@@ -157,7 +157,7 @@ pub struct AlertsInfo {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SupervisorInfo {
+pub(crate) struct SupervisorInfo {
     pub pid: i32,
     pub started_at: String,
     /// Platform start time of the supervisor process: with the pid, proof
@@ -204,14 +204,14 @@ pub struct SupervisorInfo {
 /// A failed `reload`: when, the exit code `reload` gives (78: invalid
 /// config; 1: anything else) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReloadError {
+pub(crate) struct ReloadError {
     pub at: String,
     pub code: i32,
     pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenInfo {
+pub(crate) struct ListenInfo {
     pub address: String,
     pub bound: bool,
     #[serde(default)]
@@ -229,7 +229,7 @@ pub struct ListenInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildInfo {
+pub(crate) struct ChildInfo {
     pub pid: Option<i32>,
     /// The child's process group (its pid when it was started).
     #[serde(default)]
@@ -265,14 +265,14 @@ pub struct ChildInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
+pub(crate) struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<String>,
     pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortHolder {
+pub(crate) struct PortHolder {
     pub pid: i32,
     pub command: String,
 }
@@ -281,7 +281,7 @@ pub struct PortHolder {
 const EVERY_STATE: [&str; 3] = ["supervisor", "listen", "child"];
 
 impl Record {
-    pub fn not_running() -> Record {
+    pub(crate) fn not_running() -> Record {
         Record {
             state: "not-running".into(),
             supervisor: None,
@@ -299,7 +299,7 @@ impl Record {
         }
     }
 
-    pub fn unknown(error: String) -> Record {
+    pub(crate) fn unknown(error: String) -> Record {
         Record {
             state: "unknown".into(),
             error: Some(error),
@@ -308,7 +308,7 @@ impl Record {
     }
 
     /// JSON text, pretty for people who `cat` the state file.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         // Every live record prints `next_restart_in_ms` and `port_holder`
         // even when null; `not-running` and `unknown` carry only the keys
@@ -329,38 +329,38 @@ impl Record {
 
     /// How long ago the record was written, when it says and that is not
     /// in the future.
-    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn age(&self, now: SystemTime) -> Option<Duration> {
         let written = parse_timestamp(self.updated_at.as_deref()?)?;
         now.duration_since(written).ok()
     }
 
-    pub fn decode(text: &str) -> Result<Record, String> {
+    pub(crate) fn decode(text: &str) -> Result<Record, String> {
         serde_json::from_str(text).map_err(|e| e.to_string())
     }
 }
 
 /// RFC 3339 UTC, to the second, as SPEC.md shows.
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// RFC 3339 UTC with milliseconds, for deadlines.
-pub fn timestamp_ms(t: SystemTime) -> String {
+pub(crate) fn timestamp_ms(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
 /// Clamp a recorded time that lies in the future (a clock step, or a
 /// hand-edited file) to `now`.
-pub fn clamp_past(t: SystemTime, now: SystemTime) -> SystemTime {
+pub(crate) fn clamp_past(t: SystemTime, now: SystemTime) -> SystemTime {
     t.min(now)
 }
 
 /// Milliseconds from `now` until `at`, zero if past.
-pub fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
+pub(crate) fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
     at.duration_since(now)
         .unwrap_or(Duration::ZERO)
         .as_millis()
@@ -371,7 +371,11 @@ pub fn ms_until(at: SystemTime, now: SystemTime) -> u64 {
 /// Replace `name` in the held folder `dir` atomically with `text`, mode
 /// 0600: a temp file created with `O_EXCL | O_NOFOLLOW` beside it, synced,
 /// renamed over it. Nothing is reached through a link.
-pub fn write_atomic(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr, text: &str) -> io::Result<()> {
+pub(crate) fn write_atomic(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    text: &str,
+) -> io::Result<()> {
     use crate::fsafe::{open_at, rename_at, unlink_at};
     use nix::fcntl::OFlag;
     let mut tmp = OsString::from(".");
@@ -397,7 +401,7 @@ pub fn write_atomic(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr, text: &str) 
 }
 
 /// Read and decode a record; `Ok(None)` when there is no file.
-pub fn read(path: &Path) -> Result<Option<Record>, String> {
+pub(crate) fn read(path: &Path) -> Result<Option<Record>, String> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -114,7 +114,7 @@ pub(crate) fn present(mut rec: Record, now: SystemTime) -> Record {
 
 /// How `status` prints the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// One fact a line, for people.
     Text,
     /// One JSON object (the same as --json).

@@ -9,8 +9,8 @@
 //! `launchctl`; the launchd code compiles on every OS (only `--dry-run`
 //! runs off macOS), so what Linux CI tests is the code a Mac runs.
 
-pub mod launchd;
-pub mod systemd;
+pub(crate) mod launchd;
+pub(crate) mod systemd;
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -26,13 +26,13 @@ use crate::exit::{self, Fatal, Outcome};
 /// How long launchd (`ExitTimeOut`) and systemd (`TimeoutStopSec`) must let
 /// the supervisor stop before they SIGKILL it, in whole seconds: the one
 /// stop budget ([`crate::daemon::stop_budget`]).
-pub fn stop_budget_secs(stop_timeout: Duration) -> u64 {
+pub(crate) fn stop_budget_secs(stop_timeout: Duration) -> u64 {
     crate::daemon::stop_budget(stop_timeout).as_secs()
 }
 
 /// What a job file needs, resolved: every path absolute and canonical.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     /// This binary, resolved through symbolic links.
     pub program: PathBuf,
     /// The config file, resolved through symbolic links.
@@ -63,7 +63,7 @@ impl JobSpec {
     /// current directory) and this binary, and loads the config from its
     /// resolved path: the job runs that path, so its relative paths are
     /// resolved exactly as the job will resolve them.
-    pub fn resolve(path: &Path) -> Result<(JobSpec, Config), Fatal> {
+    pub(crate) fn resolve(path: &Path) -> Result<(JobSpec, Config), Fatal> {
         let config = fs::canonicalize(path).map_err(|e| {
             Fatal::with_code(
                 exit::CONFIG,
@@ -134,7 +134,7 @@ impl JobSpec {
     }
 
     /// `StandardOutPath` / `StandardErrorPath`.
-    pub fn launchd_log(&self, name: &str) -> PathBuf {
+    pub(crate) fn launchd_log(&self, name: &str) -> PathBuf {
         self.log_dir.join(name)
     }
 }
@@ -169,7 +169,7 @@ const MAX_NAME: usize = 200;
 /// `/` or `..` to climb out of the folder, no `@` (a systemd template), no
 /// leading `-` or `.` (an option, a hidden file). The message names the
 /// first character refused.
-pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() {
         return Err(format!("the {kind} is empty"));
@@ -226,7 +226,7 @@ fn choose_name(
 
 /// How a file write went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     Created,
     Replaced,
     Unchanged,
@@ -234,13 +234,13 @@ pub enum Written {
 
 /// What is at a path a job file is about to be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(crate) enum Existing {
     Absent,
     Same,
     Different,
 }
 
-pub fn existing(path: &Path, bytes: &[u8]) -> Result<Existing, Fatal> {
+pub(crate) fn existing(path: &Path, bytes: &[u8]) -> Result<Existing, Fatal> {
     match fs::read(path) {
         Ok(old) if old == bytes => Ok(Existing::Same),
         Ok(_) => Ok(Existing::Different),
@@ -256,7 +256,12 @@ pub fn existing(path: &Path, bytes: &[u8]) -> Result<Existing, Fatal> {
 /// all (a temp file in the same folder, fsync, rename): a service manager
 /// never reads half a job. An existing file with other contents is replaced
 /// only with `force`.
-pub fn write_job_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<Written, Fatal> {
+pub(crate) fn write_job_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    force: bool,
+) -> Result<Written, Fatal> {
     let was = existing(path, bytes)?;
     match was {
         Existing::Same => return Ok(Written::Unchanged),
@@ -306,7 +311,7 @@ pub fn write_job_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Resu
 
 /// An argument as a POSIX shell would need it, for the commands printed
 /// for people to read or paste.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
     if !s.is_empty() && s.chars().all(plain) {
         s.to_owned()

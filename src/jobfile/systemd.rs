@@ -23,7 +23,7 @@ use crate::exit::{self, Fatal};
 
 /// Which manager runs the unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The system manager; `run_as` is `(User=, Group=)`, `None` for root.
     System { run_as: Option<(String, String)> },
     /// A user manager (`systemctl --user`).
@@ -31,26 +31,26 @@ pub enum Scope {
 }
 
 /// `%` written so systemd does not read it as a specifier.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('%', "%%")
 }
 
 /// One argument of an `ExecStart=` command line: specifiers and variables
 /// made literal (`%%`, `$$`), and quoted when systemd would otherwise split
 /// it or read its quotes and backslashes.
-pub fn exec_word(s: &str) -> String {
+pub(crate) fn exec_word(s: &str) -> String {
     quote_if_needed(escape(s).replace('$', "$$"))
 }
 
 /// The program of an `ExecStart=` line: systemd expands specifiers in it
 /// but not variables, so a `$` stays as it is.
-pub fn exec_program(s: &str) -> String {
+pub(crate) fn exec_program(s: &str) -> String {
     quote_if_needed(escape(s))
 }
 
 /// systemd refuses an executable path holding a quote or a backslash
 /// ("Executable name contains special characters"), however it is quoted.
-pub fn check_program(path: &str) -> Result<(), String> {
+pub(crate) fn check_program(path: &str) -> Result<(), String> {
     match path.chars().find(|c| matches!(c, '"' | '\'' | '\\')) {
         Some(c) => Err(format!(
             "this binary's path {path:?} contains {c:?}, which systemd refuses in an \
@@ -78,7 +78,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// `NAME.service`.
-pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
+pub(crate) fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
     let mut u = String::new();
     let w = &mut u;
     let _ = writeln!(
@@ -208,7 +208,7 @@ pub fn service(spec: &JobSpec, name: &str, scope: &Scope) -> String {
 }
 
 /// `NAME.socket`. Fails when `listen.name` cannot be a systemd value.
-pub fn socket(spec: &JobSpec, name: &str) -> Result<String, String> {
+pub(crate) fn socket(spec: &JobSpec, name: &str) -> Result<String, String> {
     if spec.fd_name.trim() != spec.fd_name {
         return Err(format!(
             "listen.name {:?} starts or ends with a space, which a unit file drops",
@@ -254,7 +254,7 @@ fn secs(d: std::time::Duration) -> String {
     crate::text::human(d)
 }
 
-pub fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
+pub(crate) fn command(config: &Path, action: SystemdAction) -> Result<(), Fatal> {
     let SystemdAction::Print {
         user,
         unit,

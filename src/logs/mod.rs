@@ -52,7 +52,7 @@ use nix::fcntl::OFlag;
 use crate::fsafe::Dir;
 
 /// Longest payload written as one line; longer lines are split into pieces.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// A failing file is tried again at most this often.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ const DIR_MODE: u32 = 0o750;
 
 /// Who may read the log files: 0600, or 0640 with a group (`log.group`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Perms {
+pub(crate) struct Perms {
     pub mode: u32,
     /// The group the files are given (`fchown`), when one may read them.
     pub group: Option<u32>,
@@ -74,13 +74,13 @@ pub struct Perms {
 
 impl Perms {
     /// Only the supervisor's user.
-    pub const PRIVATE: Perms = Perms {
+    pub(crate) const PRIVATE: Perms = Perms {
         mode: 0o600,
         group: None,
     };
 
     /// `log.group`'s gid, if any.
-    pub fn readable_by(group: Option<u32>) -> Perms {
+    pub(crate) fn readable_by(group: Option<u32>) -> Perms {
         match group {
             Some(gid) => Perms {
                 mode: 0o640,
@@ -112,14 +112,14 @@ impl Perms {
 
 /// Which pipe a child line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
 impl Stream {
     /// The tag written in each line: `out` or `err`.
-    pub fn tag(self) -> &'static str {
+    pub(crate) fn tag(self) -> &'static str {
         match self {
             Stream::Stdout => "out",
             Stream::Stderr => "err",
@@ -136,7 +136,7 @@ impl Stream {
 ///
 /// After any error from [`RotatingFile::write_batch`] the value may hold a
 /// descriptor of an already rotated file: drop it and open a new one.
-pub struct RotatingFile {
+pub(crate) struct RotatingFile {
     dir: Arc<Dir>,
     name: OsString,
     perms: Perms,
@@ -154,7 +154,7 @@ pub struct RotatingFile {
 impl RotatingFile {
     /// Opens (creating with `perms`) `name` in the held folder `dir` for
     /// appending. Refuses a symbolic link.
-    pub fn open_in(
+    pub(crate) fn open_in(
         dir: Arc<Dir>,
         name: OsString,
         perms: Perms,
@@ -184,7 +184,7 @@ impl RotatingFile {
     }
 
     /// The open file no longer has a name (deleted, or its folder removed).
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
@@ -197,7 +197,7 @@ impl RotatingFile {
     /// Appends `buf`, which holds whole lines. The current file takes as
     /// many whole lines as still fit; the rest goes into a fresh file after
     /// rotating. Each piece lands with one write(2).
-    pub fn write_batch(&mut self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_batch(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut rest = buf;
         while !rest.is_empty() {
             let len = rest.len() as u64;
@@ -234,7 +234,7 @@ impl RotatingFile {
     /// what is left goes through [`RotatingFile::write_batch`], which cuts
     /// at line ends and makes room. Rare enough to copy there.
     /// `parts` is used up (advanced past what was written).
-    pub fn write_parts(&mut self, parts: &mut [IoSlice<'_>], len: usize) -> io::Result<()> {
+    pub(crate) fn write_parts(&mut self, parts: &mut [IoSlice<'_>], len: usize) -> io::Result<()> {
         if let [one] = parts {
             return self.write_batch(one);
         }
@@ -339,7 +339,7 @@ impl RotatingFile {
     /// Closes and reopens by name in the held folder: after logrotate moved
     /// the file away this creates a new one. On error the old descriptor is
     /// kept.
-    pub fn reopen(&mut self) -> io::Result<()> {
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
         let file = open_append(&self.dir, &self.name, self.perms)?;
         self.size = file.metadata()?.len();
         self.file = file;
@@ -414,7 +414,7 @@ fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
 }
 
 /// A log file shared by writers on several threads; never fails its callers.
-pub struct LogSink {
+pub(crate) struct LogSink {
     path: PathBuf,
     folder: PathBuf,
     name: OsString,
@@ -459,14 +459,19 @@ struct Inner {
 impl LogSink {
     /// Opens `path`; if that fails, starts dropping lines and tries again on
     /// later writes (at most once a second) or on `reopen`.
-    pub fn new(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+    pub(crate) fn new(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
         Self::build(path, perms, max_bytes, max_files, false)
     }
 
     /// [`LogSink::new`] for a log other than the one `tracing` writes into:
     /// drops, their count and the files deleted to make room are also said
     /// in the supervisor's own log.
-    pub fn narrated(path: PathBuf, perms: Perms, max_bytes: u64, max_files: u32) -> Arc<LogSink> {
+    pub(crate) fn narrated(
+        path: PathBuf,
+        perms: Perms,
+        max_bytes: u64,
+        max_files: u32,
+    ) -> Arc<LogSink> {
         Self::build(path, perms, max_bytes, max_files, true)
     }
 
@@ -513,14 +518,14 @@ impl LogSink {
     /// Appends `buf` (whole lines, `lines` of them), or drops and counts
     /// them while the file cannot be written. A batch that failed halfway
     /// counts as wholly dropped.
-    pub fn write_batch(&self, buf: &[u8], lines: u64) {
+    pub(crate) fn write_batch(&self, buf: &[u8], lines: u64) {
         self.write_parts(&mut [IoSlice::new(buf)], buf.len(), lines);
     }
 
     /// [`LogSink::write_batch`] of lines in pieces (`len` bytes in all),
     /// written with `writev` rather than copied together first. `parts`
     /// is used up.
-    pub fn write_parts(&self, parts: &mut [IoSlice<'_>], len: usize, lines: u64) {
+    pub(crate) fn write_parts(&self, parts: &mut [IoSlice<'_>], len: usize, lines: u64) {
         if len == 0 {
             return;
         }
@@ -661,7 +666,7 @@ impl LogSink {
 
     /// Reopens the file by path (SIGHUP). Never blocks behind a writer: if
     /// one holds the file, the next `write_batch` reopens instead.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         match self.inner.try_lock() {
             Ok(mut inner) => self.open_locked(&mut inner),
             Err(TryLockError::Poisoned(p)) => self.open_locked(&mut p.into_inner()),
@@ -781,7 +786,7 @@ impl LogSink {
 /// supervisor's own log shares rotation, reopen and drop accounting.
 /// Each event becomes one batch.
 #[derive(Clone)]
-pub struct SinkWriter(pub Arc<LogSink>);
+pub(crate) struct SinkWriter(pub Arc<LogSink>);
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SinkWriter {
     type Writer = EventWriter<'a>;
@@ -796,7 +801,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SinkWriter {
 
 /// Collects one event's bytes; complete lines go to the sink as soon as
 /// they are seen, a partial rest when dropped (with `\n` added).
-pub struct EventWriter<'a> {
+pub(crate) struct EventWriter<'a> {
     sink: &'a LogSink,
     buf: Vec<u8>,
 }
@@ -840,7 +845,7 @@ impl Drop for EventWriter<'_> {
 /// engine's log. One event is one `write` of whole lines, which a pipe
 /// keeps whole up to `PIPE_BUF`.
 #[derive(Clone, Copy)]
-pub struct PrefixedStderr;
+pub(crate) struct PrefixedStderr;
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PrefixedStderr {
     type Writer = PrefixedLines;
@@ -852,7 +857,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PrefixedStderr {
 
 /// `LEVEL message` with no time (the engine stamps each line) and no
 /// padding, for [`PrefixedStderr`].
-pub struct Bare;
+pub(crate) struct Bare;
 
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Bare
 where
@@ -872,7 +877,7 @@ where
 }
 
 /// One event's bytes, written prefixed when dropped.
-pub struct PrefixedLines(Vec<u8>);
+pub(crate) struct PrefixedLines(Vec<u8>);
 
 impl Write for PrefixedLines {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {

@@ -19,14 +19,14 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// `SZOMB` from bsd/sys/proc.h: exited, not yet reaped.
-pub const SZOMB: i8 = 5;
+pub(super) const SZOMB: i8 = 5;
 
 /// `struct extern_proc` as a 64-bit process receives it (`user64_extern_proc`
 /// in bsd/sys/proc_internal.h): pointers are 64-bit words, and only the
 /// fields read are named for what they are.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ExternProc {
+pub(super) struct ExternProc {
     /// A union of the run-queue links and `p_starttime` (a `timeval`).
     pub p_un: [u64; 2],
     pub p_vmspace: u64,
@@ -75,7 +75,7 @@ pub struct ExternProc {
 /// `struct eproc` (`user64_eproc`).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Eproc {
+pub(super) struct Eproc {
     pub e_paddr: u64,
     pub e_sess: u64,
     /// `struct user64_pcred`: a 72-byte lock, a pointer, five ints.
@@ -103,7 +103,7 @@ pub struct Eproc {
 /// `struct kinfo_proc`, one per process from `sysctl(CTL_KERN, KERN_PROC, ...)`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct KinfoProc {
+pub(super) struct KinfoProc {
     pub kp_proc: ExternProc,
     pub kp_eproc: Eproc,
 }
@@ -119,7 +119,7 @@ const _: () = {
 
 /// What the supervisor needs of one `kinfo_proc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcEntry {
+pub(super) struct ProcEntry {
     pub pid: i32,
     pub ppid: i32,
     pub pgid: i32,
@@ -129,7 +129,7 @@ pub struct ProcEntry {
 
 /// The processes in a `KERN_PROC` answer (the kernel copies whole
 /// records only; a short tail is ignored).
-pub fn parse_kinfo_procs(bytes: &[u8]) -> Vec<ProcEntry> {
+pub(super) fn parse_kinfo_procs(bytes: &[u8]) -> Vec<ProcEntry> {
     bytes
         .chunks_exact(size_of::<KinfoProc>())
         .map(|chunk| {
@@ -148,24 +148,24 @@ pub fn parse_kinfo_procs(bytes: &[u8]) -> Vec<ProcEntry> {
 }
 
 /// `proc_fdtype` of a socket in a `PROC_PIDLISTFDS` answer.
-pub const PROX_FDTYPE_SOCKET: u32 = 2;
+pub(super) const PROX_FDTYPE_SOCKET: u32 = 2;
 /// `proc_fdtype` of a file or folder (a vnode).
-pub const PROX_FDTYPE_VNODE: u32 = 1;
+pub(super) const PROX_FDTYPE_VNODE: u32 = 1;
 /// `PROC_PIDFDVNODEINFO`, the `proc_pidfdinfo` flavor for vnodes.
-pub const PROC_PIDFDVNODEINFO: i32 = 1;
+pub(super) const PROC_PIDFDVNODEINFO: i32 = 1;
 /// `PROC_PIDFDSOCKETINFO`, the `proc_pidfdinfo` flavor for sockets.
-pub const PROC_PIDFDSOCKETINFO: i32 = 3;
+pub(super) const PROC_PIDFDSOCKETINFO: i32 = 3;
 /// `soi_kind` of a TCP socket, whose `soi_proto` is a `tcp_sockinfo`.
-pub const SOCKINFO_TCP: i32 = 2;
+pub(super) const SOCKINFO_TCP: i32 = 2;
 /// `tcpsi_state` of a listening socket.
-pub const TSI_S_LISTEN: i32 = 1;
+pub(super) const TSI_S_LISTEN: i32 = 1;
 /// `insi_vflag` bits: the pcb takes IPv4 / IPv6 traffic.
-pub const INI_IPV4: u8 = 0x1;
-pub const INI_IPV6: u8 = 0x2;
+pub(super) const INI_IPV4: u8 = 0x1;
+pub(super) const INI_IPV6: u8 = 0x2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ProcFileInfo {
+pub(super) struct ProcFileInfo {
     pub fi_openflags: u32,
     pub fi_status: u32,
     pub fi_offset: i64,
@@ -176,7 +176,7 @@ pub struct ProcFileInfo {
 /// `struct vinfo_stat`: a fixed-size copy of `stat64`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct VinfoStat {
+pub(super) struct VinfoStat {
     pub vst_dev: u32,
     pub vst_mode: u16,
     pub vst_nlink: u16,
@@ -196,7 +196,7 @@ pub struct VinfoStat {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SockbufInfo {
+pub(super) struct SockbufInfo {
     pub sbi_cc: u32,
     pub sbi_hiwat: u32,
     pub sbi_mbcnt: u32,
@@ -210,11 +210,11 @@ pub struct SockbufInfo {
 /// address is the last four bytes.
 #[repr(C, align(4))]
 #[derive(Clone, Copy)]
-pub struct InAddr46(pub [u8; 16]);
+pub(super) struct InAddr46(pub [u8; 16]);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct InSockInfoV6 {
+pub(super) struct InSockInfoV6 {
     pub in6_hlim: u8,
     pub in6_cksum: i32,
     pub in6_ifindex: u16,
@@ -223,7 +223,7 @@ pub struct InSockInfoV6 {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct InSockInfo {
+pub(super) struct InSockInfo {
     pub insi_fport: i32,
     /// The port in network byte order, widened to an int (`inp_lport`).
     pub insi_lport: i32,
@@ -241,7 +241,7 @@ pub struct InSockInfo {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct TcpSockInfo {
+pub(super) struct TcpSockInfo {
     pub tcpsi_ini: InSockInfo,
     pub tcpsi_state: i32,
     pub tcpsi_timer: [i32; 4],
@@ -255,14 +255,14 @@ pub struct TcpSockInfo {
 /// and two 255-byte address unions: 526 bytes, padded to 528).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub union SoiProto {
+pub(super) union SoiProto {
     pub pri_tcp: TcpSockInfo,
     pub bytes: [u64; 66],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SocketInfo {
+pub(super) struct SocketInfo {
     pub soi_stat: VinfoStat,
     /// The socket's identity: `VM_KERNEL_ADDRHASH(so)` (socket_info.c), a
     /// kernel address hashed with a per-boot salt. Stable for the socket's
@@ -291,7 +291,7 @@ pub struct SocketInfo {
 /// `struct vnode_info`: what a vnode descriptor is open on.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct VnodeInfo {
+pub(super) struct VnodeInfo {
     pub vi_stat: VinfoStat,
     pub vi_type: i32,
     pub vi_pad: i32,
@@ -301,14 +301,14 @@ pub struct VnodeInfo {
 /// `struct vnode_fdinfo`, the answer to `PROC_PIDFDVNODEINFO`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct VnodeFdInfo {
+pub(super) struct VnodeFdInfo {
     pub pfi: ProcFileInfo,
     pub pvi: VnodeInfo,
 }
 
 impl VnodeFdInfo {
     /// An all-zero record for the kernel to fill.
-    pub fn zeroed() -> VnodeFdInfo {
+    pub(super) fn zeroed() -> VnodeFdInfo {
         // SAFETY: every field is an integer or an array of them; all-zero
         // is a valid value.
         unsafe { std::mem::zeroed() }
@@ -318,7 +318,7 @@ impl VnodeFdInfo {
 /// `struct socket_fdinfo`, the answer to `PROC_PIDFDSOCKETINFO`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SocketFdInfo {
+pub(super) struct SocketFdInfo {
     pub pfi: ProcFileInfo,
     pub psi: SocketInfo,
 }
@@ -345,7 +345,7 @@ const _: () = {
 
 impl SocketFdInfo {
     /// An all-zero record for the kernel to fill.
-    pub fn zeroed() -> SocketFdInfo {
+    pub(super) fn zeroed() -> SocketFdInfo {
         // SAFETY: every field is an integer or an array of them; all-zero
         // is a valid value.
         unsafe { std::mem::zeroed() }
@@ -354,7 +354,7 @@ impl SocketFdInfo {
 
 /// A listening TCP socket as libproc describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpListening {
+pub(super) struct TcpListening {
     pub local: SocketAddr,
     /// An IPv6 socket that also takes IPv4 (`[::]` without IPV6_V6ONLY):
     /// tcp6_usr_bind in bsd/netinet/tcp_usrreq.c sets INP_IPV4 beside
@@ -364,7 +364,7 @@ pub struct TcpListening {
 }
 
 /// The local address of a listening TCP socket; `None` for anything else.
-pub fn tcp_listening(info: &SocketFdInfo) -> Option<TcpListening> {
+pub(super) fn tcp_listening(info: &SocketFdInfo) -> Option<TcpListening> {
     if info.psi.soi_kind != SOCKINFO_TCP {
         return None;
     }
@@ -401,7 +401,7 @@ pub fn tcp_listening(info: &SocketFdInfo) -> Option<TcpListening> {
 /// kernel withholds it). Returns the arguments, or the executable path
 /// alone when the process has none; `None` for a buffer too short to hold
 /// even that.
-pub fn parse_procargs2(bytes: &[u8]) -> Option<Vec<String>> {
+pub(super) fn parse_procargs2(bytes: &[u8]) -> Option<Vec<String>> {
     let argc = i32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     let rest = &bytes[4..];
     let path_end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());

@@ -38,7 +38,7 @@ fn which(r: Resource) -> Which {
 
 /// A resource's soft and hard limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rlimit {
+pub(crate) struct Rlimit {
     pub soft: Limit,
     pub hard: Limit,
 }
@@ -63,7 +63,7 @@ fn to_raw(l: Limit) -> libc::rlim_t {
 }
 
 /// This process's limits for `r` (which a child inherits at fork).
-pub fn rlimit(r: Resource) -> io::Result<Rlimit> {
+pub(crate) fn rlimit(r: Resource) -> io::Result<Rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -81,7 +81,7 @@ pub fn rlimit(r: Resource) -> io::Result<Rlimit> {
 /// Where the soft open-files limit the supervisor was started with is
 /// kept across `reload` (the re-executed image inherits our environment;
 /// the child never gets it).
-pub const STARTED_NOFILE_ENV: &str = "SUPERVISOR_STARTED_NOFILE";
+pub(super) const STARTED_NOFILE_ENV: &str = "SUPERVISOR_STARTED_NOFILE";
 
 /// Raise this process's soft open-files limit to what it may have: the
 /// hard limit, capped where the system caps it (macOS: XNU refuses a soft
@@ -93,7 +93,7 @@ pub const STARTED_NOFILE_ENV: &str = "SUPERVISOR_STARTED_NOFILE";
 /// 1024): remembered in [`STARTED_NOFILE_ENV`] so a re-executed image
 /// gives the same. Call before any thread starts (it sets a variable of
 /// our own environment).
-pub fn raise_nofile() -> Option<u64> {
+pub(crate) fn raise_nofile() -> Option<u64> {
     let started = std::env::var(STARTED_NOFILE_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
@@ -119,19 +119,19 @@ pub fn raise_nofile() -> Option<u64> {
 
 /// The soft open-files limit the supervisor was started with (see
 /// [`raise_nofile`]), when it raised its own.
-pub fn started_nofile() -> Option<u64> {
+pub(crate) fn started_nofile() -> Option<u64> {
     std::env::var(STARTED_NOFILE_ENV).ok()?.parse().ok()
 }
 
 /// A `setrlimit` call prepared before fork.
 #[derive(Debug, Clone, Copy)]
-pub struct RawRlimit {
+pub(crate) struct RawRlimit {
     which: Which,
     lim: libc::rlimit,
 }
 
 impl RawRlimit {
-    pub fn new(r: Resource, lim: Rlimit) -> RawRlimit {
+    pub(crate) fn new(r: Resource, lim: Rlimit) -> RawRlimit {
         RawRlimit {
             which: which(r),
             lim: libc::rlimit {
@@ -146,7 +146,7 @@ impl RawRlimit {
 ///
 /// # Safety
 /// One system call, no allocation; meant for a `pre_exec` closure.
-pub unsafe fn set_rlimit_after_fork(l: &RawRlimit) -> bool {
+pub(crate) unsafe fn set_rlimit_after_fork(l: &RawRlimit) -> bool {
     libc::setrlimit(l.which, &l.lim) == 0
 }
 
@@ -155,7 +155,7 @@ pub unsafe fn set_rlimit_after_fork(l: &RawRlimit) -> bool {
 ///
 /// # Safety
 /// One system call, no allocation; meant for a `pre_exec` closure.
-pub unsafe fn set_nice_after_fork(nice: libc::c_int) -> bool {
+pub(crate) unsafe fn set_nice_after_fork(nice: libc::c_int) -> bool {
     libc::setpriority(libc::PRIO_PROCESS, 0, nice) == 0
 }
 
@@ -163,12 +163,12 @@ pub unsafe fn set_nice_after_fork(nice: libc::c_int) -> bool {
 ///
 /// # Safety
 /// One system call; meant for a `pre_exec` closure.
-pub unsafe fn set_umask_after_fork(mask: libc::mode_t) {
+pub(crate) unsafe fn set_umask_after_fork(mask: libc::mode_t) {
     libc::umask(mask);
 }
 
 /// This process's nice value, which a child inherits.
-pub fn nice() -> Option<i32> {
+pub(crate) fn nice() -> Option<i32> {
     // getpriority may rightly return -1: only errno tells an error.
     nix::errno::Errno::clear();
     // SAFETY: a plain query of our own priority.
@@ -179,7 +179,7 @@ pub fn nice() -> Option<i32> {
 /// This process's umask, which a child inherits. There is no call that
 /// only reads it: it is set and put back, so this is for single-threaded
 /// moments only (`check-config`, before any thread starts).
-pub fn umask() -> u32 {
+pub(crate) fn umask() -> u32 {
     // SAFETY: umask cannot fail; the old mask is restored at once.
     unsafe {
         let old = libc::umask(0o022);
@@ -193,7 +193,7 @@ pub fn umask() -> u32 {
 /// the setting that says so: above it `setrlimit(RLIMIT_NOFILE)` fails even
 /// for root, and "unlimited" is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NofileCeiling {
+pub(crate) struct NofileCeiling {
     pub max: u64,
     pub name: &'static str,
     /// `setrlimit(RLIMIT_NOFILE)` takes a soft limit above `max` (and
@@ -204,7 +204,7 @@ pub struct NofileCeiling {
 
 /// What a wanted open-files limit comes to against the system's ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NofileFit {
+pub(crate) enum NofileFit {
     /// Taken, and usable, as it is.
     Fits,
     /// Taken, but the process may use at most `max` open files.
@@ -218,7 +218,7 @@ impl NofileCeiling {
     /// when it cannot be read: then the older, stricter rule) whose
     /// `kern.maxfilesperproc` is `max`.
     #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-    pub fn macos(major: Option<u32>, max: u64) -> NofileCeiling {
+    pub(crate) fn macos(major: Option<u32>, max: u64) -> NofileCeiling {
         NofileCeiling {
             max,
             name: "kern.maxfilesperproc",
@@ -227,7 +227,7 @@ impl NofileCeiling {
     }
 
     /// What asking for `want` open files comes to here.
-    pub fn fit(&self, want: Limit) -> NofileFit {
+    pub(crate) fn fit(&self, want: Limit) -> NofileFit {
         let over = match want {
             Limit::Unlimited => true,
             Limit::Value(n) => n > self.max,
@@ -246,13 +246,13 @@ impl NofileCeiling {
 /// (xnu-7195) it stores the value and the kernel caps use at
 /// `maxfilesperproc`.
 #[cfg(test)]
-pub fn macos_nofile_fit(major: Option<u32>, want: Limit, maxfilesperproc: u64) -> NofileFit {
+pub(crate) fn macos_nofile_fit(major: Option<u32>, want: Limit, maxfilesperproc: u64) -> NofileFit {
     NofileCeiling::macos(major, maxfilesperproc).fit(want)
 }
 
 /// The major version in a `kern.osproductversion` ("10.15.7", "14.4").
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-pub fn product_major(version: &str) -> Option<u32> {
+pub(super) fn product_major(version: &str) -> Option<u32> {
     let major = version
         .trim_matches(char::from(0))
         .trim()
@@ -264,12 +264,12 @@ pub fn product_major(version: &str) -> Option<u32> {
 /// Whether this process may raise a hard limit: root on macOS; on Linux
 /// whoever has CAP_SYS_RESOURCE in its effective set (root in a container
 /// often has not).
-pub fn may_raise_hard_limits() -> bool {
+pub(crate) fn may_raise_hard_limits() -> bool {
     imp::may_raise_hard_limits()
 }
 
 /// [`NofileCeiling`] of this system, when it can be read.
-pub fn nofile_ceiling() -> Option<NofileCeiling> {
+pub(crate) fn nofile_ceiling() -> Option<NofileCeiling> {
     imp::nofile_ceiling()
 }
 
@@ -280,7 +280,7 @@ mod imp {
     /// From <linux/capability.h>.
     const CAP_SYS_RESOURCE: u32 = 24;
 
-    pub fn may_raise_hard_limits() -> bool {
+    pub(super) fn may_raise_hard_limits() -> bool {
         let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
             return nix::unistd::Uid::effective().is_root();
         };
@@ -291,7 +291,7 @@ mod imp {
             .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
     }
 
-    pub fn nofile_ceiling() -> Option<NofileCeiling> {
+    pub(super) fn nofile_ceiling() -> Option<NofileCeiling> {
         let text = std::fs::read_to_string("/proc/sys/fs/nr_open").ok()?;
         Some(NofileCeiling {
             max: text.trim().parse().ok()?,
@@ -305,11 +305,11 @@ mod imp {
 mod imp {
     use super::NofileCeiling;
 
-    pub fn may_raise_hard_limits() -> bool {
+    pub(super) fn may_raise_hard_limits() -> bool {
         nix::unistd::Uid::effective().is_root()
     }
 
-    pub fn nofile_ceiling() -> Option<NofileCeiling> {
+    pub(super) fn nofile_ceiling() -> Option<NofileCeiling> {
         let n = crate::sys::macos::sysctl_int(c"kern.maxfilesperproc").filter(|n| *n > 0)?;
         let major = crate::sys::macos::product_version()
             .as_deref()

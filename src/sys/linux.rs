@@ -18,12 +18,12 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-pub fn process_start_time(pid: i32) -> Option<u64> {
+pub(super) fn process_start_time(pid: i32) -> Option<u64> {
     // Field 22 of stat; index 19 once pid and comm are cut off.
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
-pub fn process_age(start_ticks: u64) -> Option<std::time::Duration> {
+pub(super) fn process_age(start_ticks: u64) -> Option<std::time::Duration> {
     // stat's start time counts clock ticks since boot, suspend included:
     // CLOCK_BOOTTIME's origin.
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
@@ -40,11 +40,11 @@ pub fn process_age(start_ticks: u64) -> Option<std::time::Duration> {
     now.checked_sub(start)
 }
 
-pub fn is_zombie(pid: i32) -> bool {
+pub(super) fn is_zombie(pid: i32) -> bool {
     matches!(stat_fields(pid).as_deref().and_then(|f| f.first()), Some(s) if s == "Z" || s == "X")
 }
 
-pub fn group_has_live_member(pgid: i32) -> bool {
+pub(super) fn group_has_live_member(pgid: i32) -> bool {
     // Without /proc, assume someone is left: the caller keeps signalling.
     live_members(pgid).is_none_or(|m| !m.is_empty())
 }
@@ -67,7 +67,7 @@ fn live_members(pgid: i32) -> Option<Vec<i32>> {
     )
 }
 
-pub fn process_command(pid: i32) -> Option<String> {
+pub(super) fn process_command(pid: i32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let words: Vec<String> = raw
         .split(|b| *b == 0)
@@ -82,7 +82,7 @@ pub fn process_command(pid: i32) -> Option<String> {
     Some(words.join(" "))
 }
 
-pub fn executable(pid: i32) -> Option<PathBuf> {
+pub(super) fn executable(pid: i32) -> Option<PathBuf> {
     let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     // A binary replaced under a running process (an upgrade) reads as
     // "PATH (deleted)"; it was started from PATH all the same.
@@ -131,7 +131,7 @@ fn own_socket_inodes() -> Vec<u64> {
         .collect()
 }
 
-pub fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+pub(super) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     // A v4 client of an IPv6 wildcard shows as a v4-mapped address there.
     let mapped = |a: SocketAddr| match a {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
@@ -169,7 +169,7 @@ fn tcp_table() -> io::Result<Vec<procnet::TcpEntry>> {
     }
 }
 
-pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
+pub(super) fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
     let listening: Vec<procnet::TcpEntry> = tcp_table()?
         .into_iter()
         .filter(|e| e.state == procnet::LISTEN && e.local.port() == port)
@@ -190,7 +190,7 @@ pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
         .collect())
 }
 
-pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
+pub(super) fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
     // Listening sockets first, then ones bound but not listening (yet);
     // only one on an overlapping address can have refused our bind (the
     // tables do not show IPV6_V6ONLY: an IPv6 wildcard counts as both).
@@ -223,7 +223,7 @@ pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
         .find_map(|inode| pids.iter().copied().find(|p| holds_socket(*p, *inode)))
 }
 
-pub fn socket_id(fd: RawFd) -> Option<u64> {
+pub(super) fn socket_id(fd: RawFd) -> Option<u64> {
     // SAFETY: fstat fills a plain struct for a descriptor number; a bad
     // number just fails.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -233,7 +233,7 @@ pub fn socket_id(fd: RawFd) -> Option<u64> {
     Some(st.st_ino)
 }
 
-pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
+pub(super) fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     let me = std::process::id() as i32;
     let candidates = match scope {
         Scope::All => all_pids(),
@@ -300,11 +300,11 @@ fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
-pub fn set_child_subreaper() -> bool {
+pub(super) fn set_child_subreaper() -> bool {
     nix::sys::prctl::set_child_subreaper(true).is_ok()
 }
 
-pub fn somaxconn() -> Option<u32> {
+pub(super) fn somaxconn() -> Option<u32> {
     fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()?
         .trim()
@@ -312,7 +312,7 @@ pub fn somaxconn() -> Option<u32> {
         .ok()
 }
 
-pub fn resident_bytes(pid: i32) -> Option<u64> {
+pub(super) fn resident_bytes(pid: i32) -> Option<u64> {
     // statm: size resident shared text lib data dt, in pages.
     let text = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
@@ -342,7 +342,7 @@ fn read_proc_at_once(path: &str) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
-pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
+pub(super) fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
     let (ino, dev) = (meta.ino(), meta.dev());
     let text = read_proc_at_once("/proc/locks")?;
@@ -388,14 +388,14 @@ pub(crate) fn flock_lines(text: &str, ino: u64) -> Vec<(i32, (u32, u32))> {
         .collect()
 }
 
-pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+pub(super) fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
     let dir = fs::read_dir(format!("/proc/{pid}/fd"))?;
     Ok(dir
         .flatten()
         .any(|e| fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)))
 }
 
-pub fn cloexec_from(from: RawFd) {
+pub(super) fn cloexec_from(from: RawFd) {
     // Listing /proc/self/fd opens one descriptor of its own; collect first.
     let Ok(dir) = fs::read_dir("/proc/self/fd") else {
         // SAFETY: plain fcntl on integers; invalid fds just fail.
@@ -413,7 +413,7 @@ pub fn cloexec_from(from: RawFd) {
     }
 }
 
-pub unsafe fn cloexec_from_after_fork(from: RawFd) {
+pub(super) unsafe fn cloexec_from_after_fork(from: RawFd) {
     // CLOSE_RANGE_CLOEXEC (Linux 5.11+): mark, don't close, so std's
     // exec-error pipe still reports a failed execve to the parent.
     libc::syscall(
@@ -424,7 +424,7 @@ pub unsafe fn cloexec_from_after_fork(from: RawFd) {
     );
 }
 
-pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
+pub(super) unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
         return true; // not fatal: the next supervisor cleans up through state.json
     }
@@ -434,9 +434,9 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
 }
 
 /// One past the highest signal number (signals 1..=64, real-time ones included).
-pub const NSIG: libc::c_int = 65;
+pub(super) const NSIG: libc::c_int = 65;
 
-pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
+pub(super) unsafe fn default_signal_after_fork(sig: libc::c_int) {
     // glibc's sigaction() refuses its internal real-time signals 32 and 33,
     // which its posix_spawn leaves *ignored* in the programs it starts (and
     // an ignored signal survives exec). The raw system call takes them all.
@@ -452,7 +452,7 @@ pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
     );
 }
 
-pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+pub(super) fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     if fd == target {
         // SAFETY: fcntl on a descriptor we own.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
@@ -467,7 +467,7 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+pub(super) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     let b = super::bind_notify_file(state_dir, child_uid)?;
     // Each datagram then carries its sender's pid and uid, as of sending.
     nix::sys::socket::setsockopt(&b.sock, nix::sys::socket::sockopt::PassCred, &true)?;
@@ -476,11 +476,11 @@ pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Notif
 
 /// Received descriptors are close-on-exec from the start, though they are
 /// closed at once anyway.
-pub const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+pub(super) const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
 
 /// The sender's pid and uid from an SCM_CREDENTIALS record (the kernel
 /// fills them in when the sender sends none, and checks them when it does).
-pub fn credentials(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<(i32, u32)> {
+pub(super) fn credentials(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<(i32, u32)> {
     if hdr.cmsg_level != libc::SOL_SOCKET
         || hdr.cmsg_type != libc::SCM_CREDENTIALS
         || len < std::mem::size_of::<libc::ucred>()
@@ -492,7 +492,7 @@ pub fn credentials(hdr: &libc::cmsghdr, data: *const u8, len: usize) -> Option<(
     Some((cred.pid, cred.uid))
 }
 
-pub fn send_to_notify(
+pub(super) fn send_to_notify(
     sock: &std::os::unix::net::UnixDatagram,
     target: &str,
     msg: &[u8],
@@ -507,37 +507,37 @@ pub fn send_to_notify(
     }
 }
 
-pub fn grow_pipe(fd: RawFd) {
+pub(super) fn grow_pipe(fd: RawFd) {
     // Kernel memory, not ours; capped by /proc/sys/fs/pipe-max-size (1 MiB
     // by default), so failure just leaves the default.
     // SAFETY: fcntl on a descriptor the caller owns.
     unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
-pub fn boot_id() -> Option<String> {
+pub(super) fn boot_id() -> Option<String> {
     let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     Some(id.trim().to_owned())
 }
 
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(super) fn group_members(pgid: i32) -> Vec<i32> {
     live_members(pgid).unwrap_or_default()
 }
 
-pub fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {
+pub(super) fn launchd_sockets(_name: &str) -> io::Result<Vec<RawFd>> {
     Ok(Vec::new()) // no launchd here
 }
 
-pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+pub(super) fn sync_file(f: &std::fs::File) -> io::Result<()> {
     f.sync_data()
 }
 
 // ---------------------------------------------------------------- timers
 
 #[derive(Debug)]
-pub struct Ticker(nix::sys::timerfd::TimerFd);
+pub(super) struct Ticker(nix::sys::timerfd::TimerFd);
 
 impl Ticker {
-    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+    pub(super) fn new(every: std::time::Duration) -> io::Result<Ticker> {
         use nix::sys::time::TimeSpec;
         use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
         let fd = TimerFd::new(
@@ -549,7 +549,7 @@ impl Ticker {
         Ok(Ticker(fd))
     }
 
-    pub fn take(&self) -> io::Result<u64> {
+    pub(super) fn take(&self) -> io::Result<u64> {
         // A timerfd reads as the count of expirations since the last read.
         let mut count = [0u8; 8];
         match nix::unistd::read(self.as_raw_fd(), &mut count) {
@@ -559,7 +559,7 @@ impl Ticker {
         }
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    pub(super) fn as_raw_fd(&self) -> RawFd {
         use std::os::fd::{AsFd, AsRawFd};
         self.0.as_fd().as_raw_fd()
     }

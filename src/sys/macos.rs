@@ -134,7 +134,7 @@ fn procs(op: libc::c_int, arg: libc::c_int) -> io::Result<Vec<ProcEntry>> {
 // libc marks the mach time calls deprecated in favour of the mach2 crate;
 // two calls do not warrant another dependency.
 #[allow(deprecated)]
-pub fn process_age(start_abstime: u64) -> Option<std::time::Duration> {
+pub(super) fn process_age(start_abstime: u64) -> Option<std::time::Duration> {
     let mut tb = libc::mach_timebase_info { numer: 0, denom: 0 };
     // SAFETY: mach_timebase_info writes the struct it is given, nothing more.
     if unsafe { libc::mach_timebase_info(&mut tb) } != 0 || tb.denom == 0 {
@@ -147,7 +147,7 @@ pub fn process_age(start_abstime: u64) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_nanos(u64::try_from(ns).ok()?))
 }
 
-pub fn process_start_time(pid: i32) -> Option<u64> {
+pub(super) fn process_start_time(pid: i32) -> Option<u64> {
     // ri_proc_start_abstime is the Mach absolute time of the fork
     // (p_stats->ps_start, set by microtime_with_abstime in
     // bsd/kern/kern_fork.c and kept across exec; filled for every flavor by
@@ -168,7 +168,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     (r == 0 && info.ri_proc_start_abstime != 0).then_some(info.ri_proc_start_abstime)
 }
 
-pub fn is_zombie(pid: i32) -> bool {
+pub(super) fn is_zombie(pid: i32) -> bool {
     // proc_pidinfo(PROC_PIDTBSDINFO) fails for a zombie (proc_find skips
     // them) while kill(pid, 0) succeeds; sysctl still lists it, SZOMB.
     // One record, so one call with a buffer of exactly that size (the
@@ -182,11 +182,11 @@ pub fn is_zombie(pid: i32) -> bool {
     })
 }
 
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(super) fn group_members(pgid: i32) -> Vec<i32> {
     live_members(pgid).unwrap_or_default()
 }
 
-pub fn group_has_live_member(pgid: i32) -> bool {
+pub(super) fn group_has_live_member(pgid: i32) -> bool {
     // Cannot tell: do not declare it gone.
     live_members(pgid).is_none_or(|m| !m.is_empty())
 }
@@ -206,7 +206,7 @@ fn live_members(pgid: i32) -> Option<Vec<i32>> {
     )
 }
 
-pub fn executable(pid: i32) -> Option<PathBuf> {
+pub(super) fn executable(pid: i32) -> Option<PathBuf> {
     let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
     // SAFETY: proc_pidpath writes at most buf.len() bytes into buf.
     let n = unsafe { libc::proc_pidpath(pid, buf.as_mut_ptr().cast(), buf.len() as u32) };
@@ -217,7 +217,7 @@ pub fn executable(pid: i32) -> Option<PathBuf> {
     Some(PathBuf::from(OsString::from_vec(buf)))
 }
 
-pub fn process_command(pid: i32) -> Option<String> {
+pub(super) fn process_command(pid: i32) -> Option<String> {
     procargs(pid)
         .map(|args| args.join(" "))
         .or_else(|| executable(pid).map(|p| p.display().to_string()))
@@ -238,7 +238,7 @@ fn procargs(pid: i32) -> Option<Vec<String>> {
     darwin::parse_procargs2(&buf[..len])
 }
 
-pub fn boot_id() -> Option<String> {
+pub(super) fn boot_id() -> Option<String> {
     // A UUID generated once per boot (IOPMrootDomain::initializeBootSessionUUID).
     // kern.boottime is not an identity: clock_set_calendar_microtime in
     // osfmk/kern/clock.c shifts it on every clock step.
@@ -250,7 +250,7 @@ pub fn boot_id() -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
-pub fn resident_bytes(pid: i32) -> Option<u64> {
+pub(super) fn resident_bytes(pid: i32) -> Option<u64> {
     // SAFETY: proc_taskinfo is plain data, filled whole or not at all.
     let mut info: libc::proc_taskinfo = unsafe { mem::zeroed() };
     let size = mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
@@ -267,7 +267,7 @@ pub fn resident_bytes(pid: i32) -> Option<u64> {
     (n == size).then_some(info.pti_resident_size)
 }
 
-pub fn set_child_subreaper() -> bool {
+pub(super) fn set_child_subreaper() -> bool {
     false // XNU has no subreaper; orphans go to launchd
 }
 
@@ -380,7 +380,7 @@ fn vnode_info(pid: i32, fd: RawFd) -> Option<darwin::VnodeFdInfo> {
     (n == size).then_some(info)
 }
 
-pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+pub(super) fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
     // st_dev is a 32-bit dev_t here; MetadataExt widens it.
     let dev = dev as u32;
     Ok(try_fds_of(pid)?
@@ -418,7 +418,7 @@ fn sockets_of(pid: i32) -> impl Iterator<Item = SocketFdInfo> {
 /// The highest descriptor the start-up pass saw, for the after-fork pass.
 static HIGHEST_SEEN: AtomicI32 = AtomicI32::new(-1);
 
-pub fn cloexec_from(from: RawFd) {
+pub(super) fn cloexec_from(from: RawFd) {
     let fds = fds_of(my_pid());
     if fds.is_empty() {
         // SAFETY: fcntl on integers; descriptors that are not open just fail.
@@ -437,7 +437,7 @@ pub fn cloexec_from(from: RawFd) {
     HIGHEST_SEEN.fetch_max(highest, Ordering::Relaxed);
 }
 
-pub unsafe fn cloexec_from_after_fork(from: RawFd) {
+pub(super) unsafe fn cloexec_from_after_fork(from: RawFd) {
     // No allocation after fork, so no listing: a loop over numbers.
     // getdtablesize() is the soft RLIMIT_NOFILE, which a descriptor opened
     // before the limit was lowered can exceed; the start-up pass recorded
@@ -453,19 +453,19 @@ pub unsafe fn cloexec_from_after_fork(from: RawFd) {
     }
 }
 
-pub unsafe fn die_with_parent(_sig: libc::c_int, parent: libc::pid_t) -> bool {
+pub(super) unsafe fn die_with_parent(_sig: libc::c_int, parent: libc::pid_t) -> bool {
     // No PDEATHSIG on macOS; still refuse to start under a dead supervisor.
     libc::getppid() == parent
 }
 
 /// One past the highest signal number (NSIG from <sys/signal.h>: signals 1..=31).
-pub const NSIG: libc::c_int = 32;
+pub(super) const NSIG: libc::c_int = 32;
 
-pub unsafe fn default_signal_after_fork(sig: libc::c_int) {
+pub(super) unsafe fn default_signal_after_fork(sig: libc::c_int) {
     libc::signal(sig, libc::SIG_DFL);
 }
 
-pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+pub(super) fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     // No dup3: dup2 then set FD_CLOEXEC. Only the main thread forks, so no
     // exec can slip in between the two calls.
     // SAFETY: plain descriptor calls on integers we own.
@@ -480,21 +480,21 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub fn flock_holder(_fd: RawFd) -> Option<Option<i32>> {
+pub(super) fn flock_holder(_fd: RawFd) -> Option<Option<i32>> {
     None // no /proc/locks; callers fall back to the pid file plus identity checks
 }
 
-pub fn grow_pipe(_fd: RawFd) {
+pub(super) fn grow_pipe(_fd: RawFd) {
     // macOS pipes grow on their own (up to 64 KiB) and offer no knob.
 }
 
 // --------------------------------------------------------------- sockets
 
-pub fn socket_id(fd: RawFd) -> Option<u64> {
+pub(super) fn socket_id(fd: RawFd) -> Option<u64> {
     socket_info(my_pid(), fd).map(|i| i.psi.soi_so)
 }
 
-pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
+pub(super) fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     let me = my_pid();
     let candidates = match scope {
         Scope::All => all_pids(),
@@ -508,11 +508,11 @@ pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
 }
 
 /// Not told apart on macOS (no table of connections to look in).
-pub fn accepted_socket(_server: SocketAddr, _client: SocketAddr) -> Option<u64> {
+pub(super) fn accepted_socket(_server: SocketAddr, _client: SocketAddr) -> Option<u64> {
     None
 }
 
-pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
+pub(super) fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
     let pids = all_pids();
     if pids.is_empty() {
         return Err(io::Error::other("cannot list processes (proc_listallpids)"));
@@ -538,7 +538,7 @@ pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
     Ok(found)
 }
 
-pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
+pub(super) fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
     let me = my_pid();
     let mut pids = all_pids();
     pids.sort_unstable();
@@ -554,27 +554,31 @@ pub fn port_holder_pid(addr: SocketAddr) -> Option<i32> {
     })
 }
 
-pub fn somaxconn() -> Option<u32> {
+pub(super) fn somaxconn() -> Option<u32> {
     sysctl_int(c"kern.ipc.somaxconn").and_then(|n| u32::try_from(n).ok())
 }
 
 // --------------------------------------------------------- notify socket
 
-pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+pub(super) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     super::bind_notify_file(state_dir, child_uid)
 }
 
 /// No MSG_CMSG_CLOEXEC on macOS; received descriptors are closed at once,
 /// and only this (the main) thread forks.
-pub const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+pub(super) const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// XNU sends no credentials with datagrams (unp_internalize accepts
 /// SCM_RIGHTS only, bsd/kern/uipc_usrreq.c).
-pub fn credentials(_hdr: &libc::cmsghdr, _data: *const u8, _len: usize) -> Option<(i32, u32)> {
+pub(super) fn credentials(
+    _hdr: &libc::cmsghdr,
+    _data: *const u8,
+    _len: usize,
+) -> Option<(i32, u32)> {
     None
 }
 
-pub fn send_to_notify(
+pub(super) fn send_to_notify(
     sock: &std::os::unix::net::UnixDatagram,
     target: &str,
     msg: &[u8],
@@ -592,7 +596,7 @@ extern "C" {
     ) -> libc::c_int;
 }
 
-pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
+pub(super) fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
     // Only a launchd job can have Sockets; launchd names every job it
     // starts in XPC_SERVICE_NAME ("0" outside one). Asking elsewhere would
     // cost a round trip to launchd for nothing.
@@ -622,7 +626,7 @@ pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
     Ok(out)
 }
 
-pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+pub(super) fn sync_file(f: &std::fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: fsync on a descriptor the caller owns.
     match unsafe { libc::fsync(f.as_raw_fd()) } {
@@ -637,10 +641,10 @@ pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
 /// descriptor reads as readable while an expiration is pending, so tokio's
 /// reactor (a kqueue itself) can wait on it.
 #[derive(Debug)]
-pub struct Ticker(nix::sys::event::Kqueue);
+pub(super) struct Ticker(nix::sys::event::Kqueue);
 
 impl Ticker {
-    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+    pub(super) fn new(every: std::time::Duration) -> io::Result<Ticker> {
         use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent, Kqueue};
         let kq = Kqueue::new()?;
         let usec = isize::try_from(every.as_micros())
@@ -658,7 +662,7 @@ impl Ticker {
         Ok(Ticker(kq))
     }
 
-    pub fn take(&self) -> io::Result<u64> {
+    pub(super) fn take(&self) -> io::Result<u64> {
         use nix::sys::event::{EventFilter, EventFlag, FilterFlag, KEvent};
         let mut got = [KEvent::new(
             0,
@@ -680,7 +684,7 @@ impl Ticker {
         }
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    pub(super) fn as_raw_fd(&self) -> RawFd {
         use std::os::fd::{AsFd, AsRawFd};
         self.0.as_fd().as_raw_fd()
     }

@@ -28,7 +28,7 @@ mod darwin;
 mod limits;
 #[cfg(any(target_os = "linux", test))]
 mod procnet;
-pub use limits::{
+pub(crate) use limits::{
     may_raise_hard_limits, nice, nofile_ceiling, raise_nofile, rlimit, set_nice_after_fork,
     set_rlimit_after_fork, set_umask_after_fork, started_nofile, umask, NofileCeiling, NofileFit,
     RawRlimit, Rlimit,
@@ -39,7 +39,7 @@ compile_error!("supervisor runs on Linux and macOS only");
 
 /// Whether this system has launchd (`launchctl`): only macOS. The launchd
 /// job code compiles everywhere, so `--dry-run` works and is tested on Linux.
-pub const HAS_LAUNCHD: bool = cfg!(target_os = "macos");
+pub(crate) const HAS_LAUNCHD: bool = cfg!(target_os = "macos");
 
 // ------------------------------------------------------------ processes
 
@@ -49,7 +49,7 @@ pub const HAS_LAUNCHD: bool = cfg!(target_os = "macos");
 /// (`ri_proc_start_abstime`, which does not advance while the Mac sleeps).
 /// Together with the pid it names one process for good: pids are reused,
 /// start times are not. Compare values only within one boot (`boot_id`).
-pub fn process_start_time(pid: i32) -> Option<u64> {
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     imp::process_start_time(pid)
 }
 
@@ -57,7 +57,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 /// `start`, by that same clock: immune to wall-clock steps, so `status`
 /// shows a true uptime after the clock was set back. None when the clock
 /// cannot be read or `start` is ahead of it.
-pub fn process_age(start: u64) -> Option<std::time::Duration> {
+pub(crate) fn process_age(start: u64) -> Option<std::time::Duration> {
     imp::process_age(start)
 }
 
@@ -65,7 +65,7 @@ pub fn process_age(start: u64) -> Option<std::time::Duration> {
 /// and macOS alike), in nanoseconds: one process's reading can be compared
 /// with another's on the same machine (how `restart` tells the answer to
 /// its own request from older ones). 0 if the clock cannot be read.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
         u64::try_from(t.tv_sec())
             .unwrap_or(0)
@@ -77,13 +77,13 @@ pub fn monotonic_ns() -> u64 {
 /// The command line of a process, for people (`port_holder.command`): on
 /// one line (an argument may hold newlines, e.g. `python3 -c`), and cut at
 /// 400 characters.
-pub fn process_command(pid: i32) -> Option<String> {
+pub(crate) fn process_command(pid: i32) -> Option<String> {
     imp::process_command(pid).map(|c| crate::text::one_line(&c, 400))
 }
 
 /// Whether `pid` is a live process: zombies count as dead, since they hold
 /// no descriptors and run no code.
-pub fn is_alive(pid: i32) -> bool {
+pub(crate) fn is_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
@@ -98,7 +98,7 @@ pub fn is_alive(pid: i32) -> bool {
 /// Whether any live (non-zombie) process is still in process group `pgid`.
 /// A group of zombies answers `kill(-pgid, 0)` (with EPERM on macOS) but is
 /// not alive.
-pub fn group_alive(pgid: i32) -> bool {
+pub(crate) fn group_alive(pgid: i32) -> bool {
     if pgid <= 1 {
         return false;
     }
@@ -111,7 +111,7 @@ pub fn group_alive(pgid: i32) -> bool {
 }
 
 /// The live (non-zombie) members of process group `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
     imp::group_members(pgid)
 }
 
@@ -119,32 +119,32 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 /// mistaken for a process of now: Linux's `kernel.random.boot_id`, macOS's
 /// `kern.bootsessionuuid` (set once at boot; unlike `kern.boottime`, which
 /// XNU shifts on every clock adjustment).
-pub fn boot_id() -> Option<String> {
+pub(crate) fn boot_id() -> Option<String> {
     imp::boot_id()
 }
 
 /// The executable `pid` runs, as the kernel names it (resolved; on Linux
 /// a binary replaced under it still reads as its path). `None` when it
 /// cannot be read (gone, or another user's process).
-pub fn executable(pid: i32) -> Option<PathBuf> {
+pub(crate) fn executable(pid: i32) -> Option<PathBuf> {
     imp::executable(pid)
 }
 
 /// Whether two paths name the same file, through symbolic links.
-pub fn same_file_path(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file_path(a: &Path, b: &Path) -> bool {
     let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     resolve(a) == resolve(b)
 }
 
 /// How much memory `pid` holds in RAM now (resident set size), in bytes.
-pub fn resident_bytes(pid: i32) -> Option<u64> {
+pub(crate) fn resident_bytes(pid: i32) -> Option<u64> {
     imp::resident_bytes(pid)
 }
 
 /// The listening sockets launchd passes to a job through its `Sockets`
 /// entry named `name` (`launch_activate_socket`); none elsewhere, or when
 /// the job has no such entry.
-pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
+pub(crate) fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
     imp::launchd_sockets(name)
 }
 
@@ -152,7 +152,7 @@ pub fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
 /// orphaned descendants are re-parented to us instead of init, so they can
 /// be recognized and reaped. `false` where there is no such thing (macOS)
 /// or the kernel refused.
-pub fn set_child_subreaper() -> bool {
+pub(crate) fn set_child_subreaper() -> bool {
     imp::set_child_subreaper()
 }
 
@@ -162,7 +162,7 @@ pub fn set_child_subreaper() -> bool {
 /// for nobody, `None` where the platform cannot tell (only Linux can, from
 /// `/proc/locks`). Used by `status` to prove a supervisor alive without ever
 /// taking the lock itself.
-pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
+pub(crate) fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
     imp::flock_holder(fd)
 }
 
@@ -172,7 +172,7 @@ pub fn flock_holder(fd: RawFd) -> Option<Option<i32>> {
 /// (another user's process, when not root: permission denied). What proves
 /// that a lock holder is the process it claims to be: it has the very
 /// lock object open.
-pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
+pub(crate) fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
     imp::holds_file(pid, dev, ino)
 }
 
@@ -181,7 +181,7 @@ pub fn holds_file(pid: i32, dev: u64, ino: u64) -> io::Result<bool> {
 /// never reaches the child. Runs once at start-up, in the parent. It lists
 /// the descriptors actually open (`/proc/self/fd`, libproc), so one above a
 /// lowered soft `RLIMIT_NOFILE` is found too.
-pub fn cloexec_from(from: RawFd) {
+pub(crate) fn cloexec_from(from: RawFd) {
     imp::cloexec_from(from)
 }
 
@@ -193,7 +193,7 @@ pub fn cloexec_from(from: RawFd) {
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for a `pre_exec` closure.
-pub unsafe fn cloexec_from_after_fork(from: RawFd) {
+pub(crate) unsafe fn cloexec_from_after_fork(from: RawFd) {
     imp::cloexec_from_after_fork(from)
 }
 
@@ -205,7 +205,7 @@ pub unsafe fn cloexec_from_after_fork(from: RawFd) {
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for a `pre_exec` closure.
-pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
+pub(crate) unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
     imp::die_with_parent(sig, parent)
 }
 
@@ -215,7 +215,7 @@ pub unsafe fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> bool {
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for a `pre_exec` closure.
-pub unsafe fn reset_signals_after_fork() {
+pub(crate) unsafe fn reset_signals_after_fork() {
     for sig in 1..imp::NSIG {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             imp::default_signal_after_fork(sig);
@@ -228,7 +228,7 @@ pub unsafe fn reset_signals_after_fork() {
 
 /// Duplicate `fd` onto `target`, close-on-exec, replacing whatever `target`
 /// held.
-pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+pub(crate) fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
     imp::dup_to(fd, target)
 }
 
@@ -238,14 +238,14 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
 /// cache that can take tens of milliseconds and would block the event loop
 /// on every state change. The record is advice for `status`; after a power
 /// loss nothing it names is alive anyway (the boot id changes).
-pub fn sync_file(f: &std::fs::File) -> io::Result<()> {
+pub(crate) fn sync_file(f: &std::fs::File) -> io::Result<()> {
     imp::sync_file(f)
 }
 
 /// Own descriptor `raw`, which was handed to this process alone (by the
 /// service manager, or by the image before a `reload`): `None` if it is
 /// not open. Made close-on-exec: what we take, the child never inherits.
-pub fn adopt_fd(raw: RawFd) -> Option<std::os::fd::OwnedFd> {
+pub(crate) fn adopt_fd(raw: RawFd) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: F_GETFD only asks whether the descriptor is open.
     if raw < 0 || unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
@@ -259,7 +259,7 @@ pub fn adopt_fd(raw: RawFd) -> Option<std::os::fd::OwnedFd> {
 
 /// Set or clear close-on-exec on `fd` (what `reload` hands to its new
 /// image must survive the exec; everything else must not).
-pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let flags = if on {
         FdFlag::FD_CLOEXEC
@@ -274,7 +274,7 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 /// Ask for a larger pipe buffer (Linux: 1 MiB instead of 64 KiB), so a
 /// chatty child blocks less often on its stdout while the log reader
 /// catches up: fewer context switches per megabyte. Best effort.
-pub fn grow_pipe(fd: RawFd) {
+pub(crate) fn grow_pipe(fd: RawFd) {
     imp::grow_pipe(fd)
 }
 
@@ -285,13 +285,13 @@ pub fn grow_pipe(fd: RawFd) {
 /// socket:[INODE]`), the kernel's hashed socket address on macOS
 /// (`socket_fdinfo.psi.soi_so`). `None` if `fd` is not a socket. Record it
 /// for our listening socket to find every process that still holds it.
-pub fn socket_id(fd: BorrowedFd<'_>) -> Option<u64> {
+pub(crate) fn socket_id(fd: BorrowedFd<'_>) -> Option<u64> {
     imp::socket_id(fd.as_raw_fd())
 }
 
 /// Where `socket_holders` looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Every process we may inspect: at start-up, to find what a killed
     /// earlier supervisor left holding its socket.
     All,
@@ -309,7 +309,7 @@ pub enum Scope {
 /// The processes, other than this one, that hold socket `id` open, in no
 /// particular order. Processes we may not inspect (another user's, when
 /// not root) are not seen.
-pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
+pub(crate) fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
     imp::socket_holders(id, scope)
 }
 
@@ -317,13 +317,13 @@ pub fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
 /// connection from `client` to `server` got from `accept`: who holds it is
 /// who answers. `None` until it is accepted, and always on macOS (where
 /// nobody can be told apart this way).
-pub fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+pub(crate) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     imp::accepted_socket(server, client)
 }
 
 /// A TCP socket listening on some port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpListen {
+pub(crate) struct TcpListen {
     pub addr: SocketAddr,
     /// An IPv6 wildcard that takes IPv4 too. macOS tells; Linux's tables
     /// do not show IPV6_V6ONLY, so there every `[::]` counts as one.
@@ -341,13 +341,13 @@ pub struct TcpListen {
 /// our own user's: XNU itself refuses a bind beside another user's
 /// overlapping listener (the uid check in in_pcbbind), so those are the
 /// only ones that matter.
-pub fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
+pub(crate) fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {
     imp::tcp_listeners(port)
 }
 
 /// The process listening on (or bound to) a local TCP port, when it can be
 /// found out: `(pid, command line)`.
-pub fn port_holder(addr: SocketAddr) -> Option<(i32, String)> {
+pub(crate) fn port_holder(addr: SocketAddr) -> Option<(i32, String)> {
     let pid = imp::port_holder_pid(addr)?;
     Some((pid, process_command(pid).unwrap_or_default()))
 }
@@ -355,7 +355,7 @@ pub fn port_holder(addr: SocketAddr) -> Option<(i32, String)> {
 /// The system's cap on a listening socket's backlog (Linux
 /// `net.core.somaxconn`, macOS `kern.ipc.somaxconn`): a larger
 /// `listen.backlog` is silently cut to it.
-pub fn somaxconn() -> Option<u32> {
+pub(crate) fn somaxconn() -> Option<u32> {
     imp::somaxconn()
 }
 
@@ -368,16 +368,16 @@ pub fn somaxconn() -> Option<u32> {
 /// twice for a deadline more than 64 ms away (to the coarse slot, then for
 /// the rest).
 #[derive(Debug)]
-pub struct Ticker(imp::Ticker);
+pub(crate) struct Ticker(imp::Ticker);
 
 impl Ticker {
-    pub fn new(every: std::time::Duration) -> io::Result<Ticker> {
+    pub(crate) fn new(every: std::time::Duration) -> io::Result<Ticker> {
         imp::Ticker::new(every).map(Ticker)
     }
 
     /// Takes the expirations that made it readable: how many periods ended
     /// since the last call (0: none, a wake-up for nothing).
-    pub fn take(&self) -> io::Result<u64> {
+    pub(crate) fn take(&self) -> io::Result<u64> {
         self.0.take()
     }
 }
@@ -392,7 +392,7 @@ impl AsRawFd for Ticker {
 
 /// The bound notify socket and what goes with it.
 #[derive(Debug)]
-pub struct NotifyBinding {
+pub(crate) struct NotifyBinding {
     pub sock: std::os::unix::net::UnixDatagram,
     /// What the child gets as `$NOTIFY_SOCKET`.
     pub env_value: String,
@@ -416,7 +416,7 @@ pub struct NotifyBinding {
 /// root, from the child's process group. XNU passes no credentials with
 /// datagrams (only SCM_RIGHTS), and LOCAL_PEERPID needs a connected peer:
 /// on macOS the file's permissions are the only gate.
-pub fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+pub(crate) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     imp::notify_bind(state_dir, child_uid)
 }
 
@@ -560,7 +560,7 @@ fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Noti
 
 /// One datagram taken off the notify socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifyDatagram {
+pub(crate) struct NotifyDatagram {
     /// Payload bytes in the buffer.
     pub len: usize,
     /// The datagram was larger than the buffer (MSG_TRUNC): what is in the
@@ -594,7 +594,7 @@ struct ControlBuf([u8; NOTIFY_CONTROL]);
 /// Receive one datagram without waiting (EAGAIN when none is queued).
 /// Passed descriptors are closed before this returns, whatever the payload
 /// says; an EINTR is retried.
-pub fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDatagram> {
+pub(crate) fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDatagram> {
     let mut control = ControlBuf([0; NOTIFY_CONTROL]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -662,7 +662,7 @@ pub fn recv_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<NotifyDat
 }
 
 /// Send to a `$NOTIFY_SOCKET` value (`@name` is Linux's abstract namespace).
-pub fn send_to_notify(
+pub(crate) fn send_to_notify(
     sock: &std::os::unix::net::UnixDatagram,
     target: &str,
     msg: &[u8],
@@ -674,7 +674,12 @@ pub fn send_to_notify(
 /// would take connections meant for the other. Wildcards cover their whole
 /// family; an IPv6 wildcard that is `dual_stack` covers IPv4 too; a
 /// v4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address.
-pub fn addresses_overlap(ours: IpAddr, ours_dual: bool, theirs: IpAddr, theirs_dual: bool) -> bool {
+pub(crate) fn addresses_overlap(
+    ours: IpAddr,
+    ours_dual: bool,
+    theirs: IpAddr,
+    theirs_dual: bool,
+) -> bool {
     // Reduce each side to (IPv4 part, IPv6 part) it covers; `None` = none,
     // and an unspecified address within a part = the whole family.
     fn parts(ip: IpAddr, dual: bool) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {

@@ -13,13 +13,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// TCP_LISTEN in include/net/tcp_states.h.
-pub const LISTEN: u8 = 0x0A;
+pub(super) const LISTEN: u8 = 0x0A;
 /// TCP_CLOSE: a socket that is bound but not listening (or not yet).
-pub const CLOSE: u8 = 0x07;
+pub(super) const CLOSE: u8 = 0x07;
 
 /// One socket of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpEntry {
+pub(super) struct TcpEntry {
     pub local: SocketAddr,
     /// The other end (all zeros for a listener).
     pub remote: SocketAddr,
@@ -31,7 +31,7 @@ pub struct TcpEntry {
 
 /// Every well-formed line of a `/proc/net/tcp` or `/proc/net/tcp6` text;
 /// the header and anything unreadable are skipped.
-pub fn parse(text: &str) -> Vec<TcpEntry> {
+pub(super) fn parse(text: &str) -> Vec<TcpEntry> {
     text.lines().filter_map(parse_line).collect()
 }
 

@@ -17,10 +17,10 @@ use crate::exit::Fatal;
 /// `launchd.err`, which nothing rotates (about 8,600 lines a day at worst),
 /// while a failure that clears by itself (a volume mounted late at login)
 /// is retried soon enough.
-pub const THROTTLE_INTERVAL: u64 = 10;
+pub(super) const THROTTLE_INTERVAL: u64 = 10;
 
 /// The plist for `spec`, keys in the order a person reads them.
-pub fn plist(spec: &JobSpec, label: &str, sockets: bool) -> Dictionary {
+pub(super) fn plist(spec: &JobSpec, label: &str, sockets: bool) -> Dictionary {
     let s = |p: &Path| Value::String(p.display().to_string());
     let int = |n: u64| Value::Integer(n.into());
     let mut d = Dictionary::new();
@@ -100,7 +100,7 @@ fn sockets_entry(spec: &JobSpec) -> Dictionary {
 }
 
 /// The plist as XML (what `plutil -lint` and launchd read), newline-ended.
-pub fn render(d: &Dictionary) -> Result<Vec<u8>, Fatal> {
+pub(super) fn render(d: &Dictionary) -> Result<Vec<u8>, Fatal> {
     let mut out = Vec::new();
     Value::Dictionary(d.clone())
         .to_writer_xml(&mut out)

@@ -160,7 +160,7 @@ fn run_step(job: &Job, step: Step) -> Result<(), Fatal> {
     ))
 }
 
-pub fn command(config: &Path, action: LaunchdAction) -> Result<(), Fatal> {
+pub(crate) fn command(config: &Path, action: LaunchdAction) -> Result<(), Fatal> {
     match action {
         LaunchdAction::Print { job } => print(config, &job),
         LaunchdAction::Install {

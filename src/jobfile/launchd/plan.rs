@@ -8,7 +8,7 @@ use super::super::Existing;
 
 /// Whether launchd has the job loaded, as far as we know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loaded {
+pub(super) enum Loaded {
     /// Not asked (no launchctl here: a dry run off macOS).
     Unknown,
     No,
@@ -20,7 +20,7 @@ pub enum Loaded {
 
 /// One thing install or uninstall does, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// Create `log.dir` (0750), so launchd can open `launchd.err` there
     /// (it is not known to create folders).
     MakeLogDir,
@@ -41,7 +41,7 @@ pub enum Step {
 
 /// The facts `install` decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InstallFacts {
+pub(super) struct InstallFacts {
     pub file: Existing,
     pub loaded: Loaded,
     /// A supervisor that holds the lock for this config.
@@ -51,7 +51,7 @@ pub struct InstallFacts {
 
 /// Why `install` does nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// A supervisor not started by this job runs for the config: the job's
     /// copy would exit 0 ("already running") and launchd would never
     /// respawn it, so nothing would supervise once that one stops.
@@ -62,7 +62,7 @@ pub enum Refusal {
     LoadedElsewhere,
 }
 
-pub fn plan_install(f: &InstallFacts, force: bool) -> Result<Vec<Step>, Refusal> {
+pub(super) fn plan_install(f: &InstallFacts, force: bool) -> Result<Vec<Step>, Refusal> {
     let job_pid = match f.loaded {
         Loaded::Yes { pid } => pid,
         _ => None,
@@ -98,7 +98,7 @@ pub fn plan_install(f: &InstallFacts, force: bool) -> Result<Vec<Step>, Refusal>
 
 /// The plist at the job's path, as far as uninstall is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OnDisk {
+pub(super) enum OnDisk {
     Absent,
     /// A plist whose `Label` is the one asked for.
     Ours,
@@ -106,7 +106,7 @@ pub enum OnDisk {
     Other(String),
 }
 
-pub fn plan_uninstall(file: &OnDisk, loaded: Loaded) -> Result<Vec<Step>, String> {
+pub(super) fn plan_uninstall(file: &OnDisk, loaded: Loaded) -> Result<Vec<Step>, String> {
     if let OnDisk::Other(why) = file {
         return Err(why.clone());
     }
@@ -121,7 +121,7 @@ pub fn plan_uninstall(file: &OnDisk, loaded: Loaded) -> Result<Vec<Step>, String
 }
 
 /// `pid = N` in `launchctl print gui/UID/LABEL` (its process, when running).
-pub fn parse_print_pid(text: &str) -> Option<i32> {
+pub(super) fn parse_print_pid(text: &str) -> Option<i32> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("pid = "))
         .find_map(|v| v.trim().parse().ok())
@@ -131,7 +131,7 @@ pub fn parse_print_pid(text: &str) -> Option<i32> {
 /// with EIO: launchd keeps a label for a few seconds after `bootout`
 /// (reports of ~5 s; other tools sleep 3 s). 7.75 s in all, then the
 /// error stands.
-pub const BOOTSTRAP_BACKOFF: [Duration; 6] = [
+pub(super) const BOOTSTRAP_BACKOFF: [Duration; 6] = [
     Duration::from_millis(250),
     Duration::from_millis(500),
     Duration::from_secs(1),
@@ -143,13 +143,13 @@ pub const BOOTSTRAP_BACKOFF: [Duration; 6] = [
 /// Whether a failed `launchctl bootstrap` is launchd still holding the
 /// label it was just told to boot out: "Bootstrap failed: 5: Input/output
 /// error", exit status 5.
-pub fn is_eio(code: Option<i32>, stderr: &str) -> bool {
+pub(super) fn is_eio(code: Option<i32>, stderr: &str) -> bool {
     code == Some(5) || stderr.contains("Input/output error")
 }
 
 /// How a bootstrap went, over every try.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bootstrapped {
+pub(super) struct Bootstrapped {
     /// Ok, or the last failure's exit status and stderr.
     pub result: Result<(), (Option<i32>, String)>,
     /// How many times launchctl ran.
@@ -161,7 +161,7 @@ pub struct Bootstrapped {
 /// Runs `try_once` (one `launchctl bootstrap`: its exit status and
 /// stderr) until it succeeds, fails with something other than EIO, or
 /// [`BOOTSTRAP_BACKOFF`] runs out, pausing with `pause` before each retry.
-pub fn bootstrap_retrying(
+pub(super) fn bootstrap_retrying(
     mut try_once: impl FnMut() -> (Option<i32>, String),
     mut pause: impl FnMut(Duration),
 ) -> Bootstrapped {
