@@ -233,7 +233,8 @@ impl RotatingFile {
     /// size limit; otherwise (a rotation due, or a full disk met halfway)
     /// what is left goes through [`RotatingFile::write_batch`], which cuts
     /// at line ends and makes room. Rare enough to copy there.
-    pub(crate) fn write_parts(&mut self, parts: &[IoSlice<'_>], len: usize) -> io::Result<()> {
+    /// `parts` is used up (advanced past what was written).
+    pub(crate) fn write_parts(&mut self, parts: &mut [IoSlice<'_>], len: usize) -> io::Result<()> {
         if let [one] = parts {
             return self.write_batch(one);
         }
@@ -242,8 +243,7 @@ impl RotatingFile {
             // `copytruncate` may have emptied the file meanwhile.
             self.size = self.file.metadata()?.len();
         }
-        let mut owned: Vec<IoSlice<'_>> = parts.to_vec();
-        let mut bufs: &mut [IoSlice<'_>] = &mut owned;
+        let mut bufs = parts;
         let mut written = 0;
         if self.size.saturating_add(len64) <= self.max_bytes {
             while written < len {
@@ -519,12 +519,13 @@ impl LogSink {
     /// them while the file cannot be written. A batch that failed halfway
     /// counts as wholly dropped.
     pub(crate) fn write_batch(&self, buf: &[u8], lines: u64) {
-        self.write_parts(&[IoSlice::new(buf)], buf.len(), lines);
+        self.write_parts(&mut [IoSlice::new(buf)], buf.len(), lines);
     }
 
     /// [`LogSink::write_batch`] of lines in pieces (`len` bytes in all),
-    /// written with `writev` rather than copied together first.
-    pub(crate) fn write_parts(&self, parts: &[IoSlice<'_>], len: usize, lines: u64) {
+    /// written with `writev` rather than copied together first. `parts`
+    /// is used up.
+    pub(crate) fn write_parts(&self, parts: &mut [IoSlice<'_>], len: usize, lines: u64) {
         if len == 0 {
             return;
         }
@@ -536,7 +537,13 @@ impl LogSink {
         }
     }
 
-    fn write_locked(&self, parts: &[IoSlice<'_>], len: usize, lines: u64, said: &mut Vec<String>) {
+    fn write_locked(
+        &self,
+        parts: &mut [IoSlice<'_>],
+        len: usize,
+        lines: u64,
+        said: &mut Vec<String>,
+    ) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if self.reopen_pending.swap(false, Ordering::AcqRel)

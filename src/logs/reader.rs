@@ -41,6 +41,9 @@ const FLUSH_AT: usize = 128 * 1024;
 const FLUSH_SEGS: usize = 4096;
 /// Pieces per `writev`: Linux's and macOS's `IOV_MAX`.
 const IOV_MAX: usize = 1024;
+/// Pieces whose room is kept between reads: what a read of ordinary
+/// lines needs (two a line).
+const KEEP_SEGS: usize = 2 * FLUSH_SEGS;
 /// The thread only polls, reads, frames and writes: a small stack will do.
 const STACK: usize = 128 * 1024;
 
@@ -218,9 +221,7 @@ impl Readers {
 
 fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCounts) -> Vec<Handed> {
     let mut pipes: Vec<Pipe> = Vec::new();
-    let mut buf = vec![0u8; READ_BUF];
-    let mut out = Vec::with_capacity(FLUSH_AT);
-    let mut ts = String::with_capacity(32);
+    let mut bufs = Bufs::new();
     loop {
         let finishing = shared.finish.load(Ordering::Acquire);
         pipes.extend(
@@ -231,11 +232,11 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
                 .drain(..),
         );
         for pid in over_the_bound(&pipes) {
-            set_timestamp(&mut ts);
+            set_timestamp(&mut bufs.ts);
             for mut p in extract(&mut pipes, pid) {
-                let lines = p.framer.finish(&ts, &mut out);
-                sink.write_batch(&out, lines);
-                out.clear();
+                let lines = p.framer.finish(&bufs.ts, &mut bufs.out);
+                sink.write_batch(&bufs.out, lines);
+                bufs.out.clear();
             }
             tracing::warn!(
                 "closed the output pipes of earlier child {pid}: something it started still \
@@ -256,11 +257,11 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
         }
         if finishing && !ready.pipes.contains(&true) {
             // Nothing more is buffered: end every partial line and stop.
-            set_timestamp(&mut ts);
+            set_timestamp(&mut bufs.ts);
             for p in &mut pipes {
-                let lines = p.framer.finish(&ts, &mut out);
-                sink.write_batch(&out, lines);
-                out.clear();
+                let lines = p.framer.finish(&bufs.ts, &mut bufs.out);
+                sink.write_batch(&bufs.out, lines);
+                bufs.out.clear();
             }
             if !shared.detach.load(Ordering::Acquire) {
                 return Vec::new();
@@ -279,7 +280,7 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
             if !ready.pipes.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            if !read_once(p, &mut buf, &mut out, &mut ts, sink, counts) {
+            if !read_once(p, &mut bufs, sink, counts) {
                 ended.push(i);
             }
         }
@@ -287,17 +288,17 @@ fn run(shared: &Shared, mut woken: UnixStream, sink: &LogSink, counts: &LogCount
         let now = Instant::now();
         for p in &mut pipes {
             if p.partial_due().is_some_and(|due| due <= now) {
-                let lines = p.framer.flush_partial(&mut out);
-                sink.write_batch(&out, lines);
-                out.clear();
+                let lines = p.framer.flush_partial(&mut bufs.out);
+                sink.write_batch(&bufs.out, lines);
+                bufs.out.clear();
             }
         }
         for i in ended.into_iter().rev() {
             let mut p = pipes.remove(i);
-            set_timestamp(&mut ts);
-            let lines = p.framer.finish(&ts, &mut out);
-            sink.write_batch(&out, lines);
-            out.clear();
+            set_timestamp(&mut bufs.ts);
+            let lines = p.framer.finish(&bufs.ts, &mut bufs.out);
+            sink.write_batch(&bufs.out, lines);
+            bufs.out.clear();
         }
     }
 }
@@ -374,15 +375,35 @@ fn wait(woken: &UnixStream, pipes: &[Pipe], finishing: bool) -> io::Result<Ready
     })
 }
 
+/// The reader thread's buffers, kept from one read to the next: nothing
+/// is allocated per read (musl's allocator maps and unmaps a block of this
+/// size each time, which cost the static build half its log throughput).
+struct Bufs {
+    /// What a pipe read lands in.
+    buf: Vec<u8>,
+    /// Lines framed by copying ([`Seg::Spill`]), and every line at a pipe's
+    /// end.
+    out: Vec<u8>,
+    /// The pieces of the lines framed from `buf`, for `writev`.
+    segs: Vec<Seg>,
+    /// The time stamp of the chunk being framed.
+    ts: String,
+}
+
+impl Bufs {
+    fn new() -> Bufs {
+        Bufs {
+            buf: vec![0u8; READ_BUF],
+            out: Vec::with_capacity(FLUSH_AT),
+            segs: Vec::new(),
+            ts: String::with_capacity(32),
+        }
+    }
+}
+
 /// One read from a readable pipe, framed and written. False at its end.
-fn read_once(
-    p: &mut Pipe,
-    buf: &mut [u8],
-    out: &mut Vec<u8>,
-    ts: &mut String,
-    sink: &LogSink,
-    counts: &LogCounts,
-) -> bool {
+fn read_once(p: &mut Pipe, bufs: &mut Bufs, sink: &LogSink, counts: &LogCounts) -> bool {
+    let Bufs { buf, out, segs, ts } = bufs;
     let n = loop {
         match p.file.read(buf) {
             Ok(0) => return false,
@@ -403,42 +424,46 @@ fn read_once(
     // most with musl's `memcpy`). Only lines joined across reads, or cut
     // into pieces, are copied, into `out`.
     let data = &buf[..n];
-    let mut segs = Vec::new();
+    segs.clear();
+    out.clear();
     let mut lines = 0;
     for (i, part) in data.chunks(SLICE).enumerate() {
-        lines += p.framer.frame_segs(part, i * SLICE, ts, &mut segs, out);
+        lines += p.framer.frame_segs(part, i * SLICE, ts, segs, out);
         if segs.len() >= FLUSH_SEGS || out.len() >= FLUSH_AT {
-            write_segs(data, p.framer.line_head(), &segs, out, lines, sink);
+            write_segs(data, p.framer.line_head(), segs, out, lines, sink);
             segs.clear();
             out.clear();
             lines = 0;
         }
     }
-    write_segs(data, p.framer.line_head(), &segs, out, lines, sink);
+    write_segs(data, p.framer.line_head(), segs, out, lines, sink);
+    segs.clear();
     out.clear();
+    // A flood of empty lines grows the list of pieces to a few hundred
+    // KiB: not kept for the quiet hours after it.
+    segs.shrink_to(KEEP_SEGS);
     true
 }
 
 /// Writes framed pieces, `IOV_MAX` a `writev`; `lines` (for the dropped
-/// count, should the log be unwritable) go with the last group.
+/// count, should the log be unwritable) go with the last group. The
+/// `iovec`s are built on the stack (16 KiB), not allocated.
 fn write_segs(data: &[u8], head: &[u8], segs: &[Seg], spill: &[u8], lines: u64, sink: &LogSink) {
     let groups = segs.len().div_ceil(IOV_MAX);
+    let mut iov = [IoSlice::new(&[]); IOV_MAX];
     for (g, group) in segs.chunks(IOV_MAX).enumerate() {
         let mut len = 0;
-        let iov: Vec<IoSlice<'_>> = group
-            .iter()
-            .map(|s| {
-                let bytes = match *s {
-                    Seg::Head => head,
-                    Seg::Chunk(a, b) => &data[a..b],
-                    Seg::Spill(a, b) => &spill[a..b],
-                };
-                len += bytes.len();
-                IoSlice::new(bytes)
-            })
-            .collect();
+        for (slot, s) in iov.iter_mut().zip(group) {
+            let bytes = match *s {
+                Seg::Head => head,
+                Seg::Chunk(a, b) => &data[a..b],
+                Seg::Spill(a, b) => &spill[a..b],
+            };
+            len += bytes.len();
+            *slot = IoSlice::new(bytes);
+        }
         let n = if g + 1 == groups { lines } else { 0 };
-        sink.write_parts(&iov, len, n);
+        sink.write_parts(&mut iov[..group.len()], len, n);
     }
 }
 
@@ -495,6 +520,61 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The buffers a read frames with are the same from one read to the
+    /// next (no allocation per read: musl's allocator maps and unmaps each
+    /// one), and a flood of empty lines leaves them no bigger than
+    /// [`KEEP_SEGS`].
+    #[test]
+    fn reads_reuse_their_buffers_and_a_flood_leaves_them_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
+        let counts = LogCounts::default();
+        let (r, mut w) = io::pipe().unwrap();
+        let mut p = Pipe {
+            file: File::from(OwnedFd::from(r)),
+            framer: Framer::new(Stream::Stdout, 9),
+            stream: Stream::Stdout,
+            pid: 9,
+            last_read: Instant::now(),
+        };
+        let mut bufs = Bufs::new();
+        let mut line = [b'x'; 100];
+        line[99] = b'\n';
+        let lines = line.repeat(600); // one read's worth, within the pipe
+        let mut seen = None;
+        for _ in 0..3 {
+            w.write_all(&lines).unwrap();
+            assert!(read_once(&mut p, &mut bufs, &sink, &counts));
+            let now = (
+                bufs.buf.as_ptr(),
+                bufs.segs.as_ptr(),
+                bufs.segs.capacity(),
+                bufs.out.as_ptr(),
+            );
+            assert!(seen.is_none_or(|s| s == now), "a buffer was allocated anew");
+            seen = Some(now);
+        }
+        // 64 KiB of empty lines: 2 pieces each.
+        for _ in 0..4 {
+            w.write_all(&[b'\n'; 16 * 1024]).unwrap();
+        }
+        assert!(read_once(&mut p, &mut bufs, &sink, &counts));
+        assert!(
+            bufs.segs.capacity() <= KEEP_SEGS,
+            "{}",
+            bufs.segs.capacity()
+        );
+        assert!(bufs.segs.is_empty() && bufs.out.is_empty());
+        let data = read(&path);
+        let got = data.split(|&b| b == b'\n').count() - 1;
+        assert_eq!(got, 3 * 600 + 64 * 1024);
+        let want = [b"out[9]: ".as_slice(), &line].concat();
+        let first = data.split(|&b| b == b'\n').next().unwrap();
+        assert!(first.ends_with(&want[..want.len() - 1]));
+        assert_eq!(counts.get().0, (3 * lines.len() + 64 * 1024) as u64);
     }
 
     /// A prompt (no newline) from a child that then waits is logged after
