@@ -94,6 +94,13 @@ impl Daemon {
                     if notice.ready {
                         self.feed(Event::NewReady);
                     }
+                    // Without a sender (macOS) a ping cannot be told
+                    // apart: the serving child's pings must not be lost
+                    // while the new one starts, or a handover longer than
+                    // the watchdog interval fails a healthy child.
+                    if notice.watchdog && notice.sender.is_none() {
+                        self.feed(Event::WatchdogPing);
+                    }
                     return;
                 }
                 // The old child, on its way out, is not heard any more.
