@@ -86,7 +86,7 @@ impl Daemon {
             if self.machine.handover().is_some() {
                 self.act_on(std::mem::take(&mut heard));
             }
-            if let Some(notice) = self.from_serving_child(notice) {
+            if let Some(notice) = self.sent_by_serving_child(notice) {
                 heard.add(notice);
             }
         }
@@ -97,7 +97,7 @@ impl Daemon {
     /// process group (the kernel vouches for the sender's pid on Linux).
     /// The serving child's message is handed back to be acted on; one for
     /// a handover's new child is acted on here; anyone else's is dropped.
-    fn from_serving_child(&mut self, notice: Notice) -> Option<Notice> {
+    fn sent_by_serving_child(&mut self, notice: Notice) -> Option<Notice> {
         let pgid = self.machine.child_pid()?;
         // Who sent it, as of sending (Linux): the child's user, ours or
         // root. Only they can reach the socket file anyway; this also holds
@@ -209,21 +209,31 @@ mod tests {
             for t in texts {
                 h.add(crate::health::parse(t.as_bytes(), Some(7)));
             }
-            (h.status, h.ready, h.watchdog)
+            h
         };
-        let s = |t: &str| Some(t.to_owned());
-        let table: [(&[&str], (Option<String>, bool, bool)); 6] = [
-            (&[], (None, false, false)),
+        let want = |status: Option<&str>, ready, watchdog| Heard {
+            status: status.map(str::to_owned),
+            ready,
+            watchdog,
+        };
+        let table: [(&[&str], Heard); 6] = [
+            (&[], want(None, false, false)),
             (
                 &["STATUS=a", "STATUS=b", "STATUS=c"],
-                (s("c"), false, false),
+                want(Some("c"), false, false),
             ),
-            (&["STATUS=a", "WATCHDOG=1", "READY=1"], (s("a"), true, true)),
+            (
+                &["STATUS=a", "WATCHDOG=1", "READY=1"],
+                want(Some("a"), true, true),
+            ),
             // A datagram without STATUS= keeps the last text said.
-            (&["STATUS=a\nREADY=1", "WATCHDOG=1"], (s("a"), true, true)),
-            (&["STATUS=a", "STATUS="], (s(""), false, false)),
+            (
+                &["STATUS=a\nREADY=1", "WATCHDOG=1"],
+                want(Some("a"), true, true),
+            ),
+            (&["STATUS=a", "STATUS="], want(Some(""), false, false)),
             // A barrier says nothing, and takes nothing back.
-            (&["WATCHDOG=1", "BARRIER=1"], (None, false, true)),
+            (&["WATCHDOG=1", "BARRIER=1"], want(None, false, true)),
         ];
         for (texts, want) in table {
             assert_eq!(heard(texts), want, "{texts:?}");
