@@ -1,11 +1,12 @@
 //! The notify socket under a flood by the child's own group (issue 20
 //! item 7): the supervisor reads what is queued in bounded batches and
 //! acts on each batch once, so a child that sends its WATCHDOG=1 blocking
-//! (or retries) is never failed by its watchdog, and the supervisor is not
-//! pinned at a full core. A non-blocking ping can still meet EAGAIN: the
-//! kernel queues about ten datagrams per socket (`net.unix.max_dgram_qlen`)
-//! and the flood fills them whenever the supervisor is off the CPU; the
-//! test prints how often, with the CPU it measured. Linux only: there the
+//! (or retries) is never failed by its watchdog, and each datagram costs
+//! the supervisor a few microseconds of CPU (no write, no log line). A
+//! non-blocking ping can still meet EAGAIN: the kernel queues about ten
+//! datagrams per socket (`net.unix.max_dgram_qlen`) and the flood fills
+//! them whenever the supervisor is off the CPU; the test prints how often,
+//! with the CPU it measured. Linux only: there the
 //! sender of each datagram is known and the CPU time is read from /proc.
 
 #![cfg(target_os = "linux")]
@@ -19,13 +20,18 @@ use std::time::Instant;
 const FLOOD: &str = "4";
 /// How many processes of the child's group flood the socket at once.
 const FLOODERS: usize = 2;
-/// The supervisor's share of one core during the flood may not exceed
-/// this (generous: the machine is shared and noisy; see the report in
-/// docs/hardening.md for the figures measured).
-const MAX_CPU_SHARE: f64 = 0.9;
+/// The supervisor's CPU time per datagram the flood got queued may not
+/// exceed this. Its share of a core is not bounded by it: a sender of the
+/// child's own group that never stops must still be read, to leave room
+/// for the child's pings, so the supervisor spends what the flood makes it
+/// (measured 3-12 us a datagram, 20-80% of a core on a busy 2-core
+/// machine, debug and release); what is bounded is the cost of each
+/// datagram (no write, no log line, no state change per datagram).
+/// Generous: the machine is shared and noisy.
+const MAX_CPU_PER_DATAGRAM_US: f64 = 50.0;
 
 #[test]
-fn a_flood_by_the_childs_own_group_neither_trips_the_watchdog_nor_pins_the_supervisor() {
+fn a_flood_by_the_childs_own_group_neither_trips_the_watchdog_nor_costs_much_per_datagram() {
     let env = Setup::new("notify_flood.py")
         .arg(FLOOD)
         .arg(&FLOODERS.to_string())
@@ -67,10 +73,11 @@ fn a_flood_by_the_childs_own_group_neither_trips_the_watchdog_nor_pins_the_super
         "flood of {wall:.1?}: supervisor CPU {:.2?} ({:.0}% of a core); \
          {pings} pings, {eagain} EAGAIN on the first try ({:.0}%), {lost} lost, \
          longest blocking wait {max_wait} ms; flooders: {sent} datagrams queued, \
-         {refused} EAGAIN",
+         {refused} EAGAIN; {:.1} us of supervisor CPU a datagram",
         cpu1 - cpu0,
         share * 100.0,
         eagain / pings * 100.0,
+        (cpu1 - cpu0).as_secs_f64() * 1e6 / sent.max(1.0),
     );
 
     let log = std::fs::read_to_string(env.log_dir.join("supervisor.log")).unwrap_or_default();
@@ -85,11 +92,12 @@ fn a_flood_by_the_childs_own_group_neither_trips_the_watchdog_nor_pins_the_super
             "{lost} of {pings} WATCHDOG=1 pings could not be queued within 1 s"
         ));
     }
-    if share > MAX_CPU_SHARE {
+    let per_datagram_us = (cpu1 - cpu0).as_secs_f64() * 1e6 / sent.max(1.0);
+    if per_datagram_us > MAX_CPU_PER_DATAGRAM_US {
         env.fail(format!(
-            "the supervisor used {:.0}% of a core during the flood (at most {:.0}%)",
-            share * 100.0,
-            MAX_CPU_SHARE * 100.0
+            "the supervisor spent {per_datagram_us:.1} us of CPU per flood datagram \
+             (at most {MAX_CPU_PER_DATAGRAM_US} us; {:.0}% of a core)",
+            share * 100.0
         ));
     }
     // The flood's last words are heard: the status is a flood text, and
