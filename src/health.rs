@@ -18,8 +18,8 @@ use crate::sys;
 /// and WATCHDOG=1 to (systemd's notify protocol, `$NOTIFY_SOCKET`).
 ///
 /// The socket lives as long as the supervisor: nothing a sender does can
-/// close it. `recv` hands back one message or one rejected datagram at a
-/// time, and either way the next `recv` works (a hostile or broken sender
+/// close it. `recv_batch` hands back the messages and rejected datagrams
+/// queued, and either way the next `recv_batch` works (a hostile or broken sender
 /// must cost no more than a log line). Only the child's user and root can
 /// send to it at all (a socket file; see `sys::notify_bind`).
 pub(crate) struct NotifySocket {
@@ -127,35 +127,66 @@ impl NotifySocket {
         )
     }
 
-    /// The next message; waits without waking while none comes. Never
-    /// fatal for the socket: a `Rejected` is for the log only.
-    pub(crate) async fn recv(&self) -> Result<Notice, Rejected> {
+    /// What is queued, read at one wake-up: waits without waking until a
+    /// datagram comes, then takes it and whatever else is queued already,
+    /// up to `NOTIFY_BATCH`, in the order sent. Never fatal for the socket:
+    /// a `Rejected` is for the log only. Nothing is read after the first
+    /// wait, so a batch is never half-taken when the caller stops waiting.
+    pub(crate) async fn recv_batch(&self) -> Vec<Result<Notice, Rejected>> {
         // One byte more than the largest message, so one that fills the
         // buffer exactly is known to fit.
         let mut buf = [0u8; NOTIFY_MAX + 1];
-        let got = self
+        let first = self
             .sock
             .async_io(Interest::READABLE, || {
                 sys::recv_notify(self.sock.as_fd(), &mut buf)
             })
             .await;
-        match got {
-            Ok(d) if d.truncated || d.len > NOTIFY_MAX => Err(Rejected::Oversized {
-                sender: d.sender,
-                fds: d.fds,
-            }),
-            Ok(d) => {
-                let mut notice = parse(&buf[..d.len], d.sender);
-                notice.fds = d.fds;
-                notice.uid = d.sender_uid;
-                Ok(notice)
-            }
+        let mut batch = Vec::new();
+        match first {
+            Ok(d) => batch.push(notice(d, &buf)),
             Err(e) => {
                 tokio::time::sleep(AFTER_READ_ERROR).await;
-                Err(Rejected::Io(e))
+                return vec![Err(Rejected::Io(e))];
             }
         }
+        while batch.len() < NOTIFY_BATCH {
+            let next = self.sock.try_io(Interest::READABLE, || {
+                sys::recv_notify(self.sock.as_fd(), &mut buf)
+            });
+            match next {
+                Ok(d) => batch.push(notice(d, &buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The next wake-up's first read meets it again, and waits.
+                Err(e) => {
+                    batch.push(Err(Rejected::Io(e)));
+                    break;
+                }
+            }
+        }
+        batch
     }
+}
+
+/// At most this many datagrams are read per wake-up of the event loop:
+/// what is queued is taken at once (the kernel queues only about ten per
+/// socket, `net.unix.max_dgram_qlen`, so a child's `WATCHDOG=1` must find
+/// room), and a sender that never stops still leaves the rest of the loop
+/// its turn.
+pub(crate) const NOTIFY_BATCH: usize = 64;
+
+/// The message in `buf` that `d` describes, or why it was dropped.
+fn notice(d: sys::NotifyDatagram, buf: &[u8]) -> Result<Notice, Rejected> {
+    if d.truncated || d.len > NOTIFY_MAX {
+        return Err(Rejected::Oversized {
+            sender: d.sender,
+            fds: d.fds,
+        });
+    }
+    let mut notice = parse(&buf[..d.len], d.sender);
+    notice.fds = d.fds;
+    notice.uid = d.sender_uid;
+    Ok(notice)
 }
 
 impl Drop for NotifySocket {

@@ -66,29 +66,38 @@ fn notify_ready() {
     let _ = sock.send_to(b"READY=1", &addr);
 }
 
-/// [`serve`], but on SIGTERM as a graceful server: answer what was
-/// taken, then exit (never in the middle of an answer).
+/// [`serve`], but on SIGTERM as a graceful server: it takes no connection
+/// after the signal and exits once the one it took is answered. One
+/// thread does both, looking at the flag between connections (poll wakes
+/// it every 5 ms), so a connection taken is never dropped unanswered (an
+/// exit from another thread could land between `accept` and the answer:
+/// a reset). The socket stays blocking: its flags are shared with the
+/// other child of a handover.
 fn serve_draining(l: TcpListener) {
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let term = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone());
-    let busy = Arc::new(std::sync::Mutex::new(()));
-    {
-        let (term, busy) = (term.clone(), busy.clone());
-        thread::spawn(move || {
-            while !term.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(5));
-            }
-            // Whatever is being answered is finished first.
-            let _held = busy.lock();
-            std::process::exit(0);
-        });
-    }
     let reply = format!("{}\n", std::process::id());
-    for mut c in l.incoming().flatten() {
-        let _held = busy.lock();
-        let _ = c.write_all(reply.as_bytes());
+    loop {
+        if term.load(Ordering::SeqCst) {
+            std::process::exit(0);
+        }
+        let mut pfd = libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length of the call.
+        if unsafe { libc::poll(&mut pfd, 1, 5) } <= 0 || term.load(Ordering::SeqCst) {
+            continue;
+        }
+        // The other child may take it first: then this waits for the
+        // next one (a client every ~1 ms) and answers that.
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(reply.as_bytes());
+        }
     }
 }
 

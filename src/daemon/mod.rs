@@ -226,7 +226,8 @@ enum Wake {
     Signal(Option<i32>),
     Tick,
     OthersPoll,
-    Notice(Result<Notice, health::Rejected>),
+    /// What the notify socket had queued (see `NotifySocket::recv_batch`).
+    Notice(Vec<Result<Notice, health::Rejected>>),
     ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
@@ -477,7 +478,7 @@ impl Daemon {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
                 _ = tokio::time::sleep(poll), if others => Wake::OthersPoll,
-                notice = recv_notice(self.notify.as_ref()) => Wake::Notice(notice),
+                batch = recv_notices(self.notify.as_ref()) => Wake::Notice(batch),
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
@@ -515,9 +516,7 @@ impl Daemon {
                         poll = (poll * 2).min(Duration::from_millis(100));
                     }
                 }
-                Wake::Notice(Ok(notice)) => self.on_notice(notice),
-                // One datagram never turns the socket off: say so, rarely.
-                Wake::Notice(Err(rejected)) => self.quiet.say(&rejected.to_string()),
+                Wake::Notice(batch) => self.on_notices(batch),
                 Wake::ProbeDone((result, by)) => self.on_probe(result, by),
                 Wake::ProbeDue => {
                     let identify = self.machine.handover().is_some();
@@ -962,9 +961,9 @@ impl Daemon {
     }
 }
 
-async fn recv_notice(sock: Option<&NotifySocket>) -> Result<Notice, health::Rejected> {
+async fn recv_notices(sock: Option<&NotifySocket>) -> Vec<Result<Notice, health::Rejected>> {
     match sock {
-        Some(s) => s.recv().await,
+        Some(s) => s.recv_batch().await,
         None => std::future::pending().await,
     }
 }

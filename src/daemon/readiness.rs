@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::handover::Whose;
 use super::Daemon;
-use crate::health::Notice;
+use crate::health::{Notice, Rejected};
 use crate::policy::{Event, Phase, Stage};
 
 impl Daemon {
@@ -65,12 +65,40 @@ impl Daemon {
         }
     }
 
+    /// What one wake-up read off the notify socket, in the order sent.
+    /// Each datagram is checked on its own (sender's user and group); what
+    /// the serving child's datagrams say is then taken together — the last
+    /// `STATUS=`, any `READY=1`, any `WATCHDOG=1` — and acted on once, so a
+    /// flood costs one state change per batch, not one per datagram.
+    /// During a handover each datagram is acted on as it comes (who sent
+    /// it decides what it means, and an earlier one may end the handover).
+    pub(super) fn on_notices(&mut self, batch: Vec<Result<Notice, Rejected>>) {
+        let mut heard = Heard::default();
+        for item in batch {
+            let notice = match item {
+                Ok(notice) => notice,
+                // One datagram never turns the socket off: say so, rarely.
+                Err(rejected) => {
+                    self.quiet.say(&rejected.to_string());
+                    continue;
+                }
+            };
+            if self.machine.handover().is_some() {
+                self.act_on(std::mem::take(&mut heard));
+            }
+            if let Some(notice) = self.sent_by_serving_child(notice) {
+                heard.add(notice);
+            }
+        }
+        self.act_on(heard);
+    }
+
     /// A datagram on the notify socket: accepted only from the child's
     /// process group (the kernel vouches for the sender's pid on Linux).
-    pub(super) fn on_notice(&mut self, notice: Notice) {
-        let Some(pgid) = self.machine.child_pid() else {
-            return;
-        };
+    /// The serving child's message is handed back to be acted on; one for
+    /// a handover's new child is acted on here; anyone else's is dropped.
+    fn sent_by_serving_child(&mut self, notice: Notice) -> Option<Notice> {
+        let pgid = self.machine.child_pid()?;
         // Who sent it, as of sending (Linux): the child's user, ours or
         // root. Only they can reach the socket file anyway; this also holds
         // for a socket handed over by an older version.
@@ -82,7 +110,7 @@ impl Daemon {
                     "ignored a notify message from uid {uid} (pid {}), which is not the child's user",
                     notice.sender.unwrap_or(0)
                 ));
-                return;
+                return None;
             }
         }
         if self.machine.handover().is_some() {
@@ -94,10 +122,17 @@ impl Daemon {
                     if notice.ready {
                         self.feed(Event::NewReady);
                     }
-                    return;
+                    // Without a sender (macOS) a ping cannot be told
+                    // apart: the serving child's pings must not be lost
+                    // while the new one starts, or a handover longer than
+                    // the watchdog interval fails a healthy child.
+                    if notice.watchdog && notice.sender.is_none() {
+                        self.feed(Event::WatchdogPing);
+                    }
+                    return None;
                 }
                 // The old child, on its way out, is not heard any more.
-                Whose::Draining => return,
+                Whose::Draining => return None,
                 Whose::Serving | Whose::Stranger => {}
             }
         }
@@ -107,22 +142,48 @@ impl Daemon {
                 self.quiet.say(&format!(
                     "ignored a notify message from pid {sender}, which is not in the child's process group {pgid}"
                 ));
-                return;
+                return None;
             }
         }
-        if let Some(status) = notice
+        Some(notice)
+    }
+
+    /// What the serving child said (one datagram's worth or a batch's).
+    fn act_on(&mut self, heard: Heard) {
+        if let Some(status) = heard
             .status
             .filter(|s| self.seen.status.as_ref() != Some(s))
         {
             self.seen.status = Some(status);
             self.status_changed(Instant::now());
         }
-        if notice.ready {
+        if heard.ready {
             self.feed(Event::Ready);
         }
-        if notice.watchdog {
+        if heard.watchdog {
             self.feed(Event::WatchdogPing);
         }
+    }
+}
+
+/// What a run of the serving child's datagrams said, taken together.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Heard {
+    /// The last `STATUS=` text.
+    status: Option<String>,
+    /// Any `READY=1`.
+    ready: bool,
+    /// Any `WATCHDOG=1`.
+    watchdog: bool,
+}
+
+impl Heard {
+    fn add(&mut self, notice: Notice) {
+        if notice.status.is_some() {
+            self.status = notice.status;
+        }
+        self.ready |= notice.ready;
+        self.watchdog |= notice.watchdog;
     }
 }
 
@@ -140,6 +201,44 @@ fn status_write_at(last: Option<Instant>, now: Instant) -> Option<Instant> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_batch_says_its_last_status_and_any_ready_or_ping() {
+        let heard = |texts: &[&str]| {
+            let mut h = Heard::default();
+            for t in texts {
+                h.add(crate::health::parse(t.as_bytes(), Some(7)));
+            }
+            h
+        };
+        let want = |status: Option<&str>, ready, watchdog| Heard {
+            status: status.map(str::to_owned),
+            ready,
+            watchdog,
+        };
+        let table: [(&[&str], Heard); 6] = [
+            (&[], want(None, false, false)),
+            (
+                &["STATUS=a", "STATUS=b", "STATUS=c"],
+                want(Some("c"), false, false),
+            ),
+            (
+                &["STATUS=a", "WATCHDOG=1", "READY=1"],
+                want(Some("a"), true, true),
+            ),
+            // A datagram without STATUS= keeps the last text said.
+            (
+                &["STATUS=a\nREADY=1", "WATCHDOG=1"],
+                want(Some("a"), true, true),
+            ),
+            (&["STATUS=a", "STATUS="], want(Some(""), false, false)),
+            // A barrier says nothing, and takes nothing back.
+            (&["WATCHDOG=1", "BARRIER=1"], want(None, false, true)),
+        ];
+        for (texts, want) in table {
+            assert_eq!(heard(texts), want, "{texts:?}");
+        }
+    }
 
     #[test]
     fn status_writes_are_at_most_one_a_second() {

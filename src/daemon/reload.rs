@@ -271,11 +271,7 @@ impl Daemon {
         // A refusal comes typed (`exit::Fatal` as one JSON line on stderr:
         // the same build, as the handoff version proved); anything else
         // the binary printed is kept as it is.
-        let refusal = String::from_utf8_lossy(&p.said)
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str::<Fatal>(l).ok())
-            .filter(|f| kind == ExitKind::Code(f.code));
+        let refusal = refusal(&p.said, kind);
         match (kind, killed, refusal) {
             (ExitKind::Code(0), _, _) => self.exec_new_image(&p.exe),
             (ExitKind::Code(crate::exit::CONFIG), _, refusal) => {
@@ -490,6 +486,16 @@ impl Daemon {
     }
 }
 
+/// The refusal `check-config` printed as a reload's preflight (its last
+/// line that is an `exit::Fatal` in JSON), when it exited with its code.
+fn refusal(said: &[u8], kind: ExitKind) -> Option<Fatal> {
+    String::from_utf8_lossy(said)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Fatal>(l).ok())
+        .filter(|f| kind == ExitKind::Code(f.code))
+}
+
 /// Lines as one, as a reason in a log line reads best.
 fn one_line(text: &str) -> String {
     text.trim().replace('\n', " / ")
@@ -540,6 +546,29 @@ fn exec(exe: &Path, argv0: &Path, config: &Path, handoff: RawFd, fds: &[RawFd]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preflight_refusal_comes_back_typed_without_its_consequence() {
+        let sent = Fatal::config("invalid configuration")
+            .with_detail("/c.toml:3:1: key `child.bogus`: unknown key")
+            .then(crate::exit::NOTHING_STARTED);
+        let said = format!(
+            "supervisor: warning: something first\n{}\n",
+            serde_json::to_string(&sent).unwrap()
+        );
+        let got = refusal(said.as_bytes(), ExitKind::Code(78)).unwrap();
+        assert_eq!(
+            (got.code, got.detail.as_deref()),
+            (78, sent.detail.as_deref())
+        );
+        assert_eq!(got.consequence, None);
+        // Another exit than the refusal's, or plain text: not a refusal.
+        assert_eq!(refusal(said.as_bytes(), ExitKind::Code(1)), None);
+        assert_eq!(
+            refusal(b"supervisor: invalid configuration:\n", ExitKind::Code(78)),
+            None
+        );
+    }
 
     #[test]
     fn only_this_handoff_version_answered_alone_is_taken() {

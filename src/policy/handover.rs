@@ -93,6 +93,7 @@ impl Machine {
             }
             (Stage::Spawning, Event::NewSpawnFailed) => {
                 self.handover = None;
+                self.replace_failed = Some(h.old);
                 let mut actions = vec![Action::Note(Note::HandoverFailed {
                     old: h.old,
                     new: None,
@@ -266,6 +267,7 @@ impl Machine {
             killed: false,
         };
         self.handover = Some(h);
+        self.replace_failed = Some(h.old);
         let mut actions = vec![Action::Note(Note::HandoverFailed {
             old: h.old,
             new: h.new,

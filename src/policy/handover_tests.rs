@@ -601,6 +601,23 @@ fn max_memory_holds_for_both_children_during_a_handover() {
     let a = m.step(exited(0, false), at + ms(50));
     assert_eq!(notes(&a), vec![Note::Restarted(Err(Unmet::TooBig(big)))]);
     assert_eq!((m.handover(), m.child_pid()), (None, Some(100)));
+    // The old child, still past the limit once the failed handover is
+    // over, is restarted stop-first: a new child that cannot come up is
+    // not tried beside it again at every check.
+    let mut m = start();
+    m.step(Event::SecondTooBig(big), at);
+    m.step(exited(0, false), at + ms(50));
+    let a = m.step(Event::TooBig(big), at + ms(1100));
+    assert!(
+        a.contains(&Action::Signal { kill: false }),
+        "stop-first: {a:?}"
+    );
+    assert!(!a.contains(&Action::SpawnNew), "no second handover: {a:?}");
+    // A requested restart still overlaps.
+    let mut m = start();
+    m.step(Event::SecondTooBig(big), at);
+    m.step(exited(0, false), at + ms(50));
+    assert_eq!(m.step(Event::Restart, at + ms(60)), vec![Action::SpawnNew]);
     // A killed old child's exit ends the handover as usual.
     let mut m = draining();
     m.step(Event::SecondTooBig(big), at);

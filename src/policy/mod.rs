@@ -65,6 +65,10 @@ pub(crate) struct Machine {
     asked: bool,
     /// The crash streak reached `give_up_after`.
     surrendered: bool,
+    /// The serving child a handover failed to replace: past `max_memory`
+    /// again, it is restarted stop-first (the limit holds; a new child that
+    /// cannot come up is not tried again at every check, without backoff).
+    replace_failed: Option<i32>,
 }
 
 impl Machine {
@@ -81,6 +85,7 @@ impl Machine {
             handover: None,
             asked: false,
             surrendered: false,
+            replace_failed: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl Machine {
             handover: None,
             asked: false,
             surrendered: false,
+            replace_failed: None,
         }
     }
 
@@ -425,7 +431,9 @@ impl Machine {
             // handover at a time); the next check after that restarts it.
             (Phase::Running { .. }, Event::TooBig(_)) if self.handover.is_some() => vec![],
             (Phase::Running { pid, health, .. }, Event::TooBig(bytes))
-                if s.overlap && health.ready_since.is_some() =>
+                if s.overlap
+                    && health.ready_since.is_some()
+                    && self.replace_failed != Some(pid) =>
             {
                 let mut actions = vec![Action::Note(Note::Unhealthy {
                     pid,

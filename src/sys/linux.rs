@@ -45,8 +45,16 @@ pub(super) fn is_zombie(pid: i32) -> bool {
 }
 
 pub(super) fn group_has_live_member(pgid: i32) -> bool {
+    // The leader, alive and still in its group, is the usual answer: one
+    // file read, not one per process on the machine (the scan below took
+    // a millisecond or two of CPU and ran at every handover's switch).
+    // A pid that leads a group is not reused while the group lives.
+    let leads = stat_fields(pgid).is_some_and(|f| {
+        !matches!(f.first().map(String::as_str), Some("Z" | "X") | None)
+            && f.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
+    });
     // Without /proc, assume someone is left: the caller keeps signalling.
-    live_members(pgid).is_none_or(|m| !m.is_empty())
+    leads || live_members(pgid).is_none_or(|m| !m.is_empty())
 }
 
 /// The live (not zombie) members of process group `pgid`; `None` when

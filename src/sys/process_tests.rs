@@ -219,6 +219,29 @@ fn zombies_and_groups_of_zombies_are_not_alive() {
     assert!(sys::is_alive(live.pid()));
     assert!(sys::group_alive(live.pid()));
     assert_eq!(sys::group_members(live.pid()), vec![live.pid()]);
+
+    // A group whose leader is a zombie but whose member lives.
+    let mut leader = Command::new("/bin/sh")
+        .args(["-c", "sleep 60 & exit 0"])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pgid = leader.id() as i32;
+    let member = poll(DEADLINE, || {
+        (!sys::is_alive(pgid))
+            .then(|| sys::group_members(pgid).first().copied())
+            .flatten()
+    });
+    let alive = sys::group_alive(pgid);
+    if let Some(m) = member {
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(m, libc::SIGKILL) };
+    }
+    leader.wait().unwrap();
+    assert!(member.is_some(), "the leader's sleep should outlive it");
+    assert!(alive, "a group with a live member behind a zombie leader");
 }
 
 #[test]

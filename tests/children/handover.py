@@ -103,8 +103,10 @@ if option("grow"):
     grow(option("grow"))
 if words[0] == "ready":
     time.sleep(float(words[1]))
-    c.notify("STATUS=serving\nREADY=1")
+    # Recorded before it is said: the supervisor may signal the old child
+    # (which records "term") before this process runs again.
     c.event("ready")
+    c.notify("STATUS=serving\nREADY=1")
 elif words[0] == "exit":
     time.sleep(float(words[1]))
     c.event("exit", words[2])
