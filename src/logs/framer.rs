@@ -13,7 +13,7 @@ pub(crate) struct Framer {
     tag: Vec<u8>,
     /// `TS out[PID]` for the current chunk.
     head: Vec<u8>,
-    /// `TS out[PID]: `, the whole prefix of a line, for [`Seg::Head`].
+    /// `TS out[PID]: `, the whole prefix of a line, for [`Seg::Line`].
     line_head: Vec<u8>,
     /// The incomplete last line, at most `MAX_LINE` bytes.
     carry: Vec<u8>,
@@ -94,13 +94,14 @@ impl Framer {
         self.line_head.extend_from_slice(b": ");
     }
 
-    /// `TS out[PID]: ` of the last chunk framed: what [`Seg::Head`] is.
+    /// `TS out[PID]: ` of the last chunk framed: what [`Seg::Line`]s start
+    /// with.
     pub(crate) fn line_head(&self) -> &[u8] {
         &self.line_head
     }
 
     /// [`Framer::frame`] without copying the payload: `segs` gets each
-    /// line as its prefix ([`Seg::Head`]) and its bytes with their newline
+    /// line as its prefix and its bytes with their newline ([`Seg::Line`])
     /// straight from `chunk` (at `base + offset` in the caller's buffer),
     /// to be written with `writev`. Only lines joined with a carried
     /// partial line, or cut into pieces, are framed by copying, into
@@ -117,19 +118,31 @@ impl Framer {
         self.set_head(ts);
         let mut lines = 0;
         let mut pos = 0;
+        // Whole lines are gathered in a small array and appended to `segs`
+        // a batch at a time: one call per batch, not one per line, whatever
+        // the optimizer inlines (the static build is optimized for size).
+        let mut batch = [Seg::Line(0, 0); 64];
+        let mut held = 0;
         while let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) {
             let nl = pos + i;
             if self.carry.is_empty() && !self.continued && nl - pos <= MAX_LINE {
-                segs.push(Seg::Head);
-                segs.push(Seg::Chunk(base + pos, base + nl + 1));
+                batch[held] = Seg::Line(base + pos, base + nl + 1);
+                held += 1;
+                if held == batch.len() {
+                    segs.extend_from_slice(&batch);
+                    held = 0;
+                }
                 lines += 1;
             } else {
+                segs.extend_from_slice(&batch[..held]);
+                held = 0;
                 let start = spill.len();
                 lines += self.end_line(&chunk[pos..nl], spill);
                 segs.push(Seg::Spill(start, spill.len()));
             }
             pos = nl + 1;
         }
+        segs.extend_from_slice(&batch[..held]);
         let mut rest = &chunk[pos..];
         if self.carry.len() + rest.len() > MAX_LINE {
             let start = spill.len();
@@ -169,10 +182,9 @@ impl Framer {
 /// [`Framer::frame_segs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seg {
-    /// The framer's [`Framer::line_head`].
-    Head,
-    /// `start..end` of the caller's read buffer (a line and its newline).
-    Chunk(usize, usize),
+    /// The framer's [`Framer::line_head`], then `start..end` of the
+    /// caller's read buffer (a line and its newline): two `iovec`s.
+    Line(usize, usize),
     /// `start..end` of the spill buffer (whole framed lines).
     Spill(usize, usize),
 }
@@ -388,11 +400,13 @@ mod tests {
                 buf.extend_from_slice(chunk);
                 got_lines += b.frame_segs(chunk, base, TS, &mut segs, &mut spill);
                 for s in segs {
-                    got.extend_from_slice(match s {
-                        Seg::Head => b.line_head(),
-                        Seg::Chunk(x, y) => &buf[x..y],
-                        Seg::Spill(x, y) => &spill[x..y],
-                    });
+                    match s {
+                        Seg::Line(x, y) => {
+                            got.extend_from_slice(b.line_head());
+                            got.extend_from_slice(&buf[x..y]);
+                        }
+                        Seg::Spill(x, y) => got.extend_from_slice(&spill[x..y]),
+                    }
                 }
                 rest = more;
             }

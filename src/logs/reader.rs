@@ -36,13 +36,14 @@ pub(super) const READ_BUF: usize = 64 * 1024;
 const SLICE: usize = 4 * 1024;
 /// Hand the output buffer to the sink once it holds this much.
 const FLUSH_AT: usize = 128 * 1024;
-/// Hand the framed pieces to the sink once there are this many (two a
-/// line: its prefix and its bytes), written `IOV_MAX` at a time.
-const FLUSH_SEGS: usize = 4096;
+/// Hand the framed lines to the sink once there are this many (two
+/// pieces a line: its prefix and its bytes), written `IOV_MAX` pieces at
+/// a time.
+const FLUSH_SEGS: usize = 2048;
 /// Pieces per `writev`: Linux's and macOS's `IOV_MAX`.
 const IOV_MAX: usize = 1024;
-/// Pieces whose room is kept between reads: what a read of ordinary
-/// lines needs (two a line).
+/// Lines whose room is kept between reads: more than a read of ordinary
+/// lines needs.
 const KEEP_SEGS: usize = 2 * FLUSH_SEGS;
 /// The thread only polls, reads, frames and writes: a small stack will do.
 const STACK: usize = 128 * 1024;
@@ -445,26 +446,32 @@ fn read_once(p: &mut Pipe, bufs: &mut Bufs, sink: &LogSink, counts: &LogCounts) 
     true
 }
 
-/// Writes framed pieces, `IOV_MAX` a `writev`; `lines` (for the dropped
-/// count, should the log be unwritable) go with the last group. The
-/// `iovec`s are built on the stack (16 KiB), not allocated.
+/// Writes framed lines, at most `IOV_MAX` pieces a `writev`; `lines` (for
+/// the dropped count, should the log be unwritable) go with the last
+/// call. The `iovec`s are built on the stack (16 KiB), not allocated.
 fn write_segs(data: &[u8], head: &[u8], segs: &[Seg], spill: &[u8], lines: u64, sink: &LogSink) {
-    let groups = segs.len().div_ceil(IOV_MAX);
     let mut iov = [IoSlice::new(&[]); IOV_MAX];
-    for (g, group) in segs.chunks(IOV_MAX).enumerate() {
-        let mut len = 0;
-        for (slot, s) in iov.iter_mut().zip(group) {
-            let bytes = match *s {
-                Seg::Head => head,
-                Seg::Chunk(a, b) => &data[a..b],
-                Seg::Spill(a, b) => &spill[a..b],
-            };
-            len += bytes.len();
-            *slot = IoSlice::new(bytes);
+    let (mut n, mut len) = (0, 0);
+    for s in segs {
+        if n + 2 > IOV_MAX {
+            sink.write_parts(&mut iov[..n], len, 0);
+            (n, len) = (0, 0);
         }
-        let n = if g + 1 == groups { lines } else { 0 };
-        sink.write_parts(&mut iov[..group.len()], len, n);
+        match *s {
+            Seg::Line(a, b) => {
+                iov[n] = IoSlice::new(head);
+                iov[n + 1] = IoSlice::new(&data[a..b]);
+                n += 2;
+                len += head.len() + (b - a);
+            }
+            Seg::Spill(a, b) => {
+                iov[n] = IoSlice::new(&spill[a..b]);
+                n += 1;
+                len += b - a;
+            }
+        }
     }
+    sink.write_parts(&mut iov[..n], len, lines);
 }
 
 fn set_timestamp(ts: &mut String) {
@@ -520,6 +527,32 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Lines and copied pieces, more than one `writev` holds, reach the
+    /// file whole and in order.
+    #[test]
+    fn pieces_beyond_one_writev_arrive_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("child.log");
+        let sink = LogSink::new(path.clone(), crate::logs::Perms::PRIVATE, 10 << 20, 2);
+        let data: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("{i:04}\n").into_bytes())
+            .collect();
+        let spill = b"copied\n".to_vec();
+        let mut segs = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..3000 {
+            segs.push(Seg::Line(5 * i, 5 * i + 5));
+            want.extend_from_slice(b"H: ");
+            want.extend_from_slice(&data[5 * i..5 * i + 5]);
+            if i % 7 == 0 {
+                segs.push(Seg::Spill(0, spill.len()));
+                want.extend_from_slice(&spill);
+            }
+        }
+        write_segs(&data, b"H: ", &segs, &spill, 3000, &sink);
+        assert!(read(&path) == want, "the bytes differ");
     }
 
     /// The buffers a read frames with are the same from one read to the
