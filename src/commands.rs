@@ -433,14 +433,12 @@ fn check_config(cfg: &Config) -> Outcome {
 /// runs once this copy holds the lock; its failure is still 78 with no
 /// child started, the pid file left empty.
 fn run(path: &Path) -> Outcome {
-    // Before any thread: room for descriptors that detached helpers of
-    // earlier children may hold (the child gets the limit we started with).
-    sys::raise_nofile();
     // Re-executed by `reload`? Then the lock, the socket and the child are
     // ours already.
     if let Some(handoff) = handoff::take()
         .map_err(|e| Fatal::failure(format!("cannot carry on after a reload: {e}")))?
     {
+        sys::raise_nofile();
         return run_reloaded(path, handoff);
     }
     let cfg = Config::load(path).map_err(|e| {
@@ -490,7 +488,12 @@ fn run(path: &Path) -> Outcome {
         return Ok(exit::OK);
     }
 
-    // From here on we are the one supervisor.
+    // From here on we are the one supervisor. Before any thread (it sets
+    // a variable of our environment), and only in the copy that holds the
+    // lock (a losing copy reads nothing it does not need): room for
+    // descriptors that detached helpers of earlier children may hold (the
+    // child gets the limit we started with).
+    sys::raise_nofile();
     let pre = run_checks(&cfg)?;
     for w in &pre.warnings {
         crate::say!("supervisor: warning: {w}");
@@ -519,20 +522,33 @@ fn already_running(cfg: &Config, pid: Option<i32>) -> Outcome {
     let mut who = pid.map_or("another supervisor (pid not yet written)".into(), |p| {
         format!("pid {p}")
     });
-    match lock::find(&cfg.pid_path(), &cfg.state_path()) {
-        Finding::Running { pid, record } => {
-            if let Some(why) = lock::other_service(
-                &record,
-                &cfg.path,
-                Some(&address),
-                &cfg.supervisor.state_dir,
-            ) {
-                return Err(Fatal::config(why).then(NOTHING_STARTED));
+    // The record is read, not the holder proven: this copy signals nobody
+    // and changes nothing, so the proof (/proc, the holder's open files)
+    // is taken only when the record says another service holds the folder,
+    // before that refuses the start (the holder may not have written its
+    // own record yet).
+    let conflict = crate::state::read(&cfg.state_path())
+        .ok()
+        .flatten()
+        .and_then(|r| {
+            lock::other_service(&r, &cfg.path, Some(&address), &cfg.supervisor.state_dir)
+        });
+    if conflict.is_some() {
+        match lock::find(&cfg.pid_path(), &cfg.state_path()) {
+            Finding::Running { pid, record } => {
+                if let Some(why) = lock::other_service(
+                    &record,
+                    &cfg.path,
+                    Some(&address),
+                    &cfg.supervisor.state_dir,
+                ) {
+                    return Err(Fatal::config(why).then(NOTHING_STARTED));
+                }
+                who = format!("pid {pid}");
             }
-            who = format!("pid {pid}");
+            Finding::Unknown { why, .. } => who = format!("{who} ({why})"),
+            Finding::NotRunning => {}
         }
-        Finding::Unknown { why, .. } => who = format!("{who} ({why})"),
-        Finding::NotRunning => {}
     }
     crate::say!(
         "supervisor: already running as {who} (lock {}); this copy exits and changes nothing",

@@ -133,7 +133,7 @@ pub(crate) fn executable(pid: i32) -> Option<PathBuf> {
 /// Whether two paths name the same file, through symbolic links.
 pub(crate) fn same_file_path(a: &Path, b: &Path) -> bool {
     let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    resolve(a) == resolve(b)
+    a == b || resolve(a) == resolve(b)
 }
 
 /// How much memory `pid` holds in RAM now (resident set size), in bytes.
