@@ -155,7 +155,7 @@ impl Counts {
                 idle_window: Duration::from_secs(10),
                 scrapes: 20,
                 log_bytes: 200_000_000,
-                log_runs: 7,
+                log_runs: 21,
                 crash_windows: 3,
                 crash_window: Duration::from_secs(3),
             }
