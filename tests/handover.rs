@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,11 +28,7 @@ struct Seen {
 
 /// A client connecting every `every` (each request on its own thread, as
 /// independent clients would), until stopped.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
+struct Clients(Background<Seen>);
 
 fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
     let timeout = Duration::from_secs(15);
@@ -52,10 +48,8 @@ fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
 
 impl Clients {
     fn start(addr: SocketAddr, every: Duration) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (s, t) = (stop.clone(), seen.clone());
-        let thread = thread::spawn(move || {
+        Clients(Background::start(move |s| {
+            let t = Arc::new(Mutex::new(Seen::default()));
             let inflight = Arc::new(AtomicUsize::new(0));
             let mut handles = Vec::new();
             while !s.load(Ordering::Relaxed) {
@@ -93,42 +87,23 @@ impl Clients {
             for h in handles {
                 let _ = h.join();
             }
-        });
-        Clients {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
+            let seen = t.lock().unwrap().clone();
+            seen
+        }))
     }
 
-    fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    fn finish(self) -> Seen {
+        self.0.finish()
     }
 }
 
 /// Samples how many of the test's children are alive, until stopped.
-struct Census {
-    stop: Arc<AtomicBool>,
-    most: Arc<AtomicUsize>,
-    thread: Option<thread::JoinHandle<()>>,
-}
+struct Census(Background<usize>);
 
 impl Census {
     fn start(script: String, dir: String) -> Census {
-        let stop = Arc::new(AtomicBool::new(false));
-        let most = Arc::new(AtomicUsize::new(0));
-        let (s, m) = (stop.clone(), most.clone());
-        let thread = thread::spawn(move || {
+        Census(Background::start(move |s| {
+            let mut most = 0;
             while !s.load(Ordering::Relaxed) {
                 let n = all_pids()
                     .into_iter()
@@ -139,23 +114,15 @@ impl Census {
                             && argv.iter().any(|a| a == &dir)
                     })
                     .count();
-                m.fetch_max(n, Ordering::Relaxed);
+                most = most.max(n);
                 thread::sleep(Duration::from_millis(20));
             }
-        });
-        Census {
-            stop,
-            most,
-            thread: Some(thread),
-        }
+            most
+        }))
     }
 
-    fn finish(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.most.load(Ordering::Relaxed)
+    fn finish(self) -> usize {
+        self.0.finish()
     }
 }
 

@@ -39,8 +39,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,18 +77,12 @@ struct Seen {
 
 /// Numbered requests (`path` plus `id=<tag><n>`) one after another from a
 /// thread, `pause` between them, bounded in count and time.
-struct Loop {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
+struct Loop(Background<Seen>);
 
 impl Loop {
     fn start(addr: SocketAddr, path: &'static str, tag: &'static str, pause: Duration) -> Loop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (s, t) = (stop.clone(), seen.clone());
-        let thread = thread::spawn(move || {
+        Loop(Background::start(move |s| {
+            let mut t = Seen::default();
             let start = Instant::now();
             let sep = if path.contains('?') { '&' } else { '?' };
             for n in 0..100_000 {
@@ -96,9 +90,7 @@ impl Loop {
                     break;
                 }
                 let id = format!("{tag}{n}");
-                let r = get(addr, &format!("{path}{sep}id={id}"));
-                let mut t = t.lock().unwrap();
-                match r {
+                match get(addr, &format!("{path}{sep}id={id}")) {
                     Ok(answer) if whole_200(&answer) => t.ok += 1,
                     Ok(answer) => t
                         .failed
@@ -106,29 +98,14 @@ impl Loop {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => t.refused += 1,
                     Err(e) => t.failed.push((id, format!("{:?}: {e}", e.kind()), false)),
                 }
-                drop(t);
                 thread::sleep(pause);
             }
-        });
-        Loop {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
+            t
+        }))
     }
 
-    fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    fn finish(self) -> Seen {
+        self.0.finish()
     }
 }
 

@@ -19,9 +19,11 @@
 //! macOS; `net` talks to the supervised port; `files` snapshots folders;
 //! `users` is `nobody` for the cases that need another user; `venv` finds
 //! the Python venv and the example binaries; `jobs` runs the
-//! command lines of launchd and systemd job files.
+//! command lines of launchd and systemd job files; `background` runs a
+//! client loop or a sampler beside the test until told to stop.
 #![allow(dead_code)]
 
+mod background;
 mod config;
 mod env;
 mod files;
@@ -34,7 +36,9 @@ mod venv;
 
 // Each test file is its own crate and uses only part of the harness.
 #[allow(unused_imports)]
-pub use {config::*, env::*, files::*, net::*, procs::*, supervisor::*, users::*, venv::*};
+pub use {
+    background::*, config::*, env::*, files::*, net::*, procs::*, supervisor::*, users::*, venv::*,
+};
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
