@@ -296,21 +296,34 @@ fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
     }
 }
 
-#[test]
-fn a_slow_request_held_by_the_old_child_is_answered_in_full() {
-    let env = ready_env("10s");
-    let _sup = env.spawn();
-    let old = first_ready(&env);
+/// A request to the serving child that takes `secs` to answer, once the
+/// child has begun on it.
+fn hold_a_slow_request(env: &Env, secs: u32) -> thread::JoinHandle<io::Result<String>> {
     let addr = env.addr();
-    let slow = thread::spawn(move || get(addr, "/slow?2"));
+    let slow = thread::spawn(move || get(addr, &format!("/slow?{secs}")));
     env.wait_for("the old child holds the slow request", DEADLINE, || {
         !env.events_of("slow-begin").is_empty()
     });
+    slow
+}
+
+/// `restart` to a new child ready 0.3 s after its start; it must succeed.
+fn restart_to_a_quick_child(env: &Env) -> Out {
     std::fs::write(env.path("next-mode"), "ready 0.3").unwrap();
     let out = env.cli_with(&env.config, &["restart"], secs(60.0));
     if out.code != Some(0) {
         env.fail(format!("restart failed:\n{out}"));
     }
+    out
+}
+
+#[test]
+fn a_slow_request_held_by_the_old_child_is_answered_in_full() {
+    let env = ready_env("10s");
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    let slow = hold_a_slow_request(&env, 2);
+    restart_to_a_quick_child(&env);
     match slow.join().unwrap() {
         Ok(body) if body == old.to_string() => {}
         other => env.fail(format!(
@@ -555,16 +568,8 @@ fn an_old_child_past_max_memory_while_it_drains_is_killed_then() {
     std::fs::write(env.path("next-mode"), "ready 0.2 grow-on-term 160").unwrap();
     let _sup = env.spawn();
     let old = first_ready(&env);
-    let addr = env.addr();
-    let slow = thread::spawn(move || get(addr, "/slow?20"));
-    env.wait_for("the old child holds the slow request", DEADLINE, || {
-        !env.events_of("slow-begin").is_empty()
-    });
-    std::fs::write(env.path("next-mode"), "ready 0.3").unwrap();
-    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
-    if out.code != Some(0) {
-        env.fail(format!("restart failed:\n{out}"));
-    }
+    let slow = hold_a_slow_request(&env, 20);
+    let out = restart_to_a_quick_child(&env);
     if out.took > secs(10.0) {
         env.fail(format!(
             "the old child should be killed at a check, not drain for 20 s:\n{out}"
