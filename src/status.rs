@@ -318,7 +318,10 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
         }
     }
     if let Some(h) = &rec.handover {
-        out += &format!("handover:     {}\n", crate::commands::handover_words(h));
+        out += &format!(
+            "handover:     {}\n",
+            crate::text::handover(&h.phase, h.new_pid, h.old_pid)
+        );
     }
     if let Some(ms) = rec.next_restart_in_ms {
         let what = if rec.state == "waiting-for-port" {

@@ -372,8 +372,11 @@ fn during_a_handover_status_says_so_and_restart_and_reload_are_refused() {
     if !text.stdout.contains(&want) {
         env.fail(format!("status text lacks {want:?}:\n{text}"));
     }
+    // The same words as `status` (one function makes both).
     let again = env.cli(&["restart"]);
-    if again.code != Some(1) || !again.stderr.contains("a handover is already in progress") {
+    let busy =
+        format!("a handover is already in progress (starting new child {new} (old {old} serving))");
+    if again.code != Some(1) || !again.stderr.contains(&busy) {
         env.fail(format!("a second restart should be refused:\n{again}"));
     }
     let reload = env.cli(&["reload"]);

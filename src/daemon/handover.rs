@@ -44,14 +44,10 @@ impl Daemon {
     /// guess from a record that may be older than its signal.
     pub(super) fn restart_requested(&mut self) {
         let at = sys::monotonic_ns();
-        let busy = self.machine.handover().map(|h| match h.stage {
-            Stage::Draining { .. } => format!("draining old child {}", h.old),
-            _ => format!(
-                "starting new child {} (old {} serving)",
-                h.new.map_or("?".into(), |p| p.to_string()),
-                h.old
-            ),
-        });
+        let busy = self
+            .machine
+            .handover()
+            .map(|h| crate::text::handover(h.phase_name(), h.new, h.old));
         let actions = self.machine.step(Event::Restart, Instant::now());
         let refused = actions
             .contains(&Action::Note(Note::HandoverBusy))
