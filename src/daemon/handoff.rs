@@ -10,11 +10,10 @@
 //! phase. A build that cannot read a version says so in the reload's
 //! preflight, before anything happens.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -248,19 +247,24 @@ impl MachineHand {
     }
 }
 
-/// The handoff in an unlinked file of the state dir (no size limit, no
-/// reader needed while writing), rewound for the new image.
-pub(crate) fn write(dir: &Path, h: &Handoff) -> io::Result<File> {
+/// The handoff in an unlinked file of the state folder (no size limit,
+/// no reader needed while writing), rewound for the new image. Made in
+/// the held (locked) folder `dir` by descriptor — `openat` with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, 0600, then `unlinkat` — so no path is
+/// resolved again: a state folder swapped for a link since it was proven
+/// is never written through. The new image reads it through the inherited
+/// descriptor, never by name.
+pub(crate) fn write(dir: std::os::fd::BorrowedFd<'_>, h: &Handoff) -> io::Result<File> {
+    use nix::fcntl::OFlag;
     let text = serde_json::to_vec(h).map_err(io::Error::other)?;
-    let path = dir.join(format!(".handoff.{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)?;
-    let _ = std::fs::remove_file(&path);
+    let name = std::ffi::OsString::from(format!(".handoff.{}", std::process::id()));
+    let mut file = crate::fsafe::open_at(
+        dir,
+        &name,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+        0o600,
+    )?;
+    let _ = crate::fsafe::unlink_at(dir, &name);
     file.write_all(&text)?;
     file.rewind()?;
     Ok(file)
@@ -364,6 +368,79 @@ pub(crate) fn can_take_over() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> Handoff {
+        Handoff {
+            version: HANDOFF_VERSION,
+            lock_fd: 3,
+            listen_fd: None,
+            inherited: false,
+            socket_id: None,
+            managers: vec![],
+            notify: None,
+            pipes: vec![],
+            config: "# the config".into(),
+            started_at_ms: 1,
+            reloads: 2,
+            machine: MachineHand {
+                phase: PhaseHand::Backoff { due_in_ms: 5 },
+                spawns: 0,
+                streak: 0,
+                bind_failures: 0,
+                port_waiting_ms: None,
+                last_exit: None,
+            },
+            group: None,
+            child_status: None,
+            last_exit_at_ms: None,
+            alerts: None,
+            creds: None,
+            counters: None,
+            metrics: None,
+        }
+    }
+
+    /// Issue 20's leftover F: the file is made in the held folder, by
+    /// descriptor. A state folder swapped for a link after it was proven
+    /// (by a user who could rename a folder above it) is not written
+    /// through: nothing appears at the link's target, and no name is left
+    /// in the held folder either.
+    #[test]
+    fn the_handoff_is_made_in_the_held_folder_never_through_its_path() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let held = crate::fsafe::Dir::open("state dir", &state, 0o700).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&state, t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &state).unwrap();
+        // A file of that name at the link's target: made by path, through
+        // the link, the handoff would fail there (`O_EXCL`).
+        let name = format!(".handoff.{}", std::process::id());
+        std::fs::write(elsewhere.join(&name), "theirs").unwrap();
+        let mut file = write(std::os::fd::AsFd::as_fd(&held), &sample()).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        let back: Handoff = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.reloads, back.config.as_str()), (2, "# the config"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(file.metadata().unwrap().mode() & 0o777, 0o600);
+        assert_eq!(file.metadata().unwrap().nlink(), 0, "unlinked at once");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join(&name)).unwrap(),
+            "theirs"
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path().join("moved")).unwrap().count(),
+            0
+        );
+        // A name planted where the file goes is never opened or followed.
+        std::os::unix::fs::symlink(elsewhere.join("x"), t.path().join("moved").join(&name))
+            .unwrap();
+        assert!(write(std::os::fd::AsFd::as_fd(&held), &sample()).is_err());
+        assert!(!elsewhere.join("x").exists());
+    }
 
     #[test]
     fn the_machine_crosses_the_exec() {

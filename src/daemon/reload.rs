@@ -379,7 +379,7 @@ impl Daemon {
                     },
                 ),
             };
-        let error = match handoff::write(&self.cfg.supervisor.state_dir, &handoff) {
+        let error = match handoff::write(self.state.lock().dir_fd(), &handoff) {
             Ok(file) => {
                 let mut fds: Vec<RawFd> = vec![handoff.lock_fd, file.as_raw_fd()];
                 fds.extend(handoff.listen_fd);
