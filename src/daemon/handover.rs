@@ -80,7 +80,6 @@ impl Daemon {
             Ok(sp) => {
                 let pid = sp.pid;
                 let start_time = sys::process_start_time(pid);
-                self.seen.spawn_error = None;
                 self.second = Targets::child(pid, start_time);
                 self.seen.second = Some(Group {
                     pgid: pid,
@@ -103,7 +102,10 @@ impl Daemon {
                 Event::NewSpawned { pid }
             }
             Err(e) => {
-                self.seen.spawn_error = Some(e.to_string());
+                // The serving child runs on: this is the handover's failure
+                // (narrated, answered and alerted as one), never the
+                // serving child's spawn error.
+                self.new_spawn_error = Some(e.to_string());
                 Event::NewSpawnFailed
             }
         }
