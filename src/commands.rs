@@ -1012,15 +1012,6 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
     }
 }
 
-/// A handover in words, as `status` says it.
-pub(crate) fn handover_words(h: &crate::state::HandoverInfo) -> String {
-    let new = h.new_pid.map_or("?".into(), |p| p.to_string());
-    match h.phase.as_str() {
-        "draining" => format!("draining old child {}", h.old_pid),
-        _ => format!("starting new child {new} (old {} serving)", h.old_pid),
-    }
-}
-
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
     let Some((pid, record)) = running(loc, cfg, "stop it")? else {
         return Ok(exit::OK);

@@ -317,8 +317,24 @@ pub(crate) fn human(rec: &Record, now: SystemTime, colour: bool) -> String {
             out += &format!("last exit:    {how}{when}\n");
         }
     }
+    // A restart asked for that did not happen (a failed handover: the
+    // child above serves on), with why, as `restart` said it.
+    if let Some(r) = rec
+        .supervisor
+        .as_ref()
+        .and_then(|s| s.restart.as_ref())
+        .filter(|r| !r.ok)
+    {
+        let when = ago(&r.at, now)
+            .map(|d| format!(", {d} ago"))
+            .unwrap_or_default();
+        out += &format!("last restart: failed{when}: {}\n", r.message);
+    }
     if let Some(h) = &rec.handover {
-        out += &format!("handover:     {}\n", crate::commands::handover_words(h));
+        out += &format!(
+            "handover:     {}\n",
+            crate::text::handover(&h.phase, h.new_pid, h.old_pid)
+        );
     }
     if let Some(ms) = rec.next_restart_in_ms {
         let what = if rec.state == "waiting-for-port" {
@@ -460,5 +476,53 @@ mod tests {
         assert!(text.contains("next restart: in 4s"), "{text}");
         assert!(!text.contains('\x1b'));
         assert!(human(&rec, now, true).contains("\x1b[33mbackoff"));
+    }
+
+    #[test]
+    fn a_failed_restart_is_said_under_the_child_that_serves_on() {
+        let now = SystemTime::now();
+        let at = |secs| state::timestamp_ms(now - std::time::Duration::from_secs(secs));
+        let mut rec = Record {
+            state: "running".into(),
+            child: Some(ChildInfo {
+                pid: Some(std::process::id() as i32),
+                pgid: None,
+                start_time: None,
+                sid: None,
+                started_at: Some(state::timestamp(now)),
+                restarts: 0,
+                last_exit: None,
+                crash_streak: 0,
+                ready: true,
+                status: None,
+                last_probe: None,
+                spawn_error: None,
+            }),
+            ..starting(42)
+        };
+        let why = "handover failed: the new child could not be started (cannot start the \
+                   child: /srv/app/run: No such file or directory); child 41 serves on";
+        rec.supervisor.as_mut().unwrap().restart = Some(state::RestartOutcome {
+            seq: 1,
+            at: at(5),
+            ok: false,
+            message: why.into(),
+            asked_mono_ns: None,
+        });
+        let text = human(&rec, now, false);
+        assert!(
+            text.contains(&format!("last restart: failed, 5s ago: {why}\n")),
+            "{text}"
+        );
+        assert!(!text.contains("spawn error"), "{text}");
+        // A restart that worked says nothing more than the child's line.
+        rec.supervisor.as_mut().unwrap().restart = Some(state::RestartOutcome {
+            seq: 2,
+            at: at(1),
+            ok: true,
+            message: "child 43 runs and is ready".into(),
+            asked_mono_ns: None,
+        });
+        assert!(!human(&rec, now, false).contains("last restart"));
     }
 }

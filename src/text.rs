@@ -1,6 +1,6 @@
-//! Words for people: durations, signal names, how a child ended. Shared by
-//! the driver's log lines, `status` and the health probes, so they all say
-//! the same thing the same way.
+//! Words for people: durations, signal names, how a child ended, a handover
+//! in progress. Shared by the driver's log lines, `status` and the health
+//! probes, so they all say the same thing the same way.
 
 use std::time::Duration;
 
@@ -64,6 +64,19 @@ pub(crate) fn lived(d: Duration) -> String {
     }
 }
 
+/// A handover in words, as `status` shows it and a refused `restart`
+/// says it: `phase` is the record's ("starting" or "draining"), `new` the
+/// new child once spawned, `old` the child being replaced.
+pub(crate) fn handover(phase: &str, new: Option<i32>, old: i32) -> String {
+    match phase {
+        "draining" => format!("draining old child {old}"),
+        _ => {
+            let new = new.map_or("?".into(), |p| p.to_string());
+            format!("starting new child {new} (old {old} serving)")
+        }
+    }
+}
+
 /// `n` and the noun, singular or plural: "1 byte", "3 restarts".
 pub(crate) fn count(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -112,5 +125,22 @@ mod tests {
             "]0;TITLE [2J [31mRED FAKE 2J LINE"
         );
         assert_eq!(one_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn a_handover_in_words() {
+        assert_eq!(
+            handover("starting", Some(1234), 1200),
+            "starting new child 1234 (old 1200 serving)"
+        );
+        // Not spawned yet (a record written between the two steps).
+        assert_eq!(
+            handover("starting", None, 1200),
+            "starting new child ? (old 1200 serving)"
+        );
+        assert_eq!(
+            handover("draining", Some(1234), 1200),
+            "draining old child 1200"
+        );
     }
 }

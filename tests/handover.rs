@@ -296,6 +296,103 @@ fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
     }
 }
 
+#[test]
+fn a_new_child_that_cannot_even_be_spawned_leaves_the_old_one_running_in_status() {
+    // The child is started through a launcher in the temp dir, removed
+    // once the first child runs: the new child of the handover cannot be
+    // spawned at all (an executable that vanished before a deploy's
+    // restart).
+    let mut env = ready_env("5s");
+    let launcher = env.path("launch");
+    std::fs::write(&launcher, "#!/bin/sh\nexec \"$@\"\n").unwrap();
+    std::fs::set_permissions(
+        &launcher,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let argv: Vec<String> = [
+        launcher.display().to_string(),
+        python().into(),
+        env.script.clone(),
+        env.dir_s.clone(),
+        "ready".into(),
+        "0.2".into(),
+    ]
+    .into();
+    env.set_command(&argv);
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::remove_file(&launcher).unwrap();
+    let clients = Clients::start(env.addr(), Duration::from_millis(5));
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    let seen = clients.finish();
+    let why = "could not be started";
+    let serves_on = format!("child {old} serves on");
+    if out.code != Some(1)
+        || !out.stderr.contains(why)
+        || !out.stderr.contains("launch")
+        || !out.stderr.contains(&serves_on)
+    {
+        env.fail(format!(
+            "want exit 1 saying {why:?} and {serves_on:?}:\n{out}"
+        ));
+    }
+    if seen.refused != 0 || seen.reset != 0 || !seen.other.is_empty() || seen.pids != [old] {
+        env.fail(format!("clients: {seen:?} (old child {old})"));
+    }
+    // `status --json`: the old child runs, ready, with no spawn error of
+    // its own; the failed handover is the restart's outcome.
+    let (code, v) = env.status_json();
+    let restart = &v["supervisor"]["restart"];
+    if code != 0
+        || v["state"] != "running"
+        || v["child"]["pid"] != old
+        || v["child"]["ready"] != true
+        || !v["child"]["spawn_error"].is_null()
+        || !v["handover"].is_null()
+        || restart["ok"] != false
+        || !restart["message"].as_str().is_some_and(|m| {
+            m.starts_with("handover failed: ") && m.contains(why) && m.contains(&serves_on)
+        })
+        || v["counters"]["handovers"]["failed"] != 1
+    {
+        env.fail(format!(
+            "status --json should show {old} running and the failed handover: {v:#}"
+        ));
+    }
+    // The text: the child running, the failed restart with its reason, no
+    // "spawn error".
+    let text = env.cli(&["status"]);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("last restart: failed"))
+        .unwrap_or_default()
+        .to_owned();
+    if text.code != Some(0)
+        || !text
+            .stdout
+            .contains(&format!("child:        pid {old}, up"))
+        || text.stdout.contains("spawn error")
+        || !line.contains("handover failed: ")
+        || !line.contains(why)
+    {
+        env.fail(format!(
+            "status should show {old} running and the failed handover:\n{text}"
+        ));
+    }
+    if env.child_processes() != [old] {
+        env.fail(format!(
+            "want only {old} alive, got {:?}",
+            env.child_processes()
+        ));
+    }
+    let log = supervisor_log(&env);
+    if !log.contains("handover failed: the new child could not be started") {
+        env.fail("the log does not say the handover failed");
+    }
+}
+
 /// A request to the serving child that takes `secs` to answer, once the
 /// child has begun on it.
 fn hold_a_slow_request(env: &Env, secs: u32) -> thread::JoinHandle<io::Result<String>> {
@@ -372,8 +469,11 @@ fn during_a_handover_status_says_so_and_restart_and_reload_are_refused() {
     if !text.stdout.contains(&want) {
         env.fail(format!("status text lacks {want:?}:\n{text}"));
     }
+    // The same words as `status` (one function makes both).
     let again = env.cli(&["restart"]);
-    if again.code != Some(1) || !again.stderr.contains("a handover is already in progress") {
+    let busy =
+        format!("a handover is already in progress (starting new child {new} (old {old} serving))");
+    if again.code != Some(1) || !again.stderr.contains(&busy) {
         env.fail(format!("a second restart should be refused:\n{again}"));
     }
     let reload = env.cli(&["reload"]);

@@ -44,14 +44,10 @@ impl Daemon {
     /// guess from a record that may be older than its signal.
     pub(super) fn restart_requested(&mut self) {
         let at = sys::monotonic_ns();
-        let busy = self.machine.handover().map(|h| match h.stage {
-            Stage::Draining { .. } => format!("draining old child {}", h.old),
-            _ => format!(
-                "starting new child {} (old {} serving)",
-                h.new.map_or("?".into(), |p| p.to_string()),
-                h.old
-            ),
-        });
+        let busy = self
+            .machine
+            .handover()
+            .map(|h| crate::text::handover(h.phase_name(), h.new, h.old));
         let actions = self.machine.step(Event::Restart, Instant::now());
         let refused = actions
             .contains(&Action::Note(Note::HandoverBusy))
@@ -84,7 +80,6 @@ impl Daemon {
             Ok(sp) => {
                 let pid = sp.pid;
                 let start_time = sys::process_start_time(pid);
-                self.seen.spawn_error = None;
                 self.second = Targets::child(pid, start_time);
                 self.seen.second = Some(Group {
                     pgid: pid,
@@ -107,7 +102,10 @@ impl Daemon {
                 Event::NewSpawned { pid }
             }
             Err(e) => {
-                self.seen.spawn_error = Some(e.to_string());
+                // The serving child runs on: this is the handover's failure
+                // (narrated, answered and alerted as one), never the
+                // serving child's spawn error.
+                self.new_spawn_error = Some(e.to_string());
                 Event::NewSpawnFailed
             }
         }

@@ -125,6 +125,9 @@ pub(crate) struct Daemon {
     second: Targets,
     /// The new child's STATUS= text while it starts (shown once it serves).
     new_status: Option<String>,
+    /// Why the new child of a handover could not be spawned: the
+    /// handover's failure, not the serving child's (`seen.spawn_error`).
+    new_spawn_error: Option<String>,
     seen: Observed,
     state: StateFile,
     logs: Logs,
@@ -379,6 +382,7 @@ impl Daemon {
             targets,
             second: Targets::default(),
             new_status: None,
+            new_spawn_error: None,
             seen,
             state: StateFile::new(cfg.state_path(), lock),
             logs: Logs {

@@ -220,14 +220,22 @@ impl Daemon {
             }
             Note::HandoverFailed { old, new, why } => {
                 self.handovers.failed += 1;
-                let text = self.unmet(why);
                 let new = new.map_or("the new child".into(), |p| format!("new child {p}"));
                 let line = match why {
                     Unmet::Stopping | Unmet::OldEnded => {
-                        format!("handover failed: {text}; stopping {new} as well")
+                        format!("handover failed: {}; stopping {new} as well", self.unmet(why))
                     }
+                    // Nothing was started: nothing to stop.
+                    Unmet::SpawnFailed => format!(
+                        "handover failed: {new} could not be started ({}); child {old} serves on",
+                        self.new_spawn_error
+                            .take()
+                            .as_deref()
+                            .unwrap_or("spawn failed")
+                    ),
                     _ => format!(
-                        "handover failed: {new} {text}; it is stopped and child {old} serves on"
+                        "handover failed: {new} {}; it is stopped and child {old} serves on",
+                        self.unmet(why)
                     ),
                 };
                 warn!("{line}");
