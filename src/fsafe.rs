@@ -91,6 +91,19 @@ pub(crate) struct Walked {
     /// path does not exist (then its deepest existing folder was judged
     /// as one that will hold a folder of ours).
     pub(crate) meta: Option<Metadata>,
+    /// When the path does not exist: its deepest existing folder, as the
+    /// walk reached it (every link resolved, so a path of folders only),
+    /// that folder's metadata, and the names still to make below it.
+    pub(crate) missing: Option<Missing>,
+}
+
+/// The part of a path that does not exist yet, below the folder the walk
+/// reached and judged.
+#[derive(Debug)]
+pub(crate) struct Missing {
+    pub(crate) existing: PathBuf,
+    pub(crate) existing_meta: Metadata,
+    pub(crate) names: Vec<OsString>,
 }
 
 /// Our effective uid.
@@ -143,7 +156,18 @@ pub(crate) fn walk(path: &Path, me: u32, final_link: bool) -> Result<Walked, Why
         let last = queue.is_empty();
         let m = match fs::symlink_metadata(&next) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Walked { meta: None }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut names = vec![name];
+                names.extend(queue);
+                return Ok(Walked {
+                    meta: None,
+                    missing: Some(Missing {
+                        existing: cur,
+                        existing_meta: meta,
+                        names,
+                    }),
+                });
+            }
             Err(e) => return Err(Why::Io(next, e)),
         };
         if m.file_type().is_symlink() {
@@ -179,7 +203,10 @@ pub(crate) fn walk(path: &Path, me: u32, final_link: bool) -> Result<Walked, Why
         cur = next;
         meta = m;
     }
-    Ok(Walked { meta: Some(meta) })
+    Ok(Walked {
+        meta: Some(meta),
+        missing: None,
+    })
 }
 
 /// A path's normal names, `..` kept (resolved against the physical folder
@@ -279,6 +306,11 @@ impl From<DirError> for io::Error {
 /// is fine (`Ok(false)`) when what exists above it is: it is created later
 /// by [`create_dir`], which checks again.
 pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirError> {
+    check_walked(what, path).map(|w| w.missing.is_none())
+}
+
+/// [`check_dir`], with what the walk found.
+fn check_walked(what: &'static str, path: &Path) -> Result<Walked, DirError> {
     let err = |reason: String| DirError {
         what,
         path: path.to_owned(),
@@ -291,11 +323,10 @@ pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirErro
         return Err(err("exists and is not a folder".into()));
     }
     match walk(path, me, false) {
-        Ok(Walked { meta: None }) => Ok(false),
-        Ok(Walked { meta: Some(m) }) if !m.is_dir() => {
+        Ok(Walked { meta: Some(m), .. }) if !m.is_dir() => {
             Err(err("exists and is not a folder".into()))
         }
-        Ok(_) => Ok(true),
+        Ok(w) => Ok(w),
         Err(Why::FinalLink) => Err(err(
             "is a symbolic link; refusing to follow it (use the real path)".into(),
         )),
@@ -313,24 +344,120 @@ pub(crate) fn check_dir(what: &'static str, path: &Path) -> Result<bool, DirErro
 
 /// Check, create a missing folder (and missing parents) with `mode`, then
 /// check again: a link or someone else's folder planted in between is
-/// still refused.
+/// still refused. The missing folders are made by descriptor
+/// ([`create_missing`]), never through a path walked again.
 pub(crate) fn create_dir(what: &'static str, path: &Path, mode: u32) -> Result<(), DirError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if check_dir(what, path)? {
+    let Some(missing) = check_walked(what, path)?.missing else {
         return Ok(());
-    }
-    if let Err(e) = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-    {
-        return Err(DirError {
-            what,
-            path: path.to_owned(),
-            reason: format!("cannot create it: {e}"),
-        });
-    }
+    };
+    create_missing(&missing, mode, euid()).map_err(|reason| DirError {
+        what,
+        path: path.to_owned(),
+        reason,
+    })?;
     check_dir(what, path).map(|_| ())
+}
+
+/// Make the folders `m` names below the deepest existing folder the walk
+/// reached and judged, each with `mode`. That folder is opened once by its
+/// resolved path (folders only, each root's or ours, none that another
+/// user may rename) and must be the one judged; each missing folder is
+/// made with `mkdirat` in the held descriptor of the folder above it, then
+/// opened from it with `O_DIRECTORY | O_NOFOLLOW` and judged ([`judge`],
+/// from `fstat`) before the next is made inside it. Nothing below is
+/// resolved by path: a link planted where a missing folder goes (in a
+/// sticky folder such as `/tmp`, by another user, between the check and
+/// the creation) is refused, never followed, and nothing is made at its
+/// target; a folder someone else made there in that moment is refused by
+/// its owner. The reason, for a [`DirError`].
+fn create_missing(m: &Missing, mode: u32, me: u32) -> Result<(), String> {
+    let base = &m.existing;
+    let fd = nix::fcntl::open(
+        base,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot open {} to create it there: {}",
+            base.display(),
+            nix_io(e)
+        )
+    })?;
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let opened = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(|e| format!("cannot inspect {}: {}", base.display(), nix_io(e)))?;
+    if !same(&opened, &m.existing_meta) {
+        return Err(format!(
+            "{} was replaced while the folders below it were being created; refusing to use it",
+            base.display()
+        ));
+    }
+    let mut held: Vec<(OwnedFd, PathBuf)> = vec![(fd, base.clone())];
+    for (i, name) in m.names.iter().enumerate() {
+        let last = i + 1 == m.names.len();
+        if name == ".." {
+            // Back up to a folder made (and held) here; above the existing
+            // part it would be a walk by path again.
+            if held.len() < 2 {
+                return Err(
+                    "cannot create it: `..` below a missing folder leads out of \
+                            the folders made for it; use the real path"
+                        .into(),
+                );
+            }
+            held.pop();
+            continue;
+        }
+        let Some((parent, parent_path)) = held.last() else {
+            return Err("cannot create it: no folder to create it in".into());
+        };
+        let at = parent_path.join(name);
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name.as_os_str(),
+            Mode::from_bits_truncate(mode as libc::mode_t),
+        ) {
+            // Made by someone else since the check: opened and judged below.
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("cannot create {}: {}", at.display(), nix_io(e))),
+        }
+        let fd = nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => format!(
+                "{} became a symbolic link or a file while it was being created (someone \
+                 else can create names in {}); refusing to follow it",
+                at.display(),
+                parent_path.display()
+            ),
+            e => format!(
+                "cannot open {} after creating it: {}",
+                at.display(),
+                nix_io(e)
+            ),
+        })?;
+        // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| format!("cannot inspect {}: {}", at.display(), nix_io(e)))?;
+        // The types differ between platforms.
+        #[allow(clippy::unnecessary_cast)]
+        judge(me, st.st_uid as u32, st.st_mode as u32, !last).map_err(|flaw| {
+            format!(
+                "{} was made by someone else while it was being created: {}",
+                at.display(),
+                describe(&at, &at, &flaw, false, me)
+            )
+        })?;
+        held.push((fd, at));
+    }
+    Ok(())
 }
 
 /// A checked folder held open for the supervisor's life; files in it are
@@ -703,6 +830,79 @@ mod tests {
             e.contains("symbolic link") && e.contains("uid 65534"),
             "{e}"
         );
+    }
+
+    /// Issue 20's leftover E: between `check_dir` (the folder missing, a
+    /// sticky folder above it) and the creation, another user plants a
+    /// link where a missing folder goes. The creation (here called right
+    /// after planting it, as the race would have it) must refuse and make
+    /// nothing at the link's target; made by path (`create_dir_all`), an
+    /// empty 0700 folder of ours appeared there.
+    #[test]
+    fn a_link_planted_where_a_missing_folder_goes_is_never_followed() {
+        let t = base();
+        let me = euid();
+        let sticky = t.path().join("sticky");
+        fs::create_dir(&sticky).unwrap();
+        chmod(&sticky, 0o1777);
+        let target = t.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let state = sticky.join("a/b/state");
+        // The check: missing, fine (what `create_dir` does first).
+        let checked = || check_walked("state dir", &state).unwrap().missing.unwrap();
+        let missing = checked();
+        assert_eq!(missing.existing, sticky);
+        assert_eq!(missing.names, ["a", "b", "state"]);
+        // The race: the link appears after the check.
+        std::os::unix::fs::symlink(&target, sticky.join("a")).unwrap();
+        let e = create_missing(&missing, 0o700, me).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "{e}");
+        // Through `create_dir`, the link is there at the check: refused
+        // as before (a link of ours is followed and judged; its target
+        // would be made: that is the walk's rule, not a race).
+        fs::remove_file(sticky.join("a")).unwrap();
+        // A file in its place: refused too.
+        let missing = checked();
+        fs::write(sticky.join("a"), "").unwrap();
+        assert!(create_missing(&missing, 0o700, me).is_err());
+        fs::remove_file(sticky.join("a")).unwrap();
+        // A folder someone else made there in that moment: refused by its
+        // owner (as root, given to nobody; otherwise judged for another
+        // uid than ours, which only root could chown it to).
+        let missing = checked();
+        fs::create_dir(sticky.join("a")).unwrap();
+        let judged_as = if me == 0 {
+            std::os::unix::fs::chown(sticky.join("a"), Some(65534), None).unwrap();
+            me
+        } else {
+            me + 1
+        };
+        let e = create_missing(&missing, 0o700, judged_as).unwrap_err();
+        assert!(e.contains("owned by"), "{e}");
+        assert!(!sticky.join("a/b").exists(), "nothing made inside it");
+        fs::remove_dir(sticky.join("a")).unwrap();
+        // The existing folder itself replaced after the check: refused.
+        let inner = t.path().join("inner");
+        fs::create_dir(&inner).unwrap();
+        let missing = check_walked("state dir", &inner.join("x"))
+            .unwrap()
+            .missing
+            .unwrap();
+        fs::rename(&inner, t.path().join("inner.old")).unwrap();
+        fs::create_dir(&inner).unwrap();
+        let e = create_missing(&missing, 0o700, me).unwrap_err();
+        assert!(e.contains("replaced"), "{e}");
+        // Nothing planted: every missing folder is made, with the mode.
+        create_dir("state dir", &state, 0o700).unwrap();
+        for d in [sticky.join("a"), sticky.join("a/b"), state.clone()] {
+            let m = fs::symlink_metadata(&d).unwrap();
+            assert!(m.is_dir() && m.mode() & 0o777 == 0o700, "{}", d.display());
+        }
+        // `..` among the missing folders backs up to one made here.
+        let odd = sticky.join("c/../d");
+        create_dir("state dir", &odd, 0o700).unwrap();
+        assert!(sticky.join("c").is_dir() && sticky.join("d").is_dir());
     }
 
     #[test]

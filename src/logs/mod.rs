@@ -366,12 +366,14 @@ impl RotatingFile {
 }
 
 /// Open `name` in `dir` for appending, creating it with `perms`; never
-/// through a link.
+/// through a link. Created 0600 and only then given `log.group` and its
+/// mode: never readable, even for a moment, by the group it was created
+/// with.
 fn open_append(dir: &Dir, name: &OsStr, perms: Perms) -> io::Result<File> {
     let file = dir.open_file(
         name,
         OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
-        perms.mode,
+        perms.mode & 0o600,
     )?;
     perms.apply(&file)?;
     Ok(file)
