@@ -587,6 +587,7 @@ fn reads(pid: i32) -> u64 {
 
 /// How long the supervisor reuses a measure of the child's memory
 /// (`metrics::MEMORY_REUSED_FOR`).
+#[cfg(target_os = "linux")]
 const MEMORY_REUSED_FOR: Duration = Duration::from_secs(1);
 
 #[cfg(target_os = "linux")]
