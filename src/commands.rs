@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
 use nix::errno::Errno;
-use nix::sys::signal::{kill, SigHandler, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::{SigHandler, Signal};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::attrs;
@@ -535,7 +534,7 @@ fn already_running(cfg: &Config, pid: Option<i32>) -> Outcome {
         });
     if conflict.is_some() {
         match lock::find(&cfg.pid_path(), &cfg.state_path()) {
-            Finding::Running { pid, record } => {
+            Finding::Running { pid, record, .. } => {
                 if let Some(why) = lock::other_service(
                     &record,
                     &cfg.path,
@@ -793,32 +792,34 @@ fn serve(s: Serve) -> Outcome {
 /// The supervisor running for `loc`, proven to be the lock holder its
 /// record names (`lock::find`) and to run this config: `None` when none
 /// runs. A holder that is not proven is exit 4, and is never signalled;
-/// another service's supervisor (a shared state folder) is 78.
+/// another service's supervisor (a shared state folder) is 78. What is
+/// signalled and waited on is the [`lock::Holder`]: the very process
+/// proven (through a pidfd on Linux), never one that got its pid since.
 fn running(
     loc: &StateLocation,
     cfg: Option<&Config>,
     what: &str,
-) -> Result<Option<(i32, Record)>, Fatal> {
+) -> Result<Option<(lock::Holder, Record)>, Fatal> {
     match lock::find(&loc.pid_path(), &loc.state_path()) {
         Finding::NotRunning => Ok(None),
         Finding::Unknown { why, .. } => Err(Fatal::with_code(
             exit::UNKNOWN,
             format!("{why}; cannot {what}: nothing was signalled"),
         )),
-        Finding::Running { pid, record } => {
+        Finding::Running { record, holder, .. } => {
             let address = cfg.map(|c| c.listen.address.to_string());
             match lock::other_service(&record, &loc.config, address.as_deref(), &loc.state_dir) {
                 Some(why) => Err(Fatal::config(format!(
                     "{why}; cannot {what}: nothing was done"
                 ))),
-                None => Ok(Some((pid, *record))),
+                None => Ok(Some((holder, *record))),
             }
         }
     }
 }
 
 fn signal(loc: &StateLocation, cfg: Option<&Config>, sig: Signal, what: &str) -> Outcome {
-    let Some((pid, _)) = running(loc, cfg, what)? else {
+    let Some((holder, _)) = running(loc, cfg, what)? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -827,12 +828,13 @@ fn signal(loc: &StateLocation, cfg: Option<&Config>, sig: Signal, what: &str) ->
             ),
         ));
     };
-    send(pid, sig, what)
+    send(&holder, sig, what)
 }
 
-/// `sig` to the proven supervisor `pid`.
-fn send(pid: i32, sig: Signal, what: &str) -> Outcome {
-    match kill(Pid::from_raw(pid), sig) {
+/// `sig` to the proven supervisor.
+fn send(holder: &lock::Holder, sig: Signal, what: &str) -> Outcome {
+    let pid = holder.pid();
+    match holder.signal(sig) {
         Ok(()) => Ok(exit::OK),
         Err(Errno::ESRCH) => Err(Fatal::with_code(
             exit::NOT_RUNNING,
@@ -852,7 +854,7 @@ const RELOAD_WAIT: Duration = Duration::from_secs(60);
 /// its record says the new image runs (`supervisor.reloads` grew) or why
 /// the reload failed (`supervisor.reload_error`, newer than the request).
 fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
-    let Some((pid, found)) = running(loc, cfg, "reload")? else {
+    let Some((holder, found)) = running(loc, cfg, "reload")? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -861,6 +863,7 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
             ),
         ));
     };
+    let pid = holder.pid();
     let record = || {
         crate::state::read(&loc.state_path())
             .ok()
@@ -877,7 +880,7 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
     let (before, old_error) = found
         .supervisor
         .map_or((0, None), |s| (s.reloads, s.reload_error));
-    match kill(Pid::from_raw(pid), Signal::SIGUSR2) {
+    match holder.signal(Signal::SIGUSR2) {
         Ok(()) => {}
         Err(Errno::ESRCH) => {
             return Err(Fatal::with_code(
@@ -911,7 +914,8 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
                 return Ok(exit::OK);
             }
         }
-        if !sys::is_alive(pid) {
+        // The very process signalled, not whatever has its pid now.
+        if holder.exited_within(Duration::from_millis(10)) {
             return Err(Fatal::failure(format!(
                 "supervisor {pid} exited during the reload; see its log"
             )));
@@ -922,7 +926,6 @@ fn reload(loc: &StateLocation, cfg: Option<&Config>) -> Outcome {
                 human(RELOAD_WAIT)
             )));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -941,7 +944,7 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// `asked_mono_ns` is no older than the answer). A supervisor too old to
 /// answer: the first outcome numbered after the one recorded before.
 fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
-    let Some((pid, found)) = running(loc, cfg, "restart the child")? else {
+    let Some((holder, found)) = running(loc, cfg, "restart the child")? else {
         return Err(Fatal::with_code(
             exit::NOT_RUNNING,
             format!(
@@ -950,6 +953,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
             ),
         ));
     };
+    let pid = holder.pid();
     let record = || {
         crate::state::read(&loc.state_path())
             .ok()
@@ -970,7 +974,7 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
         .unwrap_or(crate::config::DEFAULT_STOP_TIMEOUT);
     let timeout = timeout.unwrap_or(start + stop + RESTART_MARGIN);
     let sent = sys::monotonic_ns();
-    send(pid, Signal::SIGUSR1, "restart the child")?;
+    send(&holder, Signal::SIGUSR1, "restart the child")?;
     let deadline = Instant::now() + timeout;
     loop {
         // Ok: the outcome of the restart that took this request; Err: why
@@ -996,7 +1000,8 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
             Some(Err(why)) => return Err(Fatal::failure(why)),
             None => {}
         }
-        if !sys::is_alive(pid) {
+        // The very process signalled, not whatever has its pid now.
+        if holder.exited_within(Duration::from_millis(20)) {
             return Err(Fatal::failure(format!(
                 "supervisor {pid} exited during the restart; see its log"
             )));
@@ -1008,12 +1013,11 @@ fn restart(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>)
                 human(timeout)
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) -> Outcome {
-    let Some((pid, record)) = running(loc, cfg, "stop it")? else {
+    let Some((holder, record)) = running(loc, cfg, "stop it")? else {
         return Ok(exit::OK);
     };
     // The running supervisor's own stop_timeout, not the file's: it may
@@ -1026,7 +1030,8 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         c.child.stop_timeout
     });
     let timeout = timeout.unwrap_or(crate::daemon::stop_budget(running.unwrap_or(from_file)));
-    match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+    let pid = holder.pid();
+    match holder.signal(Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {
             return Err(Fatal::failure(format!(
@@ -1035,14 +1040,15 @@ fn stop(loc: &StateLocation, cfg: Option<&Config>, timeout: Option<Duration>) ->
         }
     }
     let deadline = Instant::now() + timeout;
-    while sys::is_alive(pid) {
+    // Until the very process signalled exits: a pid reused at once by
+    // another process does not keep `stop` waiting out its budget.
+    while !holder.exited_within(Duration::from_millis(10)) {
         if Instant::now() >= deadline {
             return Err(Fatal::failure(format!(
                 "supervisor {pid} did not exit within {}; it may still be stopping its child",
                 human(timeout)
             )));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(exit::OK)
 }

@@ -287,8 +287,13 @@ impl InstanceLock {
 pub(crate) enum Finding {
     /// Nobody holds the lock.
     NotRunning,
-    /// The lock holder is proven to be the supervisor `record` names.
-    Running { pid: i32, record: Box<Record> },
+    /// The lock holder is proven to be the supervisor `record` names;
+    /// `holder` is what to signal it and wait on it through.
+    Running {
+        pid: i32,
+        record: Box<Record>,
+        holder: Holder,
+    },
     /// Someone holds the lock (or we cannot tell), but it is not proven
     /// to be a supervisor: never signalled.
     Unknown {
@@ -455,6 +460,82 @@ pub(crate) fn prove(
     Ok(())
 }
 
+/// Whether `pid` is still the process that started at `start` (as
+/// recorded and proven): alive (a zombie is not) and with that start time.
+/// A pid reused by another process has another start time; an unreadable
+/// one (it exited between the looks) is not the same. Without a recorded
+/// start time (never after a proof) only whether it is alive.
+pub(crate) fn same_process(pid: i32, start: Option<u64>, facts: &impl Facts) -> bool {
+    if !facts.is_alive(pid) {
+        return false;
+    }
+    match start {
+        Some(start) => facts.start_time(pid) == Some(start) && facts.is_alive(pid),
+        None => true,
+    }
+}
+
+/// The proven supervisor, as the control commands signal it and wait for
+/// it: a handle opened before the proof (a pidfd on Linux, see
+/// [`sys::ProcessHandle`]) and the start time it was proven with. Neither
+/// a signal nor a wait can be mistaken about a pid reused after the proof:
+/// through the pidfd, a signal to a process that has exited fails with
+/// ESRCH and its exit is seen as such; without one (macOS; a kernel before
+/// 5.3 or one that refuses pidfds) the start time is checked again right
+/// before `kill(2)` and at every look of a wait, which leaves only the
+/// microseconds between that check and the `kill`.
+#[derive(Debug)]
+pub(crate) struct Holder {
+    handle: sys::ProcessHandle,
+    start_time: Option<u64>,
+}
+
+impl Holder {
+    pub(crate) fn new(handle: sys::ProcessHandle, start_time: Option<u64>) -> Holder {
+        Holder { handle, start_time }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.handle.pid()
+    }
+
+    /// Whether signals and waits go through a pidfd.
+    #[cfg(test)]
+    pub(crate) fn has_pidfd(&self) -> bool {
+        self.handle.has_pidfd()
+    }
+
+    /// `sig` to the proven supervisor; ESRCH when it has exited (its pid
+    /// may name another process by now: that one is never signalled).
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+        if let Some(sent) = self.handle.signal(sig) {
+            return sent;
+        }
+        if !self.is_same(&System) {
+            return Err(nix::errno::Errno::ESRCH);
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
+    }
+
+    fn is_same(&self, facts: &impl Facts) -> bool {
+        same_process(self.pid(), self.start_time, facts)
+    }
+
+    /// Whether the proven supervisor has exited, waiting up to `wait` for
+    /// it to (the wait loops' pace): through the pidfd, or by its pid and
+    /// start time. A pid reused after it exited is not taken for it.
+    pub(crate) fn exited_within(&self, wait: Duration) -> bool {
+        if let Some(exited) = self.handle.exited(wait) {
+            return exited;
+        }
+        if !self.is_same(&System) {
+            return true;
+        }
+        std::thread::sleep(wait);
+        false
+    }
+}
+
 /// The device and inode of an open file.
 fn ident(f: &File) -> io::Result<(u64, u64)> {
     let m = f.metadata()?;
@@ -542,7 +623,12 @@ fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding 
                 Ok(o) => o,
                 Err(e) => return unknown(e.to_string()),
             };
-            (pid, prove(pid, object, rec.as_ref(), facts))
+            // Held before the proof: what is signalled later is the
+            // process proven now, never one that got its pid since.
+            match sys::ProcessHandle::open(pid) {
+                Ok(handle) => (pid, prove(pid, object, rec.as_ref(), facts), Some(handle)),
+                Err(_) => (pid, Err(Doubt::Gone), None),
+            }
         } else {
             // No lock table: a candidate that has neither object open
             // holds no lock of ours.
@@ -552,6 +638,10 @@ fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding 
                     .map(|s| s.pid)
             });
             let Some(pid) = candidate.filter(|p| facts.is_alive(*p)) else {
+                return Finding::NotRunning;
+            };
+            // Held before the proof (as above).
+            let Ok(handle) = sys::ProcessHandle::open(pid) else {
                 return Finding::NotRunning;
             };
             let mut verdict = Err(Doubt::NotOpen);
@@ -565,22 +655,25 @@ fn find_with(pid_path: &Path, state_path: &Path, facts: &impl Facts) -> Finding 
             if verdict == Err(Doubt::NotOpen) {
                 return Finding::NotRunning;
             }
-            (pid, verdict)
+            (pid, verdict, Some(handle))
         };
         match verdict {
-            (pid, Ok(())) => {
+            (pid, Ok(()), handle) => {
                 let Some(record) = rec else {
                     return unknown("state.json is gone".into());
                 };
+                let start = record.supervisor.as_ref().and_then(|s| s.start_time);
+                let handle = handle.unwrap_or_else(|| sys::ProcessHandle::plain(pid));
                 return Finding::Running {
                     pid,
                     record: Box::new(record),
+                    holder: Holder::new(handle, start),
                 };
             }
-            (_, Err(d)) if d.may_pass() && Instant::now() < deadline => {
+            (_, Err(d), _) if d.may_pass() && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (pid, Err(d)) => {
+            (pid, Err(d), _) => {
                 let what = sys::process_command(pid)
                     .filter(|c| !c.is_empty())
                     .map_or(String::new(), |c| format!(" ({c})"));
@@ -849,6 +942,154 @@ mod tests {
         for (i, (facts, rec, want)) in table.into_iter().enumerate() {
             assert_eq!(prove(40, DIR, rec.as_ref(), &facts), want, "case {i}");
         }
+    }
+
+    /// Issue 20's leftover D, the rule: the wait loops of `stop`,
+    /// `restart` and `reload` (without a pidfd) take a pid for the proven
+    /// supervisor only while its start time is the proven one.
+    #[test]
+    fn a_reused_pid_is_not_the_same_process() {
+        let t = |table: Vec<Proc>| fake(table, false);
+        let table: Vec<(Fake, Option<u64>, bool)> = vec![
+            (t(vec![(40, 500, None, "/x")]), Some(500), true),
+            // Exited, and its pid given to another process: what
+            // `is_alive(pid)` alone took for the supervisor.
+            (t(vec![(40, 900, None, "/bin/sleep")]), Some(500), false),
+            (t(vec![]), Some(500), false),
+            // No start time recorded (not after a proof): alive is all.
+            (t(vec![(40, 900, None, "/x")]), None, true),
+        ];
+        for (i, (facts, start, want)) in table.into_iter().enumerate() {
+            assert!(facts.is_alive(40) || !want);
+            assert_eq!(same_process(40, start, &facts), want, "case {i}");
+        }
+        // Exits as its start time is read: not the same.
+        let exiting = t(vec![(40, 500, None, "/x")]);
+        exiting.2.set(1);
+        assert!(!same_process(40, Some(500), &exiting));
+    }
+
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn sleeper() -> Reap {
+        Reap(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Issue 20's leftover C and D, through a real process: the holder
+    /// signals the process it was opened on (through a pidfd on Linux)
+    /// and sees its exit; once it has exited, signals fail with ESRCH.
+    #[test]
+    fn a_holder_signals_the_process_it_was_opened_on_and_sees_it_exit() {
+        use nix::sys::signal::Signal;
+        let mut child = sleeper();
+        let pid = child.0.id() as i32;
+        let start = sys::process_start_time(pid);
+        assert!(start.is_some());
+        for plain in [false, true] {
+            let handle = if plain {
+                sys::ProcessHandle::plain(pid)
+            } else {
+                sys::ProcessHandle::open(pid).unwrap()
+            };
+            let holder = Holder::new(handle, start);
+            if !plain && cfg!(target_os = "linux") {
+                assert!(holder.has_pidfd(), "Linux 5.3+ gives a pidfd");
+            }
+            assert!(!holder.exited_within(Duration::ZERO));
+            // A harmless signal goes through.
+            holder.signal(Signal::SIGCONT).unwrap();
+        }
+        let holder = Holder::new(sys::ProcessHandle::open(pid).unwrap(), start);
+        let plain = Holder::new(sys::ProcessHandle::plain(pid), start);
+        holder.signal(Signal::SIGTERM).unwrap();
+        // Seen as soon as it exits (a zombie until reaped counts).
+        assert!(holder.exited_within(Duration::from_secs(20)));
+        assert!(plain.exited_within(Duration::ZERO));
+        child.0.wait().unwrap();
+        assert_eq!(
+            holder.signal(Signal::SIGTERM),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        assert_eq!(plain.signal(Signal::SIGTERM), Err(nix::errno::Errno::ESRCH));
+        // Gone before the handle is opened: NotFound (the proof's "gone").
+        let e = sys::ProcessHandle::open(pid).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Issue 20's leftovers C and D with the pid really reused: the holder
+    /// opened on process A (before the proof); A exits and its pid is
+    /// given to B (`ns_last_pid`, as root, Linux). The holder never
+    /// signals B (ESRCH) and sees A's exit at once, while `is_alive(pid)`
+    /// — what the wait loops checked before — says the pid is alive and
+    /// `kill(pid)` — what they signalled with — would have reached B.
+    #[test]
+    fn a_pid_reused_after_the_holder_was_opened_is_never_signalled_nor_waited_for() {
+        use nix::sys::signal::Signal;
+        let ns_last_pid = Path::new("/proc/sys/kernel/ns_last_pid");
+        if !cfg!(target_os = "linux") || fs::metadata(ns_last_pid).is_err() {
+            eprintln!("skipped: needs /proc/sys/kernel/ns_last_pid (Linux) to reuse a pid");
+            return;
+        }
+        let mut a = sleeper();
+        let dead = a.0.id() as i32;
+        let start = sys::process_start_time(dead);
+        let holder = Holder::new(sys::ProcessHandle::open(dead).unwrap(), start);
+        let plain = Holder::new(sys::ProcessHandle::plain(dead), start);
+        // Start times count clock ticks (10 ms): B must start in a later
+        // tick than A for the start time to tell them apart (a supervisor
+        // that ran longer than a tick always does).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while start
+            .and_then(sys::process_age)
+            .is_none_or(|age| age < Duration::from_millis(30))
+        {
+            assert!(Instant::now() < deadline, "the clock does not move");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        a.0.kill().unwrap();
+        a.0.wait().unwrap();
+        let mut reused = None;
+        for _ in 0..50 {
+            if fs::write(ns_last_pid, format!("{}", dead - 1)).is_err() {
+                break;
+            }
+            let b = sleeper();
+            if b.0.id() as i32 == dead {
+                reused = Some(b);
+                break;
+            }
+        }
+        let Some(b) = reused else {
+            eprintln!(
+                "skipped: cannot make pid {dead} be reused (writing ns_last_pid needs root, \
+                 and a machine quiet enough)"
+            );
+            return;
+        };
+        assert!(sys::is_alive(dead), "the pid names B now");
+        assert!(holder.exited_within(Duration::ZERO), "A's exit is seen");
+        assert!(plain.exited_within(Duration::ZERO), "by its start time too");
+        assert_eq!(
+            holder.signal(Signal::SIGKILL),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        assert_eq!(plain.signal(Signal::SIGKILL), Err(nix::errno::Errno::ESRCH));
+        assert!(sys::is_alive(dead), "B was not signalled");
+        let b_start = sys::process_start_time(dead);
+        assert!(b_start.is_some() && b_start != start);
+        drop(b);
     }
 
     #[test]

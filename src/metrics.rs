@@ -1,7 +1,8 @@
 //! The Prometheus text exposition format (version 0.0.4) of a status
 //! record: what `status --format prometheus` prints and `GET /metrics`
 //! serves. A pure function of the record `status` shows and one live
-//! measure, the child's resident memory, taken when asked ([`child_memory`]).
+//! measure, the child's resident memory, taken when asked ([`child_memory`];
+//! `GET /metrics` reuses one for up to [`MEMORY_REUSED_FOR`], [`Memory`]).
 //!
 //! Families follow Prometheus' naming: `_total` for counters, `_seconds`
 //! and `_bytes` for units, labels only where SPEC.md gives them. A
@@ -9,7 +10,7 @@
 //! of its own, so a textfile collector still tells that it is down.
 
 use std::fmt::Write as _;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::config::AlertEvent;
 use crate::state::{self, Counters, Record};
@@ -253,6 +254,83 @@ pub(crate) fn child_memory(rec: &Record) -> u64 {
     crate::daemon::memory::resident(counted(rec, sys::group_members, holders, group_of))
 }
 
+/// How long `GET /metrics` reuses a measure of the child's memory: a
+/// measure reads `/proc` (a scan of the supervisor's descendants, every
+/// member's `statm`) on the driver's thread, so scrapes that come faster
+/// than this — many scrapers, or someone asking in a loop — share one. A
+/// scrape every 15 s (Prometheus' default is 1 min) always measures anew.
+pub(crate) const MEMORY_REUSED_FOR: Duration = Duration::from_secs(1);
+
+/// Everything of the record that decides whose memory [`counted`] adds
+/// up: a measure is reused only for the same children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Whose {
+    child: i32,
+    pgid: Option<i32>,
+    other: Option<i32>,
+    socket: Option<u64>,
+    supervisor: Option<i32>,
+}
+
+impl Whose {
+    /// `None` while no child runs (nothing to measure).
+    fn of(rec: &Record) -> Option<Whose> {
+        let child = rec.child.as_ref()?;
+        Some(Whose {
+            child: child.pid?,
+            pgid: child.pgid,
+            other: other_child(rec),
+            socket: rec.listen.as_ref().and_then(|l| l.socket_id),
+            supervisor: rec.supervisor.as_ref().map(|s| s.pid),
+        })
+    }
+}
+
+/// The last measure of the child's memory, reused by [`Memory::get`].
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    last: Option<(Instant, Whose, u64)>,
+}
+
+impl Memory {
+    /// The resident memory of the child `rec` names at `now`: the last
+    /// measure when it is of the same children (the same child, and the
+    /// same handover phase: a handover that moved on is measured at once)
+    /// and younger than [`MEMORY_REUSED_FOR`]; else `measure(rec)`,
+    /// remembered. No timer: nothing happens between scrapes.
+    pub(crate) fn get(
+        &mut self,
+        rec: &Record,
+        now: Instant,
+        measure: impl FnOnce(&Record) -> u64,
+    ) -> u64 {
+        let Some(whose) = Whose::of(rec) else {
+            self.last = None;
+            return 0;
+        };
+        if let Some((at, w, bytes)) = self.last {
+            if w == whose && now.saturating_duration_since(at) < MEMORY_REUSED_FOR {
+                return bytes;
+            }
+        }
+        let bytes = measure(rec);
+        self.last = Some((now, whose, bytes));
+        bytes
+    }
+}
+
+/// During a handover, the child `rec.child` does not name: the new one
+/// while starting, the old one while draining. Each child leads its own
+/// group: the other child's pid is its group.
+fn other_child(rec: &Record) -> Option<i32> {
+    rec.handover.as_ref().and_then(|h| {
+        h.second.map(|g| g.pgid).or(match h.phase.as_str() {
+            "draining" => Some(h.old_pid),
+            _ => h.new_pid,
+        })
+    })
+}
+
 /// Whose memory [`child_memory`] adds up, given the members of a process
 /// group, the holders of socket `id` below `supervisor`, and a process's
 /// group. During a handover the other child holds the socket too: its
@@ -270,13 +348,7 @@ fn counted(
         return Vec::new();
     };
     let supervisor = rec.supervisor.as_ref().map(|s| s.pid);
-    // Each child leads its own group: the other child's pid is its group.
-    let other = rec.handover.as_ref().and_then(|h| {
-        h.second.map(|g| g.pgid).or(match h.phase.as_str() {
-            "draining" => Some(h.old_pid),
-            _ => h.new_pid,
-        })
-    });
+    let other = other_child(rec);
     let mut pids = child.pgid.map(members).unwrap_or_default();
     pids.push(pid);
     if let (Some(id), Some(sup)) = (rec.listen.as_ref().and_then(|l| l.socket_id), supervisor) {
@@ -520,6 +592,69 @@ mod tests {
         rec.child.as_mut().unwrap().pid = None;
         let no_scan = |_: u64, _: i32| -> Vec<i32> { panic!("scanned with no child") };
         assert!(counted(&rec, members, no_scan, group_of).is_empty());
+    }
+
+    #[test]
+    fn a_measure_is_reused_for_a_second_and_only_for_the_same_children() {
+        let mut memory = Memory::default();
+        let measures = std::cell::Cell::new(0);
+        let mut get = |rec: &Record, at: Instant| {
+            memory.get(rec, at, |_| {
+                measures.set(measures.get() + 1);
+                1000 + measures.get()
+            })
+        };
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let rec = running();
+        // A hundred scrapes within the second: one measure.
+        for n in 0..100 {
+            assert_eq!(get(&rec, ms(n * 9)), 1001);
+        }
+        assert_eq!(measures.get(), 1);
+        // The second over: measured anew, and that one reused in turn.
+        assert_eq!(get(&rec, ms(1000)), 1002);
+        assert_eq!(get(&rec, ms(1999)), 1002);
+        assert_eq!(get(&rec, ms(2000)), 1003);
+        // A scrape every 15 s: each measures.
+        for n in 1..=3 {
+            assert_eq!(get(&rec, ms(2000 + n * 15_000)), 1003 + n);
+        }
+        assert_eq!(measures.get(), 6);
+        let t = ms(50_000);
+        assert_eq!(get(&rec, t), 1007);
+        // Another child, a handover that began, then moved on to draining:
+        // each measured at once, whatever the age of the last measure.
+        let mut other = rec.clone();
+        other.child.as_mut().unwrap().pid = Some(99);
+        assert_eq!(get(&other, t), 1008);
+        let mut starting = rec.clone();
+        starting.handover = Some(state::HandoverInfo {
+            phase: "starting".into(),
+            new_pid: Some(60),
+            old_pid: 41,
+            started_at: "2026-11-26T08:00:02Z".into(),
+            second: None,
+        });
+        assert_eq!(get(&starting, t), 1009);
+        assert_eq!(get(&starting, t), 1009);
+        let mut draining = starting.clone();
+        let h = draining.handover.as_mut().unwrap();
+        h.phase = "draining".into();
+        let c = draining.child.as_mut().unwrap();
+        c.pid = Some(60);
+        c.pgid = Some(60);
+        assert_eq!(get(&draining, t), 1010);
+        // The handover over: the new child alone, measured at once.
+        let mut done = draining.clone();
+        done.handover = None;
+        assert_eq!(get(&done, t), 1011);
+        // No child: 0, nothing measured, nothing kept.
+        let mut none = rec.clone();
+        none.child.as_mut().unwrap().pid = None;
+        assert_eq!(get(&none, t), 0);
+        assert_eq!(get(&done, t), 1012);
+        assert_eq!(measures.get(), 12);
     }
 
     #[test]

@@ -571,6 +571,140 @@ fn no_wake_ups_while_nobody_asks() {
     get(&env, addr, "/metrics");
 }
 
+/// The read system calls (`read`, `pread`, `readv`) `pid` made so far
+/// (`/proc/PID/io` `syscr`; socket receives are not counted): a measure of
+/// the child's memory is a scan of `/proc`, many reads (Linux).
+#[cfg(target_os = "linux")]
+fn reads(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("syscr:")?.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("cannot read /proc/{pid}/io"))
+}
+
+/// How long the supervisor reuses a measure of the child's memory
+/// (`metrics::MEMORY_REUSED_FOR`).
+#[cfg(target_os = "linux")]
+const MEMORY_REUSED_FOR: Duration = Duration::from_secs(1);
+
+#[cfg(target_os = "linux")]
+#[test]
+fn rapid_scrapes_measure_the_childs_memory_at_most_once_a_second() {
+    let (env, addr) = with_metrics(Setup::new("serve.py"));
+    let sup = env.spawn();
+    env.wait_child(&[]);
+    // What one measure costs: the reads of a scrape that comes after the
+    // last measure is too old to reuse (a time to let pass, not a
+    // condition to wait for). A scrape of /status measures nothing.
+    let one_measure = || {
+        std::thread::sleep(MEMORY_REUSED_FOR + Duration::from_millis(200));
+        let before = reads(sup.pid());
+        let text = get(&env, addr, "/metrics");
+        let n = reads(sup.pid()) - before;
+        (
+            n,
+            value(&text, "supervisor_child_memory_bytes").unwrap_or(0.0),
+        )
+    };
+    get(&env, addr, "/metrics");
+    let (fresh, bytes) = one_measure();
+    let before = reads(sup.pid());
+    get(&env, addr, "/status");
+    let status = reads(sup.pid()) - before;
+    if fresh < 10 || fresh <= 4 * status || bytes < 1e6 {
+        env.fail(format!(
+            "a scrape after the interval should measure anew (reads: {fresh}, /status: {status}; \
+             {bytes} bytes)"
+        ));
+    }
+    // For 2.5 s, 8 clients scraping as fast as each can ask: one measure
+    // per second at most, however many ask.
+    let began = Instant::now();
+    let before = reads(sup.pid());
+    let scrapers: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while began.elapsed() < Duration::from_millis(2500) {
+                    if http(addr, "GET", "/metrics").is_ok_and(|(code, _, _)| code == 200) {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let scrapes: u64 = scrapers.into_iter().map(|s| s.join().unwrap()).sum();
+    let burst = reads(sup.pid()) - before;
+    let took = began.elapsed();
+    // At most one measure in each second begun, and one at the start.
+    let allowed = (took.as_secs_f64() / MEMORY_REUSED_FOR.as_secs_f64()).ceil() as u64 + 1;
+    eprintln!(
+        "{scrapes} scrapes in {took:?}: {burst} reads; one measure {fresh} reads; \
+         allowed {allowed} measures"
+    );
+    if scrapes < 20 || burst > allowed * fresh + allowed * fresh / 2 {
+        env.fail(format!(
+            "{scrapes} scrapes in {took:?} made {burst} reads: more than {allowed} measures \
+             of {fresh}"
+        ));
+    }
+    // And after the interval, a scrape measures anew.
+    let (again, _) = one_measure();
+    if again < fresh / 2 {
+        env.fail(format!(
+            "a scrape after the interval should measure anew: {again} reads, one measure {fresh}"
+        ));
+    }
+}
+
+#[test]
+fn a_handover_that_moved_on_is_measured_at_once() {
+    // The new child takes 100 MiB at its start; the old one a few MiB.
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "start_timeout", "10s")
+        .raw("restart", "overlap", "true");
+    let (env, addr) = with_metrics(env);
+    let _sup = env.spawn();
+    env.wait_value("the first child ready", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "running" && v["child"]["ready"] == true).then_some(())
+    });
+    let memory = |text: &str| value(text, "supervisor_child_memory_bytes").unwrap_or(-1.0);
+    let before = memory(&get(&env, addr, "/metrics"));
+    if !(1e6..50e6).contains(&before) {
+        env.fail(format!("the old child's memory: {before} bytes"));
+    }
+    // Scraped all along, so a measure younger than the interval is there
+    // at every moment of the handover.
+    let scraper = Background::start(move |stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = http(addr, "GET", "/metrics");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    std::fs::write(env.path("next-mode"), "ready 0.2 grow 100").unwrap();
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    if out.code != Some(0) {
+        env.fail(format!("restart failed:\n{out}"));
+    }
+    // The handover is over: the new child alone, measured now, not the
+    // old child's measure from a moment ago.
+    let after = memory(&get(&env, addr, "/metrics"));
+    scraper.finish();
+    if after < 100e6 {
+        env.fail(format!(
+            "after the handover, the new child's memory (over 100 MiB) was shown as {after} bytes"
+        ));
+    }
+}
+
 /// A Prometheus server of our own; killed (by pid) when dropped.
 struct Prometheus(Child);
 

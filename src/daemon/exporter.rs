@@ -14,13 +14,16 @@
 //!
 //! The driver publishes its record at every state write ([`View::publish`]);
 //! a request reads that, the live output counts and, for `/metrics`, the
-//! child's memory measured then.
+//! child's memory: measured then, or the measure of the same children
+//! taken less than [`crate::metrics::MEMORY_REUSED_FOR`] ago (a measure
+//! reads `/proc` on the driver's thread; scrapes that come faster share
+//! one, however many connections ask).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -56,6 +59,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) struct View {
     latest: Mutex<Latest>,
     counts: Arc<LogCounts>,
+    /// The last measure of the child's memory.
+    memory: Mutex<crate::metrics::Memory>,
 }
 
 struct Latest {
@@ -72,7 +77,15 @@ impl View {
                 carried: Streams::default(),
             }),
             counts,
+            memory: Mutex::new(crate::metrics::Memory::default()),
         })
+    }
+
+    /// The child's resident memory for `rec`, measured at most once per
+    /// [`crate::metrics::MEMORY_REUSED_FOR`].
+    fn memory(&self, rec: &Record) -> u64 {
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        memory.get(rec, Instant::now(), crate::metrics::child_memory)
     }
 
     /// The driver's record as it stands (`carried`: the output counts
@@ -187,7 +200,7 @@ fn answer(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
     let (body, kind) = match path {
         "/status" => (rec.encode(), "application/json"),
         _ => (
-            crate::metrics::render(&rec, crate::metrics::child_memory(&rec)),
+            crate::metrics::render(&rec, view.memory(&rec)),
             PROMETHEUS_TEXT,
         ),
     };

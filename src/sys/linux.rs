@@ -572,3 +572,82 @@ impl Ticker {
         self.0.as_fd().as_raw_fd()
     }
 }
+
+// ----------------------------------------------------------------- pidfd
+
+/// `pidfd_open(2)` (Linux 5.3): a descriptor that names this very
+/// process, not its pid. `Ok(None)` where there is none to be had: a
+/// kernel without it (ENOSYS) or one that refuses it (a seccomp filter's
+/// EPERM, EINVAL for a thread, no descriptor left): the caller falls back
+/// to the pid and its start time. NotFound (ESRCH) when it has exited.
+pub(super) fn pidfd_open(pid: i32) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            libc::c_long::from(pid),
+            0 as libc::c_long,
+        )
+    };
+    if r >= 0 {
+        let fd = RawFd::try_from(r).map_err(|_| io::Error::other("pidfd out of range"))?;
+        // SAFETY: the kernel just returned this descriptor (close-on-exec,
+        // as pidfds always are); nothing else owns it.
+        return Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
+        _ => Ok(None),
+    }
+}
+
+/// `pidfd_send_signal(2)`: `sig` to the process the pidfd names, or ESRCH
+/// once it has exited and been reaped, whoever has its pid now.
+pub(super) fn pidfd_send_signal(
+    fd: std::os::fd::BorrowedFd<'_>,
+    sig: libc::c_int,
+) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a descriptor we hold, a signal number, no siginfo (the
+    // kernel then fills one in as kill(2) would), no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last())
+    }
+}
+
+/// Whether the process the pidfd names has exited (a zombie counts),
+/// waiting up to `wait` for it: a pidfd polls readable then. `None` when
+/// poll fails.
+pub(super) fn pidfd_exited(
+    fd: std::os::fd::BorrowedFd<'_>,
+    wait: std::time::Duration,
+) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd of ours, its count, a timeout.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    match r {
+        0 => Some(false),
+        1.. => Some(p.revents & (libc::POLLIN | libc::POLLHUP) != 0),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => Some(false),
+        _ => None,
+    }
+}

@@ -689,3 +689,30 @@ impl Ticker {
         self.0.as_fd().as_raw_fd()
     }
 }
+
+// ----------------------------------------------------------------- pidfd
+
+/// macOS has no pidfd (nor any descriptor that names a process for
+/// signalling): the control commands fall back to `kill(2)` on the pid
+/// after checking its start time once more (`lock::Holder`), which leaves
+/// a window of microseconds in which a reused pid could be signalled.
+pub(super) fn pidfd_open(_pid: i32) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    Ok(None)
+}
+
+/// Never called without a pidfd; ENOSYS makes the caller fall back to
+/// `kill(2)`.
+pub(super) fn pidfd_send_signal(
+    _fd: std::os::fd::BorrowedFd<'_>,
+    _sig: libc::c_int,
+) -> nix::Result<()> {
+    Err(nix::errno::Errno::ENOSYS)
+}
+
+/// Never called without a pidfd: the caller checks the start time.
+pub(super) fn pidfd_exited(
+    _fd: std::os::fd::BorrowedFd<'_>,
+    _wait: std::time::Duration,
+) -> Option<bool> {
+    None
+}

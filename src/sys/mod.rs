@@ -148,6 +148,65 @@ pub(crate) fn launchd_sockets(name: &str) -> io::Result<Vec<RawFd>> {
     imp::launchd_sockets(name)
 }
 
+/// A process the control commands prove and then signal and wait on,
+/// opened *before* the proof: on Linux a pidfd (`pidfd_open`, 5.3), which
+/// names that very process, so a signal sent through it after the proof
+/// can never reach another process that got its pid meanwhile (it fails
+/// with ESRCH), and its exit is seen even if the pid is reused at once.
+/// Elsewhere (macOS has no pidfd; an older kernel, or a seccomp filter
+/// that refuses it) a plain pid: the caller checks its start time
+/// instead (`lock::Holder`).
+#[derive(Debug)]
+pub(crate) struct ProcessHandle {
+    pid: i32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ProcessHandle {
+    /// A handle on `pid`; NotFound when it has exited.
+    pub(crate) fn open(pid: i32) -> io::Result<ProcessHandle> {
+        Ok(ProcessHandle {
+            pid,
+            pidfd: imp::pidfd_open(pid)?,
+        })
+    }
+
+    /// A handle that is the pid alone (no pidfd).
+    pub(crate) fn plain(pid: i32) -> ProcessHandle {
+        ProcessHandle { pid, pidfd: None }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it names the process by a pidfd.
+    #[cfg(test)]
+    pub(crate) fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
+    /// `sig` through the pidfd: ESRCH once the process has exited, whoever
+    /// has its pid now. `None` without a pidfd (or a kernel that refuses
+    /// to signal through one): then it is the caller's to use `kill`.
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) -> Option<nix::Result<()>> {
+        use std::os::fd::AsFd;
+        let fd = self.pidfd.as_ref()?;
+        match imp::pidfd_send_signal(fd.as_fd(), sig as libc::c_int) {
+            Err(nix::errno::Errno::ENOSYS) => None,
+            r => Some(r),
+        }
+    }
+
+    /// Whether the process has exited (a zombie counts), waiting up to
+    /// `wait` for it to. `None` without a pidfd: the caller must tell by
+    /// the pid and its start time.
+    pub(crate) fn exited(&self, wait: std::time::Duration) -> Option<bool> {
+        use std::os::fd::AsFd;
+        imp::pidfd_exited(self.pidfd.as_ref()?.as_fd(), wait)
+    }
+}
+
 /// Make this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`):
 /// orphaned descendants are re-parented to us instead of init, so they can
 /// be recognized and reaped. `false` where there is no such thing (macOS)
