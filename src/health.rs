@@ -117,6 +117,33 @@ impl NotifySocket {
         })
     }
 
+    /// A second socket beside this one, for a handover's new child (its
+    /// own file in the same folder: see `sys::notify_sibling`). `None`
+    /// when this one is not a socket file (an abstract name handed over
+    /// by an older version).
+    pub(crate) fn sibling(&self, child_uid: Option<u32>) -> Option<io::Result<NotifySocket>> {
+        let serving = Path::new(&self.env_value);
+        if !serving.is_absolute() {
+            return None;
+        }
+        Some(sys::notify_sibling(serving, child_uid).and_then(|b| {
+            b.sock.set_nonblocking(true)?;
+            Ok(NotifySocket {
+                sock: tokio::net::UnixDatagram::from_std(b.sock)?,
+                env_value: b.env_value,
+                cleanup: b.cleanup,
+            })
+        }))
+    }
+
+    /// This socket now serves (the handover's new child is the serving
+    /// one): the folders `old` was to remove at exit are this one's to
+    /// remove, after the files of both.
+    pub(crate) fn take_folders(&mut self, old: &mut NotifySocket) {
+        let folders = old.cleanup.split_off(old.cleanup.len().min(1));
+        self.cleanup.extend(folders);
+    }
+
     /// What `reload` hands over: the descriptor and what the child knows.
     pub(crate) fn handover(&self) -> (std::os::fd::RawFd, String, Vec<PathBuf>) {
         use std::os::fd::AsRawFd;
@@ -391,5 +418,33 @@ mod tests {
         for (addr, want) in table {
             assert_eq!(probe_target(addr.parse().unwrap()), want.parse().unwrap());
         }
+    }
+
+    /// A handover's second socket beside one in a private folder (a state
+    /// folder too deep for `sun_path`): once it serves, the folder is its
+    /// to remove, after the old child's file.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_serving_socket_removes_the_shared_folder_last() {
+        let base = tempfile::tempdir().unwrap();
+        let deep = base.path().join("d".repeat(120));
+        let mut first = NotifySocket::bind(&deep, None).unwrap();
+        let folder = Path::new(&first.env_value).parent().unwrap().to_path_buf();
+        assert!(folder.starts_with("/tmp"), "{folder:?}");
+        let mut second = first.sibling(None).unwrap().unwrap();
+        assert_eq!(
+            Path::new(&second.env_value).parent(),
+            Some(folder.as_path())
+        );
+        assert_ne!(second.env_value, first.env_value);
+        // The switch: the new child's socket serves.
+        second.take_folders(&mut first);
+        std::mem::swap(&mut first, &mut second);
+        let (serving, old) = (first.env_value.clone(), second.env_value.clone());
+        drop(second);
+        assert!(!Path::new(&old).exists());
+        assert!(Path::new(&serving).exists());
+        drop(first);
+        assert!(!Path::new(&serving).exists());
+        assert!(!folder.exists(), "{folder:?} left behind");
     }
 }

@@ -256,6 +256,118 @@ fn wait_handover(env: &Env, phase: &str) -> serde_json::Value {
     })
 }
 
+/// The `$NOTIFY_SOCKET` each child was given, in the order they started.
+fn notify_sockets(env: &Env) -> Vec<(i32, String)> {
+    env.events_of("notify-socket")
+        .into_iter()
+        .map(|e| (e.pid, e.extra.first().cloned().unwrap_or_default()))
+        .collect()
+}
+
+/// Waits until the serving child `pid` has pinged its watchdog for `n`
+/// more seconds, then checks it is still the one serving: its pings are
+/// heard (one missed interval would have restarted it).
+fn pings_are_heard(env: &Env, pid: i32, n: usize) {
+    let before = env
+        .events_of("pinged")
+        .iter()
+        .filter(|e| e.pid == pid)
+        .count();
+    env.wait_for(
+        &format!("child {pid} pinging for {n} more seconds"),
+        DEADLINE,
+        || {
+            env.events_of("pinged")
+                .iter()
+                .filter(|e| e.pid == pid)
+                .count()
+                >= before + n
+        },
+    );
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != pid || v["state"] != "running" {
+        env.fail(format!(
+            "child {pid} pinged every 0.1 s, but is not the one running:\n{v:#}"
+        ));
+    }
+}
+
+/// Each child of a handover reports to a notify socket of its own (so
+/// where the kernel does not say who sent a datagram, macOS, the socket
+/// does): the new child gets the other name in the same folder; once it
+/// serves, its socket is the serving one (its watchdog pings keep it, a
+/// `reload` hands that socket over, the next handover's child takes the
+/// first name again), and the old child's file goes with the old child.
+#[test]
+fn each_child_of_a_handover_reports_to_a_notify_socket_of_its_own() {
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .arg("ping")
+        .arg("0.1")
+        .raw("health", "notify", "true")
+        .set("health", "watchdog", "500ms")
+        .set("health", "start_timeout", "10s")
+        .set("child", "stop_timeout", "3s")
+        .raw("restart", "overlap", "true")
+        .build();
+    let _sup = env.spawn();
+    let first = first_ready(&env);
+    pings_are_heard(&env, first, 1);
+    let restart = |n: usize| {
+        let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+        if out.code != Some(0) {
+            env.fail(format!("restart {n} did not exit 0:\n{out}"));
+        }
+        env.child_pid().unwrap_or(0)
+    };
+    let gone = |path: &str| {
+        env.wait_for(
+            &format!("{path} removed with the old child"),
+            DEADLINE,
+            || !std::path::Path::new(path).exists(),
+        )
+    };
+
+    let second = restart(1);
+    let sockets = notify_sockets(&env);
+    let [(p1, s1), (p2, s2)] = &sockets[..] else {
+        env.fail(format!("two children should have started: {sockets:?}"));
+    };
+    assert_eq!((*p1, *p2), (first, second), "{sockets:?}");
+    assert_ne!(
+        s1, s2,
+        "the new child shares the serving child's notify socket"
+    );
+    let (f1, f2) = (std::path::Path::new(s1), std::path::Path::new(s2));
+    assert_eq!(f1.parent(), f2.parent(), "{sockets:?}");
+    gone(s1);
+    // The new child's socket serves now: its pings are heard, across a
+    // reload too (the new image is handed that socket).
+    pings_are_heard(&env, second, 2);
+    let out = env.cli_with(&env.config, &["reload"], secs(60.0));
+    if out.code != Some(0) {
+        env.fail(format!("reload did not exit 0:\n{out}"));
+    }
+    pings_are_heard(&env, second, 2);
+
+    let third = restart(2);
+    let sockets = notify_sockets(&env);
+    assert_eq!(sockets.len(), 3, "{sockets:?}");
+    assert_eq!(sockets[2], (third, s1.clone()), "the first name again");
+    gone(s2);
+    pings_are_heard(&env, third, 2);
+    if !supervisor_log(&env).contains("handover done") || supervisor_log(&env).contains("watchdog")
+    {
+        env.fail("the log should have two handovers done and no watchdog restart");
+    }
+    let out = env.cli(&["stop"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    for s in [s1, s2] {
+        assert!(!std::path::Path::new(s).exists(), "{s} left after stop");
+    }
+}
+
 #[test]
 fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
     for (mode, why) in [

@@ -76,7 +76,25 @@ impl Daemon {
     /// flags are shared with the child that serves on it), and nothing
     /// holding it is a rival: both children are ours.
     pub(super) fn spawn_new(&mut self) -> Event {
-        match child::spawn(&self.recipe) {
+        // The new child reports to a notify socket of its own, so what it
+        // says is known to be its even where the kernel does not say who
+        // sent a datagram (macOS). Should none be bound, it shares the
+        // serving child's (as before) and the handover goes on.
+        self.notify_second = None;
+        let child_uid = self.recipe.creds.as_ref().map(|c| c.uid);
+        let mut recipe = std::borrow::Cow::Borrowed(&self.recipe);
+        match self.notify.as_ref().and_then(|n| n.sibling(child_uid)) {
+            Some(Ok(sibling)) => {
+                recipe.to_mut().notify_socket = Some(sibling.env_value.clone());
+                self.notify_second = Some(sibling);
+            }
+            Some(Err(e)) => warn!(
+                "handover: cannot bind a notify socket for the new child ({e}); it reports to the serving child's"
+            ),
+            None => {}
+        }
+        let spawned = child::spawn(&recipe);
+        match spawned {
             Ok(sp) => {
                 let pid = sp.pid;
                 let start_time = sys::process_start_time(pid);
@@ -105,6 +123,7 @@ impl Daemon {
                 // The serving child runs on: this is the handover's failure
                 // (narrated, answered and alerted as one), never the
                 // serving child's spawn error.
+                self.notify_second = None;
                 self.new_spawn_error = Some(e.to_string());
                 Event::NewSpawnFailed
             }
@@ -142,6 +161,15 @@ impl Daemon {
             // The new child is the machine's now: its group is the one
             // recorded as `child`, the old one's the second.
             std::mem::swap(&mut self.targets, &mut self.second);
+            // Its notify socket is the serving one now (a stop-first
+            // restart later starts its child on it, a reload hands it
+            // over); the old child's is the second until it is gone.
+            if let (Some(serving), Some(new)) = (self.notify.as_mut(), self.notify_second.as_mut())
+            {
+                new.take_folders(serving);
+                std::mem::swap(serving, new);
+                self.recipe.notify_socket = Some(serving.env_value.clone());
+            }
             std::mem::swap(&mut self.seen.group, &mut self.seen.second);
             self.seen.status = self.new_status.take();
             self.seen.last_probe = None;
@@ -152,6 +180,8 @@ impl Daemon {
     /// is over.
     pub(super) fn handover_settled(&mut self) {
         if self.machine.handover().is_none() && self.seen.second.is_some() {
+            // The second child's notify socket and its file.
+            self.notify_second = None;
             self.seen.second = None;
             self.seen.handover_at = None;
             self.second = Targets::default();
@@ -199,7 +229,9 @@ impl Daemon {
         };
         let handover = self.machine.handover();
         let Some(pid) = pid else {
-            // Unknown sender: a READY=1 while a new child starts is its.
+            // Unknown taker or sender (macOS: an HTTP probe's answer, or
+            // a datagram when both children share one notify socket):
+            // while a new child starts, it is taken as its.
             return match handover.map(|h| h.stage) {
                 Some(Stage::Starting { .. }) => Whose::New,
                 _ => Whose::Serving,

@@ -131,6 +131,12 @@ pub(crate) struct Daemon {
     seen: Observed,
     state: StateFile,
     logs: Logs,
+    /// During a handover: the second child's own notify socket (the new
+    /// child's while it starts, the old child's while it drains), so what
+    /// arrives there is known to be that child's even where the kernel
+    /// does not say who sent it (macOS). Declared before `notify`, so it
+    /// is closed (and its file removed) before the folder they share.
+    notify_second: Option<NotifySocket>,
     /// Where a `notify` child reports READY=1, STATUS= and WATCHDOG=1.
     notify: Option<NotifySocket>,
     probes: probes::Probes,
@@ -229,8 +235,9 @@ enum Wake {
     Signal(Option<i32>),
     Tick,
     OthersPoll,
-    /// What the notify socket had queued (see `NotifySocket::recv_batch`).
-    Notice(Vec<Result<Notice, health::Rejected>>),
+    /// What a notify socket had queued (see `NotifySocket::recv_batch`):
+    /// the serving child's socket, or the second child's.
+    Notice(Vec<Result<Notice, health::Rejected>>, readiness::Via),
     ProbeDone(probes::Probed),
     ProbeDue,
     StateRetry,
@@ -390,6 +397,7 @@ impl Daemon {
                 readers,
                 counts,
             },
+            notify_second: None,
             notify,
             probes: probes::Probes::new(&cfg.health, cfg.listen.address),
             memory: memory::Sampler::new(cfg.child.max_memory, cfg.child.max_memory_check),
@@ -482,7 +490,8 @@ impl Daemon {
                 sig = signals::next(&mut signals) => Wake::Signal(sig),
                 _ = sleep_until(deadline) => Wake::Tick,
                 _ = tokio::time::sleep(poll), if others => Wake::OthersPoll,
-                batch = recv_notices(self.notify.as_ref()) => Wake::Notice(batch),
+                batch = recv_notices(self.notify.as_ref()) => Wake::Notice(batch, readiness::Via::Serving),
+                batch = recv_notices(self.notify_second.as_ref()) => Wake::Notice(batch, readiness::Via::Second),
                 result = self.probes.done() => Wake::ProbeDone(result),
                 _ = sleep_until(probe_due), if probe_due.is_some() => Wake::ProbeDue,
                 _ = sleep_until(state_retry), if state_retry.is_some() => Wake::StateRetry,
@@ -520,7 +529,7 @@ impl Daemon {
                         poll = (poll * 2).min(Duration::from_millis(100));
                     }
                 }
-                Wake::Notice(batch) => self.on_notices(batch),
+                Wake::Notice(batch, via) => self.on_notices(batch, via),
                 Wake::ProbeDone((result, by)) => self.on_probe(result, by),
                 Wake::ProbeDue => {
                     let identify = self.machine.handover().is_some();

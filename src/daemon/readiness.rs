@@ -72,7 +72,7 @@ impl Daemon {
     /// flood costs one state change per batch, not one per datagram.
     /// During a handover each datagram is acted on as it comes (who sent
     /// it decides what it means, and an earlier one may end the handover).
-    pub(super) fn on_notices(&mut self, batch: Vec<Result<Notice, Rejected>>) {
+    pub(super) fn on_notices(&mut self, batch: Vec<Result<Notice, Rejected>>, via: Via) {
         let mut heard = Heard::default();
         for item in batch {
             let notice = match item {
@@ -86,7 +86,7 @@ impl Daemon {
             if self.machine.handover().is_some() {
                 self.act_on(std::mem::take(&mut heard));
             }
-            if let Some(notice) = self.sent_by_serving_child(notice) {
+            if let Some(notice) = self.sent_by_serving_child(notice, via) {
                 heard.add(notice);
             }
         }
@@ -97,7 +97,7 @@ impl Daemon {
     /// process group (the kernel vouches for the sender's pid on Linux).
     /// The serving child's message is handed back to be acted on; one for
     /// a handover's new child is acted on here; anyone else's is dropped.
-    fn sent_by_serving_child(&mut self, notice: Notice) -> Option<Notice> {
+    fn sent_by_serving_child(&mut self, notice: Notice, via: Via) -> Option<Notice> {
         let pgid = self.machine.child_pid()?;
         // Who sent it, as of sending (Linux): the child's user, ours or
         // root. Only they can reach the socket file anyway; this also holds
@@ -113,27 +113,39 @@ impl Daemon {
                 return None;
             }
         }
-        if self.machine.handover().is_some() {
-            match self.whose(notice.sender) {
-                Whose::New => {
-                    if let Some(status) = notice.status {
-                        self.new_status = Some(status);
+        let handover = self.machine.handover().map(|h| h.stage);
+        match handover {
+            // Queued on a second child's socket before its handover
+            // ended: that child is not heard any more.
+            None if via == Via::Second => return None,
+            None => {}
+            Some(stage) => {
+                let starting = matches!(stage, Stage::Starting { .. });
+                let own_socket = self.notify_second.is_some();
+                let by_sender = notice.sender.map(|pid| self.whose(Some(pid)));
+                match attribute(via, by_sender, starting, own_socket) {
+                    Whose::New => {
+                        if let Some(status) = notice.status {
+                            self.new_status = Some(status);
+                        }
+                        if notice.ready {
+                            self.feed(Event::NewReady);
+                        }
+                        // Without a sender (macOS) and with one socket for
+                        // both (a second could not be bound), a ping cannot
+                        // be told apart: the serving child's pings must not
+                        // be lost while the new one starts, or a handover
+                        // longer than the watchdog interval fails a healthy
+                        // child.
+                        if notice.watchdog && notice.sender.is_none() && !own_socket {
+                            self.feed(Event::WatchdogPing);
+                        }
+                        return None;
                     }
-                    if notice.ready {
-                        self.feed(Event::NewReady);
-                    }
-                    // Without a sender (macOS) a ping cannot be told
-                    // apart: the serving child's pings must not be lost
-                    // while the new one starts, or a handover longer than
-                    // the watchdog interval fails a healthy child.
-                    if notice.watchdog && notice.sender.is_none() {
-                        self.feed(Event::WatchdogPing);
-                    }
-                    return None;
+                    // The old child, on its way out, is not heard any more.
+                    Whose::Draining => return None,
+                    Whose::Serving | Whose::Stranger => {}
                 }
-                // The old child, on its way out, is not heard any more.
-                Whose::Draining => return None,
-                Whose::Serving | Whose::Stranger => {}
             }
         }
         if let Some(sender) = notice.sender {
@@ -163,6 +175,34 @@ impl Daemon {
         if heard.watchdog {
             self.feed(Event::WatchdogPing);
         }
+    }
+}
+
+/// Which notify socket a datagram came in on: the serving child's, or
+/// (during a handover) the second child's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    Serving,
+    Second,
+}
+
+/// Whose a notify datagram is during a handover. Where the kernel said
+/// who sent it (Linux, SCM_CREDENTIALS), the sender's process group
+/// decides (`by_sender`). Where it did not (macOS), the socket it came
+/// in on: each child reports to its own (`own_socket`), so a `READY=1`
+/// or `WATCHDOG=1` of the serving child is never taken for the new
+/// one's. Only with one socket for both (a second could not be bound)
+/// is a message of unknown sender while the new child starts taken as
+/// its (the serving child said READY=1 long ago).
+fn attribute(via: Via, by_sender: Option<Whose>, starting: bool, own_socket: bool) -> Whose {
+    if let Some(whose) = by_sender {
+        return whose;
+    }
+    match (via, own_socket, starting) {
+        (Via::Second, _, true) => Whose::New,
+        (Via::Second, _, false) => Whose::Draining,
+        (Via::Serving, false, true) => Whose::New,
+        (Via::Serving, _, _) => Whose::Serving,
     }
 }
 
@@ -254,6 +294,38 @@ mod tests {
         ];
         for (last, now, want) in table {
             assert_eq!(status_write_at(last, now), want, "{last:?} {now:?}");
+        }
+    }
+
+    #[test]
+    fn a_datagram_during_a_handover_is_the_childs_whose_socket_it_came_in_on() {
+        use Via::{Second, Serving};
+        use Whose::{Draining, New, Stranger};
+        // (socket, whose by the kernel-verified sender, starting, the
+        // second child has its own socket) -> whose
+        let table = [
+            // macOS (no sender): the socket says.
+            (Serving, None, true, true, Whose::Serving),
+            (Second, None, true, true, New),
+            (Serving, None, false, true, Whose::Serving),
+            (Second, None, false, true, Draining),
+            // One socket for both (none could be bound for the new child):
+            // the old guess, a message while the new one starts is its.
+            (Serving, None, true, false, New),
+            (Serving, None, false, false, Whose::Serving),
+            // Linux: the sender's group decides, whatever the socket.
+            (Serving, Some(New), true, true, New),
+            (Second, Some(Whose::Serving), true, true, Whose::Serving),
+            (Second, Some(Stranger), true, true, Stranger),
+            (Serving, Some(Draining), false, true, Draining),
+            (Serving, Some(Whose::Serving), true, false, Whose::Serving),
+        ];
+        for (via, by_sender, starting, own, want) in table {
+            assert_eq!(
+                attribute(via, by_sender, starting, own),
+                want,
+                "{via:?} {by_sender:?} starting={starting} own={own}"
+            );
         }
     }
 }

@@ -474,7 +474,9 @@ pub(crate) struct NotifyBinding {
 /// as of sending), and the driver hears only the child's user, ours and
 /// root, from the child's process group. XNU passes no credentials with
 /// datagrams (only SCM_RIGHTS), and LOCAL_PEERPID needs a connected peer:
-/// on macOS the file's permissions are the only gate.
+/// on macOS the file's permissions are the only gate. During a handover
+/// the new child gets a socket of its own beside this one
+/// ([`notify_sibling`]), so there the socket says whose a datagram is.
 pub(crate) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
     imp::notify_bind(state_dir, child_uid)
 }
@@ -496,8 +498,9 @@ struct NotifyPlace {
 fn notify_place(state_dir: &Path, tmp: &Path, me: u32, child_uid: Option<u32>) -> NotifyPlace {
     use std::os::unix::ffi::OsStrExt;
     let foreign = child_uid.is_some_and(|uid| uid != me);
-    let in_state_dir = state_dir.join("notify.sock");
-    if !foreign && fits_sun_path(&in_state_dir) {
+    let in_state_dir = state_dir.join(NOTIFY_NAMES[0]);
+    // Both names must fit: a handover's new child gets the other one.
+    if !foreign && fits_sun_path(&state_dir.join(NOTIFY_NAMES[1])) {
         return NotifyPlace {
             path: in_state_dir,
             private_dir: None,
@@ -506,8 +509,22 @@ fn notify_place(state_dir: &Path, tmp: &Path, me: u32, child_uid: Option<u32>) -
     let hash = fnv1a(state_dir.as_os_str().as_bytes());
     let dir = tmp.join(format!("supervisor-{me}-{hash:016x}"));
     NotifyPlace {
-        path: dir.join("notify.sock"),
+        path: dir.join(NOTIFY_NAMES[0]),
         private_dir: Some((dir, if foreign { 0o711 } else { 0o700 })),
+    }
+}
+
+/// The notify socket's file names: the serving child's, and the one a
+/// handover's new child gets beside it (then the other way round after
+/// the next handover). One socket per child, so a datagram's socket says
+/// whose it is where the kernel does not say who sent it (macOS).
+const NOTIFY_NAMES: [&str; 2] = ["notify.sock", "notify.2.sock"];
+
+/// The name a second child's socket takes beside the one at `serving`.
+fn sibling_name(serving: &Path) -> &'static str {
+    match serving.file_name() {
+        Some(n) if n == NOTIFY_NAMES[1] => NOTIFY_NAMES[0],
+        _ => NOTIFY_NAMES[1],
     }
 }
 
@@ -591,21 +608,55 @@ fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Noti
             }
             Err(e) => return Err(e),
         };
-        path = dir.join("notify.sock");
+        path = dir.join(NOTIFY_NAMES[0]);
         cleanup.push(dir);
     }
-    cleanup.insert(0, path.clone());
+    // A second child's socket a killed supervisor left (the next
+    // handover would replace it; nobody needs it meanwhile).
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_file(dir.join(sibling_name(&path)));
+    }
+    let mut binding = bind_socket_file(&path, child_uid, me)?;
+    binding.cleanup.extend(cleanup);
+    Ok(binding)
+}
+
+/// Bind a handover's second notify socket beside the serving child's
+/// (`serving`: its file), in the same folder, with the same owner and
+/// mode. Its cleanup is its own file only: the folder stays the serving
+/// socket's to remove.
+pub(crate) fn notify_sibling(serving: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+    let dir = serving.parent().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: no folder to put a second notify socket in",
+                serving.display()
+            ),
+        )
+    })?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    bind_socket_file(&dir.join(sibling_name(serving)), child_uid, me)
+}
+
+/// Bind a notify socket file at `path` (replacing one a killed supervisor
+/// left there), 0600, owned by the child's user when it is not us.
+fn bind_socket_file(path: &Path, child_uid: Option<u32>, me: u32) -> io::Result<NotifyBinding> {
+    use std::os::unix::fs::PermissionsExt;
     // A socket file left by a supervisor that was killed.
-    let _ = std::fs::remove_file(&path);
-    let sock = std::os::unix::net::UnixDatagram::bind(&path)
+    let _ = std::fs::remove_file(path);
+    let sock = std::os::unix::net::UnixDatagram::bind(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let closed = |e: io::Error| {
+        let _ = std::fs::remove_file(path);
+        e
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(closed)?;
     if let Some(uid) = child_uid.filter(|uid| *uid != me) {
         // Sending needs write permission on the socket file: the child's
         // user gets it, and nobody else but root.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        std::os::unix::fs::chown(&path, Some(uid), None)?;
-    } else {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::os::unix::fs::chown(path, Some(uid), None).map_err(closed)?;
     }
     // Room for a burst (a watchdog ping must not meet a full queue).
     // Best effort: the system caps it (rmem_max, kern.ipc.maxsockbuf).
@@ -613,7 +664,7 @@ fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Noti
     Ok(NotifyBinding {
         sock,
         env_value: path.to_string_lossy().into_owned(),
-        cleanup,
+        cleanup: vec![path.to_path_buf()],
     })
 }
 

@@ -95,6 +95,40 @@ fn where_the_notify_socket_file_goes() {
 }
 
 #[test]
+fn a_second_notify_socket_takes_the_other_name_in_the_same_folder() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("notify.sock");
+    let second = dir.path().join("notify.2.sock");
+    assert_eq!(sibling_name(&first), "notify.2.sock");
+    assert_eq!(sibling_name(&second), "notify.sock");
+    // A file of that name a killed supervisor left is replaced.
+    std::fs::write(&second, b"stale").unwrap();
+    let b = notify_sibling(&first, None).unwrap();
+    assert_eq!(b.env_value, second.to_string_lossy());
+    assert_eq!(b.cleanup, vec![second.clone()]);
+    let meta = std::fs::symlink_metadata(&second).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // It hears what is sent to its file, and only that.
+    let d = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    d.send_to(b"READY=1", &second).unwrap();
+    let mut buf = [0u8; 64];
+    let n = b.sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    // And back: the next handover's child takes the first name again,
+    // owned by the child's user when it runs as another (as root).
+    // SAFETY: geteuid cannot fail.
+    let other = (unsafe { libc::geteuid() } == 0).then_some(65534);
+    let again = notify_sibling(&second, other).unwrap();
+    assert_eq!(again.env_value, first.to_string_lossy());
+    if let Some(uid) = other {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::symlink_metadata(&first).unwrap().uid(), uid);
+    }
+}
+
+#[test]
 fn private_folders_must_be_ours() {
     use std::os::unix::fs::PermissionsExt;
     let base = tempfile::tempdir().unwrap();

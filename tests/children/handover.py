@@ -10,6 +10,10 @@ followed by any of (for max_memory):
 
   grow MIB           take MIB MiB of resident memory at start ("grown")
   grow-on-term MIB   take MIB MiB more on SIGTERM, while draining
+  ping SECS          once ready, WATCHDOG=1 every SECS until SIGTERM
+                     (a "pinged N" event each second)
+
+It records $NOTIFY_SOCKET at start (a "notify-socket PATH" event).
 
 The mode can be overridden for the next start by a file `next-mode` in the
 temp dir (one line, the words above; removed once read), so a test can make
@@ -99,6 +103,7 @@ signal.signal(signal.SIGTERM, on_term)
 words = mode()
 sock = c.listener()
 c.event("start", *words)
+c.event("notify-socket", os.environ.get("NOTIFY_SOCKET", "-"))
 if option("grow"):
     grow(option("grow"))
 if words[0] == "ready":
@@ -107,6 +112,19 @@ if words[0] == "ready":
     # (which records "term") before this process runs again.
     c.event("ready")
     c.notify("STATUS=serving\nREADY=1")
+    if option("ping"):
+
+        def ping(every):
+            sent, last = 0, time.monotonic()
+            while not stopping.is_set():
+                c.notify("WATCHDOG=1")
+                sent += 1
+                if time.monotonic() - last >= 1:
+                    c.event("pinged", sent)
+                    last = time.monotonic()
+                time.sleep(every)
+
+        threading.Thread(target=ping, args=(float(option("ping")),), daemon=True).start()
 elif words[0] == "exit":
     time.sleep(float(words[1]))
     c.event("exit", words[2])
