@@ -46,13 +46,19 @@ fn uvicorn_serves_the_handed_socket_across_restarts_without_refusing() {
     let env = uvicorn_env();
     let _sup = env.spawn();
     let first = serving_child(&env, &[]);
-    let log = fs::read_to_string(env.log_dir.join("child.log")).unwrap_or_default();
-    if !log.contains(&format!(
-        "Uvicorn running on socket ('127.0.0.1', {})",
-        env.port
-    )) {
-        env.fail("uvicorn did not say it serves the inherited socket");
-    }
+    // The line reaches child.log through the supervisor's reader a
+    // moment after uvicorn serves (read once, child.log was not there yet
+    // in one whole-suite run under load): waited for.
+    let said = format!("Uvicorn running on socket ('127.0.0.1', {})", env.port);
+    env.wait_for(
+        "uvicorn to say it serves the inherited socket",
+        DEADLINE,
+        || {
+            fs::read_to_string(env.log_dir.join("child.log"))
+                .unwrap_or_default()
+                .contains(&said)
+        },
+    );
 
     let hammer = Hammer::start(env.addr());
     env.wait_for(
