@@ -495,3 +495,126 @@ fn control_commands_signal_the_proven_supervisor_through_a_pidfd() {
         env.fail(format!("child {second} survived the stop"));
     }
 }
+
+/// Whether `pid` has `sig` pending (sent to the process, not yet taken:
+/// it is stopped).
+#[cfg(target_os = "linux")]
+fn pending(pid: i32, sig: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("ShdPnd:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+#[cfg(target_os = "linux")]
+fn stopped(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            t.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// Issue 20's leftover D, from outside: `stop`, `restart` and `reload`
+/// wait on the supervisor they signalled, not on its pid. The supervisor
+/// is frozen (SIGSTOP), so the command's signal stays pending and the
+/// command sits in its wait; the command is frozen too; the supervisor is
+/// killed, reaped, and its pid given to a sleeping process (`ns_last_pid`,
+/// as root); then the command goes on. `stop` must return 0 at once,
+/// `restart` and `reload` must say at once that the supervisor exited,
+/// and the sleeper is untouched. Checking only whether the pid was alive,
+/// each waited out its whole budget on the sleeper (`stop` then exited 1
+/// saying the supervisor did not exit; `restart` that no outcome was
+/// recorded; `reload` waits 60 s).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_waits_of_stop_restart_and_reload_are_not_kept_by_a_reused_pid() {
+    let ns_last_pid = "/proc/sys/kernel/ns_last_pid";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || fs::metadata(ns_last_pid).is_err() {
+        eprintln!("skipped: needs root and /proc/sys/kernel/ns_last_pid to reuse a pid");
+        return;
+    }
+    let budget = Duration::from_secs(8);
+    let cases: [(&[&str], i32, i32, &str); 3] = [
+        (&["stop", "--timeout", "8s"], libc::SIGTERM, 0, ""),
+        (
+            &["restart", "--timeout", "8s"],
+            libc::SIGUSR1,
+            1,
+            "exited during the restart",
+        ),
+        (&["reload"], libc::SIGUSR2, 1, "exited during the reload"),
+    ];
+    for (args, sig, want, says) in cases {
+        let env = Setup::new("serve.py").build();
+        let sup = env.spawn();
+        env.wait_child(&[]);
+        let pid = sup.pid();
+        kill(pid, libc::SIGSTOP);
+        let mut cmd = Started(
+            Command::new(BIN)
+                .args(["--config", &env.config.display().to_string()])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        env.wait_for(&format!("{args:?}'s signal pending"), DEADLINE, || {
+            pending(pid, sig)
+        });
+        let cmd_pid = cmd.0.id() as i32;
+        kill(cmd_pid, libc::SIGSTOP);
+        env.wait_for(&format!("{args:?} frozen"), DEADLINE, || stopped(cmd_pid));
+        sup.kill9();
+        let mut reused = None;
+        for _ in 0..50 {
+            if fs::write(ns_last_pid, format!("{}", pid - 1)).is_err() {
+                break;
+            }
+            let s = Started(
+                Command::new("sleep")
+                    .arg("600")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            if s.0.id() as i32 == pid {
+                reused = Some(s);
+                break;
+            }
+        }
+        kill(cmd_pid, libc::SIGCONT);
+        if reused.is_none() {
+            eprintln!("skipped: cannot make pid {pid} be reused (a machine quiet enough)");
+            return;
+        }
+        let started = std::time::Instant::now();
+        let code = env.wait_value(&format!("{args:?} to return"), budget + DEADLINE, || {
+            cmd.0.try_wait().ok().flatten()
+        });
+        let mut stderr = String::new();
+        if let Some(mut e) = cmd.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        if code.code() != Some(want) || started.elapsed() >= budget || !stderr.contains(says) {
+            env.fail(format!(
+                "{args:?} exited {code:?} after {:?} saying {stderr:?} (want {want}, {says:?}), \
+                 with the supervisor's pid {pid} reused by a sleep",
+                started.elapsed()
+            ));
+        }
+        if !pid_alive(pid) {
+            env.fail(format!("the process that reused pid {pid} was ended"));
+        }
+    }
+}
