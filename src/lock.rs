@@ -146,6 +146,7 @@ impl InstanceLock {
             // Someone may have replaced the folder between our open and our
             // lock: then we hold a lock nobody else will ever look at.
             if !still_at(&dir, &dir_path)? {
+                let _ = dir.unlock();
                 continue;
             }
             let pid_file = open_pid_file_at(&dir, name)?;
@@ -153,11 +154,18 @@ impl InstanceLock {
                 Ok(()) => {}
                 // A supervisor from before the folder lock runs here.
                 Err(fs::TryLockError::WouldBlock) => {
+                    // Released now, not when the last copy of the
+                    // descriptor closes: a thread of ours forking at this
+                    // moment holds one until its child execs.
+                    let _ = dir.unlock();
                     return Ok(Err(Held {
                         pid: holder_pid(&pid_file, path),
                     }));
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(e),
+                Err(fs::TryLockError::Error(e)) => {
+                    let _ = dir.unlock();
+                    return Err(e);
+                }
             }
             return Ok(Ok(InstanceLock {
                 dir,
@@ -279,6 +287,18 @@ impl InstanceLock {
         self.pid_file = fresh;
         self.write_pid()?;
         Ok(true)
+    }
+}
+
+/// A lock given up is released at once (`flock(LOCK_UN)` on the open
+/// file description), not when the last copy of its descriptor closes: a
+/// thread forking at that moment holds a copy until its child execs
+/// (the descriptors are close-on-exec), and the lock would outlive us by
+/// that long. A `reload` executes the new image without dropping it.
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        let _ = self.dir.unlock();
+        let _ = self.pid_file.unlock();
     }
 }
 
