@@ -324,6 +324,9 @@ async fn accepted_by(s: &tokio::net::TcpStream) -> Option<i32> {
     let me = std::process::id() as i32;
     let mut gap = Duration::from_millis(1);
     loop {
+        // Linux: the connection is in the kernel's table from its
+        // handshake on, its socket named once taken; macOS: found among
+        // our descendants' sockets once one has taken it.
         if let Some(id) = sys::accepted_socket(server, client) {
             if let Some(pid) = sys::socket_holders(id, sys::Scope::DescendantsOf(me))
                 .into_iter()
@@ -331,8 +334,6 @@ async fn accepted_by(s: &tokio::net::TcpStream) -> Option<i32> {
             {
                 return Some(pid);
             }
-        } else if cfg!(not(target_os = "linux")) {
-            return None;
         }
         tokio::time::sleep(gap).await;
         gap = (gap * 2).min(Duration::from_millis(20));

@@ -159,6 +159,8 @@ pub(super) const PROC_PIDFDSOCKETINFO: i32 = 3;
 pub(super) const SOCKINFO_TCP: i32 = 2;
 /// `tcpsi_state` of a listening socket.
 pub(super) const TSI_S_LISTEN: i32 = 1;
+/// `tcpsi_state` of a closed one (`TSI_S_CLOSED`).
+pub(super) const TSI_S_CLOSED: i32 = 0;
 /// `insi_vflag` bits: the pcb takes IPv4 / IPv6 traffic.
 pub(super) const INI_IPV4: u8 = 0x1;
 pub(super) const INI_IPV6: u8 = 0x2;
@@ -393,6 +395,41 @@ pub(super) fn tcp_listening(info: &SocketFdInfo) -> Option<TcpListening> {
     })
 }
 
+/// A TCP connection's two ends as libproc describes its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TcpConnection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub socket: u64,
+}
+
+/// The two ends of a TCP socket that is not listening; `None` for
+/// anything else. An IPv4 connection accepted by a dual-stack IPv6
+/// listener is a plain IPv4 pcb (tcp_input in bsd/netinet/tcp_input.c
+/// clears INP_IPV6 and sets INP_IPV4 on the new socket), its addresses in
+/// the last four bytes of `in4in6_addr`.
+pub(super) fn tcp_connection(info: &SocketFdInfo) -> Option<TcpConnection> {
+    if info.psi.soi_kind != SOCKINFO_TCP {
+        return None;
+    }
+    // SAFETY: as in `tcp_listening`.
+    let tcp = unsafe { info.psi.soi_proto.pri_tcp };
+    if tcp.tcpsi_state == TSI_S_LISTEN || tcp.tcpsi_state == TSI_S_CLOSED {
+        return None;
+    }
+    let ini = tcp.tcpsi_ini;
+    let ip = |raw: [u8; 16]| match ini.insi_vflag & INI_IPV6 {
+        0 => IpAddr::V4(Ipv4Addr::new(raw[12], raw[13], raw[14], raw[15])),
+        _ => IpAddr::V6(Ipv6Addr::from(raw)),
+    };
+    let port = |p: i32| u16::from_be(p as u16);
+    Some(TcpConnection {
+        local: SocketAddr::new(ip(ini.insi_laddr.0), port(ini.insi_lport)),
+        remote: SocketAddr::new(ip(ini.insi_faddr.0), port(ini.insi_fport)),
+        socket: info.psi.soi_so,
+    })
+}
+
 /// The command line in a `KERN_PROCARGS2` answer. The layout
 /// (sysctl_procargsx in bsd/kern/kern_sysctl.c, the strings area written
 /// by exec_copyout_strings in bsd/kern/kern_exec.c): a native-endian `int`
@@ -541,6 +578,51 @@ mod tests {
         // The raw record: port big-endian at offset 24 + 240 + 4.
         let bytes = as_bytes(&tcp_socket(INI_IPV4, v4([1, 2, 3, 4]), 0x1234, 1));
         assert_eq!(&bytes[24 + 240 + 4..24 + 240 + 6], &[0x12, 0x34]);
+    }
+
+    // Accepted connections as fill_socketinfo() writes them for the
+    // sockets a probe's taker holds (the probe's client end is ours).
+    #[test]
+    fn connected_tcp_sockets() {
+        let conn = |vflag: u8, l: [u8; 16], lport: u16, f: [u8; 16], fport: u16, state: i32| {
+            let mut info = tcp_socket(vflag, l, lport, state);
+            // SAFETY: writing plain integers into the union's TCP member.
+            let tcp = unsafe { &mut info.psi.soi_proto.pri_tcp };
+            tcp.tcpsi_ini.insi_faddr = InAddr46(f);
+            tcp.tcpsi_ini.insi_fport = i32::from(fport.to_be());
+            info
+        };
+        let lo = v4([127, 0, 0, 1]);
+        let one6 = Ipv6Addr::LOCALHOST.octets();
+        let table: [(SocketFdInfo, Option<(&str, &str)>); 5] = [
+            // ESTABLISHED (4), IPv4.
+            (
+                conn(INI_IPV4, lo, 8420, lo, 50123, 4),
+                Some(("127.0.0.1:8420", "127.0.0.1:50123")),
+            ),
+            // CLOSE_WAIT (5): the client closed first; still the taker's.
+            (
+                conn(INI_IPV4, lo, 8420, lo, 50124, 5),
+                Some(("127.0.0.1:8420", "127.0.0.1:50124")),
+            ),
+            (
+                conn(INI_IPV6, one6, 8420, one6, 50125, 4),
+                Some(("[::1]:8420", "[::1]:50125")),
+            ),
+            // A listener, and a closed socket: no connection.
+            (conn(INI_IPV4, lo, 8420, [0; 16], 0, TSI_S_LISTEN), None),
+            (conn(INI_IPV4, lo, 8420, lo, 1, TSI_S_CLOSED), None),
+        ];
+        for (info, want) in table {
+            let got = tcp_connection(&info).map(|c| (c.local, c.remote));
+            let want = want.map(|(l, r)| (l.parse().unwrap(), r.parse().unwrap()));
+            assert_eq!(got, want);
+        }
+        let c = tcp_connection(&conn(INI_IPV4, lo, 1, lo, 2, 4)).unwrap();
+        assert_eq!(c.socket, 0xfeed_f00d_0000_0001);
+        // The foreign port is the record's first field, big-endian.
+        let bytes = as_bytes(&conn(INI_IPV4, lo, 1, lo, 0xabcd, 4));
+        assert_eq!(&bytes[24 + 240..24 + 240 + 2], &[0xab, 0xcd]);
     }
 
     fn procargs(argc: i32, parts: &[&[u8]]) -> Vec<u8> {

@@ -507,9 +507,25 @@ pub(super) fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
         .collect()
 }
 
-/// Not told apart on macOS (no table of connections to look in).
-pub(super) fn accepted_socket(_server: SocketAddr, _client: SocketAddr) -> Option<u64> {
-    None
+/// The accepted end of our connection from `client` to `server`. macOS
+/// has no table of connections to look in, so each of our descendants'
+/// sockets is described (libproc) until one has these two ends: `None`
+/// until a descendant has accepted it. A handful of calls per process
+/// (its descriptor list, then each socket's record), made only for the
+/// probes of a handover, every 100 ms while it lasts.
+pub(super) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let me = my_pid();
+    descendants(me)
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .find_map(|pid| {
+            sockets_of(pid)
+                .filter_map(|s| darwin::tcp_connection(&s))
+                .find(|c| {
+                    super::same_endpoint(c.local, server) && super::same_endpoint(c.remote, client)
+                })
+                .map(|c| c.socket)
+        })
 }
 
 pub(super) fn tcp_listeners(port: u16) -> io::Result<Vec<TcpListen>> {

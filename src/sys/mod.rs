@@ -380,6 +380,22 @@ pub(crate) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<
     imp::accepted_socket(server, client)
 }
 
+/// Whether two socket addresses name the same end: equal, or the same
+/// IPv4 address and port written once plainly and once v4-mapped
+/// (`::ffff:a.b.c.d`), as one side may see a connection that a dual-stack
+/// listener took.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let plain = |s: SocketAddr| match s {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => s,
+        },
+        v4 => v4,
+    };
+    plain(a) == plain(b)
+}
+
 /// A TCP socket listening on some port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TcpListen {

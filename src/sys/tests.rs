@@ -59,6 +59,25 @@ fn folder_names_are_stable() {
 }
 
 #[test]
+fn the_same_end_written_plainly_or_v4_mapped() {
+    let table = [
+        ("127.0.0.1:80", "127.0.0.1:80", true),
+        ("127.0.0.1:80", "[::ffff:127.0.0.1]:80", true),
+        ("[::ffff:10.0.0.1]:9", "10.0.0.1:9", true),
+        ("127.0.0.1:80", "127.0.0.1:81", false),
+        ("127.0.0.1:80", "[::1]:80", false),
+        ("[::1]:80", "[::1]:80", true),
+    ];
+    for (a, b, want) in table {
+        assert_eq!(
+            same_endpoint(a.parse().unwrap(), b.parse().unwrap()),
+            want,
+            "{a} {b}"
+        );
+    }
+}
+
+#[test]
 fn where_the_notify_socket_file_goes() {
     let tmp = Path::new("/tmp");
     let short = Path::new("/srv/app/run");
