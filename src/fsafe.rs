@@ -9,6 +9,11 @@
 //! that a sticky folder (like `/tmp`) may be writable above a folder that
 //! is ours (the sticky bit keeps others from renaming what we own there).
 //!
+//! Missing folders are made by descriptor ([`create_dir`]): each with
+//! `mkdirat` in the held folder above it, opened `O_NOFOLLOW` and judged
+//! before the next, so a link planted between the check and the creation
+//! is refused, never followed.
+//!
 //! [`Dir`] is a folder checked so and then held open (`O_DIRECTORY |
 //! O_NOFOLLOW`) for the supervisor's life; every file in it is reached
 //! relative to that descriptor (`openat`, `renameat`, `unlinkat`, all with
