@@ -109,8 +109,47 @@ struct Steady {
     max: f64,
 }
 
+/// How each restart is asked for.
+#[derive(Clone, Copy, PartialEq)]
+enum Ask {
+    /// `supervisor restart`, which waits for the outcome (what a deploy
+    /// script runs).
+    Command,
+    /// SIGUSR1 from the bench itself, then the outcome read from
+    /// state.json every 20 ms as `restart` does: the same handover with
+    /// no command started on the machine's two cores meanwhile.
+    Signal,
+}
+
+/// The outcome number of the last restart in state.json, and whether it
+/// went well.
+fn last_restart(state: &std::path::Path) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(state).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let r = v.get("supervisor")?.get("restart")?;
+    Some((r.get("seq")?.as_u64()?, r.get("ok")?.as_bool()?))
+}
+
+/// SIGUSR1 to the supervisor, then wait (up to 30 s) for the outcome of
+/// the restart numbered after `before`: did it go well.
+fn restart_by_signal(pid: u32, state: &std::path::Path) -> bool {
+    let before = last_restart(state).map_or(0, |(seq, _)| seq);
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    if nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGUSR1).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match last_restart(state) {
+            Some((seq, ok)) if seq > before => return ok,
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
 /// One configuration: (steady state, deploy seen, restarts that exited 0).
-fn run(opts: &OurOpts, restarts: usize) -> (Steady, Seen, usize) {
+fn run(opts: &OurOpts, restarts: usize, ask: Ask) -> (Steady, Seen, usize) {
     let sup: Svc = start(
         crate::services::Kind::Ours,
         &Job::ServeReady(1000),
@@ -131,10 +170,18 @@ fn run(opts: &OurOpts, restarts: usize) -> (Steady, Seen, usize) {
     let cpu_before = own_cpu_ms(sup.pid());
     let client = Client::start(sup.addr);
     let epoch = Instant::now();
+    let epoch_mono = mono_ms();
     let mut marks = Vec::new();
     let mut ok = 0;
     for _ in 0..restarts {
         let began = ms(epoch.elapsed());
+        if ask == Ask::Signal {
+            if restart_by_signal(sup.pid(), &sup.dir.join("run/state.json")) {
+                ok += 1;
+            }
+            marks.push((began, ms(epoch.elapsed())));
+            continue;
+        }
         let status = Command::new(BIN)
             .arg("--config")
             .arg(&config)
@@ -156,7 +203,7 @@ fn run(opts: &OurOpts, restarts: usize) -> (Steady, Seen, usize) {
             "  supervisor's own CPU over the {restarts} restarts: {cpu:.0} ms ({:.1} ms each)",
             cpu / restarts.max(1) as f64
         );
-        trace(&seen, &marks, &sup.dir);
+        trace(&seen, &marks, &sup.dir, epoch_mono);
     }
     drop(sup);
     (steady, seen, ok)
@@ -165,7 +212,7 @@ fn run(opts: &OurOpts, restarts: usize) -> (Steady, Seen, usize) {
 /// The ten longest waits, each placed against the restart it fell in
 /// (ms after `restart` began, ms before it returned), and the
 /// supervisor's log lines of the handovers.
-fn trace(seen: &Seen, marks: &[(f64, f64)], dir: &std::path::Path) {
+fn trace(seen: &Seen, marks: &[(f64, f64)], dir: &std::path::Path, epoch_mono: f64) {
     let mut top = seen.at.clone();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (at, wait) in top.iter().take(10) {
@@ -176,7 +223,10 @@ fn trace(seen: &Seen, marks: &[(f64, f64)], dir: &std::path::Path) {
             .map_or("between restarts".to_owned(), |(i, (b, e))| {
                 format!("restart {i}: +{:.1} ms, -{:.1} ms", at - b, e - at)
             });
-        eprintln!("  wait {wait:.3} ms at {at:.1} ms ({place})");
+        eprintln!(
+            "  wait {wait:.3} ms at {at:.1} ms ({place}; CLOCK_MONOTONIC {:.6} s)",
+            (epoch_mono + at) / 1000.0
+        );
     }
     for (i, (b, e)) in marks.iter().enumerate() {
         eprintln!("  restart {i}: {b:.1} .. {e:.1} ms");
@@ -185,6 +235,14 @@ fn trace(seen: &Seen, marks: &[(f64, f64)], dir: &std::path::Path) {
     for l in log.lines().filter(|l| l.contains("handover")).take(8) {
         eprintln!("  {l}");
     }
+}
+
+/// CLOCK_MONOTONIC now, in ms (what `perf record -k CLOCK_MONOTONIC`
+/// stamps its events with, so a long wait can be found in a trace).
+fn mono_ms() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0.0, |t| {
+        t.tv_sec() as f64 * 1000.0 + t.tv_nsec() as f64 / 1e6
+    })
 }
 
 /// utime + stime of `pid` itself, in ms (Linux; 0 elsewhere).
@@ -212,11 +270,15 @@ fn cell(steady: Steady, seen: &mut Seen, ok: usize, n: usize) -> String {
 pub(crate) fn deploy(n: &Counts, table: &mut Table) {
     eprintln!("deploy ...");
     let fig = "deploy under load: child ready 1 s after start, a client every ~1 ms, n restarts: refused, reset, p99 and max client latency";
-    let (steady, mut seen, ok) = run(&OVERLAP, n.deploys);
+    if std::env::var_os("SUPERVISOR_BENCH_DEPLOY_SIGNAL").is_some() {
+        let (steady, mut seen, ok) = run(&OVERLAP, n.deploys, Ask::Signal);
+        eprintln!("  by signal: {}", cell(steady, &mut seen, ok, n.deploys));
+    }
+    let (steady, mut seen, ok) = run(&OVERLAP, n.deploys, Ask::Command);
     let max = seen.waits.iter().copied().fold(0.0, f64::max);
     let met = seen.refused == 0 && seen.reset == 0 && ok == n.deploys && max <= 2.0 * steady.p99;
     let ours = format!("overlap: {}", cell(steady, &mut seen, ok, n.deploys));
-    let (s_steady, mut s_seen, s_ok) = run(&READY, n.deploys);
+    let (s_steady, mut s_seen, s_ok) = run(&READY, n.deploys, Ask::Command);
     let beside = format!(
         "stop-first: {}",
         cell(s_steady, &mut s_seen, s_ok, n.deploys)
