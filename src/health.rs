@@ -421,6 +421,32 @@ mod tests {
         }
     }
 
+    /// Linux: a handover's second socket says who sent each datagram, as
+    /// the first does (SCM_CREDENTIALS): the driver tells the new child
+    /// from a stranger by it, and once the new child serves, its socket
+    /// is the serving one for good.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_second_socket_says_who_sent_each_datagram() {
+        let base = tempfile::tempdir().unwrap();
+        let first = NotifySocket::bind(base.path(), None).unwrap();
+        let second = first.sibling(None).unwrap().unwrap();
+        let me = std::process::id() as i32;
+        let uid = nix::unistd::geteuid().as_raw();
+        for s in [&first, &second] {
+            let d = UnixDatagram::unbound().unwrap();
+            d.send_to(b"STATUS=hi", &s.env_value).unwrap();
+            let batch = s.recv_batch().await;
+            let n = batch[0].as_ref().unwrap();
+            assert_eq!(
+                (n.sender, n.uid, n.status.as_deref()),
+                (Some(me), Some(uid), Some("hi")),
+                "{}",
+                s.env_value
+            );
+        }
+    }
+
     /// A handover's second socket beside one in a private folder (a state
     /// folder too deep for `sun_path`): once it serves, the folder is its
     /// to remove, after the old child's file.

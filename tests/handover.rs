@@ -368,6 +368,73 @@ fn each_child_of_a_handover_reports_to_a_notify_socket_of_its_own() {
     }
 }
 
+/// A stranger's datagram (this test: not in either child's group) to the
+/// socket `path`; then waits for the supervisor to say it ignored it.
+#[cfg(target_os = "linux")]
+fn stranger_sends(env: &Env, path: &str, msg: &str) {
+    let stranger = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    stranger
+        .send_to(msg.as_bytes(), path)
+        .expect("send to the notify socket");
+    env.wait_for(
+        &format!("the supervisor ignoring a stranger's {msg:?} on {path}"),
+        DEADLINE,
+        || supervisor_log(env).contains("ignored a notify message"),
+    );
+}
+
+/// Linux: the new child's own notify socket says who sent each datagram,
+/// as the first does: a stranger's READY=1 there while the new child
+/// starts is ignored (it would have ended the handover for a child that
+/// never said it), and the handover fails as it should.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_strangers_ready_on_the_new_childs_socket_is_ignored() {
+    let env = ready_env("3s");
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::write(env.path("next-mode"), "never").unwrap();
+    let restart = restart_in_background(&env);
+    wait_handover(&env, "starting");
+    let sockets = env.wait_value("the new child's notify socket", DEADLINE, || {
+        let s = notify_sockets(&env);
+        (s.len() == 2).then(|| s[1].1.clone())
+    });
+    stranger_sends(&env, &sockets, "READY=1");
+    let out = restart.join().unwrap();
+    if out.code != Some(1) || !out.stderr.contains("was not ready within start_timeout") {
+        env.fail(format!("a stranger's READY=1 ended the handover:\n{out}"));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != old {
+        env.fail(format!("child {old} should serve on: {v:#}"));
+    }
+}
+
+/// Linux: once the new child serves, its socket is the serving one, and
+/// it still says who sent each datagram: a stranger's STATUS= there is
+/// ignored, as on the first child's socket.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_strangers_status_on_the_socket_serving_after_a_handover_is_ignored() {
+    let env = ready_env("10s");
+    let _sup = env.spawn();
+    first_ready(&env);
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    if out.code != Some(0) {
+        env.fail(format!("restart did not exit 0:\n{out}"));
+    }
+    let sockets = notify_sockets(&env);
+    let [_, (new, serving)] = &sockets[..] else {
+        env.fail(format!("two children should have started: {sockets:?}"));
+    };
+    stranger_sends(&env, serving, "STATUS=forged by a stranger");
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != *new || v["child"]["status"] == "forged by a stranger" {
+        env.fail(format!("a stranger's STATUS= counted: {v:#}"));
+    }
+}
+
 #[test]
 fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
     for (mode, why) in [

@@ -476,10 +476,15 @@ pub(super) fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
 }
 
 pub(super) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
-    let b = super::bind_notify_file(state_dir, child_uid)?;
-    // Each datagram then carries its sender's pid and uid, as of sending.
-    nix::sys::socket::setsockopt(&b.sock, nix::sys::socket::sockopt::PassCred, &true)?;
-    Ok(b)
+    super::bind_notify_file(state_dir, child_uid)
+}
+
+/// Set on every notify socket bound (the serving child's and a handover's
+/// second): each datagram then carries its sender's pid and uid, as of
+/// sending, which the driver checks.
+pub(super) fn notify_options(sock: &std::os::unix::net::UnixDatagram) -> io::Result<()> {
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::PassCred, &true)?;
+    Ok(())
 }
 
 /// Received descriptors are close-on-exec from the start, though they are

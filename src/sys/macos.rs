@@ -580,6 +580,11 @@ pub(super) fn notify_bind(state_dir: &Path, child_uid: Option<u32>) -> io::Resul
     super::bind_notify_file(state_dir, child_uid)
 }
 
+/// Nothing to set: XNU passes no credentials with datagrams.
+pub(super) fn notify_options(_sock: &std::os::unix::net::UnixDatagram) -> io::Result<()> {
+    Ok(())
+}
+
 /// No MSG_CMSG_CLOEXEC on macOS; received descriptors are closed at once,
 /// and only this (the main) thread forks.
 pub(super) const NOTIFY_RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;

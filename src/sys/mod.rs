@@ -669,6 +669,10 @@ fn bind_socket_file(path: &Path, child_uid: Option<u32>, me: u32) -> io::Result<
         e
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(closed)?;
+    // Linux: the sender's credentials with each datagram, on this socket
+    // as on the first (a handover's second socket serves once its child
+    // does, and the driver checks every sender's group by them).
+    imp::notify_options(&sock).map_err(closed)?;
     if let Some(uid) = child_uid.filter(|uid| *uid != me) {
         // Sending needs write permission on the socket file: the child's
         // user gets it, and nobody else but root.
