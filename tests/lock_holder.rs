@@ -35,6 +35,28 @@ impl Drop for Started {
     }
 }
 
+/// A `sleep` that got the dead process `pid`'s pid, where we can make
+/// one (`ns_last_pid`: root, and a machine quiet enough that no other
+/// process takes it first; 50 tries).
+fn reuse_pid(pid: i32) -> Option<Started> {
+    for _ in 0..50 {
+        if fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).is_err() {
+            return None;
+        }
+        let s = Started(
+            Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        if s.0.id() as i32 == pid {
+            return Some(s);
+        }
+    }
+    None
+}
+
 /// A python process that flocks `path` (a folder or a file), writes
 /// `marker` and sleeps: a decoy lock holder.
 fn decoy(env: &Env, path: &std::path::Path) -> Started {
@@ -215,23 +237,7 @@ fn a_lock_table_naming_a_reused_pid_is_unknown_and_never_signalled() {
     let _keeper = Kill(keeper);
 
     // Give the dead parent's pid to an unrelated process, where we may.
-    let mut reused: Option<Started> = None;
-    for _ in 0..50 {
-        if fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", dead - 1)).is_err() {
-            break;
-        }
-        let s = Started(
-            Command::new("sleep")
-                .arg("600")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        if s.0.id() as i32 == dead {
-            reused = Some(s);
-            break;
-        }
-    }
+    let reused = reuse_pid(dead);
     match &reused {
         Some(_) => eprintln!("pid {dead} reused by a sleep"),
         None => eprintln!(
@@ -575,23 +581,7 @@ fn the_waits_of_stop_restart_and_reload_are_not_kept_by_a_reused_pid() {
         kill(cmd_pid, libc::SIGSTOP);
         env.wait_for(&format!("{args:?} frozen"), DEADLINE, || stopped(cmd_pid));
         sup.kill9();
-        let mut reused = None;
-        for _ in 0..50 {
-            if fs::write(ns_last_pid, format!("{}", pid - 1)).is_err() {
-                break;
-            }
-            let s = Started(
-                Command::new("sleep")
-                    .arg("600")
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            if s.0.id() as i32 == pid {
-                reused = Some(s);
-                break;
-            }
-        }
+        let reused = reuse_pid(pid);
         kill(cmd_pid, libc::SIGCONT);
         if reused.is_none() {
             eprintln!("skipped: cannot make pid {pid} be reused (a machine quiet enough)");
