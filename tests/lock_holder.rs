@@ -38,6 +38,7 @@ impl Drop for Started {
 /// A `sleep` that got the dead process `pid`'s pid, where we can make
 /// one (`ns_last_pid`: root, and a machine quiet enough that no other
 /// process takes it first; 50 tries).
+#[cfg(target_os = "linux")]
 fn reuse_pid(pid: i32) -> Option<Started> {
     for _ in 0..50 {
         if fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).is_err() {

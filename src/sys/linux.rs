@@ -141,18 +141,13 @@ fn own_socket_inodes() -> Vec<u64> {
 
 pub(super) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     // A v4 client of an IPv6 wildcard shows as a v4-mapped address there.
-    let mapped = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
-        v6 => v6,
-    };
     tcp_table()
         .ok()?
         .into_iter()
         .find(|e| {
             e.inode != 0
-                && (e.remote == client || e.remote == mapped(client))
-                && e.local.port() == server.port()
-                && (e.local == server || e.local == mapped(server))
+                && super::same_endpoint(e.remote, client)
+                && super::same_endpoint(e.local, server)
         })
         .map(|e| e.inode)
 }

@@ -384,7 +384,6 @@ pub(crate) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<
 /// IPv4 address and port written once plainly and once v4-mapped
 /// (`::ffff:a.b.c.d`), as one side may see a connection that a dual-stack
 /// listener took.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     let plain = |s: SocketAddr| match s {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
