@@ -73,6 +73,15 @@ impl Daemon {
     /// During a handover each datagram is acted on as it comes (who sent
     /// it decides what it means, and an earlier one may end the handover).
     pub(super) fn on_notices(&mut self, batch: Vec<Result<Notice, Rejected>>, via: Via) {
+        // The socket a batch was read from, by its file: a READY=1 early
+        // in a batch from the new child's socket may make that child the
+        // serving one (the sockets swap roles at the switch), and what it
+        // said after that in the same batch is the serving child's.
+        let socket = match via {
+            Via::Serving => self.notify.as_ref(),
+            Via::Second => self.notify_second.as_ref(),
+        }
+        .map(|n| n.env_value.clone());
         let mut heard = Heard::default();
         for item in batch {
             let notice = match item {
@@ -86,6 +95,8 @@ impl Daemon {
             if self.machine.handover().is_some() {
                 self.act_on(std::mem::take(&mut heard));
             }
+            let serving = self.notify.as_ref().map(|n| n.env_value.as_str());
+            let via = role_now(via, socket.as_deref(), serving);
             if let Some(notice) = self.sent_by_serving_child(notice, via) {
                 heard.add(notice);
             }
@@ -184,6 +195,18 @@ impl Daemon {
 pub(super) enum Via {
     Serving,
     Second,
+}
+
+/// The role, as of now, of the socket (`socket`: its file) a datagram
+/// was read from as `at_receipt`: the serving one if it is the serving
+/// socket's file now, else the second. The roles swap when a handover's
+/// new child starts serving, possibly in the middle of a batch.
+fn role_now(at_receipt: Via, socket: Option<&str>, serving: Option<&str>) -> Via {
+    match (socket, serving) {
+        (Some(socket), Some(serving)) if socket == serving => Via::Serving,
+        (Some(_), _) => Via::Second,
+        (None, _) => at_receipt,
+    }
 }
 
 /// Whose a notify datagram is during a handover. Where the kernel said
@@ -295,6 +318,36 @@ mod tests {
         for (last, now, want) in table {
             assert_eq!(status_write_at(last, now), want, "{last:?} {now:?}");
         }
+    }
+
+    /// A batch read from the new child's socket whose first datagram
+    /// (READY=1) made it the serving child: the rest of the batch came in
+    /// on the serving socket now (macOS: a STATUS= or WATCHDOG=1 right
+    /// after READY=1 was dropped as the draining child's).
+    #[test]
+    fn a_batch_read_before_the_switch_follows_its_socket_across_it() {
+        use Via::{Second, Serving};
+        let (one, two) = ("/s/notify.sock", "/s/notify.2.sock");
+        let table = [
+            // (read as, the socket's file, the serving file now) -> role
+            (Second, Some(two), Some(one), Second),
+            (Serving, Some(one), Some(one), Serving),
+            // The switch happened within the batch: the roles swapped.
+            (Second, Some(two), Some(two), Serving),
+            (Serving, Some(one), Some(two), Second),
+            (Serving, None, None, Serving),
+        ];
+        for (at_receipt, socket, serving, want) in table {
+            assert_eq!(
+                role_now(at_receipt, socket, serving),
+                want,
+                "{at_receipt:?} {socket:?} {serving:?}"
+            );
+        }
+        // What the new child said after its READY=1 in that batch is the
+        // serving child's, not the draining one's.
+        let after = role_now(Second, Some(two), Some(two));
+        assert_eq!(attribute(after, None, false, true), Whose::Serving);
     }
 
     #[test]
