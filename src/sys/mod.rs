@@ -641,6 +641,21 @@ fn bind_notify_file(state_dir: &Path, child_uid: Option<u32>) -> io::Result<Noti
 /// mode. Its cleanup is its own file only: the folder stays the serving
 /// socket's to remove.
 pub(crate) fn notify_sibling(serving: &Path, child_uid: Option<u32>) -> io::Result<NotifyBinding> {
+    // SAFETY: geteuid cannot fail.
+    notify_sibling_as(serving, child_uid, unsafe { libc::geteuid() })
+}
+
+/// [`notify_sibling`] for a supervisor running as `me`. The folder is
+/// reached by its path again (`bind(2)` takes no folder descriptor), long
+/// after it was made or checked: it must still be a real folder of ours
+/// (or root's) that nobody else may write in. Then nobody else can have
+/// swapped it, nor swap it while the socket is bound, chmod-ed and
+/// chown-ed there by path (in a sticky `/tmp` only its owner may rename
+/// it). A private folder in `/tmp` removed meanwhile (by hand, by a
+/// cleaner) and made again by another user is refused: the new child
+/// then shares the serving child's socket.
+fn notify_sibling_as(serving: &Path, child_uid: Option<u32>, me: u32) -> io::Result<NotifyBinding> {
+    use std::os::unix::fs::MetadataExt;
     let dir = serving.parent().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -650,8 +665,27 @@ pub(crate) fn notify_sibling(serving: &Path, child_uid: Option<u32>) -> io::Resu
             ),
         )
     })?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let owner = meta.uid();
+    if !meta.file_type().is_dir() || (owner != me && owner != 0) || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is no longer a private folder of ours (a {} owned by uid {owner}, mode {:o}); \
+                 refusing to put a second notify socket there",
+                dir.display(),
+                if meta.file_type().is_symlink() {
+                    "symbolic link"
+                } else if meta.is_dir() {
+                    "folder"
+                } else {
+                    "file"
+                },
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
     bind_socket_file(&dir.join(sibling_name(serving)), child_uid, me)
 }
 

@@ -147,6 +147,59 @@ fn a_second_notify_socket_takes_the_other_name_in_the_same_folder() {
     }
 }
 
+/// The second socket's folder is reached by its path again, maybe days
+/// after it was checked: a folder that is no longer a private one of ours
+/// (a `/tmp` folder removed and made again by another user, a link in
+/// its place, one others may write in) gets no socket, and nothing is
+/// chmod-ed or chown-ed through it.
+#[test]
+fn a_second_notify_socket_goes_only_in_a_private_folder_of_ours() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let dir = base.path().join("private");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let serving = dir.join("notify.sock");
+    let second = dir.join("notify.2.sock");
+    let refused = |serving: &Path, me: u32| {
+        let e = notify_sibling_as(serving, None, me)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("no longer a private folder"), "{e}");
+    };
+    // Another user's folder (judged as a uid that is neither its owner
+    // nor root; as root the folder is root's, so pretend to be another).
+    let other = if me == 0 { 4242 } else { me + 1 };
+    if me != 0 {
+        refused(&serving, other);
+        assert!(std::fs::symlink_metadata(&second).is_err());
+    }
+    // Writable by others.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(&serving, me);
+    assert!(std::fs::symlink_metadata(&second).is_err());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    // A link in the folder's place.
+    let link = base.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    refused(&link.join("notify.sock"), me);
+    assert!(std::fs::symlink_metadata(&second).is_err());
+    // Ours and private: bound.
+    let b = notify_sibling_as(&serving, None, me).unwrap();
+    assert_eq!(b.env_value, second.to_string_lossy());
+    // As root, a folder given to another user is refused too.
+    if me == 0 {
+        drop(b);
+        std::fs::remove_file(&second).unwrap();
+        std::os::unix::fs::chown(&dir, Some(other), None).unwrap();
+        refused(&serving, me);
+        assert!(std::fs::symlink_metadata(&second).is_err());
+    }
+}
+
 #[test]
 fn private_folders_must_be_ours() {
     use std::os::unix::fs::PermissionsExt;
