@@ -55,7 +55,9 @@ def _patch(protocol):
     def data_received(self, data):
         original_data_received(self, data)
         if getattr(self, "_last_request_only", False) and self.cycle is not None:
+            self._last_request_only = False
             self.cycle.keep_alive = False
+            _say_close(self.cycle)
             timer = getattr(self, "_first_request_timer", None)
             if timer is not None:
                 timer.cancel()
@@ -63,6 +65,25 @@ def _patch(protocol):
 
     protocol.shutdown = shutdown
     protocol.data_received = data_received
+
+
+def _say_close(cycle):
+    """Add `Connection: close` to the cycle's answer. `keep_alive = False`
+    alone closes the connection after the answer without saying so (h11
+    says it itself only to an HTTP/1.0 request): a keep-alive client would
+    take the connection back into its pool and may send its next request
+    into the close. The app's task is only scheduled yet: it calls
+    `cycle.send` through the instance, so this one is used."""
+    original_send = cycle.send
+
+    async def send(message):
+        if message.get("type") == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(bytes(k).lower() == b"connection" for k, _ in headers):
+                message = dict(message, headers=headers + [(b"connection", b"close")])
+        await original_send(message)
+
+    cycle.send = send
 
 
 def patch():

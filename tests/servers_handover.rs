@@ -328,7 +328,11 @@ fn uvicorn_closes_a_connection_it_has_accepted_unread_at_shutdown() {
 #[test]
 fn the_handover_launcher_answers_a_connection_uvicorn_accepted_before_its_shutdown() {
     match accepted_unread_at_shutdown(&[&launcher()], "launcher") {
-        Ok(Some(answer)) if whole_200(&answer) && answer.contains("Connection: close") => {}
+        Ok(Some(answer))
+            if whole_200(&answer)
+                && answer.split_once("\r\n\r\n").is_some_and(|(head, _)| {
+                    head.to_ascii_lowercase().contains("\r\nconnection: close")
+                }) => {}
         Ok(Some(answer)) => panic!("not a whole answer that closes: {answer:?}"),
         Ok(None) => panic!("closed unread, as stock uvicorn does"),
         Err(why) => panic!("{why}"),
@@ -410,8 +414,11 @@ fn accepted_unread_at_shutdown(how: &[&str], tag: &str) -> Result<Option<String>
             .set_read_timeout(Some(secs(20.0)))
             .map_err(|e| e.to_string())?;
         // The request sent now is answered only by a uvicorn that waits
-        // for it.
-        let _ = first.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes());
+        // for it. HTTP/1.1, as a keep-alive client sends it: the answer
+        // must say `Connection: close` itself (to an HTTP/1.0 request h11
+        // says it anyway), or the client may send its next request on a
+        // connection being closed.
+        let _ = first.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
         let mut rest = Vec::new();
         let _ = first.read_to_end(&mut rest);
         Ok((!rest.is_empty()).then(|| String::from_utf8_lossy(&rest).into_owned()))
