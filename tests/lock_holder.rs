@@ -609,3 +609,63 @@ fn the_waits_of_stop_restart_and_reload_are_not_kept_by_a_reused_pid() {
         }
     }
 }
+
+/// A stopping supervisor removes its notify socket (and a private folder
+/// it made for it) before it gives up the lock: once the lock is free, a
+/// new supervisor may take it and bind its own socket at that very path,
+/// which the old one would then remove from under it (its child's
+/// `READY=1` would go nowhere). Shown with strace: the unlink of the
+/// socket file comes before the last `flock(LOCK_UN)`.
+#[test]
+fn a_stopping_supervisor_removes_its_notify_socket_before_it_gives_up_the_lock() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .build();
+    let trace = env.path("trace");
+    let sup = Started(
+        Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=flock,unlink,unlinkat,rmdir", BIN, "--config"])
+            .arg(&env.config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace runs"),
+    );
+    let socket = env.wait_value("a ready child and its notify socket", DEADLINE, || {
+        let (_, v) = env.status_json();
+        (v["state"] == "running" && v["child"]["ready"] == true).then_some(())?;
+        env.events_of("notify-socket")
+            .first()
+            .and_then(|e| e.extra.first().cloned())
+    });
+    let out = env.cli(&["stop"]);
+    expect_code(&env, &out, 0);
+    let mut sup = sup;
+    let exited = wait_until(DEADLINE, || sup.0.try_wait().ok().flatten().is_some()).is_ok();
+    let text = fs::read_to_string(&trace).unwrap_or_default();
+    if !exited || text.contains("Operation not permitted") && !text.contains("flock(") {
+        eprintln!("skipped: strace may not trace here\n{text}");
+        return;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let removed = lines.iter().position(|l| {
+        l.contains(&format!("\"{socket}\"")) && l.contains("unlink") && l.ends_with("= 0")
+    });
+    let released = lines.iter().rposition(|l| l.contains("LOCK_UN"));
+    match (removed, released) {
+        (Some(r), Some(u)) if r < u => {}
+        _ => env.fail(format!(
+            "want {socket} unlinked before the lock is released (lines {removed:?}, {released:?})\n{text}"
+        )),
+    }
+}

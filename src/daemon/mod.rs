@@ -129,7 +129,6 @@ pub(crate) struct Daemon {
     /// handover's failure, not the serving child's (`seen.spawn_error`).
     new_spawn_error: Option<String>,
     seen: Observed,
-    state: StateFile,
     logs: Logs,
     /// During a handover: the second child's own notify socket (the new
     /// child's while it starts, the old child's while it drains), so what
@@ -139,6 +138,12 @@ pub(crate) struct Daemon {
     notify_second: Option<NotifySocket>,
     /// Where a `notify` child reports READY=1, STATUS= and WATCHDOG=1.
     notify: Option<NotifySocket>,
+    /// `state.json` and the lock. Declared after the notify sockets, so
+    /// their files (and a private folder made for them) are removed
+    /// before the lock is released: a supervisor that takes the lock next
+    /// binds its own socket at that path, which must not then be removed
+    /// from under it.
+    state: StateFile,
     probes: probes::Probes,
     /// When the child's memory is checked next (`max_memory`).
     memory: memory::Sampler,
