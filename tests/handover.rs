@@ -437,6 +437,47 @@ fn a_strangers_status_on_the_socket_serving_after_a_handover_is_ignored() {
     }
 }
 
+/// A probe started before a handover (nobody asked then who takes its
+/// connection) and answered by the serving child while the new one starts
+/// is not the new child's answer. Here the new child never answers at
+/// all: the handover must fail after start_timeout with the old child
+/// serving on. (Taken for the new child's, it ended the handover at once:
+/// the unready child served and the old one was stopped.)
+#[test]
+fn a_probe_started_before_a_handover_is_not_taken_for_the_new_childs_answer() {
+    let env = Setup::new("handover.py")
+        .arg("ready")
+        .arg("0.2")
+        .raw("health", "notify", "true")
+        .set("health", "http", "/slow?1")
+        .set("health", "interval", "3s")
+        .set("health", "timeout", "5s")
+        .set("health", "start_timeout", "4s")
+        .set("child", "stop_timeout", "3s")
+        .raw("restart", "overlap", "true")
+        .build();
+    let _sup = env.spawn();
+    let old = first_ready(&env);
+    std::fs::write(env.path("next-mode"), "never").unwrap();
+    // A probe in flight: the serving child has read it and answers in 1 s,
+    // after the restart below has started the new child.
+    let before = env.events_of("slow-begin").len();
+    env.wait_for("a probe in flight", DEADLINE, || {
+        env.events_of("slow-begin").len() > before
+    });
+    let out = env.cli_with(&env.config, &["restart"], secs(60.0));
+    if out.code != Some(1) || !out.stderr.contains("was not ready within start_timeout") {
+        env.fail(format!(
+            "the serving child's answer to a probe from before the handover was taken for \
+             the new child's:\n{out}"
+        ));
+    }
+    let (_, v) = env.status_json();
+    if v["child"]["pid"] != old || env.child_processes() != [old] {
+        env.fail(format!("child {old} should serve on, alone: {v:#}"));
+    }
+}
+
 #[test]
 fn a_new_child_that_exits_or_is_never_ready_leaves_the_old_one_serving() {
     for (mode, why) in [

@@ -229,9 +229,10 @@ impl Daemon {
         };
         let handover = self.machine.handover();
         let Some(pid) = pid else {
-            // Unknown taker or sender (macOS: an HTTP probe's answer, or
-            // a datagram when both children share one notify socket):
-            // while a new child starts, it is taken as its.
+            // Unknown: while a new child starts, taken as its. (A probe
+            // not asked who took it is the serving child's, see
+            // `on_probe`; a datagram without a sender is attributed by
+            // the socket it came in on, `readiness::attribute`.)
             return match handover.map(|h| h.stage) {
                 Some(Stage::Starting { .. }) => Whose::New,
                 _ => Whose::Serving,

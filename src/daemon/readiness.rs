@@ -25,9 +25,13 @@ impl Daemon {
             self.machine.handover().map(|h| h.stage),
             Some(Stage::Starting { .. })
         );
-        let whose = match self.machine.handover() {
-            Some(_) => self.whose(by),
-            None => Whose::Serving,
+        let whose = match (self.machine.handover(), by) {
+            (Some(_), Some(taker)) => self.whose(Some(taker)),
+            // Not asked who took it (started before the handover, when
+            // the serving child was the only one): whoever answered, it
+            // says nothing about the new child, which is ready only when
+            // an answer of its own says so (the next probe, soon).
+            (Some(_), None) | (None, _) => Whose::Serving,
         };
         let ready = health.ready_since.is_some();
         let event = self
