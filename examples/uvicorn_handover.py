@@ -87,8 +87,8 @@ def _say_close(cycle):
 
 
 def patch():
-    """Patch every HTTP protocol uvicorn has here; True if all went well."""
-    patched = False
+    """Patch every HTTP protocol uvicorn has here, or none: True if done."""
+    protocols = []
     for module, name in [
         ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
         ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
@@ -99,10 +99,11 @@ def patch():
             continue  # that parser is not installed
         needed = ("shutdown", "data_received", "timeout_keep_alive_handler")
         if not all(hasattr(protocol, a) for a in needed):
-            return False
+            return False  # nothing patched: uvicorn runs unchanged
+        protocols.append(protocol)
+    for protocol in protocols:
         _patch(protocol)
-        patched = True
-    return patched
+    return bool(protocols)
 
 
 if __name__ == "__main__":

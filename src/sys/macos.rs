@@ -512,7 +512,8 @@ pub(super) fn socket_holders(id: u64, scope: Scope) -> Vec<i32> {
 /// sockets is described (libproc) until one has these two ends: `None`
 /// until a descendant has accepted it. A handful of calls per process
 /// (its descriptor list, then each socket's record), made only for the
-/// probes of a handover, every 100 ms while it lasts.
+/// probes of a handover (one every 100 ms while it lasts), each looking
+/// every 1–20 ms until its connection is taken.
 pub(super) fn accepted_socket(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     let me = my_pid();
     descendants(me)
