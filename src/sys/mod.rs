@@ -567,18 +567,23 @@ fn make_private_dir(dir: &Path, me: u32, mode: u32) -> io::Result<()> {
             format!(
                 "{} is not a folder of ours (a {} owned by uid {}); refusing to put the notify socket there",
                 dir.display(),
-                if meta.file_type().is_symlink() {
-                    "symbolic link"
-                } else if meta.is_dir() {
-                    "folder"
-                } else {
-                    "file"
-                },
+                file_kind(&meta),
                 meta.uid()
             ),
         ));
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// What `meta` (from `symlink_metadata`) is, in a word for people.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    if meta.file_type().is_symlink() {
+        "symbolic link"
+    } else if meta.is_dir() {
+        "folder"
+    } else {
+        "file"
+    }
 }
 
 /// Whether `path` fits a `sockaddr_un` (with its terminating NUL).
@@ -675,13 +680,7 @@ fn notify_sibling_as(serving: &Path, child_uid: Option<u32>, me: u32) -> io::Res
                 "{} is no longer a private folder of ours (a {} owned by uid {owner}, mode {:o}); \
                  refusing to put a second notify socket there",
                 dir.display(),
-                if meta.file_type().is_symlink() {
-                    "symbolic link"
-                } else if meta.is_dir() {
-                    "folder"
-                } else {
-                    "file"
-                },
+                file_kind(&meta),
                 meta.mode() & 0o7777
             ),
         ));
