@@ -82,3 +82,31 @@ fn no_reload_fails_in_a_race_of_restarts_and_reloads() {
     }
     env.wait_state("running");
 }
+
+/// A `restart` still waiting when a `reload` execs the new image finds its
+/// answer there: the answers to restart requests are carried across (the
+/// new image wrote an empty list, and such a `restart` waited out its
+/// whole budget; seen once in CI in the race above).
+#[test]
+fn a_reload_keeps_the_answers_to_restart_requests() {
+    let env = Setup::new("serve.py").build();
+    let _sup = env.spawn();
+    let first = env.wait_child(&[]);
+    expect_code(&env, &env.cli(&["restart"]), 0);
+    env.wait_child(&[first]);
+    let answers = |env: &Env| {
+        env.state()
+            .map(|v| v["supervisor"]["restart_answers"].clone())
+    };
+    let before = answers(&env).unwrap_or_default();
+    if before.as_array().is_none_or(|a| a.is_empty()) {
+        env.fail(format!("no answer recorded for the restart: {before}"));
+    }
+    expect_code(&env, &env.cli(&["reload"]), 0);
+    let after = answers(&env).unwrap_or_default();
+    if after != before {
+        env.fail(format!(
+            "the reload lost the answers: {before} then {after}"
+        ));
+    }
+}

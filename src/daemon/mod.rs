@@ -168,6 +168,9 @@ pub(crate) struct Daemon {
     gave_up: Option<String>,
     /// A `reload` whose preflight runs.
     reloading: Option<reload::Preflight>,
+    /// The preflight passed: the loop execs this image next (it holds the
+    /// signal stream, which the exec must drain).
+    exec_due: Option<std::path::PathBuf>,
     /// A `reload` asked for during a restart: begun once the child runs
     /// again, or failed at this time (the stop budget).
     reload_waits: Option<Instant>,
@@ -417,6 +420,7 @@ impl Daemon {
             exe,
             gave_up: None,
             reloading: None,
+            exec_due: None,
             reload_waits: None,
             handover_failure: None,
             carried: carried.unwrap_or_default(),
@@ -463,6 +467,14 @@ impl Daemon {
                 problems,
                 metrics,
             }) => {
+                // Across a reload (the same pid), the answers to restart
+                // requests stay: a `restart` still waiting finds its own.
+                self.seen.restart_answers = prev
+                    .as_ref()
+                    .and_then(|r| r.supervisor.as_ref())
+                    .and_then(|s| s.restart_answers.clone())
+                    .unwrap_or_default()
+                    .into();
                 self.carry_on(&old, problems);
                 metrics
             }
@@ -560,6 +572,9 @@ impl Daemon {
                     }
                 }
                 Wake::HelperOutput(false, said) => self.preflight_said(said),
+            }
+            if let Some(exe) = self.exec_due.take() {
+                self.exec_new_image(&exe, &mut signals);
             }
         }
         self.finish_alerts(&mut signals).await;

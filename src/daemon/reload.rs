@@ -51,6 +51,7 @@ use crate::config::Config;
 use crate::exit::Fatal;
 use crate::logs::{Handed, Readers, Stream};
 use crate::policy::{Event, ExitKind, Want};
+use signal_hook_tokio::Signals;
 
 use crate::state::{self, ReloadError};
 use crate::sys;
@@ -273,7 +274,8 @@ impl Daemon {
         // the binary printed is kept as it is.
         let refusal = refusal(&p.said, kind);
         match (kind, killed, refusal) {
-            (ExitKind::Code(0), _, _) => self.exec_new_image(&p.exe),
+            // Carried out by the loop, which holds the signal stream.
+            (ExitKind::Code(0), _, _) => self.exec_due = Some(p.exe),
             (ExitKind::Code(crate::exit::CONFIG), _, refusal) => {
                 let why = match refusal {
                     Some(f) => one_line(f.detail.as_deref().unwrap_or(&f.message)),
@@ -315,8 +317,12 @@ impl Daemon {
     }
 
     /// Hand everything over and `execve` the new image. Returns only if
-    /// the exec failed, with everything put back.
-    fn exec_new_image(&mut self, exe: &Path) {
+    /// the exec failed, with everything put back. `stream`: the signal
+    /// stream, whose caught but unread signals are raised again once the handled
+    /// set is blocked, so they stay pending across the exec for the new
+    /// image (a `restart` whose SIGUSR1 came in the last moment is not
+    /// lost with the old image's signal pipe).
+    pub(super) fn exec_new_image(&mut self, exe: &Path, stream: &mut Signals) {
         let now = Instant::now();
         if self.machine.handover().is_some() {
             return self.reload_failed(Fatal::failure(
@@ -387,17 +393,23 @@ impl Daemon {
                 fds.extend(handoff.pipes.iter().map(|p| p.fd));
                 fds.extend(handoff.metrics.as_ref().map(|m| m.fd));
                 let held = signals::hold();
+                let requeued = signals::requeue_caught(stream);
                 info!(
-                    "reload: executing {} (pid {} stays; handing over {} descriptors)",
+                    "reload: executing {} (pid {} stays; handing over {} descriptors{})",
                     exe.display(),
                     std::process::id(),
-                    fds.len()
+                    fds.len(),
+                    match requeued {
+                        0 => String::new(),
+                        n => format!(", and {} for it", crate::text::count(n as u64, "signal")),
+                    }
                 );
                 let e = exec(exe, &self.exe, &self.cfg.path, file.as_raw_fd(), &fds);
                 // Still here: the exec failed. Put everything back.
                 for fd in &fds {
                     let _ = sys::set_cloexec(*fd, true);
                 }
+                // What was raised again is delivered now, to the stream.
                 let _ = held.thread_unblock();
                 drop(file);
                 e

@@ -33,6 +33,26 @@ pub(crate) fn register(held: SigSet) -> std::io::Result<Signals> {
     Ok(signals)
 }
 
+/// With the handled set blocked ([`hold`]): take what the stream has
+/// caught but not yet handed out and raise each again on this thread, so
+/// it waits, pending, for whoever unblocks the set next (the new image
+/// after `execve`, which keeps a thread's pending signals; or this one,
+/// should the exec fail). How many were raised.
+pub(crate) fn requeue_caught(signals: &mut Signals) -> usize {
+    use futures_core::Stream as _;
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut raised = 0;
+    while let Poll::Ready(Some(sig)) = Pin::new(&mut *signals).poll_next(&mut cx) {
+        if let Ok(sig) = Signal::try_from(sig) {
+            if nix::sys::signal::raise(sig).is_ok() {
+                raised += 1;
+            }
+        }
+    }
+    raised
+}
+
 /// The next handled signal. `Signals` is a `futures_core::Stream`; this
 /// polls it without pulling in a futures utility crate.
 pub(crate) async fn next(signals: &mut Signals) -> Option<i32> {
