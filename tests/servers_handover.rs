@@ -364,6 +364,8 @@ fn accepted_unread_at_shutdown(how: &[&str], tag: &str) -> Result<Option<String>
         .args(["--log-level", "info", "handover_asgi:app"])
         .env("APP_IMPORT_SECONDS", "0")
         .stdin(Stdio::null())
+        // Its access log (stdout) is not the test's output.
+        .stdout(Stdio::null())
         .stderr(fs::File::create(dir.join("uvicorn.log")).map_err(|e| e.to_string())?)
         .spawn()
         .expect("start uvicorn");
