@@ -221,23 +221,15 @@ impl Daemon {
         false
     }
 
-    /// Which child a process belongs to, by its process group (`None`:
-    /// the kernel did not say who sent it, as on macOS).
-    pub(super) fn whose(&self, pid: Option<i32>) -> Whose {
+    /// Which child a known process (a datagram's kernel-verified sender,
+    /// a probe's taker) belongs to, by its process group. What has no
+    /// known process is attributed by its caller: a datagram by its
+    /// socket (`readiness::attribute`), a probe to the serving child.
+    pub(super) fn whose(&self, pid: i32) -> Whose {
         let Some(serving) = self.machine.child_pid() else {
             return Whose::Stranger;
         };
         let handover = self.machine.handover();
-        let Some(pid) = pid else {
-            // Unknown: while a new child starts, taken as its. (A probe
-            // not asked who took it is the serving child's, see
-            // `on_probe`; a datagram without a sender is attributed by
-            // the socket it came in on, `readiness::attribute`.)
-            return match handover.map(|h| h.stage) {
-                Some(Stage::Starting { .. }) => Whose::New,
-                _ => Whose::Serving,
-            };
-        };
         let group = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
             .map(Pid::as_raw)
             .ok();

@@ -26,7 +26,7 @@ impl Daemon {
             Some(Stage::Starting { .. })
         );
         let whose = match (self.machine.handover(), by) {
-            (Some(_), Some(taker)) => self.whose(Some(taker)),
+            (Some(_), Some(taker)) => self.whose(taker),
             // Not asked who took it (started before the handover, when
             // the serving child was the only one): whoever answered, it
             // says nothing about the new child, which is ready only when
@@ -137,7 +137,7 @@ impl Daemon {
             Some(stage) => {
                 let starting = matches!(stage, Stage::Starting { .. });
                 let own_socket = self.notify_second.is_some();
-                let by_sender = notice.sender.map(|pid| self.whose(Some(pid)));
+                let by_sender = notice.sender.map(|pid| self.whose(pid));
                 match attribute(via, by_sender, starting, own_socket) {
                     Whose::New => {
                         if let Some(status) = notice.status {
