@@ -228,7 +228,7 @@ pub(crate) struct ListenInfo {
     pub socket_id: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ChildInfo {
     pub pid: Option<i32>,
     /// The child's process group (its pid when it was started).
@@ -439,13 +439,8 @@ mod tests {
                 start_time: Some(456),
                 sid: Some(4242),
                 started_at: Some("2026-11-26T08:00:00Z".into()),
-                restarts: 0,
-                last_exit: None,
-                crash_streak: 0,
                 ready: true,
-                status: None,
-                last_probe: None,
-                spawn_error: None,
+                ..ChildInfo::default()
             }),
             next_restart_in_ms: None,
             next_restart_at: None,

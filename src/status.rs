@@ -486,17 +486,9 @@ mod tests {
             state: "running".into(),
             child: Some(ChildInfo {
                 pid: Some(std::process::id() as i32),
-                pgid: None,
-                start_time: None,
-                sid: None,
                 started_at: Some(state::timestamp(now)),
-                restarts: 0,
-                last_exit: None,
-                crash_streak: 0,
                 ready: true,
-                status: None,
-                last_probe: None,
-                spawn_error: None,
+                ..ChildInfo::default()
             }),
             ..starting(42)
         };

@@ -238,14 +238,8 @@ mod tests {
                 pgid: Some(100),
                 start_time: Some(500),
                 sid: Some(50),
-                started_at: None,
-                restarts: 0,
-                last_exit: None,
-                crash_streak: 0,
                 ready: true,
-                status: None,
-                last_probe: None,
-                spawn_error: None,
+                ..ChildInfo::default()
             }),
             ..Record::not_running()
         }
